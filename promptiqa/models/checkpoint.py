@@ -1,0 +1,162 @@
+"""Reading and writing PromptIQA checkpoints: the official release layout, plain state dicts, and our own.
+
+Our checkpoints keep the official layout (``{"state_dict": {"module." + key: tensor}, "prompt_num": n}``) so the
+official code loads them too, and add a ``config`` entry that describes the model, which makes them
+self-describing: ``load_model`` rebuilds the right architecture from the file alone.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+
+from .promptiqa import DEFAULT_BACKBONE, MoNet, build_model
+
+PathLike = Union[str, os.PathLike]
+DDP_PREFIX = "module."
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable PromptIQA checkpoint, or one that does not fit the model."""
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def read_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Load a checkpoint file onto the CPU with ``weights_only=True``; clear errors for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler raises many types on foreign bytes (KeyError, EOFError, ...)
+        raise CheckpointError(f"{path} is not a readable PromptIQA checkpoint (expected a torch.save'd dict with a "
+                              f"'state_dict' of tensors): {err}") from err
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} is not a PromptIQA checkpoint: it holds a {type(obj).__name__}, not a dict")
+    return dict(obj)
+
+
+def split_checkpoint(obj: Mapping[str, Any], source: str = "checkpoint") -> Tuple[Dict[str, torch.Tensor], Dict]:
+    """(state_dict without the DDP ``module.`` prefix, the other entries) from any accepted layout."""
+    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        state, meta = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}
+    else:
+        state, meta = obj, {}
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source} is not a PromptIQA checkpoint: expected a 'state_dict' mapping names to "
+                              f"tensors")
+    if all(k.startswith(DDP_PREFIX) for k in state):
+        state = {k[len(DDP_PREFIX):]: v for k, v in state.items()}
+    return dict(state), meta
+
+
+def _describe(keys, limit: int = 12) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_checkpoint(model: torch.nn.Module, path_or_state: Union[PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
+    """Load weights strictly from an official, plain or own checkpoint (file or dict); returns its other entries."""
+    source = "the given state" if isinstance(path_or_state, Mapping) else str(path_or_state)
+    obj = path_or_state if isinstance(path_or_state, Mapping) else read_checkpoint(path_or_state)
+    state, meta = split_checkpoint(obj, source)
+    _load_state(model, state, source)
+    return meta
+
+
+def _load_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+    wrong = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own.keys() & state.keys() if state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        lines = [f"{source} does not fit this {type(model).__name__} ({getattr(model, 'config', {})}):"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_describe(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
+        if wrong:
+            lines.append(f"  shape mismatches ({len(wrong)}): {'; '.join(sorted(wrong)[:8])}")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+
+
+def checkpoint_config(model: MoNet, prompt_num: Optional[int] = None, label_norm: Optional[str] = None,
+                      **extra: Any) -> Dict[str, Any]:
+    """The ``config`` entry of our checkpoints: what ``load_model`` needs to rebuild ``model``, plus provenance."""
+    from .. import __version__
+
+    config = dict(model.config)
+    config.update(prompt_num=prompt_num, label_norm=label_norm, version=__version__)
+    config.update(extra)
+    return config
+
+
+def save_checkpoint(path: PathLike, model: torch.nn.Module, prompt_num: Optional[int] = None,
+                    config: Optional[Dict[str, Any]] = None, **extra: Any) -> Path:
+    """Write ``model`` in the official layout plus ``config`` (and ``extra`` entries), atomically (temp + rename)."""
+    model = getattr(model, "module", model)  # unwrap DDP / compiled wrappers
+    model = getattr(model, "_orig_mod", model)
+    config = dict(config) if config is not None else checkpoint_config(model, prompt_num)
+    obj = {"state_dict": {DDP_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()},
+           "prompt_num": prompt_num if prompt_num is not None else config.get("prompt_num"), "config": config}
+    obj.update(extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _official_arch(state: Mapping[str, torch.Tensor]) -> str:
+    """Official-format files do not name their architecture: the prompt encoder's keys tell."""
+    return "promptiqa" if any(k.startswith("i_p_fusion.") for k in state) else "promptiqa_wo_prompt"
+
+
+def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str, torch.device, None] = None,
+               with_info: bool = False):
+    """Rebuild and load a model from an official release file or our checkpoint; returns it in eval mode.
+
+    Our checkpoints are rebuilt from their ``config``; official files get the official configuration, or
+    ``backbone`` when given (the image size then follows from the file's position embedding). With
+    ``with_info=True`` returns ``(model, info)`` where ``info`` holds the file's ``config`` and ``prompt_num``.
+    """
+    obj = read_checkpoint(path)
+    state, meta = split_checkpoint(obj, str(path))
+    config = dict(meta.get("config") or {})
+    if config:
+        arch = config.get("arch", "promptiqa")
+        kwargs = dict(backbone=config.get("backbone", DEFAULT_BACKBONE), image_size=config.get("image_size"),
+                      backbone_kwargs=config.get("backbone_kwargs") or None)
+        if backbone is not None and backbone != kwargs["backbone"]:
+            raise CheckpointError(f"{path} records backbone '{kwargs['backbone']}', not '{backbone}'")
+    else:
+        arch, kwargs = _official_arch(state), dict(backbone=backbone or DEFAULT_BACKBONE)
+    model = build_model(arch, **kwargs)
+    pos = state.get("vit.pos_embed")
+    if not config and pos is not None and pos.shape != model.vit.pos_embed.shape:
+        # another image size than the backbone's default: the grid follows from the position embedding
+        grid = int(round((pos.shape[1] - model.vit.num_prefix_tokens) ** 0.5))
+        model = build_model(arch, image_size=grid * int(model.vit.patch_embed.patch_size[0]), **kwargs)
+    _load_state(model, state, str(path))
+    model.to(device if device is not None else default_device()).eval()
+    if with_info:
+        info = dict(config=config or None, prompt_num=meta.get("prompt_num", config.get("prompt_num")),
+                    source=str(path))
+        return model, info
+    return model
