@@ -1,0 +1,173 @@
+"""A per-dataset cache of the resized uint8 images in one memory-mapped .npy (N x S x S x 3), made once.
+
+Layout: <cache_dir>/<key>_<S>/images.npy and records.json (names, scores, references, image size, source root
+and a fingerprint of every file's name, size and mtime). All ranks and data-loader workers map the same file
+read-only; the map is opened lazily, so a pickled ImageCache sent to a worker carries only the path.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from .images import DEFAULT_IMAGE_SIZE, DiskImages, read_image
+from .records import DatasetRecords
+
+CACHE_FORMAT = "promptiqa-image-cache"
+CACHE_VERSION = 1
+IMAGES_FILE = "images.npy"
+RECORDS_FILE = "records.json"
+
+
+class StaleCacheError(ValueError):
+    """The cache does not match the dataset on disk (files changed, records differ, or another image size)."""
+
+
+def cache_path(ds: DatasetRecords, image_size: int, cache_dir: Union[str, Path]) -> Path:
+    """The cache folder of `ds` at `image_size` inside `cache_dir`."""
+    safe_key = re.sub(r"[^A-Za-z0-9._-]", "_", ds.key)
+    return Path(cache_dir) / f"{safe_key}_{image_size}"
+
+
+def fingerprint(ds: DatasetRecords) -> str:
+    """SHA-256 over each record's name, file size and mtime: changes when any image file is replaced or touched."""
+    digest = hashlib.sha256()
+    for record in ds.records:
+        try:
+            st = os.stat(record.path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"dataset '{ds.key}': image file not found: {record.path}") from None
+        digest.update(f"{record.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class ImageCache:
+    """Read-only view of a prepared cache: cache[i] is record i's resized uint8 HWC RGB image."""
+
+    def __init__(self, path: Union[str, Path]):
+        self.path = Path(path)
+        meta_file = self.path / RECORDS_FILE
+        if not meta_file.is_file() or not (self.path / IMAGES_FILE).is_file():
+            raise FileNotFoundError(f"no complete image cache in {self.path} (run python -m promptiqa.data.prepare)")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
+            raise StaleCacheError(f"{self.path} holds cache format {meta.get('format')!r} version "
+                                  f"{meta.get('version')!r}; expected {CACHE_FORMAT!r} version {CACHE_VERSION}")
+        self.key: str = meta["key"]
+        self.root: str = meta["root"]
+        self.image_size: int = meta["image_size"]
+        self.names: List[str] = meta["names"]
+        self.scores: List[float] = meta["scores"]
+        self.references: List[Optional[str]] = meta["references"]
+        self.fingerprint: str = meta["fingerprint"]
+        expected = (len(self.names), self.image_size, self.image_size, 3)
+        images = np.load(self.path / IMAGES_FILE, mmap_mode="r")
+        if images.shape != expected or images.dtype != np.uint8:
+            raise StaleCacheError(f"{self.path / IMAGES_FILE} holds {images.dtype} {images.shape}, expected uint8 "
+                                  f"{expected}; delete the folder and prepare it again")
+        del images
+        self._images = None  # opened on first access in each process
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._images is None:
+            self._images = np.load(self.path / IMAGES_FILE, mmap_mode="r")
+        return np.array(self._images[i])  # a private, writable copy; the map stays read-only
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_images"] = None  # workers re-map the file instead of receiving a copy of the pixels
+        return state
+
+    def check(self, ds: DatasetRecords, image_size: int) -> None:
+        """Raise StaleCacheError, saying why, unless this cache holds exactly `ds`'s images at `image_size`."""
+        if self.image_size != image_size:
+            raise StaleCacheError(f"cache {self.path} holds {self.image_size}px images, {image_size}px requested")
+        names = [r.name for r in ds.records]
+        if names != self.names:
+            raise StaleCacheError(f"cache {self.path} lists other records than dataset '{ds.key}' at {ds.root} "
+                                  f"({len(self.names)} cached, {len(names)} now); prepare it again")
+        try:
+            current = fingerprint(ds)
+        except FileNotFoundError as e:
+            raise StaleCacheError(f"cache {self.path} is stale: {e}") from None
+        if current != self.fingerprint:
+            raise StaleCacheError(f"cache {self.path} is stale: image files of '{ds.key}' changed size or "
+                                  f"modification time since it was prepared; prepare it again")
+
+
+def _is_valid(path: Path, ds: DatasetRecords, image_size: int) -> bool:
+    try:
+        ImageCache(path).check(ds, image_size)
+        return True
+    except (FileNotFoundError, StaleCacheError, json.JSONDecodeError, KeyError):
+        return False
+
+
+def prepare_cache(ds: DatasetRecords, image_size: int, cache_dir: Union[str, Path], workers: int = 0) -> Path:
+    """Decode and resize every image of `ds` once into the cache (skipped when up to date); returns its folder."""
+    out = cache_path(ds, image_size, cache_dir)
+    if _is_valid(out, ds, image_size):
+        return out
+    digest = fingerprint(ds)  # also fails early, naming the file, if an image is missing
+    out.mkdir(parents=True, exist_ok=True)
+    # Remove the records first: a cache interrupted mid-write then has no records.json and is never trusted.
+    (out / RECORDS_FILE).unlink(missing_ok=True)
+    tmp = out / (IMAGES_FILE + ".tmp")
+    n = len(ds.records)
+    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3))
+    paths = [r.path for r in ds.records]
+    with tqdm(total=n, desc=f"prepare {ds.key} {image_size}px", unit="img") as bar:
+        if workers > 0:
+            # OpenCV releases the GIL while decoding and resizing, so threads scale without pickling pixels.
+            with ThreadPoolExecutor(workers) as pool:
+                for i, pixels in enumerate(pool.map(read_image, paths, [image_size] * n)):
+                    images[i] = pixels
+                    bar.update()
+        else:
+            for i, path in enumerate(paths):
+                images[i] = read_image(path, image_size)
+                bar.update()
+    images.flush()
+    del images
+    os.replace(tmp, out / IMAGES_FILE)
+    meta = {
+        "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": ds.key, "root": ds.root,
+        "image_size": image_size, "count": n, "fingerprint": digest,
+        "names": [r.name for r in ds.records], "scores": [r.score for r in ds.records],
+        "references": [r.reference for r in ds.records],
+    }
+    (out / (RECORDS_FILE + ".tmp")).write_text(json.dumps(meta))
+    os.replace(out / (RECORDS_FILE + ".tmp"), out / RECORDS_FILE)
+    return out
+
+
+def open_image_source(ds: DatasetRecords, image_size: int = DEFAULT_IMAGE_SIZE,
+                      cache_dir: Union[str, Path, None] = None):
+    """Record i's uint8 HWC image by index: from the cache when present and valid, else decoded from disk."""
+    disk = DiskImages([r.path for r in ds.records], image_size)
+    if cache_dir is None:
+        return disk
+    path = cache_path(ds, image_size, cache_dir)
+    if not (path / RECORDS_FILE).is_file():
+        warnings.warn(f"no image cache for '{ds.key}' at {path}; decoding images from disk (make one with: "
+                      f"python -m promptiqa.data.prepare --dataset {ds.key} --root {ds.root} --cache_dir {cache_dir} "
+                      f"--image_size {image_size})", stacklevel=2)
+        return disk
+    try:
+        cache = ImageCache(path)
+        cache.check(ds, image_size)
+    except (StaleCacheError, FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+        warnings.warn(f"refusing the image cache: {e}; decoding images from disk instead", stacklevel=2)
+        return disk
+    return cache

@@ -1,0 +1,32 @@
+"""Parsers of the two AI-generated-image datasets, split by image: AGIQA-3K and AIGCIQA2023."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+
+from promptiqa.data.formats.common import DatasetError, load_mat, mat_vector, parse_score, read_csv_rows, record
+from promptiqa.data.records import Record
+
+
+def parse_agiqa_3k(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List[str]]:
+    """AGIQA-3K: data.csv, columns name and mos_quality (mos_align is not used), images in img/."""
+    label_path = root / "data.csv"
+    # `prompt` holds quoted commas, which the csv module handles and a split(',') would not (§2.10).
+    records = [record(root, f"img/{row['name']}", parse_score(row["mos_quality"], key, label_path, f"line {line}"))
+               for line, row in read_csv_rows(label_path, key, ("name", "mos_quality"))]
+    return records, []
+
+
+def parse_aigciqa2023(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List[str]]:
+    """AIGCIQA2023: DATA/MOS/mosz1.mat (quality MOSz, n×1); image i is Image/allimg/<i>.png."""
+    label_path = root / "DATA" / "MOS" / "mosz1.mat"
+    array = np.asarray(load_mat(label_path, key, ("MOSz",))["MOSz"])
+    if array.ndim != 2 or array.shape[1] != 1:
+        raise DatasetError(key, f"variable 'MOSz' has shape {array.shape}", label_path, expected="shape (2400, 1)")
+    scores = mat_vector(array, key, label_path, "MOSz").astype(np.float64)
+    # The split index is the file number: no names are stored anywhere, image i simply goes with MOSz[i].
+    records = [record(root, f"Image/allimg/{index}.png", parse_score(score, key, label_path, f"MOSz[{index}]"))
+               for index, score in enumerate(scores)]
+    return records, ["scores: quality MOSz (mosz1.mat); authenticity (mosz2) and correspondence (mosz3) unused"]

@@ -1,0 +1,290 @@
+"""The dataset registry: the facts of the 12 PromptIQA datasets, where their roots are, and loading them as records."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from promptiqa.data.formats import authentic, generated, synthetic
+from promptiqa.data.formats.common import DatasetError, FolderIndex
+from promptiqa.data.formats.custom import parse_csv_kind
+from promptiqa.data.records import DatasetRecords
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the protocol needs to know of one built-in dataset besides its labels."""
+
+    title: str
+    parse: Callable           # (root, key, label_norm, **options) -> (records, notes)
+    label_type: str           # "MOS" or "DMOS"
+    higher_is_better: bool    # polarity of the raw score; metadata only, never used to flip labels
+    offset: float             # official mapping: label = (score - offset) / divisor
+    divisor: float
+    split_by: str             # "reference" or "image"
+    images: int               # published number of labelled images (paper Table 1)
+    references: Optional[int]  # published number of reference images, for reference-split datasets
+    layout: str               # what a root must hold, for error messages
+
+
+# The official code's fixed per-dataset score mappings, kept even where they look odd (FORMATS.md §1).
+DATASET_SPECS: Dict[str, DatasetSpec] = {
+    "live": DatasetSpec("LIVE IQA Release 2", synthetic.parse_live, "DMOS", False, 1.0, 100.0, "reference", 779, 29,
+                        "dmos.mat, dmos_realigned.mat, refnames_all.mat, refimgs/, jp2k/ jpeg/ wn/ gblur/ "
+                        "fastfading/ (the databaserelease2 folder)"),
+    "csiq": DatasetSpec("CSIQ", synthetic.parse_csiq, "DMOS", False, 0.0, 1.0, "reference", 866, 30,
+                        "csiq_label.txt or csiq.DMOS.xlsx, src_imgs/, dst_imgs/<type>/ or dst_imgs_all/"),
+    "tid2013": DatasetSpec("TID2013", synthetic.parse_tid2013, "MOS", True, 0.0, 9.0, "reference", 3000, 25,
+                           "mos_with_names.txt, distorted_images/, reference_images/"),
+    # KADID's column is called dmos but is a 1-5 MOS where higher is better (FORMATS.md §2.4).
+    "kadid": DatasetSpec("KADID-10k", synthetic.parse_kadid, "MOS", True, 1.0, 5.0, "reference", 10125, 81,
+                         "dmos.csv, images/ (the kadid10k folder)"),
+    # BID's MOS is on [0, 5], but the official code divides by 9 (a copy of TID2013's divisor): labels 0.018-0.547.
+    "bid": DatasetSpec("BID", authentic.parse_bid, "MOS", True, 0.0, 9.0, "image", 586, None,
+                       "DatabaseGrades.xls or .xlsx beside DatabaseImage*.JPG (the ImageDatabase folder)"),
+    "spaq": DatasetSpec("SPAQ", authentic.parse_spaq, "MOS", True, 0.0, 100.0, "image", 11125, None,
+                        "Annotations/MOS and Image attribute scores.xlsx (or with underscores), TestImage/ or "
+                        "img_resize/"),
+    "livec": DatasetSpec("LIVE In the Wild Challenge", authentic.parse_livec, "MOS", True, 1.0, 100.0, "image", 1162,
+                         None, "Data/AllImages_release.mat, Data/AllMOS_release.mat, Images/ "
+                               "(the ChallengeDB_release folder)"),
+    "koniq10k": DatasetSpec("KonIQ-10k", authentic.parse_koniq10k, "MOS", True, 0.0, 100.0, "image", 10073, None,
+                            "koniq10k_distributions_sets.csv (in the root or metadata/), 1024x768/"),
+    "gfiqa_20k": DatasetSpec("GFIQA-20k", authentic.parse_gfiqa_20k, "MOS", True, 0.0, 1.0, "image", 19998, None,
+                             "mos.csv or mos_val_rating.csv (or give the label CSV itself as the root), image/"),
+    "agiqa_3k": DatasetSpec("AGIQA-3K", generated.parse_agiqa_3k, "MOS", True, 0.0, 5.0, "image", 2982, None,
+                            "data.csv, img/"),
+    "aigciqa2023": DatasetSpec("AIGCIQA2023", generated.parse_aigciqa2023, "MOS", True, 0.0, 100.0, "image", 2400,
+                               None, "DATA/MOS/mosz1.mat, Image/allimg/"),
+    # The released dataset_info.json spells this key `uqiqa`; the loaders and we use `uwiqa` (FORMATS.md §0).
+    "uwiqa": DatasetSpec("UWIQA", authentic.parse_uwiqa, "MOS", True, 0.0, 1.0, "image", 890, None,
+                         "IQA_Value.xlsx, img/"),
+}
+DATASET_KEYS: Tuple[str, ...] = tuple(DATASET_SPECS)
+LABEL_NORMS = ("official", "minmax")
+CSV_KIND = "csv"
+ENV_VAR = "PROMPTIQA_DATA"
+DEFAULT_CONFIG = Path("configs") / "datasets.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_subfolder(key: str) -> str:
+    """A built-in dataset's folder under $PROMPTIQA_DATA (and under data/ by default): the key itself."""
+    return key
+
+
+def dataset_kind(name: str, root: Union[str, Path]) -> str:
+    """The registry key whose parser reads `root` for the dataset called `name`: a built-in key or 'csv'."""
+    is_csv = str(root).lower().endswith(".csv")
+    if name in DATASET_SPECS:
+        # A .csv root for GFIQA is its label file (the official name mos.csv is not what the release ships).
+        if is_csv and name != "gfiqa_20k":
+            raise DatasetError(name, "a .csv root means your own `csv` dataset, but this name is a built-in key", root,
+                               expected=f"another name for the csv dataset, e.g. --data_root my_{name}={root}")
+        return name
+    if is_csv:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise DatasetError(name, "a dataset name may only hold letters, digits, '_', '.' and '-'", root)
+        return CSV_KIND
+    raise DatasetError(name, "unknown dataset key", root,
+                       expected=f"one of {', '.join(DATASET_KEYS)}, or NAME=path/to/labels.csv for your own data")
+
+
+def load_dataset(key: str, root: Union[str, Path], label_norm: str = "official", check_images: bool = True,
+                 **options) -> DatasetRecords:
+    """Read a dataset's label files into records; a root ending in .csv loads the `csv` kind under the name `key`."""
+    if label_norm not in LABEL_NORMS:
+        raise DatasetError(key, f"unknown label_norm {label_norm!r}", expected=" or ".join(map(repr, LABEL_NORMS)))
+    root = Path(os.path.expanduser(str(root)))
+    kind = dataset_kind(key, root)
+    if kind == CSV_KIND:
+        _check_options(key, _load_csv_kind, options)
+        dataset = _load_csv_kind(root, key, label_norm, **options)
+    else:
+        if kind == "gfiqa_20k" and root.suffix.lower() == ".csv":
+            options.setdefault("label_file", root.name)
+            root = root.parent
+        spec = DATASET_SPECS[kind]
+        if not root.is_dir():
+            raise DatasetError(key, "dataset root not found" if not root.exists() else "dataset root is not a folder",
+                               root, expected=spec.layout)
+        _check_options(key, spec.parse, options)
+        records, notes = spec.parse(root, key, label_norm, **options)
+        dataset = DatasetRecords(key=key, root=str(root), records=records, split_by=spec.split_by, units=[],
+                                 label_type=spec.label_type, higher_is_better=spec.higher_is_better,
+                                 label_norm=label_norm, official_offset=spec.offset, official_divisor=spec.divisor,
+                                 notes=notes)
+        if len(records) != spec.images:
+            dataset.notes.append(f"{len(records)} labelled images; the published dataset has {spec.images}")
+    _check_names(dataset)
+    dataset.units = _units(dataset, sort_images=kind == CSV_KIND)
+    if check_images:
+        dataset, problems = locate_images(dataset)
+        if problems:
+            shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+            raise DatasetError(key, f"{len(problems)} image problem(s): {shown}", dataset.root,
+                               expected="every labelled image present (names match case-insensitively); "
+                                        "python -m promptiqa.data.check lists them all")
+    return dataset
+
+
+def _check_options(key: str, parse: Callable, options: Mapping) -> None:
+    accepted = [name for name in inspect.signature(parse).parameters if name not in ("root", "key", "label_norm")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise DatasetError(key, f"unknown loader option(s) {unknown}",
+                           expected=f"one of {accepted}" if accepted else "no options for this dataset")
+
+
+def _load_csv_kind(root: Path, key: str, label_norm: str, higher_is_better: bool = True) -> DatasetRecords:
+    """A user's label file (the root): split by reference when it has that column; 'official' = whole-file min-max."""
+    label_path = root
+    if not label_path.is_file():
+        raise DatasetError(key, "label file not found", label_path,
+                           expected="a CSV with columns image,score[,reference], image paths relative to it")
+    records, has_reference = parse_csv_kind(label_path, key)
+    low, high = min(r.score for r in records), max(r.score for r in records)
+    if high <= low:
+        raise DatasetError(key, f"every score equals {low:g}, so they cannot be min-max normalised", label_path,
+                           expected="at least two different scores")
+    notes = [f"label_norm='official' for a csv dataset is min-max over the whole file ({low:g} to {high:g})"]
+    return DatasetRecords(key=key, root=str(label_path), records=records,
+                          split_by="reference" if has_reference else "image", units=[],
+                          label_type="MOS" if higher_is_better else "DMOS", higher_is_better=bool(higher_is_better),
+                          label_norm=label_norm, official_offset=low, official_divisor=high - low, notes=notes)
+
+
+def _check_names(dataset: DatasetRecords) -> None:
+    # Split files and caches identify an image by its name, so a repeated name would make two samples one.
+    repeated = sorted(name for name, count in Counter(r.name for r in dataset.records).items() if count > 1)
+    if repeated:
+        raise DatasetError(dataset.key, f"{len(repeated)} image name(s) appear more than once, e.g. {repeated[0]!r}",
+                           dataset.root, expected="each image labelled once")
+
+
+def _units(dataset: DatasetRecords, sort_images: bool) -> List[str]:
+    """Split units in the order the split enumerates them (see records.py)."""
+    if dataset.split_by == "reference":
+        # The official reference order came from os.listdir, which no machine can reproduce: sort (FORMATS.md §3.2).
+        # For KADID the sorted ids I01..I81 are also its label-file order and its official index order.
+        return sorted({r.reference for r in dataset.records})
+    names = [r.name for r in dataset.records]
+    # Built-in by-image datasets keep label-file order, so a seed gives the official partition; a csv dataset's
+    # units are sorted so that label files over the same images split them alike.
+    return sorted(names) if sort_images else names
+
+
+def _image_base(dataset: DatasetRecords) -> Path:
+    return Path(dataset.root).parent if dataset.key not in DATASET_SPECS else Path(dataset.root)
+
+
+def locate_images(dataset: DatasetRecords) -> Tuple[DatasetRecords, List[str]]:
+    """Resolve every record's image case-insensitively (listing each folder once); return the copy and the problems."""
+    base = _image_base(dataset)
+    index = FolderIndex(base)
+    located, missing = [], []
+    for rec in dataset.records:
+        found = index.find(rec.name)
+        if found is None:
+            missing.append(rec)
+            located.append(rec)
+        else:
+            located.append(dataclasses.replace(rec, path=str(found)))
+    problems = []
+    by_folder: Dict[str, List[str]] = {}
+    for rec in missing:
+        folder = os.path.dirname(rec.name) if not os.path.isabs(rec.name) else None
+        if folder is not None and folder and not index.folder_exists(folder):
+            by_folder.setdefault(folder, []).append(rec.name)
+        else:
+            problems.append(f"image not found: {rec.path}")
+    problems = [f"image folder not found: {base / folder} ({len(names)} labelled images are in it)"
+                for folder, names in sorted(by_folder.items())] + problems
+    if dataset.key in synthetic.REFERENCE_FOLDERS:
+        problems += _reference_problems(dataset, index, base)
+    return dataclasses.replace(dataset, records=located), problems
+
+
+def _reference_problems(dataset: DatasetRecords, index: FolderIndex, base: Path) -> List[str]:
+    """Compare the reference folder with the references the label files name (the official code lists this folder)."""
+    folder, extension, reference_of = synthetic.REFERENCE_FOLDERS[dataset.key]
+    names = index.names_in(folder)
+    if names is None:
+        return [f"reference folder not found: {base / folder} ({len(dataset.units)} *{extension} reference images)"]
+    found = {reference_of(name): name for name in names if name.lower().endswith(extension)}
+    labelled = set(dataset.units)
+    problems = [f"reference image of {ref!r} not found in {base / folder}" for ref in sorted(labelled - set(found))]
+    problems += [f"reference image {base / folder / found[ref]} has no labelled images"
+                 for ref in sorted(set(found) - labelled)]
+    return problems
+
+
+# ---------------------------------------------------------------- where the roots are
+
+def parse_data_root_args(values: Iterable[str]) -> Dict[str, str]:
+    """{key: path} from repeated '--data_root key=path' values; malformed or repeated keys are errors."""
+    roots: Dict[str, str] = {}
+    for value in values or ():
+        key, sep, path = str(value).partition("=")
+        key, path = key.strip(), path.strip()
+        if not sep or not key or not path:
+            raise DatasetError(key or "--data_root", f"malformed --data_root value {value!r}",
+                               expected="key=path, e.g. live=/datasets/databaserelease2 or mydata=labels.csv")
+        if key in roots:
+            raise DatasetError(key, f"--data_root given twice for this key ({roots[key]!r} and {path!r})")
+        roots[key] = path
+    return roots
+
+
+def read_config(config: Union[None, str, Path, Mapping] = None) -> Dict[str, str]:
+    """The key -> path mapping of a datasets YAML file (default configs/datasets.yaml in the cwd or the repository)."""
+    if isinstance(config, Mapping):
+        entries = dict(config)
+    else:
+        if config is None:
+            candidates = [Path.cwd() / DEFAULT_CONFIG, REPO_ROOT / DEFAULT_CONFIG]
+            path = next((candidate for candidate in candidates if candidate.is_file()), None)
+            if path is None:
+                return {}
+        else:
+            path = Path(config)
+            if not path.is_file():
+                raise DatasetError("config", "dataset config file not found", path, expected="a YAML mapping key: path")
+        import yaml
+
+        with open(path, encoding="utf-8") as handle:
+            entries = yaml.safe_load(handle) or {}
+        if not isinstance(entries, dict):
+            raise DatasetError("config", "dataset config is not a mapping", path, expected="lines of 'key: path'")
+    return {str(key): str(value) for key, value in entries.items() if value is not None}
+
+
+def resolve_roots(keys: Iterable[str], config: Union[None, str, Path, Mapping] = None,
+                  overrides: Union[Iterable[str], Mapping[str, str]] = (),
+                  env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Absolute root per key: --data_root override > $PROMPTIQA_DATA/<key> > config file > data/<key> (cwd-relative)."""
+    overrides = dict(overrides) if isinstance(overrides, Mapping) else parse_data_root_args(overrides)
+    env = os.environ if env is None else env
+    parent = env.get(ENV_VAR) or None
+    entries = read_config(config)
+    for name, path in list(entries.items()) + list(overrides.items()):
+        dataset_kind(name, path)  # a typo in a key fails here, naming the valid keys
+    roots = {}
+    for key in keys:
+        if key in overrides:
+            path = overrides[key]
+        elif parent and key in DATASET_SPECS:
+            path = os.path.join(parent, default_subfolder(key))
+        elif key in entries:
+            path = entries[key]
+        elif key in DATASET_SPECS:
+            path = os.path.join("data", default_subfolder(key))
+        else:
+            dataset_kind(key, "")  # raises: unknown key, with the list of valid ones
+        roots[key] = os.path.abspath(os.path.expanduser(path))
+    return roots

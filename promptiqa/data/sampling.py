@@ -1,0 +1,47 @@
+"""Image-score prompt (ISP) sampling from a train split: interval sampling (the official "fix") or random."""
+from __future__ import annotations
+
+import random
+from typing import List, Optional
+
+import numpy as np
+
+STRATEGIES = ("interval", "random")
+
+
+def _interval_positions(length: int, n: int) -> List[int]:
+    """Positions the official code takes from an ordered list: 0, d, 2d, ... (n-2 of them after 0), then the last.
+
+    d = (length - 2) // (n - 2). The last two positions can be adjacent (length 10, n 4: 0, 4, 8, 9), and
+    with d = 1 the second-to-last item is skipped (length 11, n 10: 0..8, then 10), as in the official code.
+    """
+    if n == 2:
+        return [0, length - 1]
+    step = (length - 2) // (n - 2)
+    # (n - 2) * step <= length - 2, so the middle positions never reach the last one: no duplicates.
+    return [0] + [k * step for k in range(1, n - 1)] + [length - 1]
+
+
+def sample_isps(labels: np.ndarray, n: int, strategy: str = "interval", seed: Optional[int] = None) -> np.ndarray:
+    """Indices into `labels` of n prompt images: evenly spaced by rank ("interval") or a seeded random draw.
+
+    Interval sampling sorts by label with a stable sort, so equal labels keep the order they are given in
+    (pass labels in `splits.official_train_order` to break ties as the official code does).
+    """
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"an ISP needs at least 2 image-score pairs, got n={n!r}")
+    if len(labels) < n:
+        raise ValueError(f"cannot sample {n} prompt images from a train split of only {len(labels)} images")
+    if strategy == "interval":
+        order = np.argsort(labels, kind="stable")
+    elif strategy == "random":
+        if seed is None:
+            raise ValueError("random ISP sampling needs a seed (it is deterministic by design)")
+        # The official "random" shuffles the pairs, then takes the same positions as interval sampling.
+        shuffled = list(range(len(labels)))
+        random.Random(seed).shuffle(shuffled)
+        order = np.asarray(shuffled)
+    else:
+        raise ValueError(f"unknown ISP sampling strategy {strategy!r}; expected one of {STRATEGIES}")
+    return order[_interval_positions(len(labels), n)].astype(np.int64)

@@ -1,0 +1,179 @@
+"""80/20 train/test splits: a pure function of (dataset, seed), recorded by unit name in a JSON split file.
+
+The rule is the official one: shuffle ``range(N)`` with Python's ``random`` seeded by the run seed and take the
+first ``int(round(0.8 * N))`` as train. It runs over ``ds.units`` (reference names for LIVE, CSIQ, TID2013 and
+KADID, image names otherwise), so every distorted image of a reference lands on its reference's side.
+"""
+from __future__ import annotations
+
+import json
+import numbers
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from .records import DatasetRecords
+
+# The official code's seed comes first; the other nine are our choice (the paper does not publish its seeds).
+OFFICIAL_SEED = 2024
+SPLIT_SEEDS: Tuple[int, ...] = (OFFICIAL_SEED,) + tuple(range(2025, 2034))
+
+TRAIN_FRACTION = 0.8
+SPLIT_FILE_FORMAT = "promptiqa-splits"
+SPLIT_FILE_VERSION = 1
+
+# The official KADID class lists its samples in CSV order (it filters rows by reference id) instead of
+# grouping them by the shuffled reference order like LIVE, CSIQ and TID2013 do.
+_OFFICIAL_RECORD_ORDER_KEYS = frozenset({"kadid"})
+
+
+@dataclass(frozen=True)
+class Split:
+    """One dataset's split: the unit names on each side and the matching record indices (in record order)."""
+
+    key: str
+    seed: Optional[int]          # None when the split came from a file that did not record a seed
+    train_units: List[str]       # in the order the split enumerates them (the shuffle order)
+    test_units: List[str]
+    train_indices: List[int]     # indices into ds.records, ascending
+    test_indices: List[int]
+    split_by: str                # "reference" or "image", copied from the dataset
+
+
+def _n_train(n: int) -> int:
+    # Python's round() rounds halves to even and 0.8 * n is a float; int(round(...)) matches the official code.
+    return int(round(TRAIN_FRACTION * n))
+
+
+def split_units(units: Sequence[str], seed: int) -> Tuple[List[str], List[str]]:
+    """Split units 80/20 exactly as the official code does for this seed; returns (train_units, test_units)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"split seed must be an integer, got {seed!r}")
+    order = list(range(len(units)))
+    # A private Random seeded like random.seed(seed) gives the same shuffle without touching the global state.
+    random.Random(int(seed)).shuffle(order)
+    cut = _n_train(len(units))
+    return [units[i] for i in order[:cut]], [units[i] for i in order[cut:]]
+
+
+def _record_unit(ds: DatasetRecords, i: int) -> str:
+    record = ds.records[i]
+    if ds.split_by == "reference":
+        if record.reference is None:
+            raise ValueError(f"dataset '{ds.key}' splits by reference but record {record.name!r} has no reference")
+        return record.reference
+    if ds.split_by == "image":
+        return record.name
+    raise ValueError(f"dataset '{ds.key}': split_by must be 'reference' or 'image', got {ds.split_by!r}")
+
+
+def _examples(names) -> str:
+    names = sorted(names)
+    shown = ", ".join(repr(n) for n in names[:5])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+
+def split_from_units(ds: DatasetRecords, train_units: Sequence[str], test_units: Sequence[str],
+                     seed: Optional[int] = None) -> Split:
+    """Build a Split from unit names (e.g. read from a split file), checking they are exactly the dataset's units."""
+    known = set(ds.units)
+    if len(known) != len(ds.units):
+        raise ValueError(f"dataset '{ds.key}' lists some split units more than once")
+    train, test = list(train_units), list(test_units)
+    for side, names in (("train", train), ("test", test)):
+        if len(set(names)) != len(names):
+            raise ValueError(f"split for '{ds.key}': the {side} list names some units more than once")
+        unknown = set(names) - known
+        if unknown:
+            raise ValueError(f"split for '{ds.key}': {side} units not in the dataset (split_by={ds.split_by}): "
+                             f"{_examples(unknown)}; was the split file made for another copy or version of it?")
+    both = set(train) & set(test)
+    if both:
+        raise ValueError(f"split for '{ds.key}': units on both the train and the test side: {_examples(both)}")
+    missing = known - set(train) - set(test)
+    if missing:
+        raise ValueError(f"split for '{ds.key}': dataset units on neither side: {_examples(missing)}")
+
+    train_set = set(train)
+    train_idx, test_idx = [], []
+    for i in range(len(ds.records)):
+        unit = _record_unit(ds, i)
+        if unit not in known:
+            raise ValueError(f"dataset '{ds.key}': record {ds.records[i].name!r} has unit {unit!r}, "
+                             f"which is not in ds.units")
+        (train_idx if unit in train_set else test_idx).append(i)
+    return Split(ds.key, seed, train, test, train_idx, test_idx, ds.split_by)
+
+
+def make_split(ds: DatasetRecords, seed: int) -> Split:
+    """The official 80/20 split of `ds` for `seed`."""
+    train, test = split_units(ds.units, seed)
+    return split_from_units(ds, train, test, seed=int(seed))
+
+
+def official_train_order(ds: DatasetRecords, split: Split) -> List[int]:
+    """Train record indices in the order the official code lists them; interval-sampling ties break in this order.
+
+    Units in the split's shuffle order, record order within a unit; KADID keeps plain record (CSV) order.
+    """
+    if ds.key in _OFFICIAL_RECORD_ORDER_KEYS:
+        return list(split.train_indices)
+    by_unit: Dict[str, List[int]] = {}
+    for i in split.train_indices:
+        by_unit.setdefault(_record_unit(ds, i), []).append(i)
+    return [i for unit in split.train_units for i in by_unit.get(unit, [])]
+
+
+def save_splits(path: Union[str, Path], splits: Dict[str, Split]) -> None:
+    """Write the splits of a run as JSON, naming units (not indices) so the file survives re-ordering."""
+    payload = {
+        "format": SPLIT_FILE_FORMAT,
+        "version": SPLIT_FILE_VERSION,
+        "splits": {key: {"seed": s.seed, "split_by": s.split_by, "train": list(s.train_units),
+                         "test": list(s.test_units)} for key, s in splits.items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def load_splits(path: Union[str, Path]) -> Dict[str, dict]:
+    """Read a split file: {key: {"seed", "split_by", "train", "test"}}."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"split file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"split file {path} is not valid JSON: {e}") from None
+    if not isinstance(payload, dict) or payload.get("format") != SPLIT_FILE_FORMAT:
+        raise ValueError(f"{path} is not a PromptIQA split file (expected \"format\": \"{SPLIT_FILE_FORMAT}\")")
+    if payload.get("version") != SPLIT_FILE_VERSION:
+        raise ValueError(f"split file {path} has version {payload.get('version')!r}; "
+                         f"this code reads version {SPLIT_FILE_VERSION}")
+    out = {}
+    for key, entry in payload.get("splits", {}).items():
+        if not isinstance(entry.get("train"), list) or not isinstance(entry.get("test"), list):
+            raise ValueError(f"split file {path}: entry '{key}' needs 'train' and 'test' lists of unit names")
+        out[key] = {"seed": entry.get("seed"), "split_by": entry.get("split_by"),
+                    "train": entry["train"], "test": entry["test"]}
+    return out
+
+
+def resolve_split(ds: DatasetRecords, seed: Optional[int] = None,
+                  split_file: Union[str, Path, None] = None) -> Split:
+    """The split a run uses: from `split_file` when given, else the official rule with `seed` (default 2024)."""
+    if split_file is None:
+        return make_split(ds, OFFICIAL_SEED if seed is None else seed)
+    if seed is not None:
+        raise ValueError("give either a split seed or a split file, not both")
+    splits = load_splits(split_file)
+    if ds.key not in splits:
+        raise KeyError(f"split file {split_file} has no split for dataset '{ds.key}' "
+                       f"(it has: {', '.join(sorted(splits)) or 'none'})")
+    entry = splits[ds.key]
+    if entry["split_by"] not in (None, ds.split_by):
+        raise ValueError(f"split file {split_file}: '{ds.key}' was split by {entry['split_by']}, "
+                         f"but the dataset splits by {ds.split_by}")
+    return split_from_units(ds, entry["train"], entry["test"], seed=entry["seed"])

@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Images/s of the two input paths, single process: direct (decode + resize + to_tensor) and cache (memmap + to_tensor).
+
+    python scripts/benchmark_data.py                       # 200 synthetic 1024x768 JPEGs (KonIQ's size), quality 90
+    python scripts/benchmark_data.py --images DIR -n 500   # the first 500 images of a folder of your own
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from promptiqa.data.cache import ImageCache, prepare_cache  # noqa: E402
+from promptiqa.data.images import read_image, to_tensor  # noqa: E402
+from promptiqa.data.records import DatasetRecords, Record  # noqa: E402
+
+
+def synthetic_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A photo-like uint8 BGR image: multi-scale luminance texture, soft colour, a few sharp-edged shapes, noise."""
+    luma = np.zeros((height, width), np.float32)
+    for cells, amplitude in ((4, 60), (16, 30), (64, 15), (256, 8)):  # octaves: roughly 1/f, like natural scenes
+        field = rng.normal(0, amplitude, size=(max(2, cells * height // width), cells)).astype(np.float32)
+        luma += cv2.resize(field, (width, height), interpolation=cv2.INTER_CUBIC)
+    tint = cv2.resize(rng.normal(0, 25, size=(3, 4, 3)).astype(np.float32), (width, height),
+                      interpolation=cv2.INTER_CUBIC)
+    image = 120 + luma[:, :, None] + tint
+    for _ in range(6):  # objects with edges, which JPEG and bicubic resizing treat differently from smooth areas
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        colour = [float(c) for c in rng.uniform(0, 255, size=3)]
+        cv2.circle(image, (x, y), int(rng.integers(20, 160)), colour, thickness=-1, lineType=cv2.LINE_AA)
+    image += rng.normal(0, 4, size=(height, width, 3)).astype(np.float32)  # sensor noise
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_synthetic_jpegs(folder: Path, n: int, height: int = 768, width: int = 1024, seed: int = 0) -> List[Path]:
+    """Write n synthetic quality-90 JPEGs into folder; returns their paths."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:05d}.jpg"
+        cv2.imwrite(str(path), synthetic_photo(rng, height, width), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths
+
+
+def folder_records(paths: Sequence[Path], key: str = "benchmark") -> DatasetRecords:
+    """Wrap image files as an image-split dataset with dummy scores, so they can be cached."""
+    records = [Record(p.name, str(p), 0.0, None) for p in paths]
+    root = str(Path(paths[0]).parent)
+    return DatasetRecords(key, root, records, "image", [r.name for r in records], "MOS", True, "minmax")
+
+
+def images_per_second(load, n: int, repeats: int = 1) -> float:
+    """Best-of-`repeats` throughput of load(i) for i in range(n)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(n):
+            load(i)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def benchmark(paths: Sequence[Path], image_size: int, cache_dir: Path, repeats: int = 1) -> dict:
+    """Measure both paths on `paths`; the cache is prepared first (not timed)."""
+    ds = folder_records(paths)
+    cache = ImageCache(prepare_cache(ds, image_size, cache_dir))
+    cache[0]  # map the file before timing
+    direct = images_per_second(lambda i: to_tensor(read_image(paths[i], image_size)), len(paths), repeats)
+    cached = images_per_second(lambda i: to_tensor(cache[i]), len(paths), repeats)
+    return {"images": len(paths), "direct": direct, "cache": cached, "speedup": cached / direct}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Print a one-row table: images, source size, direct and cache images/s, speed-up."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, help="a folder of images (default: synthetic 1024x768 JPEGs)")
+    parser.add_argument("-n", type=int, default=200, help="number of images")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3, help="timing passes; the best is reported")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.images:
+            paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+            paths = paths[:args.n]
+            if not paths:
+                parser.error(f"no images in {args.images}")
+        else:
+            paths = write_synthetic_jpegs(Path(tmp) / "images", args.n)
+        source = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
+        result = benchmark(paths, args.image_size, Path(tmp) / "cache", args.repeats)
+    print("| images | first image | size | direct img/s | cache img/s | speed-up |")
+    print(f"| {result['images']} | {source.shape[1]}x{source.shape[0]} | {args.image_size} | {result['direct']:.1f} "
+          f"| {result['cache']:.1f} | {result['speedup']:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

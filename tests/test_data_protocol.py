@@ -1,0 +1,341 @@
+"""Splits, ISP sampling, training groups / test shards and the image pipeline, on tiny hand-built fixtures."""
+from __future__ import annotations
+
+import json
+import random
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from promptiqa.data import groups, images, sampling, splits
+from promptiqa.data.records import DatasetRecords, Record
+
+
+def synthetic_ds(tmp_path=None, key="toy", refs=("ref_a", "ref_b", "ref_c", "ref_d", "ref_e"), per_ref=3,
+                 split_by="reference") -> DatasetRecords:
+    """A dataset of refs x per_ref distorted images, records listed distortion-major so units interleave."""
+    records = []
+    for d in range(per_ref):
+        for ref in refs:
+            name = f"dist/{ref}_{d}.png"
+            path = str(tmp_path / name) if tmp_path else f"/nonexistent/{name}"
+            records.append(Record(name, path, float(len(records)), ref))
+    units = list(refs) if split_by == "reference" else [r.name for r in records]
+    return DatasetRecords(key, "/nonexistent", records, split_by, units, "MOS", True, "official")
+
+
+# ----------------------------------------------------------------------------------------------- splits
+
+def test_split_seeds_live_in_one_place_with_the_official_seed_first():
+    assert splits.OFFICIAL_SEED == 2024
+    assert splits.SPLIT_SEEDS[0] == 2024
+    assert len(splits.SPLIT_SEEDS) == len(set(splits.SPLIT_SEEDS)) == 10
+
+
+@pytest.mark.parametrize("n, n_train, n_test", [
+    (29, 23, 6), (30, 24, 6), (25, 20, 5), (81, 65, 16), (586, 469, 117), (11125, 8900, 2225),
+    (1162, 930, 232), (10073, 8058, 2015), (19998, 15998, 4000), (2982, 2386, 596), (2400, 1920, 480),
+    (890, 712, 178)])
+def test_split_sizes_are_the_official_ones(n, n_train, n_test):
+    train, test = splits.split_units([f"u{i}" for i in range(n)], 2024)
+    assert (len(train), len(test)) == (n_train, n_test)
+    assert sorted(train + test, key=lambda u: int(u[1:])) == [f"u{i}" for i in range(n)]
+
+
+def test_split_reproduces_the_official_shuffle_without_touching_global_random():
+    units = [f"u{i}" for i in range(10)]
+    train, test = splits.split_units(units, 2024)
+    # Official: random.seed(2024); random.shuffle(list(range(10))); first int(round(8.0)) are train.
+    assert train == [f"u{i}" for i in (6, 0, 9, 8, 3, 5, 1, 4)]
+    assert test == ["u2", "u7"]
+    random.seed(7)
+    expected_next = random.random()
+    random.seed(7)
+    for seed in splits.SPLIT_SEEDS:
+        order = list(range(29))
+        random.Random(seed).shuffle(order)
+        assert splits.split_units(list(range(29)), seed) == (order[:23], order[23:])
+    assert random.random() == expected_next
+
+
+def test_reference_split_keeps_every_image_of_a_reference_on_one_side():
+    ds = synthetic_ds()
+    split = splits.make_split(ds, 2024)
+    assert (split.train_units, split.test_units) == splits.split_units(ds.units, 2024)
+    assert (split.key, split.seed, split.split_by) == ("toy", 2024, "reference")
+    assert split.train_indices == sorted(split.train_indices)
+    assert sorted(split.train_indices + split.test_indices) == list(range(len(ds.records)))
+    for i in split.train_indices:
+        assert ds.records[i].reference in split.train_units
+    for i in split.test_indices:
+        assert ds.records[i].reference in split.test_units
+    assert len(split.train_indices) == 3 * len(split.train_units) == 12
+
+
+def test_image_split_uses_image_names():
+    ds = synthetic_ds(split_by="image")
+    split = splits.make_split(ds, 3)
+    assert len(split.train_units) == 12 and len(split.test_units) == 3
+    assert [ds.records[i].name for i in split.test_indices] == sorted(split.test_units,
+                                                                      key=[r.name for r in ds.records].index)
+
+
+def test_split_file_names_units_and_survives_reordering(tmp_path):
+    ds = synthetic_ds(key="csiq")
+    path = tmp_path / "run" / "splits.json"
+    splits.save_splits(path, {"csiq": splits.make_split(ds, 2025)})
+    payload = json.loads(path.read_text())
+    assert payload["version"] == splits.SPLIT_FILE_VERSION
+    assert set(payload["splits"]["csiq"]["train"]) <= {"ref_a", "ref_b", "ref_c", "ref_d", "ref_e"}
+    assert payload["splits"]["csiq"]["seed"] == 2025
+
+    # The same dataset enumerated in another order (e.g. another machine's listdir): same images per side.
+    shuffled = synthetic_ds(key="csiq", refs=("ref_e", "ref_c", "ref_a", "ref_d", "ref_b"))
+    shuffled.records.reverse()
+    original = splits.make_split(ds, 2025)
+    again = splits.resolve_split(shuffled, split_file=path)
+    assert again.seed == 2025
+    assert {shuffled.records[i].name for i in again.train_indices} == \
+           {ds.records[i].name for i in original.train_indices}
+
+
+def test_split_file_errors_are_clear(tmp_path):
+    ds = synthetic_ds(key="csiq")
+    path = tmp_path / "splits.json"
+    splits.save_splits(path, {"live": splits.make_split(synthetic_ds(key="live"), 1)})
+    with pytest.raises(KeyError, match="no split for dataset 'csiq'.*live"):
+        splits.resolve_split(ds, split_file=path)
+    with pytest.raises(ValueError, match="either a split seed or a split file"):
+        splits.resolve_split(ds, seed=1, split_file=path)
+    with pytest.raises(ValueError, match="not in the dataset.*'ref_z'"):
+        splits.split_from_units(ds, ["ref_a", "ref_b", "ref_c", "ref_z"], ["ref_d", "ref_e"])
+    with pytest.raises(ValueError, match="neither side.*'ref_e'"):
+        splits.split_from_units(ds, ["ref_a", "ref_b", "ref_c"], ["ref_d"])
+    with pytest.raises(ValueError, match="both the train and the test side"):
+        splits.split_from_units(ds, ["ref_a", "ref_b", "ref_c", "ref_d"], ["ref_d", "ref_e"])
+    path.write_text(json.dumps({"format": "promptiqa-splits", "version": 99, "splits": {}}))
+    with pytest.raises(ValueError, match="version 99"):
+        splits.load_splits(path)
+
+
+def test_resolve_split_defaults_to_the_official_seed():
+    ds = synthetic_ds()
+    assert splits.resolve_split(ds) == splits.make_split(ds, 2024)
+
+
+def test_official_train_order_groups_by_shuffled_unit_except_kadid():
+    ds = synthetic_ds()
+    split = splits.make_split(ds, 2024)
+    order = splits.official_train_order(ds, split)
+    assert sorted(order) == split.train_indices
+    assert [ds.records[i].reference for i in order] == [u for u in split.train_units for _ in range(3)]
+    kadid = synthetic_ds(key="kadid")
+    assert splits.official_train_order(kadid, splits.make_split(kadid, 2024)) == \
+           splits.make_split(kadid, 2024).train_indices
+
+
+# ----------------------------------------------------------------------------------------- ISP sampling
+
+LABELS = np.array([0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.0])  # ascending order: 9 1 5 3 7 0 8 4 6 2
+
+
+@pytest.mark.parametrize("n, expected", [
+    (2, [9, 2]),                            # the lowest and the highest
+    (3, [9, 6, 2]),                         # step (10-2)//1 = 8: positions 0, 8, 9
+    (4, [9, 7, 6, 2]),                      # step 4: positions 0, 4, 8, 9 (the last two adjacent)
+    (5, [9, 5, 7, 8, 2]),                   # step 8//3 = 2: positions 0, 2, 4, 6, 9
+    (10, [9, 1, 5, 3, 7, 0, 8, 4, 6, 2]),   # all of them, lowest to highest
+])
+def test_interval_sampling_takes_the_official_positions(n, expected):
+    assert sampling.sample_isps(LABELS, n).tolist() == expected
+
+
+def test_interval_sampling_skips_the_second_to_last_when_the_step_is_one():
+    labels = np.arange(11)[::-1] / 10  # index 10 is the lowest, index 0 the highest
+    # step (11-2)//8 = 1: positions 0..8, then 10; position 9 (index 1) is never taken, as in the official code.
+    assert sampling.sample_isps(labels, 10).tolist() == [10, 9, 8, 7, 6, 5, 4, 3, 2, 0]
+
+
+def test_interval_sampling_breaks_ties_in_the_given_order():
+    assert sampling.sample_isps([0.2, 0.1, 0.2, 0.1, 0.2], 3).tolist() == [1, 2, 4]
+
+
+def test_random_sampling_is_seeded_and_draws_distinct_images():
+    labels = np.linspace(0, 1, 50)
+    a = sampling.sample_isps(labels, 10, "random", seed=1)
+    assert a.tolist() == sampling.sample_isps(labels, 10, "random", seed=1).tolist()
+    assert a.tolist() != sampling.sample_isps(labels, 10, "random", seed=2).tolist()
+    assert len(set(a.tolist())) == 10 and a.min() >= 0 and a.max() < 50
+
+
+def test_sampling_errors_are_clear():
+    with pytest.raises(ValueError, match="only 3 images"):
+        sampling.sample_isps([0.1, 0.2, 0.3], 4)
+    with pytest.raises(ValueError, match="at least 2"):
+        sampling.sample_isps(LABELS, 1)
+    with pytest.raises(ValueError, match="needs a seed"):
+        sampling.sample_isps(LABELS, 3, "random")
+    with pytest.raises(ValueError, match="unknown ISP sampling strategy 'fix'"):
+        sampling.sample_isps(LABELS, 3, "fix")
+
+
+# ------------------------------------------------------------------------------- training groups, shards
+
+def test_groups_come_from_one_dataset_and_drop_each_incomplete_group():
+    sampler = groups.GroupSampler([23, 10, 5], group_size=5, seed=0)
+    all_groups = sampler.epoch_groups(0)
+    assert len(all_groups) == 4 + 2 + 1 == len(sampler)
+    per_dataset = {0: [], 1: [], 2: []}
+    for group in all_groups:
+        assert len(group) == 5 and len({d for d, _ in group}) == 1
+        per_dataset[group[0][0]].extend(i for _, i in group)
+    for d, size in enumerate([23, 10, 5]):
+        assert len(per_dataset[d]) == len(set(per_dataset[d])) == size - size % 5
+        assert set(per_dataset[d]) <= set(range(size))
+    # groups of different datasets are mixed, not served dataset by dataset
+    assert [g[0][0] for g in all_groups] != sorted(g[0][0] for g in all_groups)
+
+
+def test_grouping_is_a_pure_function_of_seed_and_epoch():
+    a = groups.GroupSampler([40, 17], 4, seed=3)
+    b = groups.GroupSampler([40, 17], 4, seed=3, rank=1, world_size=2)
+    assert a.epoch_groups(5) == b.epoch_groups(5)
+    assert a.epoch_groups(0) != a.epoch_groups(1)
+    assert a.epoch_groups(0) != groups.GroupSampler([40, 17], 4, seed=4).epoch_groups(0)
+    a.set_epoch(2)
+    assert list(a) == a.epoch_groups(2)
+
+
+def test_ranks_take_strided_groups_and_equal_step_counts():
+    world = 3
+    samplers = [groups.GroupSampler([23, 10, 5], 5, seed=1, rank=r, world_size=world) for r in range(world)]
+    everything = samplers[0].epoch_groups(4)  # 7 groups: 2 per rank, the 7th dropped
+    for r, s in enumerate(samplers):
+        s.set_epoch(4)
+        assert len(s) == 2
+        assert list(s) == [everything[r], everything[r + world]]
+    served = [g for s in samplers for g in s]
+    assert sorted(map(tuple, map(tuple, served))) == sorted(map(tuple, map(tuple, everything[:6])))
+
+
+def test_resume_mid_epoch_continues_with_the_same_groups():
+    sampler = groups.GroupSampler([30, 30], 3, seed=9, rank=1, world_size=2)
+    sampler.set_epoch(7)
+    full = list(sampler)
+    sampler.set_epoch(7, start_index=4)
+    assert len(sampler) == len(full) - 4
+    assert list(sampler) == full[4:]
+    with pytest.raises(ValueError, match="start_index"):
+        sampler.set_epoch(7, start_index=len(full) + 1)
+
+
+def test_group_sampler_errors():
+    with pytest.raises(ValueError, match=r"\(1, 4\)"):
+        groups.GroupSampler([20, 4], 5, seed=0)
+    with pytest.raises(ValueError, match="rank"):
+        groups.GroupSampler([20], 5, seed=0, rank=2, world_size=2)
+
+
+def test_group_sampler_feeds_a_data_loader_one_dataset_per_batch():
+    sources = [[np.full((8, 8, 3), 10 * d + i, np.uint8) for i in range(n)] for d, n in enumerate([7, 9])]
+    datasets = [images.IQAImages(src, np.arange(len(src)) + 100 * d, image_size=8) for d, src in enumerate(sources)]
+    loader = DataLoader(groups.MultiDataset(datasets), batch_sampler=groups.GroupSampler([7, 9], 3, seed=0))
+    batches = list(loader)
+    assert len(batches) == 2 + 3
+    for image, label, index, dataset_idx in batches:
+        assert image.shape == (3, 3, 8, 8) and len(set(dataset_idx.tolist())) == 1
+        d = int(dataset_idx[0])
+        assert label.tolist() == (index + 100 * d).float().tolist()
+
+
+@pytest.mark.parametrize("n, world", [(10, 3), (2, 3), (9, 1)])
+def test_test_shards_cover_every_image_once_without_padding(n, world):
+    shards = [list(groups.TestShardSampler(n, r, world)) for r in range(world)]
+    assert sorted(i for s in shards for i in s) == list(range(n))
+    assert [len(groups.TestShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+# ---------------------------------------------------------------------------------------- image pipeline
+
+def official_style_tensor(path, size):
+    """The official order of operations, written out: BGR uint8 resize, RGB, float32 /255, CHW, (x-0.5)/0.5."""
+    bgr = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), (size, size), interpolation=cv2.INTER_CUBIC)
+    x = np.transpose(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype("float32") / 255, (2, 0, 1))
+    return torch.from_numpy((x - 0.5) / 0.5).float()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_image_pipeline_is_bit_identical_to_the_official_one(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"img{suffix}"
+    cv2.imwrite(str(path), rng.integers(0, 256, size=(97, 131, 3), dtype=np.uint8))
+    pixels = images.read_image(path, 224)
+    assert pixels.dtype == np.uint8 and pixels.shape == (224, 224, 3)
+    tensor = images.to_tensor(pixels)
+    assert tensor.dtype == torch.float32 and tensor.shape == (3, 224, 224)
+    assert torch.equal(tensor, official_style_tensor(path, 224))
+    assert tensor.min() >= -1 and tensor.max() <= 1
+
+
+def test_read_image_names_the_file_it_cannot_read(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        images.read_image(tmp_path / "missing.png")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    with pytest.raises(OSError, match="could not decode .*broken.jpg"):
+        images.read_image(broken)
+
+
+def rows_and_columns_image(size=6):
+    """uint8 HWC image whose red channel encodes the row and green channel the column."""
+    image = np.zeros((size, size, 3), np.uint8)
+    image[..., 0] = np.arange(size)[:, None] * 10
+    image[..., 1] = np.arange(size)[None, :] * 10
+    return image
+
+
+@pytest.mark.parametrize("flip_axis, expected_dims", [("vertical", [1]), ("horizontal", [2]), ("none", [])])
+def test_flip_axis_is_what_it_says(flip_axis, expected_dims):
+    image = rows_and_columns_image()
+    ds = images.IQAImages([image], [0.5], image_size=6, train=True, flip_axis=flip_axis, flip_p=1.0)
+    out, label, index = ds[0]
+    assert torch.equal(out, torch.flip(images.to_tensor(image), dims=expected_dims))
+    assert label.item() == 0.5 and index == 0
+    if flip_axis == "vertical":  # the official "horizontal" flip turns the image upside down
+        assert out[0, 0, 0] == images.to_tensor(image)[0, -1, 0]
+
+
+def test_flip_is_default_vertical_off_in_evaluation_and_follows_torch_seed():
+    image = rows_and_columns_image()
+    evaluation = images.IQAImages([image], [0.5], image_size=6, flip_p=1.0)
+    assert evaluation.flip_axis == "vertical"
+    assert torch.equal(evaluation[0][0], images.to_tensor(image))
+    train = images.IQAImages([image] * 64, np.zeros(64), image_size=6, train=True)
+    plain = images.to_tensor(image)
+
+    def flipped_pattern():
+        return [not torch.equal(train[i][0], plain) for i in range(64)]
+
+    torch.manual_seed(0)
+    first = flipped_pattern()
+    torch.manual_seed(0)
+    assert flipped_pattern() == first
+    assert 10 < sum(first) < 54  # p = 0.5: both outcomes occur
+    assert flipped_pattern() != first  # the RNG moved on
+
+
+def test_iqa_images_serves_a_subset_with_aligned_labels(tmp_path):
+    paths = []
+    for k in range(4):
+        paths.append(str(tmp_path / f"{k}.png"))
+        cv2.imwrite(paths[-1], np.full((5, 7, 3), 40 * k, np.uint8))
+    ds = images.IQAImages(paths, [0.3, 0.1], image_size=16, indices=[3, 1])
+    image, label, index = ds[0]
+    assert len(ds) == 2 and index == 0 and label.item() == pytest.approx(0.3)
+    assert torch.equal(image, images.to_tensor(images.read_image(paths[3], 16)))
+    with pytest.raises(ValueError, match="3 labels for 2 images"):
+        images.IQAImages(paths, [0.1, 0.2, 0.3], image_size=16, indices=[3, 1])
