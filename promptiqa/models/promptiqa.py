@@ -110,8 +110,12 @@ class MoNet(nn.Module):
         )
         self.config = dict(backbone=backbone, image_size=self.image_size, backbone_kwargs=backbone_kwargs)
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) images normalised to [-1, 1] -> (B, 128) quality features."""
+    def image_features(self, images: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """(B, 3, S, S) images normalised to [-1, 1] -> (B, 128) quality features.
+
+        ``groups`` > 1 (training several prompt groups in one batch): BatchNorm uses each group's own batch
+        statistics, and only the first group updates the running statistics, as DDP ranks would.
+        """
         views = self.vit.forward_intermediates(images, indices=self.view_blocks, norm=False, stop_early=True,
                                                output_fmt="NCHW", intermediates_only=True)
         opinions = [mal(views) for mal in self.MALs]                      # 3 x (B, C, H*W)
@@ -122,7 +126,18 @@ class MoNet(nn.Module):
         if self.grid != HEAD_GRID:
             # Small configurations: the official head only fits a 28x28 map, so other grids are resized to it.
             x = F.interpolate(x, size=(HEAD_GRID, HEAD_GRID), mode="bilinear", align_corners=False)
-        return self.cnn(x).flatten(1)
+        if groups == 1 or not self.training:
+            return self.cnn(x).flatten(1)
+        for layer in self.cnn:
+            if isinstance(layer, nn.BatchNorm2d):
+                chunks = x.chunk(groups)
+                x = torch.cat([F.batch_norm(c, layer.running_mean if j == 0 else None,
+                                            layer.running_var if j == 0 else None, layer.weight, layer.bias,
+                                            True, layer.momentum, layer.eps) for j, c in enumerate(chunks)])
+                layer.num_batches_tracked.add_(1)
+            else:
+                x = layer(x)
+        return x.flatten(1)
 
     def _add_regressor(self, drop: float) -> None:
         """Image-prompt fusion blocks, LayerNorm and the score regressor (registered last, as in the official order)."""
@@ -139,11 +154,12 @@ class MoNet(nn.Module):
         return self.score_block(self.norm(x[:, 0])).view(-1)
 
 
-def _leave_one_out(x: torch.Tensor) -> torch.Tensor:
-    """(B, D) -> (B, B-1, D): row i holds every row but i, in their original order."""
-    B = x.shape[0]
-    j = torch.arange(B - 1, device=x.device)
-    idx = j[None, :] + (j[None, :] >= torch.arange(B, device=x.device)[:, None]).long()
+def _leave_one_out(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """(B, D) -> (B, B/groups - 1, D): row i holds the other rows of its group, in their original order."""
+    g = x.shape[0] // groups
+    j = torch.arange(g - 1, device=x.device)
+    idx = j[None, :] + (j[None, :] >= torch.arange(g, device=x.device)[:, None]).long()     # (g, g-1)
+    idx = idx.repeat(groups, 1) + torch.arange(groups, device=x.device).repeat_interleave(g)[:, None] * g
     return x[idx]
 
 
@@ -182,12 +198,17 @@ class PromptIQA(MoNet):
         fused = self.prompt_fusion(prompt.to(features.dtype)).expand(features.shape[0], -1, -1)
         return self._regress(torch.cat([features.unsqueeze(1), fused], dim=1))
 
-    def forward(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Training-style forward: image i is scored with the other B-1 image-score pairs as its prompt -> (B,)."""
-        if images.shape[0] < 2:
-            raise ValueError("the training-style forward needs at least 2 images (each is prompted by the others)")
-        features = self.image_features(images)
-        prompts = self.prompt_fusion(_leave_one_out(self._isp_features(features, scores)))
+    def forward(self, images: torch.Tensor, scores: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """Training-style forward: image i is scored with the other B-1 image-score pairs as its prompt -> (B,).
+
+        With ``groups`` > 1 the batch is that many equal prompt groups, each scored within itself (see
+        ``image_features``): one call then equals ``groups`` DDP ranks.
+        """
+        if images.shape[0] % groups or images.shape[0] // groups < 2:
+            raise ValueError(f"the training-style forward needs groups of at least 2 images (each is prompted by "
+                             f"the others), got {images.shape[0]} images in {groups} group(s)")
+        features = self.image_features(images, groups)
+        prompts = self.prompt_fusion(_leave_one_out(self._isp_features(features, scores), groups))
         return self._regress(torch.cat([features.unsqueeze(1), prompts], dim=1))
 
 
@@ -204,9 +225,9 @@ class PromptIQAWithoutPrompt(MoNet):
         self._add_regressor(drop)
         self.config["arch"] = self.arch
 
-    def forward(self, images: torch.Tensor, scores: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, scores: Optional[torch.Tensor] = None, groups: int = 1) -> torch.Tensor:
         """(B, 3, S, S) -> (B,) scores; ``scores`` is accepted and ignored so both models share one training step."""
-        return self._regress(self.image_features(images).unsqueeze(1))
+        return self._regress(self.image_features(images, groups).unsqueeze(1))
 
     def score(self, images: torch.Tensor, prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores without a prompt (any prompt given is ignored)."""

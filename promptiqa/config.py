@@ -1,0 +1,165 @@
+"""The one training/evaluation configuration object: defaults <- YAML file (--config) <- command line.
+
+Defaults are the official train.py's (lr 1e-5, weight decay 1e-5, batch 44, RS 0.5, RF 0.1, seed 2024 as in its
+README command); the fields beyond the official ones are this project's engineering options.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    # --- the official command line ---
+    dataset: List[str] = field(default_factory=list)
+    batch_size: int = 44              # images per optimiser step summed over the processes of one node
+    epochs: int = 50
+    seed: int = 2024                  # split seed; per-rank seeds are seed + 100 * rank
+    lr: float = 1e-5
+    weight_decay: float = 1e-5
+    random_flipping_rate: float = 0.1
+    random_scale_rate: float = 0.5
+    model: str = "promptiqa"
+    save_path: str = "runs/promptiqa"
+    workers: int = 4
+    dist_url: str = "env://"
+    dist_backend: Optional[str] = None  # nccl on GPUs, gloo on CPU
+    multiprocessing_distributed: bool = False
+    world_size: int = 1               # nodes, as the official code means it with --multiprocessing-distributed
+    rank: int = 0                     # node rank
+    gpu: Optional[int] = None
+    # --- data ---
+    data_root: List[str] = field(default_factory=list)   # key=path overrides of configs/datasets.yaml
+    datasets_config: Optional[str] = None
+    label_norm: str = "official"
+    split_file: Optional[str] = None
+    cache_dir: Optional[str] = None
+    flip_axis: str = "vertical"       # the official "horizontal" flip really flips the height axis
+    test_prompt: str = "fixed"        # "fixed": encoded once, unflipped; "official": flipped, re-encoded per batch
+    # --- model ---
+    backbone: str = "vit_base_patch8_224"
+    backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
+    image_size: int = 224
+    pretrained_backbone: Union[bool, str] = True
+    drop: float = 0.1
+    # --- engineering ---
+    device: Optional[str] = None
+    nprocs: Optional[int] = None      # processes per node for --multiprocessing-distributed (default: GPU count)
+    groups_per_process: int = 1
+    batch_groups: bool = False        # run a process's groups as one batch (faster, more memory)
+    grad_checkpointing: bool = False
+    amp: str = "none"                 # bf16 | fp16 | none
+    compile: bool = False
+    tf32: bool = True
+    resume: Optional[str] = None
+    eval_every: int = 1
+    eval_batch_size: int = 32
+    log_every: int = 10
+    stop_after_steps: Optional[int] = None   # stop (resumably) after this many steps in this run: pre-emption drill
+    config: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Fields that change what is trained (resuming with another value is refused) vs. only how.
+ARCHITECTURE_FIELDS = ("model", "backbone", "backbone_kwargs", "image_size")
+STATE_FIELDS = ("dataset", "batch_size", "seed", "lr", "weight_decay", "random_flipping_rate", "random_scale_rate",
+                "label_norm", "groups_per_process", "flip_axis", "drop")
+
+
+def _bool_or_path(value: str) -> Union[bool, str]:
+    low = str(value).lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no", "none"):
+        return False
+    return value
+
+
+def _flag(value: str) -> bool:
+    return str(value).lower() in ("true", "1", "yes", "")
+
+
+def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParser:
+    """The train.py command line; every option defaults to None so only what the user typed overrides the file."""
+    p = argparse.ArgumentParser(description=description, argument_default=None)
+    a = p.add_argument
+    a("--config", help="YAML file of settings; command-line values override it")
+    a("--dataset", nargs="+", help="dataset keys (configs/datasets.yaml) or names given with --data_root name=x.csv")
+    a("--batch_size", type=int, help="images per optimiser step summed over the processes of a node")
+    a("--epochs", type=int)
+    a("--seed", type=int, help="split seed (the official 2024); rank r seeds torch/numpy with seed + 100 r")
+    a("--lr", type=float)
+    a("--weight_decay", type=float)
+    a("--random_flipping_rate", type=float, help="probability of the prompt augmentation s -> 1 - s")
+    a("--random_scale_rate", type=float, help="probability of dividing a group's scores by u ~ U(max, 1)")
+    a("--model", choices=["promptiqa", "promptiqa_wo_prompt"])
+    a("--save_path")
+    a("-j", "--workers", type=int, help="data-loading workers per process (0: load in the main process)")
+    a("--dist-url", dest="dist_url")
+    a("--dist-backend", dest="dist_backend", choices=["nccl", "gloo"])
+    a("--multiprocessing-distributed", dest="multiprocessing_distributed", action="store_const", const=True)
+    a("--world-size", dest="world_size", type=int, help="number of nodes (with --multiprocessing-distributed)")
+    a("--rank", type=int, help="node rank (with --multiprocessing-distributed)")
+    a("--gpu", type=int)
+    a("--data_root", action="append", metavar="KEY=PATH", help="dataset root override (repeatable)")
+    a("--datasets_config", help="the key -> root YAML (default configs/datasets.yaml)")
+    a("--label_norm", choices=["official", "minmax"])
+    a("--split_file", help="a splits JSON (e.g. a run's splits.json) instead of --seed's splits")
+    a("--cache_dir", help="prepared image caches (python -m promptiqa.data.prepare)")
+    a("--flip_axis", choices=["vertical", "horizontal", "none"])
+    a("--test_prompt", choices=["fixed", "official"])
+    a("--backbone")
+    a("--backbone_kwargs", type=json.loads, help='JSON, e.g. \'{"depth": 4, "embed_dim": 64}\'')
+    a("--image_size", type=int)
+    a("--pretrained_backbone", type=_bool_or_path, help="true (ImageNet weights from the hub), false, or a file")
+    a("--drop", type=float)
+    a("--device")
+    a("--nprocs", type=int, help="processes per node with --multiprocessing-distributed (default: GPUs)")
+    a("--groups_per_process", type=int, help="groups (prompt sets) one process handles per step")
+    a("--batch_groups", type=_flag, nargs="?", const=True)
+    a("--grad_checkpointing", type=_flag, nargs="?", const=True)
+    a("--amp", choices=["bf16", "fp16", "none"])
+    a("--compile", type=_flag, nargs="?", const=True)
+    a("--tf32", type=_flag, nargs="?", const=True)
+    a("--resume", help="last.pth.tar of a run to continue")
+    a("--eval_every", type=int)
+    a("--eval_batch_size", type=int)
+    a("--log_every", type=int)
+    a("--stop_after_steps", type=int, help="stop resumably after this many steps (a pre-emption drill)")
+    return p
+
+
+def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read a settings YAML; unknown keys are an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}")
+    return data
+
+
+def resolve_config(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None
+                   ) -> TrainConfig:
+    """Defaults <- --config file <- command line."""
+    parser = parser or build_parser()
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    values: Dict[str, Any] = {}
+    if args.get("config"):
+        values.update(load_yaml(args["config"]))
+    values.update(args)
+    return TrainConfig(**values)

@@ -1,0 +1,94 @@
+"""Process-group set-up for the three launch modes (one process, --multiprocessing-distributed, torchrun/SLURM)
+and the few collectives the engine needs."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1       # processes per node
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _pick_device(requested: Optional[str], local_rank: int, gpu: Optional[int]) -> torch.device:
+    if requested in (None, "auto"):
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but CUDA is not available; use --device cpu")
+        index = gpu if gpu is not None else local_rank
+        device = torch.device("cuda", index if device.index is None else device.index)
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(cfg, local_index: Optional[int] = None) -> DistEnv:
+    """Join the process group the launch mode implies and pick this process's device.
+
+    ``local_index`` is set by --multiprocessing-distributed's spawn (the official mode: ranks are
+    node_rank * procs_per_node + local_index); torchrun/SLURM provide RANK/WORLD_SIZE/LOCAL_RANK.
+    """
+    if local_index is not None:
+        per_node = cfg.nprocs
+        env = DistEnv(rank=cfg.rank * per_node + local_index, world_size=cfg.world_size * per_node,
+                      local_rank=local_index, local_world_size=per_node)
+        init_method = cfg.dist_url
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        env = DistEnv(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
+                      local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                      local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
+        init_method = "env://"
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        env = DistEnv(rank=int(os.environ["SLURM_PROCID"]), world_size=int(os.environ["SLURM_NTASKS"]),
+                      local_rank=int(os.environ.get("SLURM_LOCALID", 0)),
+                      local_world_size=int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0]))
+        init_method = cfg.dist_url
+    else:
+        env = DistEnv()
+        init_method = None
+    env.device = _pick_device(cfg.device, env.local_rank, cfg.gpu)
+    if env.distributed and not dist.is_initialized():
+        backend = cfg.dist_backend or ("nccl" if env.device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend, init_method=init_method, world_size=env.world_size, rank=env.rank)
+    return env
+
+
+def all_gather_objects(obj: Any, env: DistEnv) -> List[Any]:
+    """Every rank's ``obj``, in rank order (just ``[obj]`` without a process group)."""
+    if not env.distributed:
+        return [obj]
+    out: List[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    """True when ``flag`` is true on any rank (a stop request, a non-finite loss)."""
+    if not env.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=env.device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def cleanup(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,93 @@
+"""Prompted evaluation: encode a dataset's ISPP once, score its test split sharded over ranks, gather the results."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data import IQAImages, TestShardSampler
+from ..distributed import DistEnv, all_gather_objects
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: str = "none"):
+    """torch.autocast for ``amp`` in {"bf16", "fp16"}; a no-op for "none"."""
+    if amp in (None, "none"):
+        return nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def stack_items(dataset: IQAImages, positions) -> tuple:
+    """Images (n, 3, S, S) and labels (n,) of ``dataset`` at ``positions`` (e.g. the sampled ISPs)."""
+    items = [dataset[int(i)] for i in positions]
+    return torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]).float()
+
+
+def flip_batch(images: torch.Tensor, flips, flip_axis: str) -> torch.Tensor:
+    """Flip the images whose entry in ``flips`` is true; "vertical" reverses rows (the official flip)."""
+    if flip_axis == "none" or not bool(np.any(flips)):
+        return images
+    dim = {"vertical": 2, "horizontal": 3}[flip_axis]
+    mask = torch.as_tensor(np.asarray(flips), device=images.device).view(-1, 1, 1, 1)
+    return torch.where(mask, images.flip(dim), images)
+
+
+@torch.no_grad()
+def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Optional[torch.Tensor] = None,
+                  prompt_scores: Optional[torch.Tensor] = None, batch_size: int = 32, workers: int = 0,
+                  amp: str = "none", official_prompt: bool = False, flip_axis: str = "vertical",
+                  progress=None) -> np.ndarray:
+    """Predictions for every item of ``dataset`` (in its order), each scored once across ranks and gathered.
+
+    The prompt is encoded once (unflipped) by default; ``official_prompt`` re-encodes it for every batch with
+    the prompt images randomly flipped, as the official test loop does.
+    """
+    was_training = model.training
+    model.eval()
+    device = env.device
+    uses_prompt = prompt_images is not None and hasattr(model, "encode_prompt")
+    prompt = None
+    if uses_prompt:
+        prompt_images, prompt_scores = prompt_images.to(device), prompt_scores.to(device)
+        if not official_prompt:
+            with autocast(device, amp):
+                prompt = model.encode_prompt(prompt_images, prompt_scores)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
+                                                                                   env.world_size),
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    indices, preds = [], []
+    for images, _, idx in loader:
+        images = images.to(device, non_blocking=True)
+        with autocast(device, amp):
+            if uses_prompt and official_prompt:
+                flips = torch.rand(len(prompt_images)).numpy() < 0.5
+                prompt = model.encode_prompt(flip_batch(prompt_images, flips, flip_axis), prompt_scores)
+            out = model.score(images, prompt)
+        preds.append(out.float().cpu())
+        indices.append(idx)
+        if progress is not None:
+            progress.update(len(idx))
+    model.train(was_training)
+    local = (torch.cat(indices).tolist() if indices else [], torch.cat(preds).tolist() if preds else [])
+    result = np.full(len(dataset), np.nan)
+    for idx, pred in all_gather_objects(local, env):
+        result[np.asarray(idx, dtype=int)] = pred
+    return result
+
+
+def broadcast_buffers(model: torch.nn.Module, env: DistEnv) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics), so all ranks evaluate the same model."""
+    if env.distributed:
+        import torch.distributed as dist
+
+        for buf in model.buffers():
+            dist.broadcast(buf.data, src=0)
+
+
+def summarise(per_dataset: Dict[str, Dict[str, float]]) -> float:
+    """The official model-selection figure: SROCC + PLCC summed over datasets (NaN counts as 0)."""
+    return float(sum(np.nan_to_num(m["srocc"]) + np.nan_to_num(m["plcc"]) for m in per_dataset.values()))

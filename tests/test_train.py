@@ -1,0 +1,296 @@
+"""Training: outputs, launch modes, virtual ranks, exact resume, augmentations and refusals (CPU, micro model)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from promptiqa.config import TrainConfig, resolve_config
+from promptiqa.engine import trainer as trainer_module
+from promptiqa.engine.trainer import PromptAugment, TrainingError, launch, plan_steps
+from promptiqa.models import PRESETS, load_model, read_checkpoint
+from tests.fixtures.datasets import build_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = PRESETS["micro"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("datasets")
+    return {"koniq10k": str(build_fixture("koniq10k", base / "koniq", n_refs=6, per_ref=4, seed=1)),
+            "csiq": str(build_fixture("csiq", base / "csiq", n_refs=5, per_ref=4, seed=2))}
+
+
+def _args(data, save_path, **extra):
+    """Command-line arguments of a tiny run: 2 datasets, micro model, 2 epochs, 8 images per step."""
+    values = dict(dataset=["koniq10k", "csiq"], batch_size=8, epochs=2, backbone=MICRO["backbone"],
+                  image_size=MICRO["image_size"], backbone_kwargs=json.dumps(MICRO["backbone_kwargs"]),
+                  pretrained_backbone="false", workers=0, save_path=str(save_path), lr=1e-4, log_every=2)
+    values.update(extra)
+    argv = []
+    for key, value in values.items():
+        flag = f"--{key}"
+        if isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        elif value is True:
+            argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    for key, root in data.items():
+        argv += ["--data_root", f"{key}={root}"]
+    return argv
+
+
+def _weights(path):
+    state = read_checkpoint(path)["state_dict"]
+    return {k: v for k, v in state.items()}
+
+
+def _assert_same_weights(a, b, atol=0.0, skip=()):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        if key in skip:
+            continue
+        torch.testing.assert_close(wa[key].float(), wb[key].float(), atol=atol, rtol=0, msg=key)
+
+
+def _torchrun(args, nproc=2, timeout=240):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(ROOT / "train.py"), *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_single_process_run_writes_every_output(data, tmp_path):
+    run = tmp_path / "run"
+    result = launch(resolve_config(_args(data, run)))
+    assert not result["stopped"]
+    for name in ("config.json", "splits.json", "log.txt", "metrics.csv", "environment.json", "best_model.pth.tar",
+                 "last.pth.tar", "curves.png", "summary.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert list(rows[0]) == ["epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss"]
+    assert {(r["epoch"], r["dataset"], r["split"]) for r in rows} == {
+        (e, d, s) for e in ("1", "2") for d in ("koniq10k", "csiq") for s in ("train", "test")}
+    env = json.loads((run / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and "git_commit" in env
+    log = (run / "log.txt").read_text()
+    assert "images per step 8" in log and "prompt length 7" in log and "selects on the test split" in log
+    best, info = load_model(run / "best_model.pth.tar", device="cpu", with_info=True)
+    assert info["prompt_num"] == 7 and set(info["config"]["splits"]) == {"koniq10k", "csiq"}
+    assert info["config"]["splits"]["csiq"]["test"]  # reference names, as in splits.json
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    assert splits["csiq"]["test"] == info["config"]["splits"]["csiq"]["test"]
+    raw = read_checkpoint(run / "best_model.pth.tar")
+    assert all(k.startswith("module.") for k in raw["state_dict"])   # the official layout
+
+
+def test_torchrun_two_processes_hold_identical_weights(data, tmp_path):
+    run = tmp_path / "ddp"
+    proc = _torchrun(_args(data, run, epochs=1))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(summary["rank_weight_digests"]) == 2 and len(set(summary["rank_weight_digests"])) == 1
+    log = (run / "log.txt").read_text()
+    assert "processes per node 2" in log and "group size g=4" in log
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert {r["dataset"] for r in rows if r["split"] == "test"} == {"koniq10k", "csiq"}
+
+
+def test_multiprocessing_distributed_on_cpu(data, tmp_path):
+    run = tmp_path / "mp"
+    port = 29600 + os.getpid() % 300
+    cmd = [sys.executable, str(ROOT / "train.py"), *_args(data, run, epochs=1), "--multiprocessing-distributed",
+           "--nprocs", "2", "--dist-url", f"tcp://127.0.0.1:{port}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(set(summary["rank_weight_digests"])) == 1 and len(summary["rank_weight_digests"]) == 2
+
+
+def test_groups_per_process_equal_processes(data, tmp_path):
+    one = tmp_path / "k2"
+    launch(resolve_config(_args(data, one, epochs=1, groups_per_process=2)))
+    two = tmp_path / "p2"
+    proc = _torchrun(_args(data, two, epochs=1))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # same groups, same per-rank dropout/flip streams, gradients averaged, BatchNorm buffers from rank 0
+    _assert_same_weights(one / "last.pth.tar", two / "last.pth.tar", atol=2e-5)
+
+
+def test_batched_groups_match_accumulated_groups(data, tmp_path):
+    # dropout off: the batched mode draws dropout masks from one stream instead of one per virtual rank
+    a, b = tmp_path / "acc", tmp_path / "batched"
+    launch(resolve_config(_args(data, a, epochs=1, groups_per_process=2, drop=0.0)))
+    launch(resolve_config(_args(data, b, epochs=1, groups_per_process=2, drop=0.0, batch_groups="true")))
+    # The biases of the convolutions that feed BatchNorm have a true gradient of zero: what they get is rounding
+    # noise, which Adam scales up to lr-sized steps, so only they may differ between two summation orders.
+    noise_only = {f"module.cnn.{i}.bias" for i in (0, 4, 8)}
+    _assert_same_weights(a / "last.pth.tar", b / "last.pth.tar", atol=2e-5, skip=noise_only)
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path):
+    full = tmp_path / "full"
+    launch(resolve_config(_args(data, full)))
+    part = tmp_path / "part"
+    stopped = launch(resolve_config(_args(data, part, stop_after_steps=3)))   # mid-epoch 1 (4 steps an epoch)
+    assert stopped["stopped"] and stopped["step"] == 3
+    state = read_checkpoint(part / "last.pth.tar")
+    assert state["epoch"] == 0 and state["step"] == 3
+    stopped = launch(resolve_config(_args(data, part, resume=part / "last.pth.tar", stop_after_steps=3)))
+    assert stopped["stopped"] and (stopped["epoch"], stopped["step"]) == (1, 2)   # crosses the epoch boundary
+    done = launch(resolve_config(_args(data, part, resume=part / "last.pth.tar")))
+    assert not done["stopped"]
+    _assert_same_weights(full / "last.pth.tar", part / "last.pth.tar")
+    optim_full, optim_part = read_checkpoint(full / "last.pth.tar"), read_checkpoint(part / "last.pth.tar")
+    assert optim_full["global_step"] == optim_part["global_step"] == 8
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(data, tmp_path):
+    run = tmp_path / "run"
+    launch(resolve_config(_args(data, run, epochs=1)))
+    launch(resolve_config(_args(data, run, epochs=2, resume=run / "last.pth.tar")))
+    state = read_checkpoint(run / "last.pth.tar")
+    assert state["epoch"] == 2 and state["global_step"] == 8
+    log = (run / "log.txt").read_text()
+    assert "resumed from" in log and "lr 5e-05" in log   # cosine recomputed for 2 epochs: epoch 2 at lr/2
+
+
+def test_resume_refusals(data, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match="file not found"):
+        launch(resolve_config(_args(data, run, resume=tmp_path / "missing.pth.tar")))
+    (tmp_path / "corrupt.pth.tar").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="not a readable checkpoint"):
+        launch(resolve_config(_args(data, run, resume=tmp_path / "corrupt.pth.tar")))
+    launch(resolve_config(_args(data, run, epochs=1)))
+    with pytest.raises(TrainingError, match="not a resumable training checkpoint"):
+        launch(resolve_config(_args(data, run, resume=run / "best_model.pth.tar")))
+    with pytest.raises(TrainingError, match="architecture changed.*image_size: 64 -> 96"):
+        launch(resolve_config(_args(data, run, image_size=96, resume=run / "last.pth.tar")))
+    with pytest.warns(UserWarning, match="changed settings: lr: 0.0001 -> 0.001"):
+        launch(resolve_config(_args(data, run, lr=1e-3, epochs=2, resume=run / "last.pth.tar")))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    launch(resolve_config(_args(data, run, epochs=1)))
+    good = (run / "last.pth.tar").read_bytes()
+    real = trainer_module.F.l1_loss
+    calls = {"n": 0}
+
+    def poisoned(pred, target):
+        calls["n"] += 1
+        loss = real(pred, target)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(trainer_module.F, "l1_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite training loss nan at epoch 2, step 3 \(dataset (koniq10k|csiq)\)"):
+        launch(resolve_config(_args(data, run, epochs=2, resume=run / "last.pth.tar")))
+    assert (run / "last.pth.tar").read_bytes() == good
+
+
+def test_sigterm_leaves_a_resumable_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), *_args(data, run, epochs=50, log_every=1)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "last.pth.tar").exists():  # wait for epoch 1 to finish
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    state = read_checkpoint(run / "last.pth.tar")
+    assert 1 <= state["epoch"] < 50
+    assert "stopped at epoch" in (run / "log.txt").read_text()
+
+
+def test_prompt_augmentations():
+    labels = torch.tensor([0.2, 0.5, 0.8])
+    scaled, scale = PromptAugment.apply(labels, t=0.5, flip=False)
+    assert scale.item() == pytest.approx(0.9) and scaled.tolist() == pytest.approx([0.2 / 0.9, 0.5 / 0.9, 0.8 / 0.9])
+    flipped, scale = PromptAugment.apply(labels, t=None, flip=True)
+    assert scale.item() == 1 and flipped.tolist() == pytest.approx([0.8, 0.5, 0.2])
+    both, scale = PromptAugment.apply(labels, t=0.0, flip=True)      # u at the group's max: max label -> 1 -> 0
+    assert both.tolist() == pytest.approx([1 - 0.25, 1 - 0.625, 0.0])
+    torch.testing.assert_close(PromptAugment.invert(both, scale, True), labels)
+    assert (both >= 0).all() and (both <= 1).all()
+    # every rank draws the same decisions from the shared stream; the rates are respected
+    a, b = PromptAugment(7, 0.5, 0.1), PromptAugment(7, 0.5, 0.1)
+    draws = [a.draw() for _ in range(2000)]
+    assert draws == [b.draw() for _ in range(2000)]
+    assert 0.45 < sum(t is not None for t, _ in draws) / 2000 < 0.55
+    assert 0.07 < sum(f for _, f in draws) / 2000 < 0.13
+    never = PromptAugment(7, 0.0, 0.0)
+    assert all(d == (None, False) for d in (never.draw() for _ in range(100)))
+
+
+def test_batch_semantics_refusals():
+    plan = plan_steps(66, procs_per_node=2, groups_per_process=3)
+    assert plan.group_size == 11 and plan.prompt_length == 10
+    assert "images per step 132" in plan_steps(66, 6, 1, nodes=2).describe(66)
+    with pytest.raises(TrainingError, match="66 does not divide into 4 process.*use a multiple of 4"):
+        plan_steps(66, procs_per_node=4, groups_per_process=1)
+    with pytest.raises(TrainingError, match=r"g = 8 / \(2 x 2\) = 2 is below 3"):
+        plan_steps(8, procs_per_node=2, groups_per_process=2)
+
+
+def test_unknown_dataset_key_lists_the_valid_ones(data, tmp_path):
+    with pytest.raises(ValueError, match="koniq10k"):
+        launch(resolve_config(_args(data, tmp_path / "run", dataset=["koniq"])))
+
+
+def test_train_py_reports_refusals_in_one_line(data, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(data, tmp_path / "run", batch_size=10,
+                                                                          groups_per_process=4)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --batch_size 10 does not divide")
+
+
+def test_config_file_and_command_line_precedence(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: [live, csiq]\nbatch_size: 66\ngroups_per_process: 6\nlr: 0.001\n")
+    cfg = resolve_config(["--config", str(path), "--lr", "1e-5"])
+    assert cfg.dataset == ["live", "csiq"] and cfg.batch_size == 66 and cfg.groups_per_process == 6
+    assert cfg.lr == 1e-5 and cfg.weight_decay == TrainConfig().weight_decay
+    path.write_text("datasets: [live]\n")
+    with pytest.raises(ValueError, match="unknown settings \\['datasets'\\]"):
+        resolve_config(["--config", str(path)])
+
+
+def test_train_sh_splits_the_paper_step_over_the_gpus_present(tmp_path):
+    def dry_run(gpus):
+        proc = subprocess.run(["sh", str(ROOT / "train.sh")], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, GPUS=gpus, PYTHON="echo", SAVE_PATH=str(tmp_path)))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout, proc.stderr
+
+    out, _ = dry_run("0,1,2")
+    assert "--batch_size 66 --groups_per_process 2" in out and "--multiprocessing-distributed" in out
+    assert "--config configs/paper.yaml" in out
+    out, err = dry_run("0,1,2,3")
+    assert "--batch_size 44 --groups_per_process 1" in out and "falling back to one group of 11" in err
+
+
+def test_benchmark_script_prints_a_table():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--preset", "micro", "--groups", "2",
+                           "--group_size", "3", "--amp", "none", "--steps", "1", "--warmup", "1",
+                           "--infer_batch", "4", "--infer_batches", "1"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("device: CPU") and lines[-2].startswith("| train") and lines[-1].startswith("| inference")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The paper's run (configs/paper.yaml): 12 datasets, 66 images per step as 6 groups of 11, 100 epochs.
+# Usage: GPUS=0,1,2,3,4,5 SAVE_PATH=runs/paper sh train.sh [extra train.py options]
+# With 1, 2, 3 or 6 GPUs each GPU takes 6/N groups of 11 per step (same step as the paper). With another count
+# (e.g. 4 or 8) the step cannot be split into 6 groups evenly: it falls back to one group of 11 per GPU (the
+# official README's setting, 11*N images per step) unless you set BATCH_SIZE and GROUPS_PER_PROCESS yourself.
+set -eu
+cd "$(dirname "$0")"
+GPUS="${GPUS:-$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, -)}"
+SAVE_PATH="${SAVE_PATH:-runs/paper}"
+CONFIG="${CONFIG:-configs/paper.yaml}"
+PORT="${PORT:-29517}"
+PYTHON="${PYTHON:-python}"
+[ -x .venv/bin/python ] && [ "$PYTHON" = python ] && PYTHON=.venv/bin/python
+if [ -z "$GPUS" ]; then
+    echo "train.sh: no GPU found (set GPUS=0,1,...); for a CPU run use train.py directly" >&2
+    exit 1
+fi
+N=$(echo "$GPUS" | tr ',' '\n' | grep -c .)
+if [ -z "${BATCH_SIZE:-}" ] || [ -z "${GROUPS_PER_PROCESS:-}" ]; then
+    case "$N" in
+        1|2|3|6) BATCH_SIZE=66; GROUPS_PER_PROCESS=$((6 / N)) ;;
+        *) echo "train.sh: $N GPUs do not divide the paper's 6 groups of 11; falling back to one group of 11" \
+                "per GPU ($((11 * N)) images per step, the official README's setting)." \
+                "Set BATCH_SIZE and GROUPS_PER_PROCESS to choose otherwise." >&2
+           BATCH_SIZE=$((11 * N)); GROUPS_PER_PROCESS=1 ;;
+    esac
+fi
+echo "train.sh: GPUs $GPUS ($N), batch_size $BATCH_SIZE, groups_per_process $GROUPS_PER_PROCESS -> $SAVE_PATH" >&2
+CUDA_VISIBLE_DEVICES="$GPUS" exec "$PYTHON" train.py --config "$CONFIG" \
+    --multiprocessing-distributed --world-size 1 --rank 0 --dist-url "tcp://127.0.0.1:$PORT" \
+    --batch_size "$BATCH_SIZE" --groups_per_process "$GROUPS_PER_PROCESS" --save_path "$SAVE_PATH" "$@"
