@@ -294,3 +294,12 @@ def test_benchmark_script_prints_a_table():
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("device: CPU") and lines[-2].startswith("| train") and lines[-1].startswith("| inference")
+
+
+def test_bf16_autocast_and_the_official_test_prompt_mode(data, tmp_path):
+    run = tmp_path / "run"
+    result = launch(resolve_config(_args(data, run, epochs=1, amp="bf16", test_prompt="official",
+                                         groups_per_process=2, batch_groups="true")))
+    assert not result["stopped"]
+    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r["split"] == "test"]
+    assert len(rows) == 2 and all(float(r["rmse"]) < 1 for r in rows)

@@ -30,8 +30,13 @@ def read_image(path: Union[str, Path], size: int = DEFAULT_IMAGE_SIZE) -> np.nda
         if not os.path.exists(path):
             raise FileNotFoundError(f"image file not found: {path}")
         raise OSError(f"OpenCV could not decode {path} (corrupt, truncated or an unsupported format)")
-    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(resize_image(image, size), cv2.COLOR_BGR2RGB)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic resize of a uint8 HxWx3 image to size x size (no crop, aspect not kept), as the official loader."""
+    # cv2.resize treats channels independently, so resizing RGB equals resizing BGR and then converting.
+    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -7,12 +7,12 @@ self-describing: ``load_model`` rebuilds the right architecture from the file al
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from ..fileio import atomic_write
 from .promptiqa import DEFAULT_BACKBONE, MoNet, build_model
 
 PathLike = Union[str, os.PathLike]
@@ -109,17 +109,7 @@ def save_checkpoint(path: PathLike, model: torch.nn.Module, prompt_num: Optional
     obj = {"state_dict": {DDP_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()},
            "prompt_num": prompt_num if prompt_num is not None else config.get("prompt_num"), "config": config}
     obj.update(extra)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
     return path
 
 

@@ -1,0 +1,187 @@
+"""The ``python -m promptiqa`` command line: a registry of subcommands, each a set of arguments and a run function.
+
+A subcommand is added by registering a Command in COMMANDS; its run function imports what it needs (so
+``--help`` stays fast) and returns an exit code. User errors (bad files, prompts, images, checkpoints) are printed
+as one ``error: ...`` line with exit code 1; ``--verbose`` shows the full message and traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, a function adding its arguments, and a function running it (-> exit code)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _user_errors() -> tuple:
+    """Exception types that mean a user error, not a bug (imported lazily: they pull in torch)."""
+    from promptiqa.models import CheckpointError
+    from promptiqa.predict import ImageError, PredictorError
+
+    # OSError covers missing files, permissions and full disks; CheckpointError/PredictorError are ValueErrors.
+    return (CheckpointError, PredictorError, ImageError, OSError)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# score
+
+
+def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
+                        help="image files, or folders scanned recursively for jpg, jpeg, png, bmp, tif, tiff, webp")
+    parser.add_argument("--checkpoint", required=True,
+                        help="official release file (best_model.pth.tar) or a checkpoint saved by this project")
+    parser.add_argument("--prompt", required=True,
+                        help="the requirement: a CSV with columns image,score (paths relative to the CSV), the "
+                             "official demo's JSON, or a prompt file saved with --save_prompt")
+    parser.add_argument("--prompt_id", default=None, help="which prompt of a JSON file holding several (Example_id)")
+    parser.add_argument("--out", default=None, help="output CSV image,score (default: standard output)")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    parser.add_argument("--backbone", default=None,
+                        help="timm backbone of an official-format file that does not record it "
+                             "(default vit_base_patch8_224)")
+    parser.add_argument("--score_range", nargs=2, type=float, metavar=("LO", "HI"), default=None,
+                        help="range of the prompt's score scale (default: the prompt's min and max; 0 1 for JSON)")
+    parser.add_argument("--lower_is_better", action="store_true", help="the prompt's scores are DMOS-like")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image decoding processes (default: min(4, CPU count) for more than one batch of images; "
+                             "0 decodes in the main process)")
+    parser.add_argument("--amp", choices=["bf16"], default=None, help="run the model under bfloat16 autocast")
+    parser.add_argument("--save_prompt", default=None, metavar="PATH",
+                        help="also save the encoded prompt here, to reuse it later as --prompt PATH without images")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary on standard error")
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from promptiqa.predict import (ImageError, Predictor, PredictorError, PromptError, ScoreScale, atomic_write,
+                                   find_images, is_saved_prompt, read_prompt_pairs)
+
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
+        raise PredictorError("--batch_size must be at least 1 and --workers at least 0")
+    if args.score_range is not None:
+        ScoreScale(*args.score_range)  # refuses LO >= HI before anything slow happens
+    prompt_path = Path(args.prompt)
+    saved_prompt = is_saved_prompt(prompt_path)
+    # Everything that can be checked without the model is checked first: loading a checkpoint takes a while.
+    pairs = None
+    if saved_prompt:
+        if args.score_range is not None or args.lower_is_better or args.prompt_id is not None:
+            raise PromptError(f"{prompt_path} is a saved prompt, which records its own score scale: --score_range, "
+                              f"--lower_is_better and --prompt_id apply to CSV and JSON prompts only")
+    else:
+        pairs = read_prompt_pairs(prompt_path, args.prompt_id)
+    images = find_images(args.images)
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, backbone=args.backbone, amp=args.amp)
+    if pairs is None:
+        predictor.load_prompt(prompt_path, name="default")
+    else:
+        try:
+            predictor.set_prompt(pairs.images, pairs.scores, score_range=args.score_range or pairs.score_range,
+                                 higher_is_better=not args.lower_is_better, batch_size=args.batch_size)
+        except (PromptError, ImageError) as err:
+            # name the prompt file, and the row or entry when the error is about one pair
+            where = pairs.origins[err.index] if err.index is not None else str(prompt_path)
+            raise type(err)(f"{where}: {err}") from None
+    if args.save_prompt:
+        predictor.save_prompt(args.save_prompt)
+
+    start = time.perf_counter()
+    progress = not args.quiet and len(images) > args.batch_size
+    scores = predictor.score(images, batch_size=args.batch_size, workers=args.workers, progress=progress)
+    elapsed = time.perf_counter() - start
+
+    def write(fh):
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["image", "score"])
+        writer.writerows([str(path), f"{value:.6f}"] for path, value in zip(images, scores))
+
+    if args.out:
+        atomic_write(Path(args.out), write)
+    else:  # everything is scored before the first line is printed, so an error never leaves half a table
+        buffer = io.StringIO()
+        write(buffer)
+        sys.stdout.write(buffer.getvalue())
+        sys.stdout.flush()
+    if not args.quiet:
+        where = f" -> {args.out}" if args.out else ""
+        print(f"scored {len(images)} images in {elapsed:.1f} s ({len(images) / max(elapsed, 1e-9):.2f} images/s, "
+              f"{predictor.device}){where}", file=sys.stderr)
+    return 0
+
+
+COMMANDS: Dict[str, Command] = {
+    "score": Command("score images under a requirement given as image-score pairs", _add_score_arguments,
+                     _run_score),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dispatcher
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per registered command."""
+    from promptiqa import __version__
+
+    parser = argparse.ArgumentParser(prog="python -m promptiqa",
+                                     description="PromptIQA: image quality under requirements given as prompts.")
+    parser.add_argument("--version", action="version", version=f"promptiqa {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="on errors, show the full message and traceback")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help, parents=[common])
+        command.add_arguments(sub)
+    return parser
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error message; further lines (details) are shown with --verbose."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    first = lines[0].rstrip(":")
+    return first + (" (--verbose for details)" if len(lines) > 1 else "")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors: argparse has printed what it had to
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    try:
+        return COMMANDS[args.command].run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {str(err) if args.verbose else _one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def run(argv: Optional[List[str]] = None) -> None:
+    """Console entry point: exit with ``main``'s code."""
+    sys.exit(main(argv))

@@ -1,0 +1,552 @@
+"""Scoring images under a requirement: the Predictor, score scales, prompt files and image inputs.
+
+A requirement is a prompt of image-score pairs in the user's own scale (1-5 stars, a 0-100 MOS, a DMOS where lower
+is better). A ScoreScale maps those scores onto the model's [0, 1] labels and predictions back; the prompt is
+encoded once into a (1, n, 128) tensor, which can be saved to a small file and reused without its images.
+Images go through the training pipeline: files are decoded by ``read_image``; PIL images and arrays get the same
+bicubic resize of the uint8 image; then ``to_tensor``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from promptiqa.data.images import read_image, resize_image, to_tensor
+from promptiqa.fileio import atomic_write
+from promptiqa.models import CheckpointError, default_device, load_model
+
+PathLike = Union[str, os.PathLike]
+DEFAULT_PROMPT = "default"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PROMPT_FILE_FORMAT = "promptiqa-prompt"
+PROMPT_FILE_VERSION = 1
+AMP_DTYPES = {"bf16": torch.bfloat16}  # fp16 is left out: MAL's unscaled attention energies can overflow it
+
+
+class PredictorError(ValueError):
+    """A request the Predictor cannot serve (unknown prompt name, unavailable device, ...)."""
+
+
+class PromptError(PredictorError):
+    """A prompt that cannot express a requirement: too few pairs, bad scores, a foreign or mismatched prompt file.
+
+    ``index`` is the position of the offending pair when there is one, so callers can name its row or entry.
+    """
+
+    def __init__(self, message: str, index: Optional[int] = None):
+        super().__init__(message)
+        self.index = index
+
+
+class ImageError(OSError):
+    """An image that cannot be read (missing, corrupt, unsupported format); ``index`` is its position in the input."""
+
+    def __init__(self, message: str, index: Optional[int] = None):
+        super().__init__(message)
+        self.index = index
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Score scales
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """The user's score scale [low, high] and its polarity, mapped linearly onto the model's [0, 1] and back.
+
+    higher_is_better: m = (u - low) / (high - low); otherwise m = (high - u) / (high - low), so the model always
+    sees 1 for the best score of the range.
+    """
+
+    low: float
+    high: float
+    higher_is_better: bool = True
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or not self.low < self.high:
+            raise PromptError(f"score_range must be two finite numbers with low < high, got ({self.low:g}, "
+                              f"{self.high:g})")
+
+    @classmethod
+    def from_scores(cls, scores: Sequence[float], score_range: Optional[Tuple[float, float]] = None,
+                    higher_is_better: bool = True) -> "ScoreScale":
+        """The scale of a prompt: ``score_range`` when given (every score must lie in it), else the scores' min/max."""
+        values = np.asarray(scores, dtype=np.float64)
+        if score_range is None:
+            if values.min() == values.max():
+                raise PromptError(f"all {values.size} prompt scores equal {values[0]:g}: without score_range the "
+                                  f"prompt's min and max define the scale, so it needs at least two distinct scores")
+            return cls(float(values.min()), float(values.max()), bool(higher_is_better))
+        low, high = (float(v) for v in score_range)
+        scale = cls(low, high, bool(higher_is_better))
+        outside = np.flatnonzero((values < low) | (values > high))
+        if outside.size:
+            i = int(outside[0])
+            raise PromptError(f"score {values[i]:g} lies outside score_range ({low:g}, {high:g})", index=i)
+        return scale
+
+    def to_model(self, values) -> np.ndarray:
+        """User scores -> the model's [0, 1] scale (float64)."""
+        u = np.asarray(values, dtype=np.float64)
+        span = self.high - self.low
+        return (u - self.low) / span if self.higher_is_better else (self.high - u) / span
+
+    def to_user(self, values) -> np.ndarray:
+        """Model scores in [0, 1] -> the user's scale (float64); the exact inverse of ``to_model``."""
+        m = np.asarray(values, dtype=np.float64)
+        span = self.high - self.low
+        return self.low + m * span if self.higher_is_better else self.high - m * span
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Image inputs
+
+ImageInput = Union[PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821 - PIL is optional at import time
+
+
+def _is_pil(image: Any) -> bool:
+    return type(image).__module__.startswith("PIL.") and hasattr(image, "convert")
+
+
+def load_rgb(image: ImageInput, size: int) -> np.ndarray:
+    """A path, PIL image or uint8 HxWx3 RGB array -> uint8 size x size x 3 RGB, through the training pipeline."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image, size)
+    if _is_pil(image):
+        from PIL import ImageOps
+
+        # Files are decoded with their EXIF orientation applied (OpenCV does it), so PIL images are turned upright
+        # the same way: a photo scores the same whether given as its path or as Image.open(path).
+        array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        return resize_image(array, size)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image arrays must be uint8 HxWx3 RGB, got {image.dtype} with shape {image.shape}")
+        return resize_image(image, size)
+    raise TypeError(f"an image must be a file path, a PIL image or a uint8 HxWx3 RGB array, got {type(image).__name__}")
+
+
+def _as_list(images) -> list:
+    """One image (path, PIL image, HxWx3 array) or many (a sequence, an NxHxWx3 array) -> a list of images."""
+    if isinstance(images, (str, os.PathLike)) or _is_pil(images) or (isinstance(images, np.ndarray)
+                                                                        and images.ndim == 3):
+        return [images]
+    if isinstance(images, torch.Tensor):
+        raise TypeError("pass file paths, PIL images or uint8 HxWx3 RGB arrays; for normalised tensors call "
+                        "model.score directly")
+    items = list(images)
+    for item in items:
+        if not (isinstance(item, (str, os.PathLike, np.ndarray)) or _is_pil(item)):
+            raise TypeError(f"an image must be a file path, a PIL image or a uint8 HxWx3 RGB array, got "
+                            f"{type(item).__name__}")
+    return items
+
+
+def _describe_image(image: Any, i: int) -> str:
+    """How an input is named in prompt files and messages: its path, or its position for in-memory images."""
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    return getattr(image, "filename", "") or f"<{type(image).__name__} {i}>"  # PIL keeps the file it was opened from
+
+
+class _ImageInputs(Dataset):
+    """(index, CHW tensor or None, error message or None): errors travel as data so worker processes report them
+    cleanly, instead of as exceptions that the DataLoader re-raises wrapped in a worker traceback."""
+
+    def __init__(self, images: Sequence[ImageInput], size: int):
+        self.images = images
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, to_tensor(load_rgb(self.images[i], self.size)), None
+        except (OSError, ValueError, cv2.error) as err:
+            message = str(err) if isinstance(self.images[i], (str, os.PathLike)) else \
+                f"{_describe_image(self.images[i], i)}: {err}"
+            return i, None, message
+
+
+def _collate(items):
+    """A batch as (stacked tensor, None), or (None, [(index, message), ...]) when any image failed."""
+    errors = [(i, message) for i, _, message in items if message is not None]
+    if errors:
+        return None, errors
+    return torch.stack([tensor for _, tensor, _ in items]), None
+
+
+def default_workers() -> int:
+    """Decoding processes used by default: min(4, CPU count)."""
+    return min(4, os.cpu_count() or 1)
+
+
+def find_images(paths: Iterable[PathLike]) -> List[Path]:
+    """Files as given, and folders scanned recursively for common image types (case-insensitive suffixes).
+
+    Deterministic: a folder's files in sorted order, then its sub-folders in sorted order. Hidden files and folders
+    (names starting with '.', e.g. macOS '._photo.jpg' resource forks) are skipped.
+    """
+    found: List[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            inside = []
+            for folder, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # sorted in place: walk order is fixed
+                inside.extend(Path(folder) / f for f in sorted(files)
+                              if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES))
+            if not inside:
+                raise FileNotFoundError(f"no images under {path} (looked for {', '.join(IMAGE_SUFFIXES)}, "
+                                        f"any case, in all sub-folders)")
+            found.extend(inside)
+        else:
+            raise FileNotFoundError(f"image or folder not found: {path}")
+    return found
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Prompt files: the pairs a user writes (CSV, official JSON) and the encoded prompts the Predictor saves
+
+
+@dataclass
+class PromptPairs:
+    """Image-score pairs read from a prompt file, where each came from (for messages), and the scale its format
+    implies (None: the prompt's own min and max)."""
+
+    images: List[Path]
+    scores: List[float]
+    origins: List[str]
+    score_range: Optional[Tuple[float, float]] = None
+
+
+def _number(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PromptError(f"{where}: score {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise PromptError(f"{where}: score {value!r} is not a finite number")
+    return number
+
+
+def _image_path(value: Any, base: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise PromptError(f"{where}: image {value!r} is not a file path")
+    path = base / value.strip()
+    if not path.is_file():
+        raise PromptError(f"{where}: image '{value.strip()}' not found (looked at {path})")
+    return path
+
+
+def read_prompt_csv(path: PathLike) -> PromptPairs:
+    """Pairs from a CSV with columns ``image,score`` (paths relative to the CSV); rows count from the header, 1."""
+    path = Path(path)
+    base = path.parent
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
+            reader = csv.DictReader(fh)
+            columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
+            if "image" not in columns or "score" not in columns:
+                raise PromptError(f"{path}: expected a header with columns 'image' and 'score', got "
+                                  f"{reader.fieldnames}")
+            images, scores, origins = [], [], []
+            for row in reader:
+                where = f"{path} row {reader.line_num}"
+                scores.append(_number((row[columns["score"]] or "").strip(), where))
+                images.append(_image_path(row[columns["image"]], base, where))
+                origins.append(where)
+    except UnicodeDecodeError as err:
+        raise PromptError(f"{path} is not a UTF-8 text CSV: {err}") from None
+    return PromptPairs(images, scores, origins)
+
+
+def read_prompt_json(path: PathLike, prompt_id: Optional[str] = None) -> PromptPairs:
+    """Pairs from the official demo's JSON: a list of ``{"Example_id", "ISPP": [[image, score], ...]}``, one such
+    entry, or a bare ``[[image, score], ...]``; paths relative to the file; scores on the model's [0, 1] scale."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PromptError(f"{path} is not valid JSON: {err}") from None
+    if isinstance(data, dict):
+        data = [data]
+    if isinstance(data, list) and data and all(isinstance(e, dict) for e in data):
+        ids = [str(e.get("Example_id", i + 1)) for i, e in enumerate(data)]
+        if prompt_id is None and len(data) > 1:
+            raise PromptError(f"{path} holds {len(data)} prompts ({', '.join(ids)}); choose one with prompt_id "
+                              f"(--prompt_id)")
+        if prompt_id is not None and prompt_id not in ids:
+            raise PromptError(f"{path} has no prompt '{prompt_id}'; it holds {', '.join(ids)}")
+        index = ids.index(prompt_id) if prompt_id is not None else 0
+        pairs, label = data[index].get("ISPP"), f"{path} prompt '{ids[index]}'"
+    else:
+        pairs, label = data, str(path)
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+        raise PromptError(f"{label}: expected image-score pairs as [[image, score], ...]")
+    images, scores, origins = [], [], []
+    for i, (image, score) in enumerate(pairs, start=1):
+        where = f"{label} pair {i}"
+        scores.append(_number(score, where))
+        images.append(_image_path(image, path.parent, where))
+        origins.append(where)
+    # The official demo feeds these scores to the model unchanged (its sliders span 0-1), so that is their scale.
+    return PromptPairs(images, scores, origins, score_range=(0.0, 1.0))
+
+
+def read_prompt_pairs(path: PathLike, prompt_id: Optional[str] = None) -> PromptPairs:
+    """Pairs from a ``.json`` (official demo format) or any other file as CSV ``image,score``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    if path.suffix.lower() == ".json":
+        return read_prompt_json(path, prompt_id)
+    if prompt_id is not None:
+        raise PromptError(f"{path}: prompt_id selects an entry of a JSON prompt file; a CSV holds one prompt")
+    return read_prompt_csv(path)
+
+
+def is_saved_prompt(path: PathLike) -> bool:
+    """Whether ``path`` is a torch file (as ``save_prompt`` writes: a zip archive) rather than a CSV or JSON."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def model_fingerprint(model: torch.nn.Module) -> Dict[str, Any]:
+    """What identifies a model for its prompts: its config and the SHA-256 of its state_dict (names, shapes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return dict(config=dict(model.config), weights_sha256=digest.hexdigest())
+
+
+@dataclass
+class Prompt:
+    """An encoded requirement: the (1, n, 128) prompt tensor, the scale of its scores, and what it was made from."""
+
+    tensor: torch.Tensor
+    scale: ScoreScale
+    images: List[str] = field(default_factory=list)
+    scores: List[float] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        """Number of image-score pairs."""
+        return int(self.tensor.shape[1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Predictor
+
+
+class Predictor:
+    """Scores images under requirements given as image-score prompts, in the prompts' own score scales.
+
+    >>> p = Predictor.from_checkpoint("checkpoints/best_model.pth.tar")
+    >>> p.set_prompt(["a.jpg", "b.jpg", "c.jpg"], [1, 3, 5], score_range=(1, 5))
+    >>> p.score(["x.jpg", "y.jpg"])        # numpy array of scores on the 1-5 scale
+    """
+
+    def __init__(self, model: torch.nn.Module, device: Union[str, torch.device, None] = None,
+                 amp: Optional[str] = None):
+        """Wrap an in-memory PromptIQA model (put in eval mode; moved to ``device`` when given, else left where it is).
+
+        ``amp="bf16"`` runs under bfloat16 autocast. The model's weights must not change while the Predictor is used.
+        """
+        model = getattr(model, "module", model)
+        model = getattr(model, "_orig_mod", model)
+        if not hasattr(model, "encode_prompt"):
+            raise TypeError(f"Predictor needs a PromptIQA model (arch 'promptiqa'), got {type(model).__name__} "
+                            f"{getattr(model, 'config', {}).get('arch', '')}".rstrip())
+        if amp is not None and amp not in AMP_DTYPES:
+            raise PredictorError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}")
+        if device is None:
+            device = next(model.parameters()).device
+        self.device = _resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.amp = amp
+        self.image_size = int(model.image_size)
+        self.prompts: Dict[str, Prompt] = {}
+        self.checkpoint_info: Dict[str, Any] = {}
+        self._fingerprint: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def from_checkpoint(cls, path: PathLike, device: Union[str, torch.device, None] = None,
+                        backbone: Optional[str] = None, amp: Optional[str] = None) -> "Predictor":
+        """Load an official release file or our checkpoint (``load_model``); CUDA when available unless ``device``."""
+        device = _resolve_device(device)
+        model, info = load_model(path, backbone=backbone, device=device, with_info=True)
+        if not hasattr(model, "encode_prompt"):
+            raise CheckpointError(f"{path} holds the w/o-prompt ablation ({model.config.get('arch')}), which takes no "
+                                  f"prompt; the Predictor needs a PromptIQA checkpoint")
+        predictor = cls(model, device=device, amp=amp)
+        predictor.checkpoint_info = info
+        return predictor
+
+    def __repr__(self) -> str:
+        prompts = ", ".join(f"{k} (n={v.n})" for k, v in self.prompts.items()) or "none"
+        return (f"Predictor({self.model.config.get('backbone')} at {self.image_size}px on {self.device}, "
+                f"amp={self.amp}, prompts: {prompts})")
+
+    @property
+    def fingerprint(self) -> Dict[str, Any]:
+        """The model's config and weight hash, recorded in saved prompts (computed once: hashing takes a second)."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
+
+    def _autocast(self):
+        if self.amp is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
+
+    def _batches(self, images: Sequence[ImageInput], batch_size: int, workers: int):
+        """Normalised (B, 3, S, S) batches on the device, decoded by ``workers`` background processes (0: inline)."""
+        loader = DataLoader(_ImageInputs(images, self.image_size), batch_size=batch_size, shuffle=False,
+                            num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
+        for batch, errors in loader:
+            if errors:
+                index, message = errors[0]
+                raise ImageError(message, index=index)
+            yield batch.to(self.device, non_blocking=True)
+
+    def set_prompt(self, images, scores: Sequence[float], name: str = DEFAULT_PROMPT,
+                   score_range: Optional[Tuple[float, float]] = None, higher_is_better: bool = True,
+                   batch_size: int = 8) -> Prompt:
+        """Encode a requirement from image-score pairs and keep it under ``name``; returns the Prompt.
+
+        ``images``: file paths, PIL images or uint8 HxWx3 RGB arrays. ``scores``: numbers in your own scale;
+        ``score_range=(lo, hi)`` is that scale's range (default: the prompt's own min and max, so at least two
+        distinct scores are needed, and predictions then stay within them); ``higher_is_better=False`` for
+        DMOS-style scores. Predictions are returned in the same scale.
+        """
+        items = _as_list(images)
+        values = [_number(s, f"prompt pair {i + 1}") for i, s in enumerate(scores)]
+        if len(items) != len(values):
+            raise PromptError(f"{len(items)} prompt images but {len(values)} scores")
+        if len(items) < 2:
+            raise PromptError(f"a prompt needs at least 2 image-score pairs, got {len(items)}")
+        scale = ScoreScale.from_scores(values, score_range, higher_is_better)
+        labels = torch.as_tensor(scale.to_model(values), dtype=torch.float32)
+        chunks, start = [], 0
+        with torch.inference_mode(), self._autocast():
+            # Each pair is encoded independently (per-ISP encoder, eval-mode BatchNorm), so chunks concatenate.
+            for batch in self._batches(items, batch_size, workers=0):
+                stop = start + batch.shape[0]
+                chunks.append(self.model.encode_prompt(batch, labels[start:stop].to(self.device)).float())
+                start = stop
+        prompt = Prompt(torch.cat(chunks, dim=1), scale, [_describe_image(im, i) for i, im in enumerate(items)],
+                        values)
+        self.prompts[name] = prompt
+        return prompt
+
+    def _prompt(self, prompt: Union[str, Prompt, None]) -> Prompt:
+        if isinstance(prompt, Prompt):
+            return prompt
+        name = DEFAULT_PROMPT if prompt is None else prompt
+        if name not in self.prompts:
+            known = ", ".join(repr(k) for k in self.prompts) or "none yet"
+            raise PredictorError(f"no prompt named {name!r} (prompts: {known}); call set_prompt or load_prompt first")
+        return self.prompts[name]
+
+    def score(self, images, batch_size: int = 8, prompt: Union[str, Prompt, None] = None,
+              workers: Optional[int] = None, progress: bool = False) -> np.ndarray:
+        """Score images (paths, PIL images or uint8 HxWx3 RGB arrays) under a prompt; float64 array in its scale.
+
+        ``prompt``: a name given to set_prompt/load_prompt (default "default") or a Prompt. ``workers``: decoding
+        processes (default: min(4, CPUs) for more than one batch of files, else decoding inline).
+        """
+        entry = self._prompt(prompt)
+        items = _as_list(images)
+        if batch_size < 1:
+            raise PredictorError(f"batch_size must be at least 1, got {batch_size}")
+        if workers is None:
+            paths_only = all(isinstance(im, (str, os.PathLike)) for im in items)
+            workers = default_workers() if paths_only and len(items) > batch_size else 0
+        prompt_tensor = entry.tensor.to(self.device)
+        predictions = np.empty(len(items), dtype=np.float64)
+        from tqdm import tqdm
+
+        with tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True) as bar, \
+                torch.inference_mode(), self._autocast():
+            start = 0
+            for batch in self._batches(items, batch_size, workers):
+                stop = start + batch.shape[0]
+                predictions[start:stop] = self.model.score(batch, prompt_tensor).float().cpu().numpy()
+                bar.update(stop - start)
+                start = stop
+        return entry.scale.to_user(predictions)
+
+    def save_prompt(self, path: PathLike, name: str = DEFAULT_PROMPT) -> Path:
+        """Write the encoded prompt ``name`` (tensor, score scale, model fingerprint; no images) to ``path``."""
+        prompt = self._prompt(name)
+        from promptiqa import __version__
+
+        obj = dict(format=PROMPT_FILE_FORMAT, format_version=PROMPT_FILE_VERSION, name=name,
+                   prompt=prompt.tensor.detach().float().cpu().contiguous(),
+                   score_range=[prompt.scale.low, prompt.scale.high], higher_is_better=prompt.scale.higher_is_better,
+                   images=list(prompt.images), scores=[float(s) for s in prompt.scores], model=self.fingerprint,
+                   version=__version__)
+        path = Path(path)
+        atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
+        return path
+
+    def load_prompt(self, path: PathLike, name: Optional[str] = None) -> str:
+        """Load a prompt saved by ``save_prompt`` under ``name`` (default: its saved name); returns the name.
+
+        Refuses a prompt encoded by another model (config or weights differ): its tensor means nothing to this one.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt file not found: {path}")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # foreign bytes raise many types from the unpickler
+            raise PromptError(f"{path} is not a PromptIQA prompt file ({str(err).splitlines()[0]})") from None
+        if not isinstance(obj, dict) or obj.get("format") != PROMPT_FILE_FORMAT:
+            raise PromptError(f"{path} is not a PromptIQA prompt file (save one with Predictor.save_prompt or "
+                              f"--save_prompt)")
+        if obj.get("format_version", 0) > PROMPT_FILE_VERSION:
+            raise PromptError(f"{path} has prompt file format {obj['format_version']}; this version reads up to "
+                              f"{PROMPT_FILE_VERSION}")
+        recorded, own = obj["model"], self.fingerprint
+        if recorded != own:
+            if recorded.get("config") != own["config"]:
+                what = f"config {recorded.get('config')}, this predictor's model has {own['config']}"
+            else:
+                what = (f"the same config but other weights (sha256 {str(recorded.get('weights_sha256'))[:12]}..., "
+                        f"this model's {own['weights_sha256'][:12]}...)")
+            raise PromptError(f"{path} was encoded by a different model ({what}); encode the requirement again from "
+                              f"its images with this model")
+        low, high = obj["score_range"]
+        prompt = Prompt(obj["prompt"].to(self.device), ScoreScale(low, high, obj["higher_is_better"]),
+                        list(obj.get("images", [])), list(obj.get("scores", [])))
+        name = obj.get("name", DEFAULT_PROMPT) if name is None else name
+        self.prompts[name] = prompt
+        return name
+
+
+def _resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``device`` as a torch.device (CUDA when available for None); a clear error when CUDA is asked for but absent."""
+    device = default_device() if device is None else torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PredictorError(f"device '{device}' was requested but CUDA is not available on this machine")
+    return device

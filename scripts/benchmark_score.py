@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Images/s of Predictor.score end to end (decode in background workers, resize, batch, model), random weights.
+
+    python scripts/benchmark_score.py                                  # official ViT-B/8 config, 32 JPEGs 512x384
+    python scripts/benchmark_score.py --preset tiny micro -n 64 --batch_size 16 --device cuda --amp bf16
+
+Prints one JSON line per preset: checkpoint load, prompt encoding (10 pairs) and scoring times, and images/s.
+Model build time is not counted; the checkpoint is written to a temporary folder, never into the repository.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from benchmark_data import write_synthetic_jpegs  # noqa: E402
+from promptiqa.models import build_model, save_checkpoint  # noqa: E402
+from promptiqa.predict import Predictor, default_workers  # noqa: E402
+
+PROMPT_SIZE = 10  # the paper's prompt length
+
+
+def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, device, amp) -> dict:
+    """Time loading, prompt encoding and scoring of `images` with a randomly initialised `preset` model."""
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp / f"{preset}.pth.tar", build_model("promptiqa", preset=preset), prompt_num=PROMPT_SIZE)
+    start = time.perf_counter()
+    predictor = Predictor.from_checkpoint(ckpt, device=device, amp=amp)
+    loaded = time.perf_counter()
+    predictor.set_prompt(images[:PROMPT_SIZE], list(range(PROMPT_SIZE)), batch_size=batch_size)
+    encoded = time.perf_counter()
+    predictor.score(images, batch_size=batch_size, workers=workers)
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()
+    scored = time.perf_counter()
+    predictor.fingerprint
+    hashed = time.perf_counter()
+    return dict(preset=preset, device=str(predictor.device), amp=amp, threads=torch.get_num_threads(),
+                images=len(images), batch_size=batch_size, workers=workers, load_s=round(loaded - start, 2),
+                prompt_s=round(encoded - loaded, 2), score_s=round(scored - encoded, 2),
+                images_per_s=round(len(images) / (scored - encoded), 3), fingerprint_s=round(hashed - scored, 2))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", nargs="+", default=["official"], help="model presets (official, tiny, micro)")
+    parser.add_argument("-n", "--images", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--device", default=None, help="default: cuda when available")
+    parser.add_argument("--amp", choices=["bf16"], default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="promptiqa-bench-") as tmp:
+        tmp = Path(tmp)
+        images = write_synthetic_jpegs(tmp / "images", max(args.images, PROMPT_SIZE), height=384, width=512)
+        for preset in args.preset:
+            print(json.dumps(benchmark(preset, images[:args.images], tmp, args.batch_size, args.workers,
+                                       args.device, args.amp)), flush=True)
+    print(f"cpu: {os.cpu_count()} cores, torch {torch.__version__}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
