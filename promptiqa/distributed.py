@@ -17,6 +17,7 @@ class DistEnv:
     local_rank: int = 0
     local_world_size: int = 1       # processes per node
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False        # this call created the process group, so its owner tears it down
 
     @property
     def distributed(self) -> bool:
@@ -68,6 +69,7 @@ def init_distributed(cfg, local_index: Optional[int] = None) -> DistEnv:
     if env.distributed and not dist.is_initialized():
         backend = cfg.dist_backend or ("nccl" if env.device.type == "cuda" else "gloo")
         dist.init_process_group(backend=backend, init_method=init_method, world_size=env.world_size, rank=env.rank)
+        env.owns_group = True
     return env
 
 
@@ -90,5 +92,6 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
 
 
 def cleanup(env: DistEnv) -> None:
-    if env.distributed and dist.is_initialized():
+    """Destroy the process group if ``env``'s set-up created it (a caller that shares one group keeps it)."""
+    if env.owns_group and dist.is_initialized():
         dist.destroy_process_group()

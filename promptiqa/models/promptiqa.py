@@ -190,7 +190,10 @@ class PromptIQA(MoNet):
 
     def score(self, images: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """Score (B, 3, S, S) images under ``prompt``: (1, n, 128) shared by the batch or (B, n, 128) per image."""
-        features = self.image_features(images)
+        return self.score_features(self.image_features(images), prompt)
+
+    def score_features(self, features: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """``score`` from precomputed ``image_features`` (B, 128): lets one encoding serve many prompts."""
         if prompt.dim() != 3 or prompt.shape[-1] != FEATURE_DIM or prompt.shape[0] not in (1, features.shape[0]):
             raise ValueError(f"prompt must be (1, n, {FEATURE_DIM}) or ({features.shape[0]}, n, {FEATURE_DIM}), "
                              f"got {tuple(prompt.shape)}")
@@ -232,6 +235,10 @@ class PromptIQAWithoutPrompt(MoNet):
     def score(self, images: torch.Tensor, prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores without a prompt (any prompt given is ignored)."""
         return self.forward(images)
+
+    def score_features(self, features: torch.Tensor, prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``score`` from precomputed ``image_features`` (B, 128)."""
+        return self._regress(features.unsqueeze(1))
 
 
 ARCHITECTURES = {cls.arch: cls for cls in (PromptIQA, PromptIQAWithoutPrompt)}

@@ -1,0 +1,240 @@
+"""The 10-split protocol (Table 2) and the ablations (Table 6): train and test one run per split seed.
+
+Layout: ``<root>/seed_<seed>/`` is one training run (train.py's files) plus ``test_last/`` and ``test_best/``
+(test.py on last.pth.tar and best_model.pth.tar with the run's own splits.json) and ``DONE.json`` once both are
+written. A seed with DONE.json is skipped; one whose training was interrupted resumes from its last.pth.tar. The
+"w/o mixed training" ablation trains one model per dataset: ``<root>/seed_<seed>/<dataset>/``.
+Run the seeds one after another (default), or one per cluster job (``--seed_index i`` or ``--seeds s``); the whole
+script also runs under torchrun (every seed then trains and tests on all processes).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Callable, Dict, List, Optional, Sequence
+
+from ..config import TrainConfig, resolve_config
+from ..data import SPLIT_SEEDS
+from .runner import EvalConfig, run_test
+from .summary import summarise_roots, to_markdown
+
+DONE_MARKER = "DONE.json"
+TEST_CHECKPOINTS = {"last": "last.pth.tar", "best": "best_model.pth.tar"}
+
+# Table 6: each ablation as the train.py settings it changes ("wo_mixed" trains one model per dataset instead).
+VARIANTS: Dict[str, Dict[str, object]] = {
+    "full": {},
+    "wo_mixed": {},
+    "wo_prompt": {"model": "promptiqa_wo_prompt"},
+    "wo_scaling": {"random_scale_rate": 0.0},
+    "wo_flipping": {"random_flipping_rate": 0.0},
+    "wo_both": {"random_scale_rate": 0.0, "random_flipping_rate": 0.0},
+}
+VARIANT_TITLES = {"full": "PromptIQA (full)", "wo_mixed": "w/o mixed training", "wo_prompt": "w/o prompt",
+                  "wo_scaling": "w/o random scaling", "wo_flipping": "w/o random flipping",
+                  "wo_both": "w/o random scaling & flipping"}
+OPTION_OF = {"model": "--model", "random_scale_rate": "--random_scale_rate",
+             "random_flipping_rate": "--random_flipping_rate"}
+
+
+class ProtocolError(ValueError):
+    """A request the protocol scripts refuse (conflicting options, an unknown seed index or variant)."""
+
+
+def pick_seeds(seeds: Optional[Sequence[int]] = None, seed_index: Optional[int] = None) -> List[int]:
+    """The seeds to run: ``seeds``, or SPLIT_SEEDS[seed_index], or all 10 SPLIT_SEEDS."""
+    if seeds and seed_index is not None:
+        raise ProtocolError("give --seeds or --seed_index, not both")
+    if seed_index is not None:
+        if not 0 <= seed_index < len(SPLIT_SEEDS):
+            raise ProtocolError(f"--seed_index must be in 0..{len(SPLIT_SEEDS) - 1} (SPLIT_SEEDS = "
+                                f"{', '.join(map(str, SPLIT_SEEDS))}), got {seed_index}")
+        return [SPLIT_SEEDS[seed_index]]
+    return list(seeds) if seeds else list(SPLIT_SEEDS)
+
+
+def test_config(cfg: TrainConfig, folder: Path, which: str) -> EvalConfig:
+    """test.py's settings for a finished run: its checkpoint, its own splits.json, its data and device options."""
+    return EvalConfig(checkpoint=str(folder / TEST_CHECKPOINTS[which]), dataset=list(cfg.dataset),
+                      split_file=str(folder / "splits.json"), save_path=str(folder / f"test_{which}"),
+                      data_root=list(cfg.data_root), datasets_config=cfg.datasets_config, label_norm=cfg.label_norm,
+                      cache_dir=cfg.cache_dir, device=cfg.device, gpu=cfg.gpu, dist_url=cfg.dist_url,
+                      dist_backend=cfg.dist_backend, amp=cfg.amp, workers=cfg.workers,
+                      batch_size=cfg.eval_batch_size, test_prompt=cfg.test_prompt, flip_axis=cfg.flip_axis)
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+
+
+def _launched_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (int(os.environ.get("SLURM_NTASKS", "1")) > 1
+                                                          and "SLURM_PROCID" in os.environ)
+
+
+@contextmanager
+def shared_process_group(cfg: TrainConfig):
+    """Under torchrun/SLURM, one process group for every seed's training and testing (None otherwise).
+
+    Destroying and re-creating the default group between phases races: a rank that re-joins first reads the other
+    rank's stale rendezvous address from the store. So the group is created once here; training and test.py find
+    it initialised, do not own it, and leave it for this context to destroy.
+    """
+    if not _launched_distributed():
+        yield None
+        return
+    from ..distributed import cleanup, init_distributed
+
+    env = init_distributed(cfg)
+    try:
+        yield env
+    finally:
+        cleanup(env)
+
+
+def run_one(cfg: TrainConfig, folder: Path, tests: Sequence[str] = ("last", "best"),
+            log: Callable[[str], None] = print, env=None) -> bool:
+    """Train (resuming an interrupted run) and test one run in ``folder``; True once it is done (DONE.json)."""
+    from ..engine.trainer import launch
+
+    folder = Path(folder)
+    marker = folder / DONE_MARKER
+    if marker.is_file():
+        log(f"{folder}: already done ({DONE_MARKER}); skipped")
+        return True
+    started = time.time()
+    cfg = dataclasses.replace(cfg, save_path=str(folder), resume=None)
+    if not (folder / "summary.json").is_file():
+        if (folder / "last.pth.tar").is_file():
+            cfg.resume = str(folder / "last.pth.tar")
+            log(f"{folder}: resuming the interrupted training")
+        outcome = launch(cfg)
+        # every in-process rank gets the outcome; only --multiprocessing-distributed's parent gets None and then
+        # reads the file the spawned rank 0 wrote (other ranks must not: rank 0 may not have written it yet)
+        finished = not outcome["stopped"] if outcome is not None else (folder / "summary.json").is_file()
+        if not finished:
+            log(f"{folder}: training stopped before the end; run the same command again to resume")
+            return False
+    for which in tests:
+        run_test(test_config(cfg, folder, which), env=env)
+    if _is_main():
+        marker.write_text(json.dumps({"seed": cfg.seed, "datasets": list(cfg.dataset), "tests": list(tests),
+                                      "seconds": time.time() - started,
+                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+    return True
+
+
+def run_seeds(cfg: TrainConfig, root: Path, seeds: Sequence[int], tests: Sequence[str] = ("last", "best"),
+              per_dataset: bool = False, log: Callable[[str], None] = print) -> Dict[int, bool]:
+    """Run every seed in ``root`` (one mixed run per seed, or one run per dataset when ``per_dataset``)."""
+    done = {}
+    log = log if _is_main() else (lambda message: None)
+    with shared_process_group(cfg) as env:
+        for seed in seeds:
+            seed_cfg = dataclasses.replace(cfg, seed=int(seed))
+            folder = Path(root) / f"seed_{seed}"
+            log(f"=== seed {seed}: {folder}")
+            if per_dataset:
+                ok = True
+                for key in cfg.dataset:
+                    ok = run_one(dataclasses.replace(seed_cfg, dataset=[key]), folder / key, tests, log, env) and ok
+                    if not ok:
+                        break
+            else:
+                ok = run_one(seed_cfg, folder, tests, log, env)
+            done[int(seed)] = ok
+            if not ok:   # interrupted (e.g. a pre-empted job): stop here, the next invocation resumes
+                break
+    return done
+
+
+def _protocol_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                epilog="Every other option is train.py's (see python train.py --help) and is passed "
+                                       "through; --seed is replaced by --seeds/--seed_index, --save_path is the root.")
+    p.add_argument("--seeds", nargs="+", type=int, help=f"split seeds (default the 10 of SPLIT_SEEDS: {SPLIT_SEEDS})")
+    p.add_argument("--seed_index", type=int, help="run only SPLIT_SEEDS[i] (one seed per cluster job)")
+    p.add_argument("--tests", nargs="*", choices=sorted(TEST_CHECKPOINTS), default=["last", "best"],
+                   help="checkpoints to run test.py on after training (default: last best; none: --tests)")
+    return p
+
+
+def _train_config(rest: Sequence[str], forbidden: Dict[str, str]) -> TrainConfig:
+    for flag, why in forbidden.items():
+        if any(arg == flag or arg.startswith(flag + "=") for arg in rest):
+            raise ProtocolError(f"{flag} cannot be given here: {why}")
+    return resolve_config(list(rest))
+
+
+def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
+    """scripts/ten_splits.py: train + test on the 10 split seeds, then summarise the finished ones (Table 2)."""
+    p = _protocol_parser("Train and test PromptIQA on the 10 split seeds (Table 2), skipping finished seeds")
+    p.add_argument("--save_path", default="runs/ten_splits", help="root folder; seed s goes to <root>/seed_<s>")
+    args, rest = p.parse_known_args(argv)
+    cfg = _train_config(rest, {"--seed": "use --seeds or --seed_index"})
+    seeds = pick_seeds(args.seeds, args.seed_index)
+    done = run_seeds(cfg, Path(args.save_path), seeds, args.tests)
+    if _is_main():
+        if args.seed_index is None:
+            _summarise({"PromptIQA": [args.save_path]}, Path(args.save_path) / "summary", "PromptIQA over split seeds")
+        else:   # one job of an array: concurrent jobs must not write the same summary files
+            print(f"when every job has finished: python scripts/summarise.py {args.save_path}")
+    return 0 if all(done.values()) and len(done) == len(seeds) else 3
+
+
+def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
+    """scripts/ablation.py: the Table 6 variants, each over split seeds, then a summary across variants."""
+    p = _protocol_parser("Ablations of Table 6: " + ", ".join(f"{k} ({v})" for k, v in VARIANT_TITLES.items()))
+    p.add_argument("--variant", nargs="+", choices=list(VARIANTS) + ["all"], metavar="NAME",
+                   help=f"variant(s) to train and test: {', '.join(VARIANTS)}, or all; omit with --summarise")
+    p.add_argument("--save_path", default="runs/ablation", help="root folder; variant v, seed s: <root>/v/seed_<s>")
+    p.add_argument("--summarise", action="store_true", help="only write the summary across the variants found")
+    args, rest = p.parse_known_args(argv)
+    root = Path(args.save_path)
+    if not args.summarise:
+        if not args.variant:
+            raise ProtocolError("give --variant NAME (or all), or --summarise")
+        variants = list(VARIANTS) if "all" in args.variant else list(dict.fromkeys(args.variant))
+        seeds = pick_seeds(args.seeds, args.seed_index)
+        for variant in variants:
+            forbidden = {"--seed": "use --seeds or --seed_index"}
+            forbidden.update({OPTION_OF[f]: f"variant {variant} sets it" for f in VARIANTS[variant]})
+            cfg = dataclasses.replace(_train_config(rest, forbidden), **VARIANTS[variant])
+            done = run_seeds(cfg, root / variant, seeds, args.tests, per_dataset=variant == "wo_mixed")
+            if not all(done.values()) or len(done) != len(seeds):
+                return 3
+    if _is_main():
+        present = [v for v in VARIANTS if (root / v).is_dir()]
+        if not present:
+            raise ProtocolError(f"no variant folders under {root}")
+        _summarise({VARIANT_TITLES[v]: [root / v] for v in present}, root / "summary", "Ablations (Table 6)")
+    return 0
+
+
+def _summarise(roots: Dict[str, List], prefix: Path, title: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = summarise_roots(roots, prefix, title)
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
+    print(to_markdown(summary, title))
+    print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
+
+
+def protocol_entry(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
+    """Run a protocol main with one 'error:' line (exit 2) for refused requests."""
+    from ..data import DatasetError
+    from ..engine.trainer import TrainingError
+
+    try:
+        return main(argv)
+    except (ProtocolError, TrainingError, DatasetError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,373 @@
+"""test.py: evaluate a checkpoint (the official release file or ours) on datasets' test splits.
+
+Each dataset's ISPP is sampled from its train split (interval or seeded random sampling, optionally perturbed) and
+encoded once; the test split is scored sharded over ranks (torchrun/SLURM), each image once. The leakage guard
+compares the test images with the training split the checkpoint records. Outputs in --save_path: results.csv,
+predictions.csv, results.json (everything needed to reproduce the numbers) and scatter.png.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..config import build_parser as build_train_parser
+from ..data import (IQAImages, load_dataset, normalise_labels, open_image_source, resolve_roots, resolve_split,
+                    split_from_units)
+from ..data.groups import TestShardSampler
+from ..distributed import DistEnv, cleanup, init_distributed
+from ..metrics import compute_metrics
+from ..models import load_model
+from .leakage import LeakageCheck, check_leakage
+from .prompts import PERTURBATIONS, Prompt, build_prompt, check_perturbations
+from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv
+
+DEFAULT_ISP_NUM = 10          # the paper's ISPP size, used when a checkpoint does not record its prompt_num
+CHECKPOINT_SPLITS = "checkpoint"
+
+
+@dataclass
+class EvalConfig:
+    """test.py's settings (the data, model and device options mean what they mean in train.py)."""
+
+    checkpoint: str = ""
+    dataset: List[str] = field(default_factory=list)
+    seed: Optional[int] = None                # split seed; None: the official 2024 (unless split_file)
+    split_file: Optional[str] = None          # a splits JSON, or "checkpoint" for the splits it records
+    isp_strategy: str = "interval"
+    isp_num: Optional[int] = None             # None: the checkpoint's prompt_num, else 10
+    isp_seed: int = 0                         # seeds random ISP sampling and the perturbations
+    perturb: List[str] = field(default_factory=list)
+    save_path: str = "runs/test"
+    backbone: Optional[str] = None            # for official-format files only (ours record it)
+    data_root: List[str] = field(default_factory=list)
+    datasets_config: Optional[str] = None
+    label_norm: Optional[str] = None          # None: the checkpoint's, else official
+    cache_dir: Optional[str] = None
+    device: Optional[str] = None
+    gpu: Optional[int] = None
+    dist_url: str = "env://"
+    dist_backend: Optional[str] = None
+    amp: str = "none"
+    workers: int = 4
+    batch_size: int = 32
+    test_prompt: str = "fixed"
+    flip_axis: str = "vertical"
+    plcc_logistic: bool = False
+    plot: bool = True
+    progress: bool = True
+    # read by init_distributed; test.py runs alone or under torchrun/SLURM
+    nprocs: Optional[int] = None
+    rank: int = 0
+    world_size: int = 1
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+# train.py options test.py takes unchanged (one declaration of each, in promptiqa/config.py)
+SHARED_OPTIONS = ("dataset", "data_root", "datasets_config", "label_norm", "cache_dir", "backbone", "device", "gpu",
+                  "amp", "workers", "dist_url", "dist_backend", "flip_axis")
+
+
+def borrow_option(parser: argparse.ArgumentParser, source: argparse.ArgumentParser, dest: str, **changes) -> None:
+    """Add ``source``'s option ``dest`` to ``parser`` (as argparse's ``parents=`` does), with ``changes`` to it."""
+    action = copy.copy(next(a for a in source._actions if a.dest == dest))
+    for name, value in changes.items():
+        setattr(action, name, value)
+    parser._add_action(action)
+
+
+def _flag(value: str) -> bool:
+    return str(value).lower() in ("true", "1", "yes", "")
+
+
+def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool = True) -> argparse.ArgumentParser:
+    """The options of test.py (also the base of the ISP-experiment and Table 3 commands)."""
+    train = build_train_parser()
+    a = parser.add_argument
+    a("--checkpoint", required=checkpoint_required,
+      help="the official release file (best_model.pth.tar) or a checkpoint of this project")
+    for dest in SHARED_OPTIONS:
+        borrow_option(parser, train, dest)
+    borrow_option(parser, train, "seed", help="split seed, as in train.py (default 2024, the official seed)")
+    borrow_option(parser, train, "split_file",
+            help="a splits JSON (e.g. the training run's splits.json), or 'checkpoint' for the splits our checkpoint "
+                 "records")
+    borrow_option(parser, train, "test_prompt", help="fixed: the ISPP encoded once (default); official: prompt images "
+                                               "randomly flipped and re-encoded per batch, as the official test loop")
+    a("--isp_strategy", choices=["interval", "random"], help="ISP sampling from the train split (default interval)")
+    a("--isp_num", type=int, help="ISPP size n (default: the checkpoint's prompt_num, else 10)")
+    a("--isp_seed", type=int, help="seed of random ISP sampling and of the perturbations (default 0)")
+    a("--perturb", nargs="+", choices=list(PERTURBATIONS) + ["none"], metavar="NAME",
+      help="prompt perturbations (Table 5), alone or combined: random_images (other images of the train split), "
+           "random_scores (U(0,1)), inverted_scores (1 - s)")
+    a("--batch_size", type=int, help="test images per forward pass per process (default 32)")
+    a("--save_path", help="output folder (default runs/test)")
+    a("--plcc_logistic", type=_flag, nargs="?", const=True,
+      help="also report PLCC after a 4-parameter logistic fit (column plcc_logistic; the paper's PLCC is plain)")
+    a("--plot", type=_flag, nargs="?", const=True, help="write scatter.png (default true)")
+    a("--progress", type=_flag, nargs="?", const=True, help="progress bars (default true)")
+    return parser
+
+
+def build_test_parser(description: str = "Evaluate a PromptIQA checkpoint on datasets' test splits"
+                      ) -> argparse.ArgumentParser:
+    """test.py's command line; every option defaults to None so EvalConfig's defaults apply."""
+    return add_eval_options(argparse.ArgumentParser(description=description, argument_default=None))
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    """An EvalConfig from parsed arguments (options not given keep their defaults; unknown ones are ignored)."""
+    known = set(EvalConfig.__dataclass_fields__)
+    return EvalConfig(**{k: v for k, v in vars(args).items() if v is not None and k in known})
+
+
+def resolve_test_config(argv: Optional[Sequence[str]] = None) -> EvalConfig:
+    return config_from_args(build_test_parser().parse_args(argv))
+
+
+@dataclass
+class EvalData:
+    """One dataset ready to evaluate: its records, split, train split (ISPP source), test split and leakage verdict."""
+
+    key: str
+    records: Any
+    split: Any
+    split_source: str
+    train: IQAImages
+    test: IQAImages
+    leakage: LeakageCheck
+
+    @property
+    def train_names(self) -> List[str]:
+        return [self.records.records[i].name for i in self.split.train_indices]
+
+    @property
+    def test_names(self) -> List[str]:
+        return [self.records.records[i].name for i in self.split.test_indices]
+
+
+class EvalSession:
+    """A checkpoint loaded on this rank's device and the datasets to evaluate it on."""
+
+    def __init__(self, cfg: EvalConfig, env: Optional[DistEnv] = None, trained_keys: Optional[Dict[str, str]] = None):
+        if not cfg.checkpoint:
+            raise ValueError("no --checkpoint given")
+        if not cfg.dataset:
+            raise ValueError("no --dataset given")
+        if cfg.seed is not None and cfg.split_file:
+            raise ValueError("give either --seed or --split_file, not both")
+        self.cfg = cfg
+        self.perturb = check_perturbations(cfg.perturb)
+        self.roots = resolve_roots(cfg.dataset, config=cfg.datasets_config, overrides=cfg.data_root)  # keys first
+        self._own_env = env is None
+        self.env = env or init_distributed(cfg)
+        if not self.env.is_main:
+            warnings.filterwarnings("ignore")
+        self.log: Callable[..., None] = print if self.env.is_main else (lambda *a, **k: None)
+        self.model, self.info = load_model(cfg.checkpoint, backbone=cfg.backbone, device=self.env.device,
+                                           with_info=True)
+        config = self.info.get("config") or {}
+        self.official_format = not config
+        self.uses_prompt = hasattr(self.model, "encode_prompt")
+        self.image_size = int(self.model.image_size)
+        trained_norm = config.get("label_norm")
+        self.label_norm = cfg.label_norm or trained_norm or "official"
+        if trained_norm and self.label_norm != trained_norm:
+            self.warn(f"the checkpoint was trained with label_norm={trained_norm}; evaluating with {self.label_norm}")
+        self.isp_num = cfg.isp_num or self.info.get("prompt_num") or DEFAULT_ISP_NUM
+        self.trained_keys = dict(trained_keys or {})
+        kind = "official-format file" if self.official_format else "this project's checkpoint"
+        self.log(f"checkpoint {cfg.checkpoint} ({kind}, {self.model.arch}); device {self.env.device}, "
+                 f"world size {self.env.world_size}")
+        self.datasets = [self.load(key) for key in cfg.dataset]
+
+    def warn(self, message: str) -> None:
+        """A warning the user must see: on stderr, main rank only."""
+        if self.env.is_main:
+            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+    def _split(self, ds):
+        cfg = self.cfg
+        if cfg.split_file == CHECKPOINT_SPLITS:
+            splits = (self.info.get("config") or {}).get("splits") or {}
+            if ds.key not in splits:
+                recorded = ", ".join(sorted(splits)) or "none (official-format files record no splits)"
+                raise ValueError(f"--split_file checkpoint: {cfg.checkpoint} records no split for '{ds.key}' "
+                                 f"(it records: {recorded})")
+            entry = splits[ds.key]
+            return split_from_units(ds, entry["train"], entry["test"], seed=entry.get("seed")), \
+                f"the checkpoint's recorded split (seed {entry.get('seed')})"
+        if cfg.split_file:
+            return resolve_split(ds, split_file=cfg.split_file), f"split file {cfg.split_file}"
+        split = resolve_split(ds, seed=cfg.seed)
+        return split, f"seed {split.seed}"
+
+    def load(self, key: str) -> EvalData:
+        """Load ``key``'s records, split and images; run the leakage guard."""
+        cfg = self.cfg
+        ds = load_dataset(key, self.roots[key], label_norm=self.label_norm)
+        split, source = self._split(ds)
+        images = open_image_source(ds, self.image_size, cfg.cache_dir)
+        train = IQAImages(images, normalise_labels(ds, split.train_indices), self.image_size,
+                          indices=split.train_indices)
+        test = IQAImages(images, normalise_labels(ds, split.test_indices), self.image_size,
+                         indices=split.test_indices)
+        leakage = check_leakage(ds, split, self.info, trained_key=self.trained_keys.get(key))
+        if leakage.warns:
+            self.warn(leakage.message)
+        self.log(f"dataset {key}: {len(train)} train / {len(test)} test images ({source}, {ds.split_by} split), "
+                 f"labels {self.label_norm}")
+        return EvalData(key, ds, split, source, train, test, leakage)
+
+    def prompt(self, data: EvalData, n: Optional[int] = None, strategy: Optional[str] = None,
+               seed: Optional[int] = None, perturb: Optional[Sequence[str]] = None) -> Optional[Prompt]:
+        """The ISPP for ``data`` (None for a model without prompts); the session's settings by default."""
+        if not self.uses_prompt:
+            return None
+        return build_prompt(data.train, n or self.isp_num, strategy or self.cfg.isp_strategy,
+                            self.cfg.isp_seed if seed is None else seed,
+                            self.perturb if perturb is None else perturb, key=data.key)
+
+    def predict(self, data: EvalData, prompt: Optional[Prompt], model=None) -> np.ndarray:
+        """Predictions for ``data``'s test split, in its order (every rank gets all of them)."""
+        from tqdm import tqdm
+
+        from ..engine.evaluate import predict_split
+
+        cfg, env = self.cfg, self.env
+        shard = len(TestShardSampler(len(data.test), env.rank, env.world_size))
+        bar = tqdm(total=shard, desc=f"{data.key} test", unit="img", file=sys.stderr, dynamic_ncols=True,
+                   disable=not (env.is_main and cfg.progress))
+        try:
+            return predict_split(model or self.model, data.test, env,
+                                 None if prompt is None else prompt.images,
+                                 None if prompt is None else prompt.scores, batch_size=cfg.batch_size,
+                                 workers=cfg.workers, amp=cfg.amp, official_prompt=cfg.test_prompt == "official",
+                                 flip_axis=cfg.flip_axis, progress=bar)
+        finally:
+            bar.close()
+
+    def describe(self) -> Dict[str, Any]:
+        """What results.json records about the checkpoint."""
+        config = self.info.get("config") or {}
+        return {"path": str(self.cfg.checkpoint), "format": "official" if self.official_format else "promptiqa",
+                "arch": getattr(self.model, "arch", None), "backbone": self.model.config.get("backbone"),
+                "image_size": self.image_size, "prompt_num": self.info.get("prompt_num"),
+                "label_norm": config.get("label_norm"), "trained_on": sorted((config.get("splits") or {}))}
+
+    def close(self) -> None:
+        if self._own_env:
+            cleanup(self.env)
+
+
+def evaluate_dataset(session: EvalSession, data: EvalData, prompt: Optional[Prompt] = None, model=None,
+                     logistic: bool = False) -> Dict[str, Any]:
+    """Score ``data``'s test split under ``prompt``: metrics and predictions."""
+    pred = session.predict(data, prompt, model=model)
+    with warnings.catch_warnings():
+        if not session.env.is_main:
+            warnings.simplefilter("ignore")
+        metrics = compute_metrics(pred, data.test.labels, logistic=logistic)
+    return {"metrics": metrics, "pred": pred, "gt": np.asarray(data.test.labels, dtype=np.float64),
+            "n": len(data.test)}
+
+
+def run_test(cfg: EvalConfig, env: Optional[DistEnv] = None) -> Dict[str, Dict[str, Any]]:
+    """test.py: evaluate, print the table, write the result files (main rank); returns {dataset: result}."""
+    started = time.time()
+    session = EvalSession(cfg, env)
+    try:
+        out = Path(cfg.save_path)
+        if session.env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        if session.uses_prompt:
+            session.log(f"ISPP: {session.isp_num} ISPs per dataset from its train split, {cfg.isp_strategy} sampling"
+                        + (f" (seed {cfg.isp_seed})" if cfg.isp_strategy == "random" else "")
+                        + (f"; perturbed: {', '.join(session.perturb)}" if session.perturb else ""))
+        else:
+            session.log("model without prompt (promptiqa_wo_prompt): no ISPP is used")
+            if session.perturb:
+                session.warn("--perturb has no effect on a model without prompt")
+        results: Dict[str, Dict[str, Any]] = {}
+        for data in session.datasets:
+            prompt = session.prompt(data)
+            result = evaluate_dataset(session, data, prompt, logistic=cfg.plcc_logistic)
+            result.update(data=data, prompt=prompt, leakage=data.leakage)
+            results[data.key] = result
+        if session.env.is_main:
+            write_test_outputs(session, results, out, time.time() - started)
+        return results
+    finally:
+        session.close()
+
+
+def write_test_outputs(session: EvalSession, results: Dict[str, Dict[str, Any]], out: Path, seconds: float) -> None:
+    """results.csv, predictions.csv, results.json, scatter.png, and the printed table."""
+    cfg = session.cfg
+    extra = ["plcc_logistic"] if cfg.plcc_logistic else []
+    columns = list(RESULTS_COLUMNS) + extra + ["train_overlap", "leakage"]
+    rows = []
+    for key, r in results.items():
+        rows.append(dict(dataset=key, n=r["n"], train_overlap=r["leakage"].overlap, leakage=r["leakage"].status,
+                         **r["metrics"]))
+    write_csv(out / "results.csv", columns, rows)
+    predictions = []
+    for key, r in results.items():
+        predictions += [dict(dataset=key, image=name, gt=float(g), pred=float(p))
+                        for name, g, p in zip(r["data"].test_names, r["gt"], r["pred"])]
+    write_csv(out / "predictions.csv", PREDICTIONS_COLUMNS, predictions)
+    details = {
+        "checkpoint": session.describe(),
+        "config": cfg.to_dict(),
+        "label_norm": session.label_norm,
+        "isp_num": session.isp_num if session.uses_prompt else None,
+        "seconds": seconds,
+        "datasets": {key: {"metrics": r["metrics"], "n": r["n"], "split": r["data"].split_source,
+                           "split_seed": r["data"].split.seed, "leakage": r["leakage"].to_dict(),
+                           "prompt": None if r["prompt"] is None else r["prompt"].describe(r["data"].train_names)}
+                     for key, r in results.items()},
+    }
+    (out / "results.json").write_text(json.dumps(details, indent=1, default=float) + "\n")
+    if cfg.plot:
+        plot_scatter({k: dict(gt=r["gt"], pred=r["pred"], **r["metrics"]) for k, r in results.items()},
+                     out / "scatter.png")
+    table_columns = ["dataset", "n", "SROCC", "PLCC", "KRCC", "RMSE"] + (["PLCC (logistic)"] if extra else []) \
+        + ["leakage"]
+    table_rows = [[key, r["n"], r["metrics"]["srocc"], r["metrics"]["plcc"], r["metrics"]["krcc"],
+                   r["metrics"]["rmse"]] + ([r["metrics"]["plcc_logistic"]] if extra else [])
+                  + [_leakage_cell(r["leakage"])] for key, r in results.items()]
+    print(text_table(table_columns, table_rows))
+    for r in results.values():   # repeated after the table, where they cannot be missed
+        if r["leakage"].warns:
+            session.warn(r["leakage"].message)
+    print(f"wrote {out / 'results.csv'}, {out / 'predictions.csv'}, {out / 'results.json'}"
+          + (f", {out / 'scatter.png'}" if cfg.plot else "") + f" ({seconds:.1f} s)")
+
+
+def _leakage_cell(check: LeakageCheck) -> str:
+    if check.status == "overlap":
+        return f"OVERLAP {check.overlap}/{check.n_test}"
+    return {"unknown": "unknown (see warning)", "disjoint": "none", "not_trained": "not trained on"}[check.status]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The test.py entry point: exit 0 on success, 2 with one 'error:' line for a bad request."""
+    from ..data import DatasetError
+    from ..models import CheckpointError
+
+    try:
+        run_test(resolve_test_config(argv))
+    except (DatasetError, CheckpointError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
+        return 2
+    return 0

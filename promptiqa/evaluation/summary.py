@@ -1,0 +1,366 @@
+"""Summaries over split seeds in the paper's Table 2 layout: median (and mean ± std) SROCC/PLCC per dataset.
+
+Each seed run's metrics.csv (written by training) gives two figures per dataset: the **last** epoch's, and the
+**best** epoch's, where "best" is the epoch the official code keeps: the largest SROCC + PLCC summed over the
+datasets' *test* splits (earliest on ties). Best figures are therefore selected on the test split and are labelled
+so. A seed folder holding one run per dataset (the "w/o mixed training" ablation) selects each run's best epoch
+on its own.
+
+Columns are datasets grouped by task (synthetic, authentic, face, AI-generated, underwater, then any other
+dataset), each group followed by its average. An average cell is the mean of the row's dataset values, as the
+paper averages its columns; its ± is the standard deviation over seeds of the per-seed task average (seeds that
+have every dataset of the task). Standard deviations are numpy's (ddof=0).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .report import fmt, markdown_table, write_csv, write_lines
+
+TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("synthetic", ("live", "csiq", "tid2013", "kadid")),
+    ("authentic", ("bid", "spaq", "livec", "koniq10k")),
+    ("face", ("gfiqa_20k",)),
+    ("AI-generated", ("agiqa_3k", "aigciqa2023")),
+    ("underwater", ("uwiqa",)),
+)
+OTHER = "other"
+SELECTIONS = {"last": "last epoch", "best": "best epoch (selected on the test split, as the official code does)"}
+SUMMARY_METRICS = ("srocc", "plcc")
+DONE_FILE = "summary.json"    # training writes it when a run has finished all its epochs
+
+
+def task_of(key: str) -> str:
+    """The Table 2 group of a dataset key; unknown and custom datasets are "other"."""
+    for task, keys in TASKS:
+        if key in keys:
+            return task
+    return OTHER
+
+
+def column_groups(datasets: Iterable[str]) -> List[Tuple[str, List[str]]]:
+    """(task, datasets) in the paper's order, keeping only datasets present; "other" last in first-seen order."""
+    present = list(dict.fromkeys(datasets))
+    groups = [(task, [k for k in keys if k in present]) for task, keys in TASKS]
+    groups.append((OTHER, [k for k in present if task_of(k) == OTHER]))
+    return [(task, keys) for task, keys in groups if keys]
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+@dataclass
+class SeedRun:
+    """One seed's figures: values[selection][dataset][metric], and the epoch each came from."""
+
+    path: Path
+    seed: Optional[int]
+    finished: bool
+    values: Dict[str, Dict[str, Dict[str, float]]] = field(default_factory=dict)
+    epochs: Dict[str, Dict[str, int]] = field(default_factory=dict)
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def select_epochs(rows: Sequence[Mapping[str, str]]) -> Dict[str, int]:
+    """{"last": ..., "best": ...} epochs of one metrics.csv's test rows (best: max SROCC + PLCC sum, earliest)."""
+    by_epoch: Dict[int, float] = {}
+    for r in rows:
+        e = int(r["epoch"])
+        by_epoch[e] = by_epoch.get(e, 0.0) + np.nan_to_num(_float(r["srocc"])) + np.nan_to_num(_float(r["plcc"]))
+    if not by_epoch:
+        raise ValueError("no test rows")
+    best = max(sorted(by_epoch), key=lambda e: (by_epoch[e], -e))
+    return {"last": max(by_epoch), "best": best}
+
+
+def _seed_of(path: Path) -> Optional[int]:
+    for candidate in (path / "config.json", *sorted(path.glob("*/config.json"))):
+        if candidate.is_file():
+            try:
+                return int(json.loads(candidate.read_text())["seed"])
+            except (KeyError, ValueError, TypeError, json.JSONDecodeError):
+                pass
+    match = re.search(r"seed_?(\d+)", path.name)
+    return int(match.group(1)) if match else None
+
+
+def read_seed_run(path) -> SeedRun:
+    """A seed's run folder: its metrics.csv, or one sub-folder per dataset each with its own metrics.csv."""
+    path = Path(path)
+    files = [path / "metrics.csv"] if (path / "metrics.csv").is_file() else sorted(path.glob("*/metrics.csv"))
+    if not files:
+        raise FileNotFoundError(f"no metrics.csv in {path} or its sub-folders")
+    run = SeedRun(path, _seed_of(path), all((f.parent / DONE_FILE).is_file() for f in files))
+    run.values = {s: {} for s in SELECTIONS}
+    run.epochs = {s: {} for s in SELECTIONS}
+    for f in files:
+        with open(f, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("split") == "test"]
+        if not rows:
+            warnings.warn(f"{f} has no test rows (no evaluation finished yet); skipped")
+            continue
+        chosen = select_epochs(rows)
+        for selection, epoch in chosen.items():
+            for r in rows:
+                if int(r["epoch"]) != epoch:
+                    continue
+                if r["dataset"] in run.values[selection]:
+                    raise ValueError(f"{path}: dataset '{r['dataset']}' appears in more than one metrics.csv")
+                run.values[selection][r["dataset"]] = {m: _float(r[m]) for m in ("srocc", "plcc", "krcc", "rmse")}
+                run.epochs[selection][r["dataset"]] = epoch
+    return run
+
+
+def find_seed_runs(root) -> List[Path]:
+    """The seed folders of a 10-split root (seed_*), or the root itself when it is one run."""
+    root = Path(root)
+    seeds = sorted((p for p in root.glob("seed_*") if p.is_dir()), key=lambda p: (_seed_of(p) or 0, p.name))
+    return seeds or [root]
+
+
+def read_group(root, partial: bool = False) -> List[SeedRun]:
+    """Every seed run under ``root``; unfinished runs are skipped with a warning unless ``partial``."""
+    runs = []
+    for path in find_seed_runs(root):
+        try:
+            run = read_seed_run(path)
+        except FileNotFoundError:
+            warnings.warn(f"{path}: no metrics.csv yet; skipped")
+            continue
+        if not run.finished and not partial:
+            warnings.warn(f"{path}: training has not finished (no {DONE_FILE}); skipped (summarise with --partial "
+                          f"to include its latest epoch)")
+            continue
+        runs.append(run)
+    return runs
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@dataclass
+class Cell:
+    """Statistics over seeds of one figure."""
+
+    values: List[float]
+    seeds: List[Optional[int]]
+    median: float = float("nan")
+    mean: float = float("nan")
+    std: float = float("nan")
+
+    def __post_init__(self):
+        arr = np.asarray([v for v in self.values if not math.isnan(v)], dtype=np.float64)
+        if arr.size:
+            self.median, self.mean, self.std = float(np.median(arr)), float(arr.mean()), float(arr.std())
+
+    @property
+    def n(self) -> int:
+        return sum(not math.isnan(v) for v in self.values)
+
+
+@dataclass
+class Summary:
+    """cells[label][selection][column][metric]; columns are dataset keys and "<task> avg"."""
+
+    labels: List[str]
+    groups: List[Tuple[str, List[str]]]
+    cells: Dict[str, Dict[str, Dict[str, Dict[str, Cell]]]]
+    runs: Dict[str, List[SeedRun]]
+
+    @property
+    def columns(self) -> List[Tuple[str, str]]:
+        """(task, column) in table order: each group's datasets, then its average."""
+        out = []
+        for task, keys in self.groups:
+            out += [(task, k) for k in keys] + [(task, f"{task} avg")]
+        return out
+
+
+def summarise(groups: Mapping[str, Sequence[SeedRun]]) -> Summary:
+    """Medians, means and stds over seeds per (label, selection, dataset, metric), with task averages."""
+    datasets = [d for runs in groups.values() for run in runs for sel in run.values.values() for d in sel]
+    layout = column_groups(datasets)
+    cells: Dict[str, Dict[str, Dict[str, Dict[str, Cell]]]] = {}
+    for label, runs in groups.items():
+        cells[label] = {}
+        for selection in SELECTIONS:
+            table: Dict[str, Dict[str, Cell]] = {}
+            for _, keys in layout:
+                for key in keys:
+                    table[key] = {m: Cell([r.values[selection].get(key, {}).get(m, float("nan")) for r in runs],
+                                          [r.seed for r in runs]) for m in SUMMARY_METRICS}
+            for task, keys in layout:
+                table[f"{task} avg"] = {m: _average_cell(table, keys, runs, selection, m) for m in SUMMARY_METRICS}
+            cells[label][selection] = table
+    return Summary(list(groups), layout, cells, dict(groups))
+
+
+def _average_cell(table, keys, runs, selection, metric) -> Cell:
+    per_seed = []
+    for run in runs:
+        values = [run.values[selection].get(k, {}).get(metric, float("nan")) for k in keys]
+        per_seed.append(float(np.mean(values)) if not any(math.isnan(v) for v in values) else float("nan"))
+    cell = Cell(per_seed, [r.seed for r in runs])
+    # the paper's reading: the average of the row's shown values
+    cell.median = _nanmean([table[k][metric].median for k in keys])
+    cell.mean = _nanmean([table[k][metric].mean for k in keys])
+    return cell
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float("nan") if np.isnan(arr).all() else float(np.nanmean(arr))
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def to_markdown(summary: Summary, title: str = "") -> str:
+    """Table 2 layout, one table per selection: rows are (label, statistic, metric), columns datasets by task."""
+    lines = [f"# {title}", ""] if title else []
+    groups = "; ".join(f"{task}: {', '.join(keys)}" for task, keys in summary.groups)
+    lines += [f"Columns by task ({groups}); 'avg' is the mean of the row's dataset values. Medians over seeds, "
+              "mean ± std (numpy, ddof=0) below them.", ""]
+    columns = summary.columns
+    for selection, caption in SELECTIONS.items():
+        seeds = {label: [r.seed for r in summary.runs[label]] for label in summary.labels}
+        lines += [f"## {caption}", "",
+                  "Seeds: " + "; ".join(f"{label}: {len(s)} ({', '.join(map(str, s))})" for label, s in seeds.items()),
+                  ""]
+        header = ["method", "statistic"] + [c for _, c in columns]
+        rows = []
+        for label in summary.labels:
+            table = summary.cells[label][selection]
+            for metric in SUMMARY_METRICS:
+                rows.append([label, f"median {metric.upper()}"] + [table[c][metric].median for _, c in columns])
+            for metric in SUMMARY_METRICS:
+                rows.append([label, f"mean ± std {metric.upper()}"] +
+                            [f"{fmt(table[c][metric].mean)} ± {fmt(table[c][metric].std)}" for _, c in columns])
+        lines += [markdown_table(header, rows), ""]
+    return "\n".join(lines)
+
+
+LONG_COLUMNS = ("label", "selection", "task", "dataset", "metric", "median", "mean", "std", "n", "seeds")
+
+
+def long_rows(summary: Summary) -> List[dict]:
+    """One row per (label, selection, column, metric), for summary.csv."""
+    rows = []
+    for label in summary.labels:
+        for selection in SELECTIONS:
+            for task, column in summary.columns:
+                for metric in SUMMARY_METRICS:
+                    c = summary.cells[label][selection][column][metric]
+                    rows.append(dict(label=label, selection=selection, task=task, dataset=column, metric=metric,
+                                     median=c.median, mean=c.mean, std=c.std, n=c.n,
+                                     seeds=" ".join(str(s) for s, v in zip(c.seeds, c.values) if not math.isnan(v))))
+    return rows
+
+
+def write_xlsx(summary: Summary, path: Path) -> Path:
+    """A sheet per selection in Table 2 layout (task headers merged over their columns), and the per-seed values."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+
+    book = Workbook()
+    book.remove(book.active)
+    bold = Font(bold=True)
+    for selection, caption in SELECTIONS.items():
+        sheet = book.create_sheet(f"{selection} epoch")
+        sheet.append([caption])
+        columns = summary.columns
+        sheet.append(["", ""] + [task for task, _ in columns])
+        sheet.append(["method", "statistic"] + [c for _, c in columns])
+        start = 3
+        for task, keys in summary.groups:   # merge each task's header cells
+            width = len(keys) + 1
+            sheet.merge_cells(start_row=2, start_column=start, end_row=2, end_column=start + width - 1)
+            sheet.cell(row=2, column=start).alignment = Alignment(horizontal="center")
+            start += width
+        for row in (2, 3):
+            for cell in sheet[row]:
+                cell.font = bold
+        for label in summary.labels:
+            table = summary.cells[label][selection]
+            for stat in ("median", "mean", "std"):
+                for metric in SUMMARY_METRICS:
+                    values = [getattr(table[c][metric], stat) for _, c in columns]
+                    sheet.append([label, f"{stat} {metric.upper()}"] + [None if math.isnan(v) else v for v in values])
+        for row in sheet.iter_rows(min_row=4, min_col=3):
+            for cell in row:
+                cell.number_format = "0.0000"
+    seeds = book.create_sheet("per seed")
+    seeds.append(["label", "selection", "seed", "dataset", "epoch", "srocc", "plcc", "krcc", "rmse", "run"])
+    for label in summary.labels:
+        for run in summary.runs[label]:
+            for selection in SELECTIONS:
+                for key, m in run.values[selection].items():
+                    seeds.append([label, selection, run.seed, key, run.epochs[selection][key],
+                                  *(None if math.isnan(m[k]) else m[k] for k in ("srocc", "plcc", "krcc", "rmse")),
+                                  str(run.path)])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    book.save(str(path))
+    return path
+
+
+def write_summary(summary: Summary, prefix, title: str = "") -> Dict[str, Path]:
+    """<prefix>.md, <prefix>.csv and <prefix>.xlsx."""
+    prefix = Path(prefix)
+    md = write_lines(prefix.with_suffix(".md"), [to_markdown(summary, title)])
+    table = write_csv(prefix.with_suffix(".csv"), LONG_COLUMNS, long_rows(summary))
+    xlsx = write_xlsx(summary, prefix.with_suffix(".xlsx"))
+    return {"markdown": md, "csv": table, "xlsx": xlsx}
+
+
+def summarise_roots(roots: Mapping[str, Sequence], prefix, title: str = "", partial: bool = False) -> Summary:
+    """Read every label's roots (10-split folders or single runs), summarise, write the three files."""
+    groups = {}
+    for label, paths in roots.items():
+        runs = [run for p in paths for run in read_group(p, partial=partial)]
+        if not runs:
+            warnings.warn(f"{label}: no finished run found in {', '.join(map(str, paths))}")
+        groups[label] = runs
+    summary = summarise(groups)
+    write_summary(summary, prefix, title)
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """scripts/summarise.py."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Median (mean ± std) SROCC/PLCC over split seeds, in Table 2 layout "
+                                            "(Markdown, CSV, XLSX), from the runs' metrics.csv")
+    p.add_argument("roots", nargs="+", help="10-split folders (holding seed_*/) or single run folders; each is a row "
+                                            "group, or LABEL=FOLDER")
+    p.add_argument("--out", default=None, help="output prefix (default <first root>/summary)")
+    p.add_argument("--title", default="PromptIQA over split seeds")
+    p.add_argument("--partial", action="store_true", help="include unfinished runs at their latest epoch")
+    args = p.parse_args(argv)
+    roots: Dict[str, List[str]] = {}
+    for item in args.roots:
+        label, sep, path = item.partition("=")
+        if not sep:
+            label, path = Path(item).name or item, item
+        roots.setdefault(label, []).append(path)
+    prefix = args.out or str(Path(args.roots[0].partition("=")[2] or args.roots[0]) / "summary")
+    summary = summarise_roots(roots, prefix, args.title, partial=args.partial)
+    print(to_markdown(summary, args.title))
+    print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
+    return 0

@@ -1,0 +1,462 @@
+"""test.py, the leakage guard, the 10-split protocol and its summary, ablations, ISP experiments and Table 3, end to
+end on fixture datasets with the micro model (CPU, seconds each)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from promptiqa.data import IQAImages, SPLIT_SEEDS, load_dataset, make_split, normalise_labels
+from promptiqa.distributed import DistEnv
+from promptiqa.engine.evaluate import predict_split, stack_items
+from promptiqa.evaluation.features import FeatureBank
+from promptiqa.evaluation.isp import isp_main
+from promptiqa.evaluation.leakage import check_leakage
+from promptiqa.evaluation.protocol import ablation_main, pick_seeds, protocol_entry, ten_splits_main
+from promptiqa.evaluation.prompts import build_prompt
+from promptiqa.evaluation.report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS
+from promptiqa.evaluation.runner import main as evaluate_cli
+from promptiqa.evaluation.summary import SELECTIONS, read_seed_run, summarise_roots
+from promptiqa.models import PRESETS, build_model, checkpoint_config, load_model, save_checkpoint
+from tests.fixtures.datasets import build_fixture, write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = PRESETS["micro"]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("datasets")
+    return {"koniq10k": str(build_fixture("koniq10k", base / "koniq", n_refs=6, per_ref=4, seed=1)),
+            "tid2013": str(build_fixture("tid2013", base / "tid", n_refs=5, per_ref=4, seed=2)),
+            "kadid": str(build_fixture("kadid", base / "kadid", n_refs=5, per_ref=4, seed=3))}
+
+
+def _recorded_splits(data, keys, seed):
+    out = {}
+    for key in keys:
+        split = make_split(load_dataset(key, data[key]), seed)
+        out[key] = {"seed": seed, "split_by": split.split_by, "train": split.train_units, "test": split.test_units}
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoints(data, tmp_path_factory):
+    """Untrained micro models saved as training saves them: PromptIQA recording seed-2024 splits, and w/o prompt."""
+    base = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    model = build_model("promptiqa", preset="micro")
+    splits = _recorded_splits(data, ("koniq10k", "tid2013"), 2024)
+    ours = save_checkpoint(base / "ours.pth.tar", model, config=checkpoint_config(
+        model, prompt_num=5, label_norm="official", splits=splits, datasets=list(splits)))
+    torch.manual_seed(1)
+    wo = build_model("promptiqa_wo_prompt", preset="micro")
+    wo_path = save_checkpoint(base / "wo.pth.tar", wo, config=checkpoint_config(
+        wo, prompt_num=5, label_norm="official", splits=splits, datasets=list(splits)))
+    return {"ours": str(ours), "wo": str(wo_path)}
+
+
+def _roots(data, keys):
+    return [arg for key in keys for arg in ("--data_root", f"{key}={data[key]}")]
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return reader.fieldnames, list(reader)
+
+
+def _train_args(data, keys=("koniq10k", "tid2013"), **extra):
+    values = dict(batch_size=8, epochs=1, backbone=MICRO["backbone"], image_size=MICRO["image_size"],
+                  backbone_kwargs=json.dumps(MICRO["backbone_kwargs"]), pretrained_backbone="false", workers=0,
+                  lr=1e-4, log_every=4)
+    values.update(extra)
+    argv = ["--dataset", *keys]
+    for key, value in values.items():
+        argv += [f"--{key}", str(value)]
+    return argv + _roots(data, keys)
+
+
+# ---------------------------------------------------------------- test.py
+
+
+def test_test_py_writes_the_documented_files(data, checkpoints, tmp_path):
+    out = tmp_path / "test"
+    cmd = [sys.executable, str(ROOT / "test.py"), "--checkpoint", checkpoints["ours"], "--dataset", "koniq10k",
+           "tid2013", *_roots(data, ("koniq10k", "tid2013")), "--split_file", "checkpoint", "-j", "0",
+           "--device", "cpu", "--save_path", str(out), "--plcc_logistic"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SROCC" in proc.stdout and "WARNING" not in proc.stderr
+    columns, rows = _rows(out / "results.csv")
+    assert tuple(columns[:6]) == RESULTS_COLUMNS and "plcc_logistic" in columns and "train_overlap" in columns
+    assert [r["dataset"] for r in rows] == ["koniq10k", "tid2013"]
+    assert [r["n"] for r in rows] == ["5", "4"] and {r["leakage"] for r in rows} == {"disjoint"}
+    columns, preds = _rows(out / "predictions.csv")
+    assert tuple(columns) == PREDICTIONS_COLUMNS and len(preds) == 9
+    details = json.loads((out / "results.json").read_text())
+    # full precision: the CSV's values are the exact floats, and they are the metrics of predictions.csv
+    for r in rows:
+        assert float(r["srocc"]) == details["datasets"][r["dataset"]]["metrics"]["srocc"]
+        p = [x for x in preds if x["dataset"] == r["dataset"]]
+        from promptiqa.metrics import plcc
+
+        assert plcc([float(x["pred"]) for x in p], [float(x["gt"]) for x in p]) == float(r["plcc"])
+    assert len(details["datasets"]["koniq10k"]["prompt"]) == 5        # the checkpoint's prompt_num
+    assert (out / "scatter.png").stat().st_size > 1000
+
+
+def test_leakage_warning_fires_on_overlap_and_stays_silent_on_disjoint(data, checkpoints, tmp_path, capsys):
+    args = ["--checkpoint", checkpoints["ours"], "--dataset", "koniq10k", "tid2013",
+            *_roots(data, ("koniq10k", "tid2013")), "-j", "0", "--progress", "false", "--plot", "false"]
+    assert evaluate_cli(args + ["--seed", "2024", "--save_path", str(tmp_path / "same")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING" not in err
+    assert {r["leakage"] for r in _rows(tmp_path / "same" / "results.csv")[1]} == {"disjoint"}
+
+    assert evaluate_cli(args + ["--seed", "2025", "--save_path", str(tmp_path / "other")]) == 0
+    err = capsys.readouterr().err
+    rows = {r["dataset"]: r for r in _rows(tmp_path / "other" / "results.csv")[1]}
+    for key in ("koniq10k", "tid2013"):
+        ds = load_dataset(key, data[key])
+        trained = set(make_split(ds, 2024).train_units)
+        test = make_split(ds, 2025)
+        units = [ds.records[i].reference if ds.split_by == "reference" else ds.records[i].name
+                 for i in test.test_indices]
+        expected = sum(u in trained for u in units)
+        assert expected > 0 and rows[key]["train_overlap"] == str(expected) and rows[key]["leakage"] == "overlap"
+        assert f"{key}: {expected} of {len(units)} test images" in err
+
+
+def test_official_format_file_may_include_training_images(data, tmp_path, capsys):
+    # an official-format file (no config) of the tiny preset: load_model infers 112 px from its position embedding
+    torch.manual_seed(0)
+    model = build_model("promptiqa", preset="tiny")
+    state = {"state_dict": {"module." + k: v for k, v in model.state_dict().items()}, "prompt_num": 10}
+    torch.save(state, tmp_path / "best_model.pth.tar")
+    # a dataset of one's own (csv kind, absolute image paths): not one of the release's training datasets
+    labels = write_csv(tmp_path / "mine.csv", ["image", "score"],
+                       [[str(Path(data["kadid"]) / "images" / f"I0{r}_0{j + 1}_01.png"), r + j]
+                        for r in range(1, 6) for j in range(4)])
+    out = tmp_path / "official"
+    args = ["--checkpoint", str(tmp_path / "best_model.pth.tar"), "--backbone", "vit_tiny_patch16_224",
+            "--dataset", "koniq10k", "mine", "--data_root", f"koniq10k={data['koniq10k']}", "--data_root",
+            f"mine={labels}", "--isp_num", "3", "-j", "0", "--progress", "false", "--plot", "false",
+            "--save_path", str(out)]
+    assert evaluate_cli(args) == 0
+    captured = capsys.readouterr()
+    assert "koniq10k: official-format checkpoint without recorded training splits" in captured.err
+    assert "may include training images" in captured.err and "mine:" not in captured.err
+    rows = {r["dataset"]: r for r in _rows(out / "results.csv")[1]}
+    assert rows["koniq10k"]["leakage"] == "unknown" and rows["koniq10k"]["train_overlap"] == ""
+    assert rows["mine"]["leakage"] == "not_trained"
+    assert evaluate_cli(args + ["--split_file", "checkpoint"]) == 2
+    assert "records no split for 'koniq10k'" in capsys.readouterr().err
+
+
+def test_leakage_guard_compares_units_of_relabelled_copies(data, checkpoints):
+    _, info = load_model(checkpoints["ours"], device="cpu", with_info=True)
+    ds = load_dataset("tid2013", data["tid2013"])
+    assert check_leakage(ds, make_split(ds, 2024), info).status == "disjoint"
+    leak = check_leakage(ds, make_split(ds, 2026), info)
+    assert leak.status == "overlap" and leak.warns
+    kadid = load_dataset("kadid", data["kadid"])
+    assert check_leakage(kadid, make_split(kadid, 2024), info).status == "not_trained"
+    # a dataset under another name (e.g. relabelled) is checked against the dataset it was made from
+    koniq = load_dataset("koniq10k", data["koniq10k"])
+    assert check_leakage(kadid, make_split(kadid, 2024), info, trained_key="koniq10k").status == "unknown"
+    assert check_leakage(koniq, make_split(koniq, 2024), info, trained_key="koniq10k").status == "disjoint"
+
+
+def test_prompt_perturbations(data):
+    ds = load_dataset("koniq10k", data["koniq10k"])
+    split = make_split(ds, 2024)
+    train = IQAImages([r.path for r in ds.records], normalise_labels(ds, split.train_indices), 64,
+                      indices=split.train_indices)
+    plain = build_prompt(train, 5, "interval", seed=3)
+    assert plain.positions == plain.sampled and plain.scores.tolist() == pytest.approx(
+        train.labels[plain.sampled].tolist())
+    images = build_prompt(train, 5, "interval", seed=3, perturb=["random_images"])
+    assert not set(images.positions) & set(plain.sampled) and torch.equal(images.scores, plain.scores)
+    assert not torch.equal(images.images, plain.images)
+    inverted = build_prompt(train, 5, "interval", seed=3, perturb=["inverted_scores"])
+    assert torch.allclose(inverted.scores, 1 - plain.scores) and torch.equal(inverted.images, plain.images)
+    scores = build_prompt(train, 5, "interval", seed=3, perturb=["random_scores", "random_images"])
+    again = build_prompt(train, 5, "interval", seed=3, perturb=["random_images", "random_scores"])
+    assert torch.equal(scores.scores, again.scores) and scores.positions == again.positions   # seeded, fixed order
+    assert ((scores.scores >= 0) & (scores.scores <= 1)).all() and not torch.allclose(scores.scores, plain.scores)
+    with pytest.raises(ValueError, match="unknown prompt perturbation"):
+        build_prompt(train, 5, perturb=["shuffle"])
+    with pytest.raises(ValueError, match="koniq10k: cannot sample 40"):
+        build_prompt(train, 40, key="koniq10k")
+
+
+def test_feature_bank_scores_like_predict_split(data, checkpoints):
+    ds = load_dataset("tid2013", data["tid2013"])
+    split = make_split(ds, 2024)
+    images = [r.path for r in ds.records]
+    train = IQAImages(images, normalise_labels(ds, split.train_indices), 64, indices=split.train_indices)
+    test = IQAImages(images, normalise_labels(ds, split.test_indices), 64, indices=split.test_indices)
+    env = DistEnv()
+    for name in ("ours", "wo"):
+        model = load_model(checkpoints[name], device="cpu")
+        p_images, p_scores = stack_items(train, [0, 3, 7, 11])
+        expected = predict_split(model, test, env, p_images, p_scores, batch_size=3)
+        got = FeatureBank(model, test, env, batch_size=2).score(p_images, p_scores)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_torchrun_counts_every_test_image_once(data, checkpoints, tmp_path):
+    common = ["--checkpoint", checkpoints["ours"], "--dataset", "koniq10k", "tid2013",
+              *_roots(data, ("koniq10k", "tid2013")), "-j", "0", "--batch_size", "2", "--plot", "false"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "test.py"),
+           *common, "--save_path", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout and proc.stdout.count("SROCC") == 1   # one rank prints
+    assert evaluate_cli(common + ["--save_path", str(tmp_path / "one"), "--progress", "false"]) == 0
+    ddp, one = _rows(tmp_path / "ddp" / "predictions.csv")[1], _rows(tmp_path / "one" / "predictions.csv")[1]
+    assert [(r["dataset"], r["image"]) for r in ddp] == [(r["dataset"], r["image"]) for r in one]
+    assert len({(r["dataset"], r["image"]) for r in ddp}) == 9
+    np.testing.assert_allclose([float(r["pred"]) for r in ddp], [float(r["pred"]) for r in one], atol=1e-5)
+
+
+# ---------------------------------------------------------------- 10 splits and the summary
+
+
+def test_ten_splits_under_torchrun_shares_one_process_group(data, tmp_path):
+    root = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "scripts" / "ten_splits.py"), "--seeds", "2024", "2025", "--tests", "last", "--save_path",
+           str(root), *_train_args(data)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("=== seed 2025") == 1 and "Seeds: PromptIQA: 2 (2024, 2025)" in proc.stdout
+    folder = root / "seed_2025"
+    assert (folder / "DONE.json").is_file()
+    ddp = _rows(folder / "test_last" / "predictions.csv")[1]
+    assert len({(r["dataset"], r["image"]) for r in ddp}) == len(ddp) == 9     # every test image once
+    metrics = {r["dataset"]: r for r in _rows(folder / "metrics.csv")[1] if r["split"] == "test"}
+    for r in _rows(folder / "test_last" / "results.csv")[1]:
+        assert float(r["plcc"]) == pytest.approx(float(metrics[r["dataset"]]["plcc"]), abs=1e-5)
+
+
+
+
+def _write_run(folder: Path, rows, finished=True, seed=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "metrics.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss"])
+        for epoch, key, s, p in rows:
+            writer.writerow([epoch, key, "test", s, p, 0.5, 0.1, "nan"])
+            writer.writerow([epoch, key, "train", 0.0, 0.0, 0.0, 0.1, 0.2])    # train rows are ignored
+    if finished:
+        (folder / "summary.json").write_text("{}")
+    if seed is not None:
+        (folder / "config.json").write_text(json.dumps({"seed": seed}))
+
+
+def test_summariser_medians_against_hand_computed_values(tmp_path):
+    root = tmp_path / "ten"
+    # per seed: (live, csiq, mine) SROCC/PLCC at epoch 1 and 2; epoch 1 is the best epoch of seeds 2024 and 2026
+    last = {2024: [(0.90, 0.91), (0.80, 0.82), (0.50, 0.40)],
+            2025: [(0.70, 0.72), (0.60, 0.65), (0.30, 0.20)],
+            2026: [(0.95, 0.96), (0.90, 0.93), (0.10, 0.00)]}
+    first = {2024: [(0.99, 0.99), (0.99, 0.99), (0.99, 0.99)],
+             2025: [(0.10, 0.10), (0.10, 0.10), (0.10, 0.10)],
+             2026: [(0.97, 0.98), (0.96, 0.97), (0.95, 0.96)]}
+    keys = ("live", "csiq", "mine")
+    for seed in last:
+        rows = [(1, k, *first[seed][i]) for i, k in enumerate(keys)] + [(2, k, *last[seed][i])
+                                                                        for i, k in enumerate(keys)]
+        _write_run(root / f"seed_{seed}", rows, seed=seed)
+    _write_run(root / "seed_2027", [(1, "live", 1.0, 1.0)], finished=False)       # unfinished: skipped
+    with pytest.warns(UserWarning, match="seed_2027: training has not finished"):
+        summary = summarise_roots({"PromptIQA": [root]}, tmp_path / "out" / "summary")
+    assert [t for t, _ in summary.groups] == ["synthetic", "other"]
+    cells = summary.cells["PromptIQA"]
+    # last epoch: live SROCC 0.90 0.70 0.95 -> median 0.90; csiq PLCC 0.82 0.65 0.93 -> median 0.82
+    assert cells["last"]["live"]["srocc"].median == pytest.approx(0.90)
+    assert cells["last"]["csiq"]["plcc"].median == pytest.approx(0.82)
+    assert cells["last"]["mine"]["srocc"].mean == pytest.approx(0.30)
+    assert cells["last"]["mine"]["srocc"].std == pytest.approx(np.std([0.5, 0.3, 0.1]))
+    assert cells["last"]["synthetic avg"]["srocc"].median == pytest.approx((0.90 + 0.80) / 2)
+    assert cells["last"]["synthetic avg"]["srocc"].std == pytest.approx(np.std([0.85, 0.65, 0.925]))
+    # best epoch (max test SROCC + PLCC summed over datasets): 1, 2, 1 -> live SROCC 0.99, 0.70, 0.97
+    assert cells["best"]["live"]["srocc"].median == pytest.approx(0.97)
+    assert cells["best"]["live"]["srocc"].n == 3 and cells["best"]["live"]["srocc"].seeds == [2024, 2025, 2026]
+    columns, rows = _rows(tmp_path / "out" / "summary.csv")
+    assert columns == ["label", "selection", "task", "dataset", "metric", "median", "mean", "std", "n", "seeds"]
+    row = next(r for r in rows if r["selection"] == "best" and r["dataset"] == "live" and r["metric"] == "srocc")
+    assert float(row["median"]) == pytest.approx(0.97) and row["seeds"] == "2024 2025 2026"
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    assert SELECTIONS["best"] in markdown and "| PromptIQA | median SROCC | 0.9000 | 0.8000 | 0.8500 |" in markdown
+    from openpyxl import load_workbook
+
+    book = load_workbook(tmp_path / "out" / "summary.xlsx")
+    assert book.sheetnames == ["last epoch", "best epoch", "per seed"]
+    sheet = book["last epoch"]
+    assert [c.value for c in sheet[3]][:5] == ["method", "statistic", "live", "csiq", "synthetic avg"]
+    assert sheet["C4"].value == pytest.approx(0.90) and "C2:E2" in [str(r) for r in sheet.merged_cells.ranges]
+
+
+def test_summariser_selects_the_best_epoch_per_run_for_one_model_per_dataset(tmp_path):
+    seed = tmp_path / "wo_mixed" / "seed_2024"
+    _write_run(seed / "live", [(1, "live", 0.5, 0.5), (2, "live", 0.4, 0.4)])
+    _write_run(seed / "csiq", [(1, "csiq", 0.5, 0.5), (2, "csiq", 0.6, 0.6)])
+    run = read_seed_run(seed)
+    assert run.finished and run.epochs["best"] == {"live": 1, "csiq": 2} and run.epochs["last"] == {"live": 2,
+                                                                                                   "csiq": 2}
+
+
+def test_ten_splits_trains_tests_skips_and_summarises(data, tmp_path, capsys):
+    root = tmp_path / "ten"
+    argv = ["--seeds", "2024", "2025", "--save_path", str(root), *_train_args(data)]
+    assert ten_splits_main(argv) == 0
+    out = capsys.readouterr().out
+    for seed in (2024, 2025):
+        folder = root / f"seed_{seed}"
+        assert (folder / "DONE.json").is_file() and json.loads((folder / "config.json").read_text())["seed"] == seed
+        metrics = {r["dataset"]: r for r in _rows(folder / "metrics.csv")[1] if r["split"] == "test"}
+        for which in ("last", "best"):
+            results = {r["dataset"]: r for r in _rows(folder / f"test_{which}" / "results.csv")[1]}
+            assert set(results) == {"koniq10k", "tid2013"} and {r["leakage"] for r in results.values()} == {"disjoint"}
+            for key, r in results.items():   # test.py reproduces the training-time evaluation
+                assert float(r["srocc"]) == pytest.approx(float(metrics[key]["srocc"]), abs=1e-6)
+                assert float(r["plcc"]) == pytest.approx(float(metrics[key]["plcc"]), abs=1e-5)
+        best = json.loads((folder / "summary.json").read_text())["best"]["epoch"]
+        assert read_seed_run(folder).epochs["best"]["koniq10k"] == best
+    for ext in ("md", "csv", "xlsx"):
+        assert (root / f"summary.{ext}").is_file()
+    assert "Seeds: PromptIQA: 2 (2024, 2025)" in out
+    assert ten_splits_main(argv) == 0                                # finished seeds are skipped
+    out = capsys.readouterr().out
+    assert out.count("already done (DONE.json); skipped") == 2
+    assert protocol_entry(ten_splits_main, argv + ["--seed", "3"]) == 2
+    assert "--seed cannot be given here" in capsys.readouterr().err
+    assert protocol_entry(ten_splits_main, ["--seed_index", "10", *argv[3:]]) == 2
+    assert f"in 0..{len(SPLIT_SEEDS) - 1}" in capsys.readouterr().err
+    assert pick_seeds() == list(SPLIT_SEEDS) and pick_seeds(seed_index=1) == [SPLIT_SEEDS[1]] == [2025]
+
+
+def test_ablation_variants_and_their_summary(data, tmp_path, capsys):
+    root = tmp_path / "ablation"
+    argv = ["--variant", "wo_mixed", "wo_prompt", "--seeds", "2024", "--tests", "last", "--save_path", str(root),
+            *_train_args(data, random_scale_rate=0.5)]
+    assert ablation_main(argv) == 0
+    for key in ("koniq10k", "tid2013"):
+        config = json.loads((root / "wo_mixed" / "seed_2024" / key / "config.json").read_text())
+        assert config["dataset"] == [key]
+    config = json.loads((root / "wo_prompt" / "seed_2024" / "config.json").read_text())
+    assert config["model"] == "promptiqa_wo_prompt"
+    assert load_model(root / "wo_prompt" / "seed_2024" / "last.pth.tar", device="cpu").arch == "promptiqa_wo_prompt"
+    _, rows = _rows(root / "summary.csv")
+    assert {r["label"] for r in rows} == {"w/o mixed training", "w/o prompt"}
+    capsys.readouterr()
+    assert protocol_entry(ablation_main, ["--variant", "wo_scaling", "--seeds", "2024", "--save_path", str(root),
+                                          *_train_args(data, random_scale_rate=0.5)]) == 2
+    assert "--random_scale_rate cannot be given here: variant wo_scaling sets it" in capsys.readouterr().err
+    assert ablation_main(["--summarise", "--save_path", str(root)]) == 0
+
+
+# ---------------------------------------------------------------- ISP experiments
+
+
+def test_isp_experiments_write_tables_and_plot(data, checkpoints, tmp_path):
+    common = ["--checkpoint", checkpoints["ours"], "--dataset", "koniq10k", "tid2013",
+              *_roots(data, ("koniq10k", "tid2013")), "-j", "0", "--progress", "false", "--save_path", str(tmp_path)]
+    assert isp_main(["selection", *common, "--draws", "3", "--isp_seed", "5"]) == 0
+    _, rows = _rows(tmp_path / "isp_selection.csv")
+    randoms = [r for r in rows if r["dataset"] == "koniq10k" and r["strategy"] == "random"]
+    assert [r["isp_seed"] for r in randoms] == ["5", "6", "7"] and {r["isp_num"] for r in rows} == {"5"}
+    std = np.std([float(r["plcc"]) for r in randoms])
+    table = (tmp_path / "isp_selection.md").read_text()
+    assert f"± {std:.4f}" in table and "random PLCC (3 draws)" in table
+    assert isp_main(["size", *common, "--sizes", "3", "5", "7"]) == 0
+    _, rows = _rows(tmp_path / "isp_size.csv")
+    assert [r["isp_num"] for r in rows if r["dataset"] == "tid2013"] == ["3", "5", "7"]
+    assert (tmp_path / "isp_size.png").stat().st_size > 1000 and "| average |" in (tmp_path / "isp_size.md").read_text()
+    assert isp_main(["perturb", *common, "--conditions", "none", "inverted_scores",
+                     "random_images+random_scores"]) == 0
+    _, rows = _rows(tmp_path / "isp_perturbations.csv")
+    assert [r["condition"] for r in rows if r["dataset"] == "koniq10k"] == ["none", "inverted_scores",
+                                                                             "random_images+random_scores"]
+    # the unperturbed condition reproduces test.py's numbers
+    assert evaluate_cli(common[:-1] + [str(tmp_path / "t"), "--plot", "false"]) == 0
+    plain = {r["dataset"]: r for r in _rows(tmp_path / "t" / "results.csv")[1]}
+    for r in rows:
+        if r["condition"] == "none":
+            assert float(r["srocc"]) == pytest.approx(float(plain[r["dataset"]]["srocc"]), abs=1e-9)
+
+
+# ---------------------------------------------------------------- Table 3
+
+
+def test_relabel_and_table3(data, checkpoints, tmp_path, monkeypatch, capsys):
+    piq = pytest.importorskip("piq")
+    from promptiqa.evaluation import relabel as relabel_module
+
+    real = relabel_module.build_fr_metric
+
+    def offline(name, device):
+        if name == "lpips":
+            raise relabel_module.MetricUnavailable("LPIPS needs downloaded weights ... Skipping LPIPS")
+        return real(name, device)
+
+    monkeypatch.setattr(relabel_module, "build_fr_metric", offline)
+    labels = tmp_path / "relabelled"
+    assert relabel_module.main(["relabel", "--dataset", "tid2013", "kadid", *_roots(data, ("tid2013", "kadid")),
+                                "--out_dir", str(labels), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "Skipping LPIPS" in err and "skipped (see the warnings above): lpips" in err
+    assert sorted(p.name for p in labels.glob("*.csv")) == ["kadid_fsim.csv", "kadid_ssim.csv", "tid2013_fsim.csv",
+                                                             "tid2013_ssim.csv"]
+    # a csv-kind dataset over the same images and references: same split as the source for a seed, SSIM values
+    source = load_dataset("tid2013", data["tid2013"])
+    mine = load_dataset("tid2013_ssim", labels / "tid2013_ssim.csv")
+    assert mine.split_by == "reference" and make_split(mine, 2025).test_units == make_split(source, 2025).test_units
+    record = source.records[0]
+    x = relabel_module._read_rgb01(record.path)[None]
+    y = relabel_module._read_rgb01(relabel_module.reference_files(source)[record.reference])[None]
+    assert mine.records[0].score == pytest.approx(float(piq.ssim(x, y, data_range=1.0)), abs=1e-6)
+
+    out = tmp_path / "table3"
+    assert relabel_module.main(["table3", "--checkpoint", checkpoints["ours"], "--baseline", checkpoints["wo"],
+                                "--labels_dir", str(labels), "--isp_num", "5", "--finetune_steps", "2", "-j", "0",
+                                "--progress", "false", "--save_path", str(out)]) == 0
+    table = (out / "table3.md").read_text()
+    assert "| method | TID2013 SSIM | TID2013 FSIM | KADID-10k SSIM | KADID-10k FSIM |" in table
+    for method in ("w/o prompt (zero-shot)", "w/o prompt (fine-tuned on the 5 ISPs)", "PromptIQA"):
+        assert f"| {method} |" in table
+    _, rows = _rows(out / "table3.csv")
+    assert len(rows) == 12 and {r["source"] for r in rows} == {"tid2013", "kadid"}
+    # the relabelled tid2013 test split is the source's seed-2024 test split: disjoint from the recorded training
+    leakage = json.loads((out / "table3.json").read_text())["leakage"]
+    assert leakage["tid2013_ssim"]["status"] == "disjoint" and leakage["kadid_ssim"]["status"] == "not_trained"
+
+
+def test_few_shot_fine_tuning_fits_the_isps(checkpoints):
+    from promptiqa.evaluation.relabel import finetune_few_shot
+
+    model = load_model(checkpoints["wo"], device="cpu")
+    torch.manual_seed(0)
+    images, scores = torch.randn(6, 3, 64, 64), torch.linspace(0.1, 0.9, 6)
+    before = torch.nn.functional.l1_loss(model(images), scores).item()
+    tuned = finetune_few_shot(model, images, scores, steps=8, lr=1e-3)
+    assert not tuned.training and model is not tuned
+    assert torch.nn.functional.l1_loss(tuned(images), scores).item() < before
+    assert torch.equal(model(images), load_model(checkpoints["wo"], device="cpu")(images))   # the original is intact
