@@ -27,7 +27,12 @@ def _sync(device: torch.device) -> None:
 
 
 def _peak_gb(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
+    """Peak GPU memory since the last reset; on CPU the process's peak resident memory (never reset)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 def main(argv=None) -> None:
