@@ -3,10 +3,11 @@ import sys
 
 from promptiqa.config import resolve_config
 from promptiqa.engine.trainer import TrainingError, launch
+from promptiqa.models import BackboneWeightsError
 
 if __name__ == "__main__":
     try:
         launch(resolve_config())
-    except (TrainingError, FileNotFoundError, ValueError) as err:
+    except (TrainingError, BackboneWeightsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

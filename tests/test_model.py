@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from promptiqa.models import PRESETS, PromptIQA, build_model, create_backbone, hooked_blocks
+from promptiqa.models import PRESETS, BackboneWeightsError, PromptIQA, build_model, create_backbone, hooked_blocks
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_pretrained_backbone_requests_the_official_tag_and_explains_failures(mon
         raise OSError("no network")
 
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(RuntimeError, match="pretrained_backbone='path/to/") as err:
+    with pytest.raises(BackboneWeightsError, match="pretrained_backbone=.path/to/") as err:
         create_backbone("vit_base_patch8_224", pretrained=True)
     assert asked == [("vit_base_patch8_224.augreg_in21k_ft_in1k", True)]
     assert "pretrained_backbone=False" in str(err.value)

@@ -1,9 +1,9 @@
 """PromptIQA models: construction by name and checkpoint loading (the one place that parses checkpoint files)."""
 from .checkpoint import (CheckpointError, checkpoint_config, default_device, load_checkpoint, load_model,
                          read_checkpoint, save_checkpoint)
-from .promptiqa import (ARCHITECTURES, DEFAULT_BACKBONE, PRESETS, MoNet, PromptIQA, PromptIQAWithoutPrompt,
-                        build_model, create_backbone, hooked_blocks)
+from .promptiqa import (ARCHITECTURES, DEFAULT_BACKBONE, PRESETS, BackboneWeightsError, MoNet, PromptIQA,
+                        PromptIQAWithoutPrompt, build_model, create_backbone, hooked_blocks)
 
-__all__ = ["ARCHITECTURES", "CheckpointError", "DEFAULT_BACKBONE", "MoNet", "PRESETS", "PromptIQA",
-           "PromptIQAWithoutPrompt", "build_model", "checkpoint_config", "create_backbone", "default_device",
-           "hooked_blocks", "load_checkpoint", "load_model", "read_checkpoint", "save_checkpoint"]
+__all__ = ["ARCHITECTURES", "BackboneWeightsError", "CheckpointError", "DEFAULT_BACKBONE", "MoNet", "PRESETS",
+           "PromptIQA", "PromptIQAWithoutPrompt", "build_model", "checkpoint_config", "create_backbone",
+           "default_device", "hooked_blocks", "load_checkpoint", "load_model", "read_checkpoint", "save_checkpoint"]

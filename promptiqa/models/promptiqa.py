@@ -32,6 +32,10 @@ PRESETS = {
 }
 
 
+class BackboneWeightsError(RuntimeError):
+    """The backbone's pretrained weights could not be loaded (offline machine, missing or foreign file)."""
+
+
 def hooked_blocks(depth: int) -> list:
     """Indices of the backbone blocks that feed MoNet: 2, 5, 8, 11 for depth 12, spread the same way otherwise."""
     if depth < NUM_VIEWS:
@@ -65,7 +69,7 @@ def create_backbone(name: str, pretrained: Union[bool, str] = False, image_size:
         if not pretrained:
             raise
         source = kwargs.get("pretrained_cfg_overlay", {}).get("file", "the Hugging Face hub")
-        raise RuntimeError(
+        raise BackboneWeightsError(
             f"could not load ImageNet weights for backbone '{model_name}' from {source}: {err}\n"
             f"On an offline machine, download them elsewhere (timm.create_model('{model_name}', pretrained=True) "
             f"caches them under ~/.cache/huggingface) and pass the file instead: pretrained_backbone='path/to/"
