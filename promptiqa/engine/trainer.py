@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import platform
 import random
 import signal
@@ -333,9 +332,8 @@ class Trainer:
                             pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0)
         steps_this_run = 0
         while self.epoch < cfg.epochs:
-            lr = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * self.epoch / cfg.epochs))
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = self._lr(self.epoch)
             for s in samplers:
                 s.set_epoch(self.epoch, self.step_in_epoch)
             outcome = self.train_epoch(net, model, loader, optimizer, scaler, bundles, len(samplers[0]), steps_this_run)
@@ -492,6 +490,7 @@ class Trainer:
         return loss.detach()
 
     def _lr(self, epoch: int) -> float:
+        """The official cosine schedule, per epoch, over --epochs (recomputed when a resume extends the run)."""
         return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / self.cfg.epochs))
 
     def _check_finite(self, losses, step_keys, start: int = 0) -> None:
