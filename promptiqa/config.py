@@ -26,6 +26,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     random_flipping_rate: float = 0.1
     random_scale_rate: float = 0.5
+    random_flipping_warmup: int = 0   # epochs over which the flipping rate ramps up from 0 (0: full rate from the start)
     model: str = "promptiqa"
     save_path: str = "runs/promptiqa"
     workers: int = 4
@@ -72,6 +73,7 @@ class TrainConfig:
 # Fields that change what is trained (resuming with another value is refused) vs. only how.
 ARCHITECTURE_FIELDS = ("model", "backbone", "backbone_kwargs", "image_size")
 STATE_FIELDS = ("dataset", "batch_size", "seed", "lr", "weight_decay", "random_flipping_rate", "random_scale_rate",
+                "random_flipping_warmup",
                 "label_norm", "groups_per_process", "flip_axis", "drop")
 
 
@@ -101,6 +103,8 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
     a("--weight_decay", type=float)
     a("--random_flipping_rate", type=float, help="probability of the prompt augmentation s -> 1 - s")
     a("--random_scale_rate", type=float, help="probability of dividing a group's scores by u ~ U(max, 1)")
+    a("--random_flipping_warmup", type=int, help="epochs over which the flipping rate ramps linearly from 0 to "
+                                                 "--random_flipping_rate (default 0: the full rate from the start)")
     a("--model", choices=["promptiqa", "promptiqa_wo_prompt"])
     a("--save_path")
     a("-j", "--workers", type=int, help="data-loading workers per process (0: load in the main process)")

@@ -239,6 +239,20 @@ def test_prompt_augmentations():
     assert all(d == (None, False) for d in (never.draw() for _ in range(100)))
 
 
+def test_flipping_warmup_ramps_the_rate_without_changing_the_stream():
+    ramped, plain = PromptAugment(7, 0.5, 0.5, flip_warmup=4), PromptAugment(7, 0.5, 0.5)
+    rates = []
+    for epoch in range(6):
+        ramped.set_epoch(epoch)
+        rates.append(ramped.flip_rate)
+    assert rates == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.5])
+    ramped.set_epoch(0)
+    first = [ramped.draw() for _ in range(500)]
+    assert not any(f for _, f in first)                        # no flips in the first epoch
+    assert [t for t, _ in first] == [t for t, _ in (plain.draw() for _ in range(500))]   # same scaling draws
+    assert ramped.rng.getstate() == plain.rng.getstate()       # the same stream position: resume is unaffected
+
+
 def test_batch_semantics_refusals():
     plan = plan_steps(66, procs_per_node=2, groups_per_process=3)
     assert plan.group_size == 11 and plan.prompt_length == 10

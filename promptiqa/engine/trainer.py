@@ -83,11 +83,22 @@ def plan_steps(batch_size: int, procs_per_node: int, groups_per_process: int, no
 
 
 class PromptAugment:
-    """Random scaling and random flipping of a group's scores, drawn from one stream shared by all ranks."""
+    """Random scaling and random flipping of a group's scores, drawn from one stream shared by all ranks.
 
-    def __init__(self, seed: int, scale_rate: float, flip_rate: float):
+    ``flip_warmup`` > 0 ramps the flipping rate linearly from 0 in epoch 1 to ``flip_rate`` from epoch
+    ``flip_warmup`` + 1 on (``set_epoch``): a model trained from scratch first learns image quality, then to read
+    the prompt's polarity. The draws per step do not change, so the random stream (and resume) is unaffected."""
+
+    def __init__(self, seed: int, scale_rate: float, flip_rate: float, flip_warmup: int = 0):
         self.rng = random.Random(seed)
-        self.scale_rate, self.flip_rate = scale_rate, flip_rate
+        self.scale_rate, self.full_flip_rate, self.flip_warmup = scale_rate, flip_rate, int(flip_warmup)
+        self.flip_rate = flip_rate
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s (0-based) flipping rate."""
+        ramp = 1.0 if self.flip_warmup <= 0 else min(1.0, epoch / self.flip_warmup)
+        self.flip_rate = self.full_flip_rate * ramp
 
     def draw(self):
         """One step's decisions: (t or None, flip); t places u between each group's max and 1."""
@@ -170,7 +181,8 @@ class Trainer:
         k = cfg.groups_per_process
         self.virtual = [VirtualRank(env.rank * k + j, cfg.seed, env.device) for j in range(k)]
         self.virtual_world = env.world_size * k
-        self.augment = PromptAugment(cfg.seed, cfg.random_scale_rate, cfg.random_flipping_rate)
+        self.augment = PromptAugment(cfg.seed, cfg.random_scale_rate, cfg.random_flipping_rate,
+                                     cfg.random_flipping_warmup)
         self.stop_requested = False
         self.history: List[dict] = []
         self.best = {"score": -math.inf, "epoch": None, "metrics": None}
@@ -334,6 +346,7 @@ class Trainer:
         while self.epoch < cfg.epochs:
             for group in optimizer.param_groups:
                 group["lr"] = self._lr(self.epoch)
+            self.augment.set_epoch(self.epoch)
             for s in samplers:
                 s.set_epoch(self.epoch, self.step_in_epoch)
             outcome = self.train_epoch(net, model, loader, optimizer, scaler, bundles, len(samplers[0]), steps_this_run)
@@ -426,7 +439,7 @@ class Trainer:
         rows = self._train_rows(preds, gts, dsets, bundles, mean_loss)
         rate = images_done * env.world_size / max(time.time() - started, 1e-9)
         self.log(f"epoch {self.epoch + 1}/{cfg.epochs}: loss {mean_loss:.5f}, {rate:.1f} images/s, lr "
-                 f"{self._lr(self.epoch):.3g}; train " + "; ".join(
+                 f"{self._lr(self.epoch):.3g}, flip rate {self.augment.flip_rate:.3g}; train " + "; ".join(
                      f"{r['dataset']} SROCC {r['srocc']:.4f} PLCC {r['plcc']:.4f}" for r in rows))
         return {"stopped": False, "rows": rows, "steps": len(losses)}
 

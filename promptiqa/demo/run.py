@@ -1,0 +1,388 @@
+"""The embedded demo: PromptIQA learning assessment requirements from prompts, on data that ships with the install.
+
+    bash scripts/demo.sh            # or: python -m promptiqa.demo [--full] [--config configs/demo.yaml]
+
+1. writes the synthetic-distortion dataset (scikit-image photographs; one label file per requirement),
+2. trains PromptIQA on a mix of requirements, and the w/o-prompt baseline the same way,
+3. scores the held-out references under every requirement's prompt (the training ones and one never seen in
+   training), prints SROCC/PLCC per requirement and the prompt effect, writes results.json/.md and results.png,
+4. scores a few held-out images through the scoring command line (``python -m promptiqa score``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from ..config import TrainConfig
+from ..evaluation.report import fmt, markdown_table, text_table
+from .synthetic import requirement
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+KEY_PREFIX = "demo_"        # requirement r is registered as the dataset demo_<r>
+MODELS = {"promptiqa": "PromptIQA", "promptiqa_wo_prompt": "w/o prompt"}
+
+
+@dataclass
+class DemoConfig:
+    """Everything the demo does; configs/demo.yaml holds the defaults, its ``full`` section the --full overrides."""
+
+    data: Dict[str, Any] = field(default_factory=lambda: dict(out="data/demo", size=64, crops_per_photo=4, seed=0))
+    train_requirements: List[str] = field(default_factory=lambda: ["ssim", "dssim", "psnr", "noise"])
+    unseen_requirements: List[str] = field(default_factory=lambda: ["blur"])
+    mirror: List[str] = field(default_factory=lambda: ["ssim", "dssim"])
+    train: Dict[str, Any] = field(default_factory=dict)       # TrainConfig fields (train.py's settings)
+    baseline: bool = True                                      # also train the w/o-prompt ablation
+    score_requirement: str = "ssim"                            # the prompt of the scoring-CLI call
+    score_images: int = 6                                      # held-out images it scores
+    save_path: str = "runs/demo"
+    full: Dict[str, Any] = field(default_factory=dict)        # overrides for --full (nested like the file)
+
+    @classmethod
+    def from_yaml(cls, path, full: bool = False, overrides: Optional[Dict[str, Any]] = None) -> "DemoConfig":
+        """Read ``path``; ``full`` applies its ``full`` section; ``overrides`` (nested like the file) go last."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"demo config not found: {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown demo settings {unknown}; known: {sorted(known)}")
+        if full:
+            values = _merge(values, values.get("full") or {})
+        if overrides:
+            values = _merge(values, overrides)
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Refuse settings the demo cannot run with, naming them."""
+        for name in self.requirements:
+            requirement(name)
+        if len(self.mirror) != 2 or not set(self.mirror) <= set(self.train_requirements):
+            raise ValueError(f"mirror must name a MOS-like training requirement and its DMOS-like mirror, got "
+                             f"{self.mirror} (training requirements: {self.train_requirements})")
+        if self.score_requirement not in self.requirements:
+            raise ValueError(f"score_requirement {self.score_requirement!r} is not one of {self.requirements}")
+        unknown = sorted(set(self.train) - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"train: unknown train.py settings {unknown}")
+
+    @property
+    def requirements(self) -> List[str]:
+        return list(self.train_requirements) + [r for r in self.unseen_requirements
+                                                if r not in self.train_requirements]
+
+
+def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``extra`` merged in, nested dicts key by key."""
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+class Demo:
+    """The demo's stages; ``run`` does them all and returns the results."""
+
+    def __init__(self, cfg: DemoConfig, log=print):
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.save_path)
+        self.data = Path(cfg.data["out"])
+        self.times: Dict[str, float] = {}
+
+    def key(self, req: str) -> str:
+        return KEY_PREFIX + req
+
+    @property
+    def roots(self) -> Dict[str, str]:
+        return {self.key(r): str((self.data / f"{r}.csv").resolve()) for r in self.cfg.requirements}
+
+    # ------------------------------------------------------------------ stages
+    def generate(self) -> dict:
+        from ..data.cache import prepare_cache
+        from ..data.registry import load_dataset
+        from .synthetic import generate
+
+        d = self.cfg.data
+        meta = generate(self.data, size=int(d.get("size", 64)), crops_per_photo=int(d.get("crops_per_photo", 4)),
+                        seed=int(d.get("seed", 0)), requirements=self.cfg.requirements,
+                        **({"photos": d["photos"]} if d.get("photos") else {}))
+        size = int(self.train_config("promptiqa").image_size)
+        for key, root in self.roots.items():
+            prepare_cache(load_dataset(key, root), size, self.cache_dir)
+        self.log(f"dataset {self.data}: {meta['images']} images of {len(meta['references'])} references, "
+                 f"requirements {', '.join(meta['requirements'])}")
+        return meta
+
+    @property
+    def cache_dir(self) -> str:
+        return str(self.data / "cache")
+
+    def train_config(self, model: str) -> TrainConfig:
+        values = dict(self.cfg.train)
+        values.update(model=model, dataset=[self.key(r) for r in self.cfg.train_requirements],
+                      data_root=[f"{k}={v}" for k, v in self.roots.items()], cache_dir=str(Path(self.cache_dir).resolve()),
+                      save_path=str((self.out / model).resolve()))
+        values.setdefault("pretrained_backbone", False)
+        return TrainConfig(**values)
+
+    def train(self, models: Sequence[str]) -> Dict[str, Path]:
+        """Train each model with train.py (fresh runs); returns their final checkpoints (last epoch, not selected on
+        the test split). On a CPU the models train side by side, each on its share of the cores: small models use
+        two cores better as two one-thread processes than as one two-thread process."""
+        device = self.cfg.train.get("device") or ("cuda" if _cuda_available() else "cpu")
+        cores = os.cpu_count() or 1
+        parallel = device == "cpu" and len(models) > 1 and cores >= len(models)
+        procs = []
+        for i, model in enumerate(models):
+            cfg = self.train_config(model)
+            run_dir = Path(cfg.save_path)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in ("metrics.csv", "log.txt", "last.pth.tar", "best_model.pth.tar", "summary.json"):
+                (run_dir / stale).unlink(missing_ok=True)
+            settings = run_dir / "demo_train.yaml"
+            settings.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+            if parallel:
+                env["OMP_NUM_THREADS"] = str(max(1, cores // len(models)))
+            # the first model's progress goes to the terminal, the others' to a file in their run folder
+            output = None if i == 0 else open(run_dir / "train_output.txt", "w")
+            self.log(f"training {MODELS[model]} on {', '.join(cfg.dataset)} ({cfg.epochs} epochs, {cfg.backbone} "
+                     f"{cfg.backbone_kwargs or ''} at {cfg.image_size} px)"
+                     + (f"; output in {run_dir / 'train_output.txt'}" if output else ""))
+            proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), "--config", str(settings)],
+                                    stdout=output, stderr=subprocess.STDOUT if output else None, env=env)
+            procs.append((model, proc, output, run_dir))
+            if not parallel:
+                self._wait(procs[-1])
+        if parallel:
+            for entry in procs:
+                self._wait(entry)
+        return {model: run_dir / "last.pth.tar" for model, _, _, run_dir in procs}
+
+    @staticmethod
+    def _wait(entry) -> None:
+        model, proc, output, run_dir = entry
+        code = proc.wait()
+        if output is not None:
+            output.close()
+        if code != 0:
+            where = run_dir / ("train_output.txt" if output is not None else "log.txt")
+            tail = where.read_text(errors="replace").strip().splitlines()[-5:] if where.is_file() else []
+            raise RuntimeError(f"training {MODELS[model]} failed (exit {code}); see {where}"
+                               + ("\n" + "\n".join(tail) if tail else ""))
+
+    def evaluate(self, model: str, checkpoint: Path):
+        from .evaluate import evaluate_model
+
+        return evaluate_model(MODELS[model], str(checkpoint), self.roots,
+                              seen=[self.key(r) for r in self.cfg.train_requirements],
+                              mirror=tuple(self.key(r) for r in self.cfg.mirror),
+                              seed=int(self.train_config(model).seed), cache_dir=self.cache_dir,
+                              device=self.cfg.train.get("device"))
+
+    def score_cli(self, checkpoint: Path, result) -> List[dict]:
+        """Score held-out images through ``python -m promptiqa score`` with a requirement's ISPP as the prompt CSV.
+
+        The prompt carries the requirement's raw scores (e.g. SSIM), so the scores come back on that scale."""
+        req = self.cfg.score_requirement
+        key = self.key(req)
+        raw = _raw_scores(self.data / f"{req}.csv")
+        prompt_csv = self.out / f"prompt_{req}.csv"
+        with open(prompt_csv, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image", "score"])
+            for isp in result.requirements[key].prompt:
+                w.writerow([str((self.data / isp["image"]).resolve()), repr(raw[isp["image"]])])
+        names = result.test_images
+        picks = [names[int(i)] for i in np.linspace(0, len(names) - 1, min(self.cfg.score_images, len(names)))]
+        out_csv = self.out / f"scores_{req}.csv"
+        lo, hi = min(raw.values()), max(raw.values())
+        cmd = [sys.executable, "-m", "promptiqa", "score", "--checkpoint", str(checkpoint), "--prompt",
+               str(prompt_csv), "--score_range", repr(lo), repr(hi), "--out", str(out_csv), "--workers", "0"]
+        if not requirement(req).higher_is_better:
+            cmd.append("--lower_is_better")
+        if self.cfg.train.get("device"):
+            cmd += ["--device", self.cfg.train["device"]]
+        cmd += [str((self.data / n).resolve()) for n in picks]
+        self.log("$ python -m promptiqa score --checkpoint " + " ".join(
+            _short(c) for c in cmd[cmd.index("--checkpoint") + 1:]))
+        subprocess.run(cmd, check=True, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        with open(out_csv, newline="") as fh:
+            scored = {Path(r["image"]).resolve(): float(r["score"]) for r in csv.DictReader(fh)}
+        return [dict(image=n, predicted=scored[(self.data / n).resolve()], true=raw[n]) for n in picks]
+
+    # ------------------------------------------------------------------ the whole demo
+    def run(self) -> dict:
+        start = time.time()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._timed("generate", self.generate)
+        models = ["promptiqa"] + (["promptiqa_wo_prompt"] if self.cfg.baseline else [])
+        checkpoints, results = self._timed("train", self.train, models), {}
+        for model in models:
+            results[model] = self._timed(f"evaluate {MODELS[model]}", self.evaluate, model, checkpoints[model])
+        scored = self._timed("score (CLI)", self.score_cli, checkpoints["promptiqa"], results["promptiqa"])
+        self.times["total"] = time.time() - start
+        summary = self.report(results, scored)
+        return summary
+
+    def _timed(self, name: str, fn, *args):
+        t = time.time()
+        value = fn(*args)
+        self.times[name] = time.time() - t
+        self.log(f"[{name}: {self.times[name]:.0f} s]")
+        return value
+
+    # ------------------------------------------------------------------ outputs
+    def report(self, results: Dict[str, Any], scored: List[dict]) -> dict:
+        cfg = self.cfg
+        prompted, baseline = results["promptiqa"], results.get("promptiqa_wo_prompt")
+        header = ["requirement", "in training", "PromptIQA SROCC", "PromptIQA PLCC"]
+        if baseline:
+            header += ["w/o prompt SROCC", "w/o prompt PLCC"]
+        rows = []
+        for req in cfg.requirements:
+            key = self.key(req)
+            r = prompted.requirements[key]
+            row = [req, "yes" if r.seen else "no (unseen)", r.metrics["srocc"], r.metrics["plcc"]]
+            if baseline:
+                b = baseline.requirements[key]
+                row += [b.metrics["srocc"], b.metrics["plcc"]]
+            rows.append(row)
+        effect_row = [f"prompt effect ({cfg.mirror[0]} vs {cfg.mirror[1]} prompt)", "", prompted.prompt_effect, ""]
+        if baseline:
+            effect_row += [baseline.prompt_effect, ""]
+        targets = self.targets(prompted)
+        summary = {
+            "config": asdict(cfg), "times_s": self.times, "targets": targets,
+            "n_test_images": len(prompted.test_images),
+            "models": {k: v.to_dict() for k, v in results.items()}, "scored": scored,
+        }
+        (self.out / "results.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+        cross_keys = [self.key(r) for r in cfg.requirements]
+        cross_rows = [[p[len(KEY_PREFIX):]] + [prompted.cross[p][l] for l in cross_keys] for p in cross_keys]
+        cross_header = ["prompt \\ labels"] + cfg.requirements
+        md = ["# PromptIQA demo results", "",
+              f"{len(prompted.test_images)} held-out images ({len(prompted.test_images) // 25} references); "
+              f"total wall time {self.times['total']:.0f} s.", "",
+              markdown_table(header, rows + [effect_row]), "",
+              "SROCC of PromptIQA's predictions under each requirement's prompt (rows) against each requirement's "
+              "labels (columns):", "", markdown_table(cross_header, cross_rows), "",
+              "Times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.times.items())]
+        (self.out / "results.md").write_text("\n".join(md) + "\n")
+        self.plot(results, self.out / "results.png")
+        print()
+        print(text_table(header, rows + [effect_row]))
+        print()
+        print("PromptIQA SROCC, prompt of one requirement (rows) against the labels of each (columns):")
+        print(text_table(cross_header, cross_rows))
+        print()
+        print(f"scored through the CLI under the '{cfg.score_requirement}' prompt ({self.out}/scores_"
+              f"{cfg.score_requirement}.csv):")
+        print(text_table(["image", "predicted", "true"], [[s["image"], s["predicted"], s["true"]] for s in scored]))
+        print()
+        for t in targets:
+            print(f"{'met' if t['met'] else 'NOT met'}: {t['what']} (measured {fmt(t['value'])})")
+        print(f"times: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.times.items()))
+        print(f"wrote {self.out / 'results.md'}, {self.out / 'results.json'}, {self.out / 'results.png'}")
+        return summary
+
+    def targets(self, prompted) -> List[dict]:
+        """The demo's claims, checked: the prompt effect and SROCC on every training requirement."""
+        out = [dict(what="prompt effect <= -0.5", value=prompted.prompt_effect,
+                    met=bool(prompted.prompt_effect <= -0.5))]
+        for req in self.cfg.train_requirements:
+            s = prompted.requirements[self.key(req)].metrics["srocc"]
+            out.append(dict(what=f"SROCC >= 0.5 on {req} (its own prompt)", value=s, met=bool(s >= 0.5)))
+        return out
+
+    def plot(self, results: Dict[str, Any], path: Path) -> None:
+        from ..evaluation.report import _pyplot
+
+        plt = _pyplot()
+        cfg = self.cfg
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        reqs = cfg.requirements
+        x = np.arange(len(reqs))
+        width = 0.8 / len(results)
+        for i, (model, res) in enumerate(results.items()):
+            values = [res.requirements[self.key(r)].metrics["srocc"] for r in reqs]
+            axes[0].bar(x + (i - (len(results) - 1) / 2) * width, values, width, label=MODELS[model])
+        axes[0].set_xticks(x, [r if r in cfg.train_requirements else f"{r}\n(unseen)" for r in reqs])
+        axes[0].axhline(0, color="black", linewidth=0.6)
+        axes[0].axhline(0.5, color="grey", linewidth=0.6, linestyle="--")
+        axes[0].set(ylabel="SROCC (held-out images, own prompt)", ylim=(-1, 1), title="per requirement")
+        axes[0].legend(fontsize=8)
+        a, b = (self.key(r) for r in cfg.mirror)
+        for model, res in results.items():
+            axes[1].scatter(res.requirements[a].pred, res.requirements[b].pred, s=8, alpha=0.6,
+                            label=f"{MODELS[model]} (prompt effect {fmt(res.prompt_effect, 2)})")
+        axes[1].set(xlabel=f"prediction under the {cfg.mirror[0]} prompt",
+                    ylabel=f"prediction under the {cfg.mirror[1]} prompt", title="same images, mirrored requirements")
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _raw_scores(label_csv: Path) -> Dict[str, float]:
+    with open(label_csv, newline="") as fh:
+        return {r["image"]: float(r["score"]) for r in csv.DictReader(fh)}
+
+
+def _short(arg: str) -> str:
+    """A path argument relative to the working directory when it lies inside it (for the printed command)."""
+    try:
+        rel = os.path.relpath(arg) if os.path.isabs(arg) else arg
+    except ValueError:
+        return arg
+    return arg if rel.startswith("..") else rel
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m promptiqa.demo", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="demo settings (default configs/demo.yaml)")
+    p.add_argument("--full", action="store_true", help="the longer run of the config's 'full' section")
+    p.add_argument("--save_path", help="output folder (default: the config's save_path)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no_baseline", action="store_true", help="skip the w/o-prompt baseline (halves training time)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: Dict[str, Any] = {}
+    if args.save_path:
+        overrides["save_path"] = args.save_path
+    if args.device:
+        overrides["train"] = {"device": args.device}
+    if args.no_baseline:
+        overrides["baseline"] = False
+    try:
+        cfg = DemoConfig.from_yaml(args.config, full=args.full, overrides=overrides)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    Demo(cfg).run()
+    return 0
