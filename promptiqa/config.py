@@ -50,6 +50,7 @@ class TrainConfig:
     image_size: int = 224
     pretrained_backbone: Union[bool, str] = True
     drop: float = 0.1
+    clip_grad: Optional[float] = None   # max gradient norm (None: no clipping, as the official code)
     # --- engineering ---
     device: Optional[str] = None
     nprocs: Optional[int] = None      # processes per node for --multiprocessing-distributed (default: GPU count)
@@ -73,8 +74,7 @@ class TrainConfig:
 # Fields that change what is trained (resuming with another value is refused) vs. only how.
 ARCHITECTURE_FIELDS = ("model", "backbone", "backbone_kwargs", "image_size")
 STATE_FIELDS = ("dataset", "batch_size", "seed", "lr", "weight_decay", "random_flipping_rate", "random_scale_rate",
-                "random_flipping_warmup",
-                "label_norm", "groups_per_process", "flip_axis", "drop")
+                "random_flipping_warmup", "label_norm", "groups_per_process", "flip_axis", "drop", "clip_grad")
 
 
 def _bool_or_path(value: str) -> Union[bool, str]:
@@ -126,6 +126,7 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
     a("--image_size", type=int)
     a("--pretrained_backbone", type=_bool_or_path, help="true (ImageNet weights from the hub), false, or a file")
     a("--drop", type=float)
+    a("--clip_grad", type=float, help="clip the gradient norm to this value before each step (default: no clipping)")
     a("--device")
     a("--nprocs", type=int, help="processes per node with --multiprocessing-distributed (default: GPUs)")
     a("--groups_per_process", type=int, help="groups (prompt sets) one process handles per step")

@@ -319,3 +319,17 @@ def test_bf16_autocast_and_the_official_test_prompt_mode(data, tmp_path):
     assert not result["stopped"]
     rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r["split"] == "test"]
     assert len(rows) == 2 and all(float(r["rmse"]) < 1 for r in rows)
+
+
+def test_clip_grad_bounds_the_gradient_the_optimiser_sees(data, tmp_path):
+    def first_moment_norm(run):
+        launch(resolve_config(_args(data, run, epochs=1, stop_after_steps=1, weight_decay=0.0, **extra)))
+        state = read_checkpoint(run / "last.pth.tar")["optimizer"]["state"]
+        # Adam's first moment after one step is (1 - beta1) * the gradient it was given
+        return torch.sqrt(sum((s["exp_avg"].double() ** 2).sum() for s in state.values())).item() / 0.1
+
+    extra = {}
+    free = first_moment_norm(tmp_path / "free")
+    extra = {"clip_grad": 1e-3}
+    clipped = first_moment_norm(tmp_path / "clipped")
+    assert free > 1e-2 and clipped == pytest.approx(1e-3, rel=1e-3)

@@ -474,6 +474,10 @@ class Trainer:
                 preds.append(PromptAugment.invert(pred.detach().float(), scale, flip))
                 gts.append(labels[part])
             step_loss = step_loss / k
+        if cfg.clip_grad:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
