@@ -51,6 +51,7 @@ class TrainConfig:
     pretrained_backbone: Union[bool, str] = True
     drop: float = 0.1
     clip_grad: Optional[float] = None   # max gradient norm (None: no clipping, as the official code)
+    lr_warmup_steps: int = 0            # linear learning-rate warm-up over the first steps (0: none, as the official)
     # --- engineering ---
     device: Optional[str] = None
     nprocs: Optional[int] = None      # processes per node for --multiprocessing-distributed (default: GPU count)
@@ -74,7 +75,8 @@ class TrainConfig:
 # Fields that change what is trained (resuming with another value is refused) vs. only how.
 ARCHITECTURE_FIELDS = ("model", "backbone", "backbone_kwargs", "image_size")
 STATE_FIELDS = ("dataset", "batch_size", "seed", "lr", "weight_decay", "random_flipping_rate", "random_scale_rate",
-                "random_flipping_warmup", "label_norm", "groups_per_process", "flip_axis", "drop", "clip_grad")
+                "random_flipping_warmup", "label_norm", "groups_per_process", "flip_axis", "drop", "clip_grad",
+                "lr_warmup_steps")
 
 
 def _bool_or_path(value: str) -> Union[bool, str]:
@@ -126,6 +128,7 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
     a("--image_size", type=int)
     a("--pretrained_backbone", type=_bool_or_path, help="true (ImageNet weights from the hub), false, or a file")
     a("--drop", type=float)
+    a("--lr_warmup_steps", type=int, help="ramp the learning rate linearly over the first N steps (default 0: none)")
     a("--clip_grad", type=float, help="clip the gradient norm to this value before each step (default: no clipping)")
     a("--device")
     a("--nprocs", type=int, help="processes per node with --multiprocessing-distributed (default: GPUs)")

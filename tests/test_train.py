@@ -333,3 +333,14 @@ def test_clip_grad_bounds_the_gradient_the_optimiser_sees(data, tmp_path):
     extra = {"clip_grad": 1e-3}
     clipped = first_moment_norm(tmp_path / "clipped")
     assert free > 1e-2 and clipped == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_lr_warmup_ramps_the_first_steps_then_follows_the_cosine(data, tmp_path):
+    from promptiqa.distributed import DistEnv
+    from promptiqa.engine.trainer import Trainer
+
+    cfg = resolve_config(_args(data, tmp_path / "w", lr=1e-3, epochs=4, lr_warmup_steps=10))
+    trainer = Trainer(cfg, DistEnv())
+    assert [trainer._lr(0, s) for s in (0, 4, 9, 10, 500)] == pytest.approx([1e-4, 5e-4, 1e-3, 1e-3, 1e-3])
+    assert trainer._lr(2, 3) == pytest.approx(0.5e-3 * 0.4)       # the cosine (half at epoch 2 of 4) x the ramp
+    assert trainer._lr(2) == pytest.approx(0.5e-3)

@@ -345,7 +345,7 @@ class Trainer:
         steps_this_run = 0
         while self.epoch < cfg.epochs:
             for group in optimizer.param_groups:
-                group["lr"] = self._lr(self.epoch)
+                group["lr"] = self._lr(self.epoch, self.global_step)
             self.augment.set_epoch(self.epoch)
             for s in samplers:
                 s.set_epoch(self.epoch, self.step_in_epoch)
@@ -405,6 +405,9 @@ class Trainer:
                        unit="step", dynamic_ncols=True, file=sys.stderr)
         started, images_done, stopped, checked = time.time(), 0, False, 0
         for images, labels, _, dataset_idx in loader:
+            if self.global_step <= cfg.lr_warmup_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = self._lr(self.epoch, self.global_step)
             images = images.to(env.device, non_blocking=True)
             labels = labels.to(env.device, non_blocking=True).float()
             step_loss = self.train_step(net, bn_buffers, images, labels, optimizer, scaler, preds, gts)
@@ -506,9 +509,13 @@ class Trainer:
         gts.append(labels)
         return loss.detach()
 
-    def _lr(self, epoch: int) -> float:
-        """The official cosine schedule, per epoch, over --epochs (recomputed when a resume extends the run)."""
-        return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / self.cfg.epochs))
+    def _lr(self, epoch: int, step: Optional[int] = None) -> float:
+        """The official cosine schedule, per epoch, over --epochs (recomputed when a resume extends the run); with
+        ``step`` (steps done so far) also the --lr_warmup_steps ramp."""
+        lr = self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / self.cfg.epochs))
+        if step is not None and self.cfg.lr_warmup_steps > 0:
+            lr *= min(1.0, (step + 1) / self.cfg.lr_warmup_steps)
+        return lr
 
     def _check_finite(self, losses, step_keys, start: int = 0) -> None:
         """Stop on a non-finite loss among the steps since ``start`` (checked at log steps: one host sync)."""
