@@ -278,7 +278,8 @@ class Demo:
         cross_rows = [[p[len(KEY_PREFIX):]] + [prompted.cross[p][l] for l in cross_keys] for p in cross_keys]
         cross_header = ["prompt \\ labels"] + cfg.requirements
         md = ["# PromptIQA demo results", "",
-              f"{len(prompted.test_images)} held-out images ({len(prompted.test_images) // 25} references); "
+              f"{len(prompted.test_images)} held-out images "
+              f"({len({Path(n).name.split('_')[0] for n in prompted.test_images})} references); "
               f"total wall time {self.times['total']:.0f} s.", "",
               markdown_table(header, rows + [effect_row]), "",
               "SROCC of PromptIQA's predictions under each requirement's prompt (rows) against each requirement's "
