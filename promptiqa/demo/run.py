@@ -39,28 +39,25 @@ MODELS = {"promptiqa": "PromptIQA", "promptiqa_wo_prompt": "w/o prompt"}
 class DemoConfig:
     """Everything the demo does; configs/demo.yaml holds the defaults, its ``full`` section the --full overrides."""
 
-    data: Dict[str, Any] = field(default_factory=lambda: dict(out="data/demo", size=64, crops_per_photo=4, seed=0))
-    train_requirements: List[str] = field(default_factory=lambda: ["ssim", "dssim", "psnr", "noise"])
-    unseen_requirements: List[str] = field(default_factory=lambda: ["blur"])
-    mirror: List[str] = field(default_factory=lambda: ["ssim", "dssim"])
+    # No defaults of substance here: configs/demo.yaml holds them, and a user's file is merged over it.
+    data: Dict[str, Any] = field(default_factory=dict)        # python -m promptiqa.demo.synthetic settings
+    train_requirements: List[str] = field(default_factory=list)
+    unseen_requirements: List[str] = field(default_factory=list)
+    mirror: List[str] = field(default_factory=list)            # (MOS-like, its DMOS-like mirror)
     train: Dict[str, Any] = field(default_factory=dict)       # TrainConfig fields (train.py's settings)
     baseline: bool = True                                      # also train the w/o-prompt ablation
-    score_requirement: str = "ssim"                            # the prompt of the scoring-CLI call
-    score_images: int = 6                                      # held-out images it scores
-    save_path: str = "runs/demo"
+    score_requirement: str = ""                                # the prompt of the scoring-CLI call
+    score_images: int = 0                                      # held-out images it scores
+    save_path: str = ""
     full: Dict[str, Any] = field(default_factory=dict)        # overrides for --full (nested like the file)
 
     @classmethod
     def from_yaml(cls, path, full: bool = False, overrides: Optional[Dict[str, Any]] = None) -> "DemoConfig":
-        """Read ``path``; ``full`` applies its ``full`` section; ``overrides`` (nested like the file) go last."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"demo config not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown demo settings {unknown}; known: {sorted(known)}")
+        """configs/demo.yaml <- ``path`` <- (with ``full``) the merged ``full`` section <- ``overrides``, nested dicts
+        merged key by key."""
+        values: Dict[str, Any] = {}
+        for source in dict.fromkeys([Path(DEFAULT_CONFIG), Path(path)]):
+            values = _merge(values, cls._read(source))
         if full:
             values = _merge(values, values.get("full") or {})
         if overrides:
@@ -68,6 +65,16 @@ class DemoConfig:
         cfg = cls(**values)
         cfg.check()
         return cfg
+
+    @classmethod
+    def _read(cls, path: Path) -> Dict[str, Any]:
+        if not path.is_file():
+            raise FileNotFoundError(f"demo config not found: {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"{path}: unknown demo settings {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return values
 
     def check(self) -> None:
         """Refuse settings the demo cannot run with, naming them."""
@@ -118,10 +125,8 @@ class Demo:
         from ..data.registry import load_dataset
         from .synthetic import generate
 
-        d = self.cfg.data
-        meta = generate(self.data, size=int(d.get("size", 64)), crops_per_photo=int(d.get("crops_per_photo", 4)),
-                        seed=int(d.get("seed", 0)), requirements=self.cfg.requirements,
-                        **({"photos": d["photos"]} if d.get("photos") else {}))
+        settings = {k: v for k, v in self.cfg.data.items() if k != "out"}
+        meta = generate(self.data, requirements=self.cfg.requirements, **settings)
         size = int(self.train_config("promptiqa").image_size)
         for key, root in self.roots.items():
             prepare_cache(load_dataset(key, root), size, self.cache_dir)
@@ -145,7 +150,9 @@ class Demo:
         """Train each model with train.py (fresh runs); returns their final checkpoints (last epoch, not selected on
         the test split). On a CPU the models train side by side, each on its share of the cores: small models use
         two cores better as two one-thread processes than as one two-thread process."""
-        device = self.cfg.train.get("device") or ("cuda" if _cuda_available() else "cpu")
+        from ..models import default_device
+
+        device = self.cfg.train.get("device") or default_device().type
         cores = os.cpu_count() or 1
         parallel = device == "cpu" and len(models) > 1 and cores >= len(models)
         procs = []
@@ -339,12 +346,6 @@ class Demo:
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _raw_scores(label_csv: Path) -> Dict[str, float]:

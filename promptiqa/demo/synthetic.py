@@ -167,7 +167,7 @@ def requirement_score(name: str, metrics: Dict[str, float], kind: str) -> float:
     raise ValueError(f"unknown requirement {name!r}; choose from {', '.join(REQUIREMENT_NAMES)}")
 
 
-def generate(out: Path, size: int = 96, crops_per_photo: int = 4, seed: int = 0,
+def generate(out: Path, size: int = 64, crops_per_photo: int = 4, seed: int = 0,
              photos: Sequence[str] = PHOTOS, distortions: Sequence[str] = DISTORTIONS,
              requirements: Sequence[str] = REQUIREMENT_NAMES, progress: bool = True) -> dict:
     """Write the dataset into ``out`` and return its description (also written as ``dataset.json``).
@@ -221,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="Write the demo's synthetic-distortion dataset "
                                                  "(scikit-image photographs, full-reference labels)")
     parser.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
-    parser.add_argument("--size", type=int, default=96, help="side of the square images in pixels (default 96)")
+    parser.add_argument("--size", type=int, default=64, help="side of the square images in pixels (default 64)")
     parser.add_argument("--crops_per_photo", type=int, default=4, help="references per photograph (1-5, default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seeds crop positions and noise (default 0)")
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=PHOTOS)
