@@ -83,6 +83,8 @@ class DemoConfig:
         if len(self.mirror) != 2 or not set(self.mirror) <= set(self.train_requirements):
             raise ValueError(f"mirror must name a MOS-like training requirement and its DMOS-like mirror, got "
                              f"{self.mirror} (training requirements: {self.train_requirements})")
+        if self.score_images < 1 or not self.save_path or not self.data.get("out"):
+            raise ValueError("score_images (>= 1), save_path and data.out must be set")
         if self.score_requirement not in self.requirements:
             raise ValueError(f"score_requirement {self.score_requirement!r} is not one of {self.requirements}")
         unknown = sorted(set(self.train) - set(TrainConfig.__dataclass_fields__))
