@@ -1,21 +1,19 @@
 """The ``python -m promptiqa`` command line: a registry of subcommands, each a set of arguments and a run function.
 
 A subcommand is added by registering a Command in COMMANDS; its run function imports what it needs (so
-``--help`` stays fast) and returns an exit code. User errors (bad files, prompts, images, checkpoints) are printed
-as one ``error: ...`` line with exit code 1; ``--verbose`` shows the full message and traceback.
+``--help`` stays fast) and returns an exit code. Errors follow promptiqa.errors' rule: a user error is one
+``error: ...`` line with exit code 1 (``--verbose`` shows the full message and traceback), a usage error 2.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-EXIT_USER_ERROR = 1
-EXIT_INTERRUPTED = 130
+from promptiqa.errors import run_command
 
 
 @dataclass(frozen=True)
@@ -25,15 +23,6 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
-
-
-def _user_errors() -> tuple:
-    """Exception types that mean a user error, not a bug (imported lazily: they pull in torch)."""
-    from promptiqa.models import CheckpointError
-    from promptiqa.predict import ImageError, PredictorError
-
-    # OSError covers missing files, permissions and full disks; CheckpointError/PredictorError are ValueErrors.
-    return (CheckpointError, PredictorError, ImageError, OSError)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -154,13 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    """The first line of an error message; further lines (details) are shown with --verbose."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    first = lines[0].rstrip(":")
-    return first + (" (--verbose for details)" if len(lines) > 1 else "")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code."""
     parser = build_parser()
@@ -168,18 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors: argparse has printed what it had to
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
-    try:
-        return COMMANDS[args.command].run(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as err:
-        if not isinstance(err, _user_errors()):
-            raise
-        if args.verbose:
-            traceback.print_exc()
-        print(f"error: {str(err) if args.verbose else _one_line(err)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    return run_command(lambda: COMMANDS[args.command].run(args), verbose=args.verbose)
 
 
 def run(argv: Optional[List[str]] = None) -> None:

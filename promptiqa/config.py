@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
+from .errors import ConfigError
+
 
 @dataclass
 class TrainConfig:
@@ -153,11 +155,11 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
         raise FileNotFoundError(f"config file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown settings {unknown}")
+        raise ConfigError(f"{path}: unknown settings {unknown}")
     return data
 
 

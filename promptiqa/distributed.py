@@ -9,6 +9,8 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 @dataclass
 class DistEnv:
@@ -34,7 +36,7 @@ def _pick_device(requested: Optional[str], local_rank: int, gpu: Optional[int]) 
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but CUDA is not available; use --device cpu")
+            raise ConfigError("--device cuda was asked for but CUDA is not available; use --device cpu")
         index = gpu if gpu is not None else local_rank
         device = torch.device("cuda", index if device.index is None else device.index)
         torch.cuda.set_device(device)

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from promptiqa.data.images import read_image, resize_image, to_tensor
+from promptiqa.errors import PromptIQAError
 from promptiqa.fileio import atomic_write
 from promptiqa.models import CheckpointError, default_device, load_model
 
@@ -34,7 +35,7 @@ PROMPT_FILE_VERSION = 1
 AMP_DTYPES = {"bf16": torch.bfloat16}  # fp16 is left out: MAL's unscaled attention energies can overflow it
 
 
-class PredictorError(ValueError):
+class PredictorError(PromptIQAError, ValueError):
     """A request the Predictor cannot serve (unknown prompt name, unavailable device, ...)."""
 
 
@@ -49,7 +50,7 @@ class PromptError(PredictorError):
         self.index = index
 
 
-class ImageError(OSError):
+class ImageError(PromptIQAError, OSError):
     """An image that cannot be read (missing, corrupt, unsupported format); ``index`` is its position in the input."""
 
     def __init__(self, message: str, index: Optional[int] = None):

@@ -106,7 +106,7 @@ def test_split_file_errors_are_clear(tmp_path):
     ds = synthetic_ds(key="csiq")
     path = tmp_path / "splits.json"
     splits.save_splits(path, {"live": splits.make_split(synthetic_ds(key="live"), 1)})
-    with pytest.raises(KeyError, match="no split for dataset 'csiq'.*live"):
+    with pytest.raises(splits.SplitError, match="no split for dataset 'csiq'.*live"):
         splits.resolve_split(ds, split_file=path)
     with pytest.raises(ValueError, match="either a split seed or a split file"):
         splits.resolve_split(ds, seed=1, split_file=path)

@@ -161,7 +161,7 @@ def test_official_format_file_may_include_training_images(data, tmp_path, capsys
     rows = {r["dataset"]: r for r in _rows(out / "results.csv")[1]}
     assert rows["koniq10k"]["leakage"] == "unknown" and rows["koniq10k"]["train_overlap"] == ""
     assert rows["mine"]["leakage"] == "not_trained"
-    assert evaluate_cli(args + ["--split_file", "checkpoint"]) == 2
+    assert evaluate_cli(args + ["--split_file", "checkpoint"]) == 1
     assert "records no split for 'koniq10k'" in capsys.readouterr().err
 
 
@@ -346,9 +346,9 @@ def test_ten_splits_trains_tests_skips_and_summarises(data, tmp_path, capsys):
     assert ten_splits_main(argv) == 0                                # finished seeds are skipped
     out = capsys.readouterr().out
     assert out.count("already done (DONE.json); skipped") == 2
-    assert protocol_entry(ten_splits_main, argv + ["--seed", "3"]) == 2
+    assert protocol_entry(ten_splits_main, argv + ["--seed", "3"]) == 1
     assert "--seed cannot be given here" in capsys.readouterr().err
-    assert protocol_entry(ten_splits_main, ["--seed_index", "10", *argv[3:]]) == 2
+    assert protocol_entry(ten_splits_main, ["--seed_index", "10", *argv[3:]]) == 1
     assert f"in 0..{len(SPLIT_SEEDS) - 1}" in capsys.readouterr().err
     assert pick_seeds() == list(SPLIT_SEEDS) and pick_seeds(seed_index=1) == [SPLIT_SEEDS[1]] == [2025]
 
@@ -368,7 +368,7 @@ def test_ablation_variants_and_their_summary(data, tmp_path, capsys):
     assert {r["label"] for r in rows} == {"w/o mixed training", "w/o prompt"}
     capsys.readouterr()
     assert protocol_entry(ablation_main, ["--variant", "wo_scaling", "--seeds", "2024", "--save_path", str(root),
-                                          *_train_args(data, random_scale_rate=0.5)]) == 2
+                                          *_train_args(data, random_scale_rate=0.5)]) == 1
     assert "--random_scale_rate cannot be given here: variant wo_scaling sets it" in capsys.readouterr().err
     assert ablation_main(["--summarise", "--save_path", str(root)]) == 0
 

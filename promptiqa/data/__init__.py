@@ -10,7 +10,7 @@ _EXPORTS = {
     "registry": ("DATASET_KEYS", "load_dataset", "locate_images", "parse_data_root_args", "resolve_roots"),
     "labels": ("normalise_labels",),
     "splits": ("OFFICIAL_SEED", "SPLIT_SEEDS", "Split", "load_splits", "make_split", "official_train_order",
-               "resolve_split", "save_splits", "split_from_units", "split_units"),
+               "resolve_split", "save_splits", "split_from_units", "split_units", "SplitError"),
     "sampling": ("sample_isps",),
     "groups": ("GroupSampler", "MultiDataset", "TestShardSampler"),
     "images": ("IQAImages", "read_image", "to_tensor"),

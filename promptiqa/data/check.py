@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence
 from promptiqa.data.formats.common import DatasetError
 from promptiqa.data.labels import normalise_labels, official_rule
 from promptiqa.data.registry import DATASET_KEYS, DATASET_SPECS, LABEL_NORMS, load_dataset, locate_images
+from promptiqa.errors import run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,14 +124,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the check; returns the exit status (0 complete, 1 problems found)."""
     args = _parser().parse_args(argv)
     options = {"higher_is_better": False} if args.lower_is_better else {}
-    report = inspect_dataset(args.dataset, args.root, label_norm=args.label_norm, check_images=not args.no_images,
-                             partial=args.partial, **options)
-    _print_report(report)
-    if args.json:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        print(json.dumps(report), flush=True)
-    return 0 if report["ok"] else 1
+
+    def run() -> int:
+        report = inspect_dataset(args.dataset, args.root, label_norm=args.label_norm,
+                                 check_images=not args.no_images, partial=args.partial, **options)
+        _print_report(report)
+        if args.json:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            print(json.dumps(report), flush=True)
+        return 0 if report["ok"] else 1
+
+    return run_command(run)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from typing import Iterator, List, Sequence, Tuple
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import ConfigError
+
 Group = List[Tuple[int, int]]  # [(dataset_idx, sample_idx), ...], all with the same dataset_idx
 
 
@@ -33,7 +35,7 @@ class GroupSampler(Sampler):
         _check_rank(rank, world_size)
         short = [(d, n) for d, n in enumerate(sizes) if n < group_size]
         if short:
-            raise ValueError("every dataset needs at least one full group of "
+            raise ConfigError("every dataset needs at least one full group of "
                              f"{group_size} train images; too few in (dataset_idx, size): {short}")
         self.sizes = [int(n) for n in sizes]
         self.group_size = group_size
@@ -44,7 +46,7 @@ class GroupSampler(Sampler):
         self.start_index = 0
         self.groups_per_rank = sum(n // group_size for n in self.sizes) // world_size
         if self.groups_per_rank == 0:
-            raise ValueError(f"{sum(n // group_size for n in self.sizes)} groups cannot give each of "
+            raise ConfigError(f"{sum(n // group_size for n in self.sizes)} groups cannot give each of "
                              f"{world_size} ranks one step")
 
     def set_epoch(self, epoch: int, start_index: int = 0) -> None:

@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional, Sequence
 
+from ..errors import run_command
 from .cache import prepare_cache
 from .images import DEFAULT_IMAGE_SIZE
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the command line, load the dataset's records and prepare its cache."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="registry key, e.g. koniq10k")
@@ -23,10 +25,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from .registry import load_dataset  # imported here so the cache library does not depend on the loaders
 
-    ds = load_dataset(args.dataset, args.root)
-    path = prepare_cache(ds, args.image_size, args.cache_dir, workers=args.workers)
-    print(f"{ds.key}: {len(ds.records)} images at {args.image_size}px cached in {path}")
+    def run() -> int:
+        ds = load_dataset(args.dataset, args.root)
+        path = prepare_cache(ds, args.image_size, args.cache_dir, workers=args.workers)
+        print(f"{ds.key}: {len(ds.records)} images at {args.image_size}px cached in {path}")
+        return 0
+
+    return run_command(run)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..errors import ConfigError
+
 STRATEGIES = ("interval", "random")
 
 
@@ -30,18 +32,18 @@ def sample_isps(labels: np.ndarray, n: int, strategy: str = "interval", seed: Op
     """
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"an ISP needs at least 2 image-score pairs, got n={n!r}")
+        raise ConfigError(f"an ISP needs at least 2 image-score pairs, got n={n!r}")
     if len(labels) < n:
-        raise ValueError(f"cannot sample {n} prompt images from a train split of only {len(labels)} images")
+        raise ConfigError(f"cannot sample {n} prompt images from a train split of only {len(labels)} images")
     if strategy == "interval":
         order = np.argsort(labels, kind="stable")
     elif strategy == "random":
         if seed is None:
-            raise ValueError("random ISP sampling needs a seed (it is deterministic by design)")
+            raise ConfigError("random ISP sampling needs a seed (it is deterministic by design)")
         # The official "random" shuffles the pairs, then takes the same positions as interval sampling.
         shuffled = list(range(len(labels)))
         random.Random(seed).shuffle(shuffled)
         order = np.asarray(shuffled)
     else:
-        raise ValueError(f"unknown ISP sampling strategy {strategy!r}; expected one of {STRATEGIES}")
+        raise ConfigError(f"unknown ISP sampling strategy {strategy!r}; expected one of {STRATEGIES}")
     return order[_interval_positions(len(labels), n)].astype(np.int64)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from ..errors import PromptIQAError
 from .records import DatasetRecords
 
 # The official code's seed comes first; the other nine are our choice (the paper does not publish its seeds).
@@ -26,6 +27,10 @@ SPLIT_FILE_VERSION = 1
 # The official KADID class lists its samples in CSV order (it filters rows by reference id) instead of
 # grouping them by the shuffled reference order like LIVE, CSIQ and TID2013 do.
 _OFFICIAL_RECORD_ORDER_KEYS = frozenset({"kadid"})
+
+
+class SplitError(PromptIQAError, ValueError):
+    """A split (or split file) that does not fit the dataset, or cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,11 @@ def _record_unit(ds: DatasetRecords, i: int) -> str:
     record = ds.records[i]
     if ds.split_by == "reference":
         if record.reference is None:
-            raise ValueError(f"dataset '{ds.key}' splits by reference but record {record.name!r} has no reference")
+            raise SplitError(f"dataset '{ds.key}' splits by reference but record {record.name!r} has no reference")
         return record.reference
     if ds.split_by == "image":
         return record.name
-    raise ValueError(f"dataset '{ds.key}': split_by must be 'reference' or 'image', got {ds.split_by!r}")
+    raise SplitError(f"dataset '{ds.key}': split_by must be 'reference' or 'image', got {ds.split_by!r}")
 
 
 def _examples(names) -> str:
@@ -79,28 +84,28 @@ def split_from_units(ds: DatasetRecords, train_units: Sequence[str], test_units:
     """Build a Split from unit names (e.g. read from a split file), checking they are exactly the dataset's units."""
     known = set(ds.units)
     if len(known) != len(ds.units):
-        raise ValueError(f"dataset '{ds.key}' lists some split units more than once")
+        raise SplitError(f"dataset '{ds.key}' lists some split units more than once")
     train, test = list(train_units), list(test_units)
     for side, names in (("train", train), ("test", test)):
         if len(set(names)) != len(names):
-            raise ValueError(f"split for '{ds.key}': the {side} list names some units more than once")
+            raise SplitError(f"split for '{ds.key}': the {side} list names some units more than once")
         unknown = set(names) - known
         if unknown:
-            raise ValueError(f"split for '{ds.key}': {side} units not in the dataset (split_by={ds.split_by}): "
+            raise SplitError(f"split for '{ds.key}': {side} units not in the dataset (split_by={ds.split_by}): "
                              f"{_examples(unknown)}; was the split file made for another copy or version of it?")
     both = set(train) & set(test)
     if both:
-        raise ValueError(f"split for '{ds.key}': units on both the train and the test side: {_examples(both)}")
+        raise SplitError(f"split for '{ds.key}': units on both the train and the test side: {_examples(both)}")
     missing = known - set(train) - set(test)
     if missing:
-        raise ValueError(f"split for '{ds.key}': dataset units on neither side: {_examples(missing)}")
+        raise SplitError(f"split for '{ds.key}': dataset units on neither side: {_examples(missing)}")
 
     train_set = set(train)
     train_idx, test_idx = [], []
     for i in range(len(ds.records)):
         unit = _record_unit(ds, i)
         if unit not in known:
-            raise ValueError(f"dataset '{ds.key}': record {ds.records[i].name!r} has unit {unit!r}, "
+            raise SplitError(f"dataset '{ds.key}': record {ds.records[i].name!r} has unit {unit!r}, "
                              f"which is not in ds.units")
         (train_idx if unit in train_set else test_idx).append(i)
     return Split(ds.key, seed, train, test, train_idx, test_idx, ds.split_by)
@@ -146,16 +151,16 @@ def load_splits(path: Union[str, Path]) -> Dict[str, dict]:
     except FileNotFoundError:
         raise FileNotFoundError(f"split file not found: {path}") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"split file {path} is not valid JSON: {e}") from None
+        raise SplitError(f"split file {path} is not valid JSON: {e}") from None
     if not isinstance(payload, dict) or payload.get("format") != SPLIT_FILE_FORMAT:
-        raise ValueError(f"{path} is not a PromptIQA split file (expected \"format\": \"{SPLIT_FILE_FORMAT}\")")
+        raise SplitError(f"{path} is not a PromptIQA split file (expected \"format\": \"{SPLIT_FILE_FORMAT}\")")
     if payload.get("version") != SPLIT_FILE_VERSION:
-        raise ValueError(f"split file {path} has version {payload.get('version')!r}; "
+        raise SplitError(f"split file {path} has version {payload.get('version')!r}; "
                          f"this code reads version {SPLIT_FILE_VERSION}")
     out = {}
     for key, entry in payload.get("splits", {}).items():
         if not isinstance(entry.get("train"), list) or not isinstance(entry.get("test"), list):
-            raise ValueError(f"split file {path}: entry '{key}' needs 'train' and 'test' lists of unit names")
+            raise SplitError(f"split file {path}: entry '{key}' needs 'train' and 'test' lists of unit names")
         out[key] = {"seed": entry.get("seed"), "split_by": entry.get("split_by"),
                     "train": entry["train"], "test": entry["test"]}
     return out
@@ -167,13 +172,13 @@ def resolve_split(ds: DatasetRecords, seed: Optional[int] = None,
     if split_file is None:
         return make_split(ds, OFFICIAL_SEED if seed is None else seed)
     if seed is not None:
-        raise ValueError("give either a split seed or a split file, not both")
+        raise SplitError("give either a split seed or a split file, not both")
     splits = load_splits(split_file)
     if ds.key not in splits:
-        raise KeyError(f"split file {split_file} has no split for dataset '{ds.key}' "
+        raise SplitError(f"split file {split_file} has no split for dataset '{ds.key}' "
                        f"(it has: {', '.join(sorted(splits)) or 'none'})")
     entry = splits[ds.key]
     if entry["split_by"] not in (None, ds.split_by):
-        raise ValueError(f"split file {split_file}: '{ds.key}' was split by {entry['split_by']}, "
+        raise SplitError(f"split file {split_file}: '{ds.key}' was split by {entry['split_by']}, "
                          f"but the dataset splits by {ds.split_by}")
     return split_from_units(ds, entry["train"], entry["test"], seed=entry["seed"])

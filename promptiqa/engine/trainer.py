@@ -40,13 +40,14 @@ from .. import __version__
 from ..config import ARCHITECTURE_FIELDS, STATE_FIELDS, TrainConfig
 from ..data import (IQAImages, GroupSampler, MultiDataset, load_dataset, normalise_labels, open_image_source,
                     resolve_roots, resolve_split, sample_isps, save_splits)
+from ..errors import PromptIQAError
 from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed
 from ..metrics import compute_metrics
 from ..models import build_model, checkpoint_config, read_checkpoint, save_checkpoint
 from .evaluate import autocast, broadcast_buffers, flip_batch, predict_split, stack_items, summarise
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PromptIQAError, RuntimeError):
     """A run that cannot start or go on (bad settings, non-finite loss, bad resume file)."""
 
 
@@ -660,6 +661,14 @@ def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
     if not env.is_main:
         warnings.filterwarnings("ignore")
     return Trainer(cfg, env).run()
+
+
+def main(argv=None) -> int:
+    """train.py: resolve the configuration (defaults <- --config <- command line) and train."""
+    from ..config import resolve_config
+
+    launch(resolve_config(argv))
+    return 0
 
 
 def launch(cfg: TrainConfig) -> Optional[dict]:

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..metrics import compute_metrics
 from .features import FeatureBank
 from .prompts import PERTURBATIONS, check_perturbations
@@ -35,7 +36,7 @@ class ISPExperiments:
         from tqdm import tqdm
 
         if not session.uses_prompt:
-            raise ValueError("ISP experiments need a prompted model; this checkpoint is promptiqa_wo_prompt")
+            raise ConfigError("ISP experiments need a prompted model; this checkpoint is promptiqa_wo_prompt")
         if session.cfg.test_prompt == "official":
             warnings.warn("ISP experiments encode each ISPP once (--test_prompt fixed); 'official' is ignored")
         self.session = session
@@ -162,7 +163,7 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
     if args.save_path is None:
         cfg.save_path = "runs/isp"
     if cfg.perturb:
-        raise ValueError("--perturb is test.py's; the perturb experiment takes --conditions (none, random_images, ...)")
+        raise ConfigError("--perturb is test.py's; the perturb experiment takes --conditions (none, random_images, ...)")
     session = EvalSession(cfg)
     try:
         exp = ISPExperiments(session)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data import sample_isps
+from ..errors import ConfigError
 from ..engine.evaluate import stack_items
 
 PERTURBATIONS = ("random_images", "random_scores", "inverted_scores")
@@ -41,7 +42,7 @@ def check_perturbations(perturb: Optional[Sequence[str]]) -> List[str]:
     perturb = [p for p in (perturb or ()) if p != "none"]
     unknown = sorted(set(perturb) - set(PERTURBATIONS))
     if unknown:
-        raise ValueError(f"unknown prompt perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}")
+        raise ConfigError(f"unknown prompt perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}")
     return [p for p in PERTURBATIONS if p in perturb]
 
 
@@ -52,13 +53,13 @@ def build_prompt(train, n: int, strategy: str = "interval", seed: int = 0,
     try:
         positions = [int(p) for p in sample_isps(train.labels, n, strategy, seed=seed)]
     except ValueError as err:
-        raise ValueError(f"{key}: {err}") from None
+        raise ConfigError(f"{key}: {err}") from None
     sampled = list(positions)
     rng = np.random.default_rng(seed)
     if "random_images" in perturb:
         others = np.setdiff1d(np.arange(len(train)), positions)
         if len(others) < n:
-            raise ValueError(f"{key}: random_images needs {n} train images outside the ISPP, the train split has "
+            raise ConfigError(f"{key}: random_images needs {n} train images outside the ISPP, the train split has "
                              f"only {len(others)}")
         positions = [int(p) for p in rng.choice(others, size=n, replace=False)]
     images, _ = stack_items(train, positions)

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..config import TrainConfig, resolve_config
 from ..data import SPLIT_SEEDS
+from ..errors import ConfigError, run_command
 from .runner import EvalConfig, run_test
 from .summary import summarise_roots, to_markdown
 
@@ -44,7 +45,7 @@ OPTION_OF = {"model": "--model", "random_scale_rate": "--random_scale_rate",
              "random_flipping_rate": "--random_flipping_rate"}
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ConfigError):
     """A request the protocol scripts refuse (conflicting options, an unknown seed index or variant)."""
 
 
@@ -229,12 +230,5 @@ def _summarise(roots: Dict[str, List], prefix: Path, title: str) -> None:
 
 
 def protocol_entry(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
-    """Run a protocol main with one 'error:' line (exit 2) for refused requests."""
-    from ..data import DatasetError
-    from ..engine.trainer import TrainingError
-
-    try:
-        return main(argv)
-    except (ProtocolError, TrainingError, DatasetError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """Run a protocol main under promptiqa.errors' exit-code rule (one 'error:' line, exit 1, for a refused request)."""
+    return run_command(lambda: main(argv))

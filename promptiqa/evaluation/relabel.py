@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from ..config import build_parser as build_train_parser
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
+from ..errors import ConfigError, PromptIQAError, run_command
 from .report import markdown_table, write_csv, write_lines
 from .runner import add_eval_options, borrow_option, config_from_args
 
@@ -46,7 +47,7 @@ REFERENCE_FILES = {"live": ("refimgs", ".bmp"), "csiq": ("src_imgs", ".png"),
 TITLES = {"live": "LIVE", "csiq": "CSIQ", "tid2013": "TID2013", "kadid": "KADID-10k"}
 
 
-class MetricUnavailable(RuntimeError):
+class MetricUnavailable(PromptIQAError, RuntimeError):
     """A full-reference metric that cannot run here (piq missing, LPIPS weights not downloadable)."""
 
 
@@ -80,7 +81,7 @@ def build_fr_metric(name: str, device: torch.device) -> Callable[[torch.Tensor, 
                 f"they could not be fetched ({type(err).__name__}: {err}); offline, copy both files into {cache}. "
                 f"Skipping LPIPS") from err
         return lambda x, y: lpips(x, y)
-    raise ValueError(f"unknown full-reference metric {name!r}; choose from {', '.join(FR_METRICS)}")
+    raise ConfigError(f"unknown full-reference metric {name!r}; choose from {', '.join(FR_METRICS)}")
 
 
 def reference_files(ds) -> Dict[str, Path]:
@@ -282,15 +283,15 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
     session = EvalSession(cfg, trained_keys={name: source for name, (source, _, _) in found.items()})
     try:
         if not session.uses_prompt:
-            raise ValueError("--checkpoint must be a PromptIQA model (the w/o-prompt model goes to --baseline)")
+            raise ConfigError("--checkpoint must be a PromptIQA model (the w/o-prompt model goes to --baseline)")
         base, base_info = None, None
         if baseline:
             base, base_info = load_model(baseline, device=session.env.device, with_info=True)
             if hasattr(base, "encode_prompt"):
-                raise ValueError(f"--baseline {baseline} is a prompted model; the baselines are the w/o-prompt model "
+                raise ConfigError(f"--baseline {baseline} is a prompted model; the baselines are the w/o-prompt model "
                                  f"(scripts/ablation.py --variant wo_prompt)")
             if int(base.image_size) != session.image_size:
-                raise ValueError(f"--baseline takes {base.image_size}px images, --checkpoint {session.image_size}px")
+                raise ConfigError(f"--baseline takes {base.image_size}px images, --checkpoint {session.image_size}px")
         results: Dict[str, Dict[str, dict]] = {}
         for data in session.datasets:
             prompt = session.prompt(data)
@@ -353,7 +354,7 @@ def table3_main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--only", nargs="+", help="restrict to these relabelled names or source datasets")
     args = p.parse_args(argv)
     if args.dataset:
-        raise ValueError("table3 takes its datasets from --labels_dir (restrict them with --only)")
+        raise ConfigError("table3 takes its datasets from --labels_dir (restrict them with --only)")
     cfg = config_from_args(args)
     if args.save_path is None:
         cfg.save_path = "runs/table3"
@@ -371,4 +372,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "  relabel  write <dataset>_<ssim|fsim|lpips>.csv label files (piq)\n"
               "  table3   evaluate PromptIQA and the w/o-prompt baselines on them (PLCC, Table 3)", file=sys.stderr)
         return 2
-    return commands[argv[0]](argv[1:])
+    return run_command(lambda: commands[argv[0]](argv[1:]))

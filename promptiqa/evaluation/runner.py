@@ -24,6 +24,7 @@ from ..data import (IQAImages, load_dataset, normalise_labels, open_image_source
                     split_from_units)
 from ..data.groups import TestShardSampler
 from ..distributed import DistEnv, cleanup, init_distributed
+from ..errors import ConfigError, run_command
 from ..metrics import compute_metrics
 from ..models import load_model
 from .leakage import LeakageCheck, check_leakage
@@ -161,11 +162,11 @@ class EvalSession:
 
     def __init__(self, cfg: EvalConfig, env: Optional[DistEnv] = None, trained_keys: Optional[Dict[str, str]] = None):
         if not cfg.checkpoint:
-            raise ValueError("no --checkpoint given")
+            raise ConfigError("no --checkpoint given")
         if not cfg.dataset:
-            raise ValueError("no --dataset given")
+            raise ConfigError("no --dataset given")
         if cfg.seed is not None and cfg.split_file:
-            raise ValueError("give either --seed or --split_file, not both")
+            raise ConfigError("give either --seed or --split_file, not both")
         self.cfg = cfg
         self.perturb = check_perturbations(cfg.perturb)
         self.roots = resolve_roots(cfg.dataset, config=cfg.datasets_config, overrides=cfg.data_root)  # keys first
@@ -202,7 +203,7 @@ class EvalSession:
             splits = (self.info.get("config") or {}).get("splits") or {}
             if ds.key not in splits:
                 recorded = ", ".join(sorted(splits)) or "none (official-format files record no splits)"
-                raise ValueError(f"--split_file checkpoint: {cfg.checkpoint} records no split for '{ds.key}' "
+                raise ConfigError(f"--split_file checkpoint: {cfg.checkpoint} records no split for '{ds.key}' "
                                  f"(it records: {recorded})")
             entry = splits[ds.key]
             return split_from_units(ds, entry["train"], entry["test"], seed=entry.get("seed")), \
@@ -361,13 +362,9 @@ def _leakage_cell(check: LeakageCheck) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The test.py entry point: exit 0 on success, 2 with one 'error:' line for a bad request."""
-    from ..data import DatasetError
-    from ..models import CheckpointError
-
-    try:
+    """The test.py entry point; exit codes as promptiqa.errors says (0 done, 1 one 'error:' line, 2 usage)."""
+    def run() -> int:
         run_test(resolve_test_config(argv))
-    except (DatasetError, CheckpointError, FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_command(run)

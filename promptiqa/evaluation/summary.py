@@ -24,6 +24,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import ConfigError, run_command
 from .report import fmt, markdown_table, write_csv, write_lines
 
 TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
@@ -83,7 +84,7 @@ def select_epochs(rows: Sequence[Mapping[str, str]]) -> Dict[str, int]:
         e = int(r["epoch"])
         by_epoch[e] = by_epoch.get(e, 0.0) + np.nan_to_num(_float(r["srocc"])) + np.nan_to_num(_float(r["plcc"]))
     if not by_epoch:
-        raise ValueError("no test rows")
+        raise ConfigError("no test rows")
     best = max(sorted(by_epoch), key=lambda e: (by_epoch[e], -e))
     return {"last": max(by_epoch), "best": best}
 
@@ -120,7 +121,7 @@ def read_seed_run(path) -> SeedRun:
                 if int(r["epoch"]) != epoch:
                     continue
                 if r["dataset"] in run.values[selection]:
-                    raise ValueError(f"{path}: dataset '{r['dataset']}' appears in more than one metrics.csv")
+                    raise ConfigError(f"{path}: dataset '{r['dataset']}' appears in more than one metrics.csv")
                 run.values[selection][r["dataset"]] = {m: _float(r[m]) for m in ("srocc", "plcc", "krcc", "rmse")}
                 run.epochs[selection][r["dataset"]] = epoch
     return run
@@ -360,7 +361,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             label, path = Path(item).name or item, item
         roots.setdefault(label, []).append(path)
     prefix = args.out or str(Path(args.roots[0].partition("=")[2] or args.roots[0]) / "summary")
-    summary = summarise_roots(roots, prefix, args.title, partial=args.partial)
-    print(to_markdown(summary, args.title))
-    print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
-    return 0
+    def run() -> int:
+        summary = summarise_roots(roots, prefix, args.title, partial=args.partial)
+        print(to_markdown(summary, args.title))
+        print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
+        return 0
+
+    return run_command(run)

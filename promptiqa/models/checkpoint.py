@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from ..errors import PromptIQAError
 from ..fileio import atomic_write
 from .promptiqa import DEFAULT_BACKBONE, MoNet, build_model
 
@@ -19,7 +20,7 @@ PathLike = Union[str, os.PathLike]
 DDP_PREFIX = "module."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PromptIQAError, ValueError):
     """A file that is not a loadable PromptIQA checkpoint, or one that does not fit the model."""
 
 

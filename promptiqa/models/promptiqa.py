@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError, PromptIQAError
 from .layers import MAL, Block
 
 DEFAULT_BACKBONE = "vit_base_patch8_224"
@@ -32,14 +33,14 @@ PRESETS = {
 }
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(PromptIQAError, RuntimeError):
     """The backbone's pretrained weights could not be loaded (offline machine, missing or foreign file)."""
 
 
 def hooked_blocks(depth: int) -> list:
     """Indices of the backbone blocks that feed MoNet: 2, 5, 8, 11 for depth 12, spread the same way otherwise."""
     if depth < NUM_VIEWS:
-        raise ValueError(f"the backbone needs at least {NUM_VIEWS} blocks for MoNet's {NUM_VIEWS} views, got {depth}")
+        raise ConfigError(f"the backbone needs at least {NUM_VIEWS} blocks for MoNet's {NUM_VIEWS} views, got {depth}")
     return [(k + 1) * depth // NUM_VIEWS - 1 for k in range(NUM_VIEWS)]
 
 
@@ -77,7 +78,7 @@ def create_backbone(name: str, pretrained: Union[bool, str] = False, image_size:
             f"pretrained_backbone=False."
         ) from err
     if not hasattr(vit, "forward_intermediates") or not hasattr(vit, "blocks"):
-        raise ValueError(f"backbone '{name}' is not a timm VisionTransformer (needs blocks and forward_intermediates)")
+        raise ConfigError(f"backbone '{name}' is not a timm VisionTransformer (needs blocks and forward_intermediates)")
     vit.norm = nn.Identity()
     vit.head = nn.Identity()
     return vit
@@ -98,7 +99,7 @@ class MoNet(nn.Module):
         self.image_size = int(self.vit.patch_embed.img_size[0])
         self.grid = int(self.vit.patch_embed.grid_size[0])
         if tuple(self.vit.patch_embed.grid_size) != (self.grid, self.grid):
-            raise ValueError(f"backbone '{backbone}' must use square images, got grid {self.vit.patch_embed.grid_size}")
+            raise ConfigError(f"backbone '{backbone}' must use square images, got grid {self.vit.patch_embed.grid_size}")
         width = int(self.vit.embed_dim)
         heads = int(self.vit.blocks[0].attn.num_heads)
         self.view_blocks = hooked_blocks(len(self.vit.blocks))
@@ -251,9 +252,9 @@ ARCHITECTURES = {cls.arch: cls for cls in (PromptIQA, PromptIQAWithoutPrompt)}
 def build_model(arch: str = "promptiqa", preset: Optional[str] = None, **kwargs: Any) -> MoNet:
     """Build ``"promptiqa"`` or ``"promptiqa_wo_prompt"``, from a named ``preset`` and/or constructor kwargs."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown model '{arch}'; choose one of {sorted(ARCHITECTURES)}")
+        raise ConfigError(f"unknown model '{arch}'; choose one of {sorted(ARCHITECTURES)}")
     if preset is not None:
         if preset not in PRESETS:
-            raise ValueError(f"unknown model preset '{preset}'; choose one of {sorted(PRESETS)}")
+            raise ConfigError(f"unknown model preset '{preset}'; choose one of {sorted(PRESETS)}")
         kwargs = {**PRESETS[preset], **kwargs}
     return ARCHITECTURES[arch](**kwargs)

@@ -10,9 +10,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from promptiqa.data.records import Record
+from promptiqa.errors import PromptIQAError
 
 
-class DatasetError(ValueError):
+class DatasetError(PromptIQAError, ValueError):
     """A dataset cannot be used as given; the message names the dataset, the path and what was expected."""
 
     def __init__(self, dataset: str, problem: str, path=None, expected: Optional[str] = None):
