@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -64,6 +67,7 @@ class TrainConfig:
     compile: bool = False
     tf32: bool = True
     resume: Optional[str] = None
+    overwrite: bool = False           # replace the run already in save_path (refused without it)
     eval_every: int = 1
     eval_batch_size: int = 32
     log_every: int = 10
@@ -72,6 +76,111 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def validate(self, origin: Optional[Mapping[str, str]] = None) -> "TrainConfig":
+        """Refuse, before any work, a setting of the wrong type, out of its range or not among its choices;
+        ``origin`` maps a field to the config file it came from (named in the message). Returns self."""
+        choices = {a.dest: a.choices for a in build_parser()._actions if a.choices}
+        validate_options(self, origin, choices)
+        if self.rank >= self.world_size:
+            raise ConfigError(f"--rank {self.rank} must be below --world-size {self.world_size} (node ranks are "
+                              f"0..{self.world_size - 1})")
+        return self
+
+
+# The valid range of every numeric option of train.py, test.py and the ISP tools, by name: (lowest, highest,
+# highest excluded). One table, so an option shared by several commands has one rule.
+NUMBER_RULES: Dict[str, tuple] = {
+    "batch_size": (1, None), "epochs": (1, None), "seed": (0, None), "lr": (0, None), "weight_decay": (0, None),
+    "random_flipping_rate": (0, 1), "random_scale_rate": (0, 1), "random_flipping_warmup": (0, None),
+    "workers": (0, None), "world_size": (1, None), "rank": (0, None), "gpu": (0, None), "image_size": (1, None),
+    "drop": (0, 1, True), "clip_grad": (0, None, False, True), "lr_warmup_steps": (0, None), "nprocs": (1, None),
+    "groups_per_process": (1, None), "eval_every": (1, None), "eval_batch_size": (1, None), "log_every": (1, None),
+    "stop_after_steps": (1, None), "isp_num": (1, None), "isp_seed": (0, None), "draws": (1, None),
+    "sizes": (1, None),
+}
+
+
+def check_number(name: str, value: Any, where: str = "") -> None:
+    """Refuse ``value`` for option ``name`` when it is not finite or outside NUMBER_RULES[name] (None passes)."""
+    rule = NUMBER_RULES.get(name)
+    if rule is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high, high_open, low_open = (tuple(rule) + (False, False))[:4]
+    option = where or f"--{name.replace('world_size', 'world-size')}"
+    if not math.isfinite(value):
+        raise ConfigError(f"{option} must be a finite number, got {value}")
+    if high is not None:
+        bound = "below" if high_open else "at most"
+        if value < low or (value >= high if high_open else value > high):
+            raise ConfigError(f"{option} must be at least {low} and {bound} {high}, got {value}")
+    elif value < low or (low_open and value == low):
+        raise ConfigError(f"{option} must be {'above' if low_open else 'at least'} {low}, got {value}")
+
+
+def validate_options(obj, origin: Optional[Mapping[str, str]] = None,
+                     choices: Optional[Mapping[str, Sequence]] = None) -> None:
+    """Check every field of the dataclass ``obj`` against its type, NUMBER_RULES and ``choices``; the message
+    names the option (or ``origin[field]``, the file a value came from)."""
+    origin = origin or {}
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        where = f"{origin[f.name]}: {f.name}" if f.name in origin else f"--{f.name}"
+        if not _fits(value, hints[f.name]):
+            raise ConfigError(f"{where}: expected {_describe(hints[f.name])}, got {type(value).__name__} {value!r}")
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            check_number(f.name, v, where if f.name in origin else "")
+            allowed = (choices or {}).get(f.name)
+            if allowed and v is not None and v not in allowed:
+                raise ConfigError(f"{where}: expected one of {', '.join(map(str, allowed))}, got {v!r}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Union:
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0]).replace('a ', '', 1).replace('an ', '', 1)}s"
+    if origin is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _from_yaml(value: Any, hint: Any) -> Any:
+    """YAML 1.1 reads 1e-5 (no dot) as a string: accept a number written so where a number is expected."""
+    floats = hint is float or (typing.get_origin(hint) is Union and float in typing.get_args(hint))
+    if floats and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 # Fields that change what is trained (resuming with another value is refused) vs. only how.
@@ -141,6 +250,8 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
     a("--compile", type=_flag, nargs="?", const=True)
     a("--tf32", type=_flag, nargs="?", const=True)
     a("--resume", help="last.pth.tar of a run to continue")
+    a("--overwrite", action="store_const", const=True,
+      help="replace the run already in --save_path (its checkpoints, metrics and log); refused without it")
     a("--eval_every", type=int)
     a("--eval_batch_size", type=int)
     a("--log_every", type=int)
@@ -153,13 +264,26 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(map(str, set(data) - set(hints)))
     if unknown:
         raise ConfigError(f"{path}: unknown settings {unknown}")
+    data = {key: _from_yaml(value, hints[key]) for key, value in data.items()}
+    for key, value in data.items():
+        if not _fits(value, hints[key]):
+            raise ConfigError(f"{path}: {key}: expected {_describe(hints[key])}, got {type(value).__name__} "
+                              f"{value!r}")
     return data
 
 
@@ -169,7 +293,9 @@ def resolve_config(argv: Optional[Sequence[str]] = None, parser: Optional[argpar
     parser = parser or build_parser()
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     values: Dict[str, Any] = {}
+    origin: Dict[str, str] = {}
     if args.get("config"):
         values.update(load_yaml(args["config"]))
+        origin = {key: args["config"] for key in values if key not in args}
     values.update(args)
-    return TrainConfig(**values)
+    return TrainConfig(**values).validate(origin)

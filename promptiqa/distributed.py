@@ -31,15 +31,31 @@ class DistEnv:
 
 
 def _pick_device(requested: Optional[str], local_rank: int, gpu: Optional[int]) -> torch.device:
+    """This process's device: --device (cpu, cuda, cuda:N, mps), default CUDA when present; refuses a device that
+    does not exist here."""
     if requested in (None, "auto"):
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {requested}: not a device; expected cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but CUDA is not available; use --device cpu")
+            raise ConfigError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
         index = gpu if gpu is not None else local_rank
         device = torch.device("cuda", index if device.index is None else device.index)
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            if torch.device(requested).index is not None:
+                asked = f"--device {requested}"
+            else:
+                asked = f"--gpu {gpu}" if gpu is not None else f"local rank {local_rank} (one GPU per process)"
+            raise ConfigError(f"{asked}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
         torch.cuda.set_device(device)
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {requested}: MPS is not available on this machine; use --device cpu")
+    elif device.type not in ("cpu", "mps"):
+        raise ConfigError(f"--device {requested}: not supported; expected cpu, cuda, cuda:N or mps")
     return device
 
 

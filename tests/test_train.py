@@ -84,7 +84,8 @@ def test_single_process_run_writes_every_output(data, tmp_path):
                  "last.pth.tar", "curves.png", "summary.json"):
         assert (run / name).is_file(), name
     rows = list(csv.DictReader(open(run / "metrics.csv")))
-    assert list(rows[0]) == ["epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss"]
+    assert list(rows[0]) == ["epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss", "note"]
+    assert not any(r["note"] for r in rows)   # no epoch was resumed mid-way
     assert {(r["epoch"], r["dataset"], r["split"]) for r in rows} == {
         (e, d, s) for e in ("1", "2") for d in ("koniq10k", "csiq") for s in ("train", "test")}
     env = json.loads((run / "environment.json").read_text())
@@ -273,8 +274,10 @@ def test_train_py_reports_refusals_in_one_line(data, tmp_path):
                                                                           groups_per_process=4)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 2
+    assert proc.returncode == 1   # a refused request (the exit-code rule); 2 is argparse's usage errors
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]   # one line, no traceback
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --batch_size 10 does not divide")
+    assert not (tmp_path / "run").exists()   # refused before anything was written
 
 
 def test_config_file_and_command_line_precedence(tmp_path):
