@@ -22,6 +22,7 @@ from promptiqa.engine.trainer import launch
 from promptiqa.errors import ConfigError, run_command
 from promptiqa.evaluation import runner, summary
 from promptiqa.evaluation.isp import isp_main
+from promptiqa.models import read_checkpoint
 from tests.test_train import ROOT, _args, data  # noqa: F401  (data: the module's dataset fixture)
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -262,9 +263,17 @@ def test_orphaned_checkpoint_temp_files_are_removed_on_resume(data, run_copy, ca
     run = run_copy
     orphan = run / ".last.pth.tar.k1ll3d.tmp"
     orphan.write_bytes(b"\0" * 4096)   # what a kill -9 during torch.save leaves
-    code, _ = _train(_args(data, run, resume=run / "last.pth.tar", stop_after_steps=1), capsys)
+    # resumed at step 1 of 4, three more steps: the stop falls on the epoch's last step, so the epoch ends first
+    code, _ = _train(_args(data, run, resume=run / "last.pth.tar", stop_after_steps=3), capsys)
     assert code == 0 and not orphan.exists()
-    assert "removed .last.pth.tar.k1ll3d.tmp, the temporary file of an interrupted write" in (run / "log.txt").read_text()
+    log = (run / "log.txt").read_text()
+    assert "removed .last.pth.tar.k1ll3d.tmp, the temporary file of an interrupted write" in log
+    state = read_checkpoint(run / "last.pth.tar")
+    assert (state["epoch"], state["step"]) == (1, 0)
+    # item 12: the epoch's training figures say they cover the steps after the resume only
+    note = "resumed mid-epoch at step 1 of 4: the training loss and figures cover steps 2-4 only"
+    train = [r for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
+    assert train and all(r["note"] == note for r in train) and f"({note})" in log
 
 
 # ---------------------------------------------------------------- item 10: one line instead of a traceback

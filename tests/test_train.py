@@ -158,6 +158,17 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path):
     _assert_same_weights(full / "last.pth.tar", part / "last.pth.tar")
     optim_full, optim_part = read_checkpoint(full / "last.pth.tar"), read_checkpoint(part / "last.pth.tar")
     assert optim_full["global_step"] == optim_part["global_step"] == 8
+    # metrics.csv: each epoch once; test figures as uninterrupted; the resumed epochs' training figures say what
+    # they cover (epoch 1 resumed at step 3 of 4, epoch 2 at step 2 of 4; a dataset without a step there has none)
+    rows_full, rows_part = (list(csv.DictReader(open(run / "metrics.csv"))) for run in (full, part))
+    key = lambda r: (r["epoch"], r["dataset"], r["split"])  # noqa: E731
+    assert len(set(map(key, rows_part))) == len(rows_part) and set(map(key, rows_part)) <= set(map(key, rows_full))
+    assert [r for r in rows_part if r["split"] == "test"] == [r for r in rows_full if r["split"] == "test"]
+    assert {r["epoch"] for r in rows_part if r["split"] == "train"} == {"1", "2"}
+    notes = {r["epoch"]: r["note"] for r in rows_part if r["split"] == "train"}
+    assert notes == {"1": "resumed mid-epoch at step 3 of 4: the training loss and figures cover steps 4-4 only",
+                     "2": "resumed mid-epoch at step 2 of 4: the training loss and figures cover steps 3-4 only"}
+    assert f"({notes['2']})" in (part / "log.txt").read_text()
 
 
 def test_resume_with_more_epochs_extends_a_finished_run(data, tmp_path):

@@ -413,7 +413,9 @@ class Trainer:
             self.augment.set_epoch(self.epoch)
             for s in samplers:
                 s.set_epoch(self.epoch, self.step_in_epoch)
-            outcome = self.train_epoch(net, model, loader, optimizer, scaler, bundles, len(samplers[0]), steps_this_run)
+            # the epoch's full step count (len() is what is left of it after a mid-epoch resume)
+            outcome = self.train_epoch(net, model, loader, optimizer, scaler, bundles, samplers[0].groups_per_rank,
+                                       steps_this_run)
             steps_this_run += outcome["steps"]
             if outcome["stopped"]:
                 return self._stop(model, optimizer, scaler, bundles)
