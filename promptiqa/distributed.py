@@ -3,6 +3,7 @@ and the few collectives the engine needs."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
@@ -107,6 +108,22 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=env.device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+# What gloo and NCCL say when another process of the job died or stopped answering (they raise plain RuntimeErrors)
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket Timeout",
+              "Timed out", "timed out", "NCCL communicator was aborted", "NCCL error", "connection refused")
+
+
+def lost_peer(err: BaseException, env: DistEnv) -> Optional[str]:
+    """The reason, when ``err`` says a collective failed because another process of the job is gone (a killed
+    node); None for any other error."""
+    if not env.distributed or not isinstance(err, RuntimeError):
+        return None
+    if not (isinstance(err, getattr(dist, "DistError", ())) or any(text in str(err) for text in _LOST_PEER)):
+        return None
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]   # without gloo's source location and advice
 
 
 def cleanup(env: DistEnv) -> None:

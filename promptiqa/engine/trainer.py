@@ -40,7 +40,7 @@ from ..config import ARCHITECTURE_FIELDS, STATE_FIELDS, TrainConfig
 from ..data import (IQAImages, GroupSampler, MultiDataset, load_dataset, normalise_labels, open_image_source,
                     resolve_roots, resolve_split, sample_isps, save_splits)
 from ..errors import PromptIQAError, one_line
-from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed
+from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed, lost_peer
 from ..fileio import atomic_write, atomic_write_text, remove_orphans
 from ..metrics import compute_metrics
 from ..models import build_model, checkpoint_config, read_checkpoint, save_checkpoint
@@ -734,7 +734,15 @@ def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
     env = init_distributed(cfg, local_index)
     if not env.is_main:
         warnings.filterwarnings("ignore")
-    return Trainer(cfg, env).run()
+    try:
+        return Trainer(cfg, env).run()
+    except RuntimeError as err:
+        reason = lost_peer(err, env)
+        if reason is None:
+            raise
+        last = Path(cfg.save_path) / files.LAST
+        raise TrainingError(f"rank {env.rank} lost another process of the job ({reason}); every rank stops. "
+                            f"Relaunch every node with --resume {last} (the last checkpoint, written whole)") from err
 
 
 def main(argv=None) -> int:
