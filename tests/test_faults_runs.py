@@ -343,3 +343,25 @@ def test_split_files_lacking_the_dataset_or_mistyped(data, tmp_path, capsys):
         code, err = _train(_args(data, tmp_path / "run", split_file=path), capsys)
         assert (code, err) == (1, [f"error: {message}"])
     assert not (tmp_path / "run").exists()
+
+
+def test_ten_splits_restarts_a_seed_killed_before_its_first_checkpoint_and_resumes_the_others(data, tmp_path,
+                                                                                               capsys):
+    root = tmp_path / "ten"
+    args = [a for a in _args(data, tmp_path / "unused", epochs=1) if a != str(tmp_path / "unused")]
+    args.remove("--save_path")
+    killed = root / "seed_2024"   # what a kill during data loading leaves: the start files, no checkpoint
+    killed.mkdir(parents=True)
+    (killed / "config.json").write_text("{}")
+    (killed / "log.txt").write_text("[...] promptiqa 0.1.0: ...\n")
+    assert launch(resolve_config(_args(data, root / "seed_2025", epochs=1, seed=2025, stop_after_steps=1)))["stopped"]
+    from promptiqa.evaluation.protocol import ten_splits_main
+
+    assert ten_splits_main(["--seeds", "2024", "2025", "--tests", "--save_path", str(root), *args]) == 0
+    out = capsys.readouterr().out
+    assert f"{killed}: the interrupted training saved no checkpoint; starting it again" in out
+    assert f"{root / 'seed_2025'}: resuming the interrupted training" in out
+    for seed in (2024, 2025):
+        assert (root / f"seed_{seed}" / "DONE.json").is_file()
+        assert read_checkpoint(root / f"seed_{seed}" / "last.pth.tar")["epoch"] == 1
+    assert (killed / "log.txt").read_text().count("] promptiqa ") == 1   # the killed start's log was replaced
