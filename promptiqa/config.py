@@ -13,7 +13,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import yaml
 
@@ -88,34 +88,49 @@ class TrainConfig:
         return self
 
 
-# The valid range of every numeric option of train.py, test.py and the ISP tools, by name: (lowest, highest,
-# highest excluded). One table, so an option shared by several commands has one rule.
-NUMBER_RULES: Dict[str, tuple] = {
-    "batch_size": (1, None), "epochs": (1, None), "seed": (0, None), "lr": (0, None), "weight_decay": (0, None),
-    "random_flipping_rate": (0, 1), "random_scale_rate": (0, 1), "random_flipping_warmup": (0, None),
-    "workers": (0, None), "world_size": (1, None), "rank": (0, None), "gpu": (0, None), "image_size": (1, None),
-    "drop": (0, 1, True), "clip_grad": (0, None, False, True), "lr_warmup_steps": (0, None), "nprocs": (1, None),
-    "groups_per_process": (1, None), "eval_every": (1, None), "eval_batch_size": (1, None), "log_every": (1, None),
-    "stop_after_steps": (1, None), "isp_num": (1, None), "isp_seed": (0, None), "draws": (1, None),
-    "sizes": (1, None),
+class Range(NamedTuple):
+    """The valid values of a numeric option: from ``low`` (excluded if ``above_low``) to ``high`` (excluded if
+    ``below_high``; None: no upper bound)."""
+
+    low: float
+    high: Optional[float] = None
+    below_high: bool = False
+    above_low: bool = False
+
+
+# The range of every numeric option of train.py, test.py and the ISP tools, by name: one table, so an option that
+# several commands share has one rule.
+NUMBER_RULES: Dict[str, Range] = {
+    "batch_size": Range(1), "epochs": Range(1), "seed": Range(0), "lr": Range(0), "weight_decay": Range(0),
+    "random_flipping_rate": Range(0, 1), "random_scale_rate": Range(0, 1), "random_flipping_warmup": Range(0),
+    "workers": Range(0), "world_size": Range(1), "rank": Range(0), "gpu": Range(0), "image_size": Range(1),
+    "drop": Range(0, 1, below_high=True), "clip_grad": Range(0, above_low=True), "lr_warmup_steps": Range(0),
+    "nprocs": Range(1), "groups_per_process": Range(1), "eval_every": Range(1), "eval_batch_size": Range(1),
+    "log_every": Range(1), "stop_after_steps": Range(1), "isp_num": Range(1), "isp_seed": Range(0),
+    "draws": Range(1), "sizes": Range(1),
 }
+# options whose command-line spelling is not --<field name> (the official ones)
+_FLAGS = {"world_size": "--world-size", "dist_url": "--dist-url", "dist_backend": "--dist-backend",
+          "multiprocessing_distributed": "--multiprocessing-distributed"}
 
 
 def check_number(name: str, value: Any, where: str = "") -> None:
-    """Refuse ``value`` for option ``name`` when it is not finite or outside NUMBER_RULES[name] (None passes)."""
+    """Refuse ``value`` for option ``name`` when it is not finite or outside NUMBER_RULES[name] (None passes);
+    ``where`` replaces the option's name in the message."""
     rule = NUMBER_RULES.get(name)
     if rule is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    low, high, high_open, low_open = (tuple(rule) + (False, False))[:4]
-    option = where or f"--{name.replace('world_size', 'world-size')}"
+    option = where or _FLAGS.get(name, f"--{name}")
     if not math.isfinite(value):
         raise ConfigError(f"{option} must be a finite number, got {value}")
-    if high is not None:
-        bound = "below" if high_open else "at most"
-        if value < low or (value >= high if high_open else value > high):
-            raise ConfigError(f"{option} must be at least {low} and {bound} {high}, got {value}")
-    elif value < low or (low_open and value == low):
-        raise ConfigError(f"{option} must be {'above' if low_open else 'at least'} {low}, got {value}")
+    too_low = value < rule.low or (rule.above_low and value == rule.low)
+    lowest = f"{'above' if rule.above_low else 'at least'} {rule.low}"
+    if rule.high is None:
+        if too_low:
+            raise ConfigError(f"{option} must be {lowest}, got {value}")
+    elif too_low or value > rule.high or (rule.below_high and value == rule.high):
+        raise ConfigError(f"{option} must be {lowest} and {'below' if rule.below_high else 'at most'} {rule.high}, "
+                          f"got {value}")
 
 
 def validate_options(obj, origin: Optional[Mapping[str, str]] = None,
@@ -126,7 +141,7 @@ def validate_options(obj, origin: Optional[Mapping[str, str]] = None,
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        where = f"{origin[f.name]}: {f.name}" if f.name in origin else f"--{f.name}"
+        where = f"{origin[f.name]}: {f.name}" if f.name in origin else _FLAGS.get(f.name, f"--{f.name}")
         if not _fits(value, hints[f.name]):
             raise ConfigError(f"{where}: expected {_describe(hints[f.name])}, got {type(value).__name__} {value!r}")
         values = value if isinstance(value, list) else [value]

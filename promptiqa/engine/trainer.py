@@ -330,12 +330,11 @@ class Trainer:
             return
         folder = self.save_path
         folder.mkdir(parents=True, exist_ok=True)
-        if self.cfg.overwrite:
-            removed = files.clear_run(folder)
-            if removed:
-                log.append(f"--overwrite: removed the previous run's {', '.join(removed)}")
+        removed = files.clear_run(folder) if self.cfg.overwrite else []
         with open(folder / files.LOG, "a", encoding="utf-8") as fh:
             fh.write("".join(line + "\n" for line in log))
+        if removed:
+            self.log(f"--overwrite: removed the previous run's {', '.join(removed)}")
         for name in files.CHECKPOINTS:
             self._remove_orphans(name)
         atomic_write_text(folder / files.CONFIG, json.dumps(self.cfg.to_dict(), indent=2))
