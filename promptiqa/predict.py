@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from promptiqa.data.images import read_image, resize_image, to_tensor
 from promptiqa.errors import PromptIQAError
-from promptiqa.fileio import atomic_write
+from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
 from promptiqa.models import CheckpointError, default_device, load_model
 
 PathLike = Union[str, os.PathLike]
@@ -507,6 +507,9 @@ class Predictor:
                    images=list(prompt.images), scores=[float(s) for s in prompt.scores], model=self.fingerprint,
                    version=__version__)
         path = Path(path)
+        refuse_overwriting_inputs([("save_prompt path", path)],
+                                  [("the checkpoint", self.checkpoint_info.get("source"))]
+                                  + [("a prompt image", image) for image in prompt.images])
         atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
         return path
 
