@@ -159,3 +159,131 @@ def test_out_in_a_new_folder_is_still_written(scoring, tmp_path, capsys):
     out = tmp_path / "new" / "deeper" / "scores.csv"
     rc, _, _ = _score(scoring, capsys, "--out", out)
     assert rc == 0 and out.read_text().splitlines()[0] == "image,score" and len(out.read_text().splitlines()) == 4
+
+
+# ---------------------------------------------------------------- item 9: inputs score as their files; no NaN scores
+
+
+def test_16_bit_grayscale_png_scores_the_same_as_a_pil_image_and_as_a_path(scoring, tmp_path):
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from promptiqa import Predictor
+    from promptiqa.predict import load_rgb
+
+    rng = np.random.default_rng(0)
+    gray = cv2.GaussianBlur(rng.integers(0, 65536, (48, 40)).astype(np.uint16), (0, 0), 1.5)
+    path = tmp_path / "gray16.png"
+    assert cv2.imwrite(str(path), gray)
+    with Image.open(path) as image:
+        assert image.mode == "I;16"
+        np.testing.assert_array_equal(load_rgb(image, 64), load_rgb(path, 64))   # the pixels the model sees
+        p = Predictor.from_checkpoint(scoring["ckpt"], device="cpu")
+        p.set_prompt(scoring["prompt_images"], [1, 2, 3, 4, 5])
+        from_path, from_pil = p.score([path, image], workers=0)
+    assert from_path == from_pil
+
+
+def test_prompt_scores_beyond_a_float_are_refused(scoring, tmp_path, capsys):
+    from promptiqa import Predictor
+    from promptiqa.predict import PromptError
+
+    p = Predictor.from_checkpoint(scoring["ckpt"], device="cpu")
+    with pytest.raises(PromptError, match="spans more than a float can hold"):
+        p.set_prompt(scoring["prompt_images"][:3], [-1e308, 0, 1e308])
+    csv_path = tmp_path / "huge.csv"
+    csv_path.write_text("image,score\n" + "".join(f"{img},{s}\n" for img, s in
+                                                  zip(scoring["prompt_images"], ["1e308", "-1e308", "0"])))
+    rc, out, err = _score(scoring, capsys, "--out", tmp_path / "scores.csv", prompt=csv_path)
+    line = _error_line(err)
+    assert rc == 1 and out == "" and str(csv_path) in line and "float" in line and not (tmp_path / "scores.csv").exists()
+
+
+def test_non_finite_scores_are_refused_not_returned(scoring):
+    import torch
+
+    from promptiqa import Predictor
+    from promptiqa.predict import PredictorError
+
+    p = Predictor.from_checkpoint(scoring["ckpt"], device="cpu")
+    p.set_prompt(scoring["prompt_images"], [1, 2, 3, 4, 5])
+    last = [m for m in p.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():  # what an overflow inside the model would give
+        last.bias.fill_(float("nan"))
+    with pytest.raises(PredictorError, match=f"{scoring['queries'][0]}: the score is not finite"):
+        p.score(scoring["queries"], workers=0)
+
+
+def _edited_checkpoint(source: Path, target: Path, edit) -> Path:
+    import torch
+
+    obj = torch.load(source, map_location="cpu", weights_only=True)
+    edit(obj)
+    torch.save(obj, target)
+    return target
+
+
+def _nan_weight(obj):
+    name = next(k for k, v in obj["state_dict"].items() if v.is_floating_point())
+    obj["state_dict"][name].view(-1)[0] = float("nan")
+
+
+def test_checkpoint_with_nan_weights_is_refused_at_load(scoring, tmp_path, capsys):
+    from promptiqa.models import CheckpointError, load_model
+
+    bad = _edited_checkpoint(scoring["ckpt"], tmp_path / "nan.pth.tar", _nan_weight)
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        load_model(bad, device="cpu")
+    rc, out, err = _score(scoring, capsys, ckpt=bad)
+    line = _error_line(err)
+    assert rc == 1 and out == "" and str(bad) in line and "non-finite weights" in line
+
+
+# ---------------------------------------------------------------- item 10: checkpoints and saved prompts
+
+
+def _set_config(**fields):
+    def edit(obj):
+        obj["config"].update(fields)
+    return edit
+
+
+@pytest.mark.parametrize("fields,expected", [
+    (dict(arch="promptiqa_v2"), "arch is 'promptiqa_v2'; expected one of promptiqa, promptiqa_wo_prompt"),
+    (dict(backbone="no_such_vit"), "cannot build the model its config describes"),
+    (dict(backbone=7), "backbone is 7; expected a timm model name"),
+    (dict(image_size="64"), "image_size is '64'; expected a positive whole number"),
+    (dict(backbone_kwargs=[4, 32]), "backbone_kwargs is [4, 32]"),
+    (dict(splits=["koniq10k"]), "splits is 'list'"),
+])
+def test_checkpoint_config_of_the_wrong_shape_is_one_line(scoring, tmp_path, capsys, fields, expected):
+    from promptiqa.models import CheckpointError, load_model
+
+    bad = _edited_checkpoint(scoring["ckpt"], tmp_path / "edited.pth.tar", _set_config(**fields))
+    with pytest.raises(CheckpointError, match=str(bad)) as info:
+        load_model(bad, device="cpu")
+    assert expected in str(info.value)
+    rc, _, err = _score(scoring, capsys, ckpt=bad)
+    assert rc == 1 and str(bad) in _error_line(err)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda o: o.pop("model"), "its 'model' entry is missing"),
+    (lambda o: o.pop("score_range"), "its 'score_range' entry is missing"),
+    (lambda o: o.update(score_range=["low", "high"]), "not two numbers"),
+    (lambda o: o["prompt"].fill_(float("inf")), "holds NaN or infinity"),
+    (lambda o: o.update(score_range=[-1e308, 1e308]), "spans more than a float can hold"),
+])
+def test_hand_edited_saved_prompt_is_one_line(scoring, tmp_path, capsys, edit, expected):
+    import torch
+
+    saved = tmp_path / "req.pt"
+    rc, _, _ = _score(scoring, capsys, "--save_prompt", saved)
+    assert rc == 0
+    obj = torch.load(saved, weights_only=True)
+    edit(obj)
+    torch.save(obj, saved)
+    rc, out, err = _score(scoring, capsys, prompt=saved)
+    line = _error_line(err)
+    assert rc == 1 and out == "" and str(saved) in line and expected in line, line
