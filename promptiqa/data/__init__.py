@@ -13,7 +13,7 @@ _EXPORTS = {
                "resolve_split", "save_splits", "split_from_units", "split_units", "SplitError"),
     "sampling": ("sample_isps",),
     "groups": ("GroupSampler", "MultiDataset", "TestShardSampler"),
-    "images": ("IQAImages", "read_image", "to_tensor"),
+    "images": ("ImageLoader", "ImageReadError", "IQAImages", "check_image_file", "read_image", "to_tensor"),
     "cache": ("ImageCache", "open_image_source", "prepare_cache"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

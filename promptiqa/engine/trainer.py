@@ -34,12 +34,11 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..config import ARCHITECTURE_FIELDS, STATE_FIELDS, TrainConfig
-from ..data import (IQAImages, GroupSampler, MultiDataset, load_dataset, normalise_labels, open_image_source,
-                    resolve_roots, resolve_split, sample_isps, save_splits)
+from ..data import (IQAImages, GroupSampler, ImageLoader, MultiDataset, load_dataset, normalise_labels,
+                    open_image_source, resolve_roots, resolve_split, sample_isps, save_splits)
 from ..errors import PromptIQAError
 from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed
 from ..metrics import compute_metrics
@@ -341,7 +340,7 @@ class Trainer:
         self._install_signal_handlers()
         self.log("model selection: best_model.pth.tar is chosen by SROCC + PLCC summed over the datasets' TEST "
                  "splits, as the official code does (this selects on the test split); last epoch figures are kept too")
-        loader = DataLoader(data, batch_sampler=_ZipSampler(samplers), num_workers=cfg.workers,
+        loader = ImageLoader(data, batch_sampler=_ZipSampler(samplers), num_workers=cfg.workers,
                             pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0)
         steps_this_run = 0
         while self.epoch < cfg.epochs:
@@ -405,7 +404,7 @@ class Trainer:
             bar = tqdm(total=steps_total, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        unit="step", dynamic_ncols=True, file=sys.stderr)
         started, images_done, stopped, checked = time.time(), 0, False, 0
-        for images, labels, _, dataset_idx in loader:
+        for images, labels, _, dataset_idx in _closing_bar_on_error(loader, bar):
             if self.global_step <= cfg.lr_warmup_steps:
                 for group in optimizer.param_groups:
                     group["lr"] = self._lr(self.epoch, self.global_step)
@@ -590,6 +589,16 @@ class _ZipSampler:
 
     def __len__(self):
         return len(self.samplers[0])
+
+
+def _closing_bar_on_error(batches, bar):
+    """``batches``, closing the progress bar first when reading one fails, so the error prints on a line of its own."""
+    try:
+        yield from batches
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        raise
 
 
 def batchnorm_buffers(model: torch.nn.Module) -> List[torch.Tensor]:
