@@ -145,8 +145,10 @@ def _check_config(config: Any, prompt_num: Any, path: PathLike) -> None:
 
 def _check_finite(state: Mapping[str, torch.Tensor], path: PathLike) -> None:
     """Refuse weights holding NaN or infinity: every score would be NaN (a run saved after it diverged, a bad copy)."""
-    bad = [name for name, tensor in state.items()
-           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    # A sum is NaN or infinite when any element is, and costs ~1/30 of isfinite().all() on a CPU; only a sum that
+    # overflows from finite values needs the element-wise look.
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point()
+           and not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all())]
     if bad:
         raise CheckpointError(f"{path} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. "
                               f"{bad[0]}; it cannot score anything (a run saved after it diverged, or a damaged file)")
