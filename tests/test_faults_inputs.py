@@ -489,3 +489,61 @@ def test_a_label_file_that_is_not_utf8_text_is_one_line_naming_it(tmp_path, caps
     rc, captured = _train(_train_argv(root, tmp_path / "run", 0), capsys)
     line = _error_line(captured.err)
     assert rc == 1 and "label file is not a UTF-8 text CSV" in line and str(labels) in line
+
+
+# ---------------------------------------------------------------- item 8: the leakage guard knows images by content
+
+
+def test_leakage_guard_recognises_training_images_under_another_name_and_path(tmp_path, capsys):
+    import csv
+    import shutil
+
+    from promptiqa.config import resolve_config
+    from promptiqa.data import load_dataset, make_split
+    from promptiqa.engine.trainer import launch
+    from promptiqa.evaluation.leakage import check_leakage
+    from promptiqa.evaluation.runner import main as test_py
+    from promptiqa.models import load_model
+
+    root = _koniq(tmp_path)
+    run = tmp_path / "run"
+    launch(resolve_config([str(a) for a in _train_argv(root, run, 0)]))
+    _, info = load_model(run / "best_model.pth.tar", device="cpu", with_info=True)
+    koniq = load_dataset("koniq10k", root)
+    recorded = info["config"]["splits"]["koniq10k"]
+    assert len(recorded["train_fingerprints"]) == len(make_split(koniq, 2024).train_indices) == 19
+    trained = {os.path.realpath(koniq.records[i].path) for i in make_split(koniq, 2024).train_indices}
+
+    # the same files as a dataset of one's own (csv kind), and copies of them under other names in another folder
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    labelled = {"same_files": [], "copies": []}
+    for n, record in enumerate(koniq.records):
+        shutil.copy(record.path, copies / f"photo_{n:02d}.jpg")
+        labelled["same_files"].append((record.path, record.path))
+        labelled["copies"].append((str(copies / f"photo_{n:02d}.jpg"), record.path))
+    for name, rows in labelled.items():
+        labels = tmp_path / f"{name}.csv"
+        with open(labels, "w", newline="") as fh:
+            csv.writer(fh).writerows([("image", "score")] + [(image, n) for n, (image, _) in enumerate(rows)])
+        mine = load_dataset(name, labels)
+        split = make_split(mine, 7)
+        origin = dict(rows)
+        expected = sum(os.path.realpath(origin[mine.records[i].path]) in trained for i in split.test_indices)
+        assert expected > 0
+        leak = check_leakage(mine, split, info)
+        assert (leak.status, leak.overlap) == ("overlap", expected) and leak.warns
+        assert f"{name}: {expected} of 5 test images were trained on" in leak.message and "'koniq10k'" in leak.message
+        # before, this was "not_trained": the guard matched dataset names only
+
+    # test.py shows it in its table, its files and a warning
+    rc = test_py(["--checkpoint", str(run / "best_model.pth.tar"), "--dataset", "same_files", "--data_root",
+                  f"same_files={tmp_path / 'same_files.csv'}", "--seed", "7", "-j", "0", "--device", "cpu",
+                  "--progress", "false", "--plot", "false", "--save_path", str(tmp_path / "test")])
+    err = capsys.readouterr().err
+    with open(tmp_path / "test" / "results.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert rc == 0 and row["leakage"] == "overlap" and int(row["train_overlap"]) > 0
+    assert "WARNING: same_files:" in err and "by content, files it trained on as 'koniq10k'" in err
+    # the same dataset under its own name is judged by its split as before, and an unrelated one stays clean
+    assert check_leakage(koniq, make_split(koniq, 2024), info).status == "disjoint"

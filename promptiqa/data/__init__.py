@@ -6,7 +6,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "records": ("DatasetRecords", "Record"),
-    "formats": ("DatasetError", "verify_image"),
+    "formats": ("DatasetError", "image_fingerprint", "verify_image"),
     "registry": ("DATASET_KEYS", "load_dataset", "locate_images", "parse_data_root_args", "resolve_roots"),
     "labels": ("normalise_labels",),
     "splits": ("OFFICIAL_SEED", "SPLIT_SEEDS", "Split", "load_splits", "make_split", "official_train_order",

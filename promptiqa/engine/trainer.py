@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..config import ARCHITECTURE_FIELDS, STATE_FIELDS, TrainConfig
-from ..data import (IQAImages, GroupSampler, ImageLoader, MultiDataset, load_dataset, normalise_labels,
-                    open_image_source, resolve_roots, resolve_split, sample_isps, save_splits)
+from ..data import (IQAImages, GroupSampler, ImageLoader, MultiDataset, image_fingerprint, load_dataset,
+                    normalise_labels, open_image_source, resolve_roots, resolve_split, sample_isps, save_splits)
 from ..errors import PromptIQAError
 from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed
 from ..metrics import compute_metrics
@@ -168,6 +168,7 @@ class DatasetBundle:
     train: IQAImages
     test: IQAImages
     prompt_positions: np.ndarray    # ISPP positions in the train set (interval sampling)
+    train_fingerprints: Optional[List[str]] = None   # content fingerprints of the train images, read once
 
 
 class Trainer:
@@ -226,8 +227,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _config_entry(self, model, bundles) -> dict:
+        for b in bundles:  # the leakage guard recognises these images under any dataset name or path
+            if b.train_fingerprints is None:
+                b.train_fingerprints = [image_fingerprint(b.records.records[i].path) for i in b.split.train_indices]
         splits = {b.key: {"seed": b.split.seed, "split_by": b.split.split_by, "train": list(b.split.train_units),
-                          "test": list(b.split.test_units)} for b in bundles}
+                          "test": list(b.split.test_units), "train_fingerprints": b.train_fingerprints}
+                  for b in bundles}
         return checkpoint_config(model, prompt_num=self.plan.prompt_length, label_norm=self.cfg.label_norm,
                                  splits=splits, datasets=list(self.cfg.dataset))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 import re
@@ -354,6 +355,25 @@ def check_image_file(path: Union[str, Path]) -> None:
     problem = image_file_problem(path)
     if problem is not None:
         raise (FileNotFoundError if problem == MISSING_IMAGE else ImageReadError)(f"{problem}: {path}")
+
+
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK = 16, 4096
+
+
+def image_fingerprint(path: Union[str, Path]) -> str:
+    """What identifies an image file by its content, wherever it lies and whatever it is called: 16 hex digits of
+    BLAKE2b over its size and 16 evenly spaced 4 KiB blocks (the whole file up to 64 KiB). Reads at most 64 KiB."""
+    with open(path, "rb") as fh:
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        digest = hashlib.blake2b(f"{size}:".encode(), digest_size=8)
+        if size <= FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK:
+            digest.update(fh.read())
+        else:
+            step = (size - FINGERPRINT_BLOCK) / (FINGERPRINT_BLOCKS - 1)
+            for k in range(FINGERPRINT_BLOCKS):
+                digest.update(os.pread(fd, FINGERPRINT_BLOCK, int(k * step)))
+    return digest.hexdigest()
 
 
 def verify_image(path, dataset: str = "image") -> None:
