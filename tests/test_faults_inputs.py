@@ -547,3 +547,34 @@ def test_leakage_guard_recognises_training_images_under_another_name_and_path(tm
     assert "WARNING: same_files:" in err and "by content, files it trained on as 'koniq10k'" in err
     # the same dataset under its own name is judged by its split as before, and an unrelated one stays clean
     assert check_leakage(koniq, make_split(koniq, 2024), info).status == "disjoint"
+
+
+def test_a_cache_made_before_truncation_checks_is_prepared_again(tmp_path):
+    import json
+
+    from promptiqa.data import load_dataset, open_image_source, prepare_cache
+    from promptiqa.data.cache import RECORDS_FILE, ImageCache
+    from promptiqa.data.images import DiskImages
+
+    ds = load_dataset("koniq10k", _koniq(tmp_path))
+    folder = prepare_cache(ds, 32, tmp_path / "cache")
+    meta = json.loads((folder / RECORDS_FILE).read_text())
+    (folder / RECORDS_FILE).write_text(json.dumps(dict(meta, version=1)))   # as an earlier release wrote it
+    with pytest.warns(UserWarning, match="version 1; expected 'promptiqa-image-cache' version 2: prepare it again"):
+        assert isinstance(open_image_source(ds, 32, tmp_path / "cache"), DiskImages)
+    prepare_cache(ds, 32, tmp_path / "cache")
+    assert isinstance(open_image_source(ds, 32, tmp_path / "cache"), ImageCache)
+
+
+def test_scoring_refuses_truncated_jpegs_among_queries_and_prompt_images(scoring, tmp_path, capsys):
+    import shutil
+
+    query = _truncate(Path(shutil.copy(scoring["queries"][0], tmp_path / "cut.jpg")))
+    rc, out, err = _score(scoring, capsys, "--out", tmp_path / "scores.csv", images=[scoring["queries"][1], query])
+    line = _error_line(err)
+    assert rc == 1 and out == "" and "truncated JPEG" in line and str(query) in line
+    assert not (tmp_path / "scores.csv").exists()
+    prompt = tmp_path / "prompt.csv"
+    prompt.write_text(f"image,score\n{scoring['prompt_images'][0]},1\n{query},2\n")
+    rc, _, err = _score(scoring, capsys, prompt=prompt)
+    assert rc == 1 and _error_line(err).startswith(f"error: {prompt} row 3: truncated JPEG")

@@ -22,7 +22,7 @@ from .images import DEFAULT_IMAGE_SIZE, DiskImages
 from .records import DatasetRecords
 
 CACHE_FORMAT = "promptiqa-image-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: each JPEG checked complete before caching; a version-1 cache may hold truncated ones, grey
 IMAGES_FILE = "images.npy"
 RECORDS_FILE = "records.json"
 
@@ -64,7 +64,8 @@ class ImageCache:
         if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
             meta = meta if isinstance(meta, dict) else {}
             raise StaleCacheError(f"{self.path} holds cache format {meta.get('format')!r} version "
-                                  f"{meta.get('version')!r}; expected {CACHE_FORMAT!r} version {CACHE_VERSION}")
+                                  f"{meta.get('version')!r}; expected {CACHE_FORMAT!r} version {CACHE_VERSION}: "
+                                  f"prepare it again")
         try:
             self.key: str = meta["key"]
             self.root: str = meta["root"]
