@@ -27,7 +27,6 @@ def atomic_write(path, write, binary: bool = False) -> None:
         raise
 
 
-
 class OutputError(PromptIQAError):
     """An output path that cannot or must not be written: an input of the same command, a folder, a read-only place."""
 

@@ -103,7 +103,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             paths = write_synthetic_jpegs(Path(tmp) / "images", args.n)
         source = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
         result = benchmark(paths, args.image_size, Path(tmp) / "cache", args.repeats)
-    print("| images | first image | size | direct img/s | cache img/s | speed-up | truncation check (share of direct) |")
+    print("| images | first image | size | direct img/s | cache img/s | speed-up | truncation check (share of "
+          "direct) |")
     print(f"| {result['images']} | {source.shape[1]}x{source.shape[0]} | {args.image_size} | {result['direct']:.1f} "
           f"| {result['cache']:.1f} | {result['speedup']:.1f}x | {result['check_us']:.0f} us/img "
           f"({100 * result['check_share']:.2f}%) |")

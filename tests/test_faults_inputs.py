@@ -197,7 +197,8 @@ def test_prompt_scores_beyond_a_float_are_refused(scoring, tmp_path, capsys):
                                                   zip(scoring["prompt_images"], ["1e308", "-1e308", "0"])))
     rc, out, err = _score(scoring, capsys, "--out", tmp_path / "scores.csv", prompt=csv_path)
     line = _error_line(err)
-    assert rc == 1 and out == "" and str(csv_path) in line and "float" in line and not (tmp_path / "scores.csv").exists()
+    assert rc == 1 and out == "" and str(csv_path) in line and "float" in line
+    assert not (tmp_path / "scores.csv").exists()
 
 
 def test_non_finite_scores_are_refused_not_returned(scoring):

@@ -117,8 +117,8 @@ def _print_report(report: dict) -> None:
                   f"(label_norm={report['label_norm']}: {report['label_rule']}, over the whole dataset)")
         for note in report["notes"]:
             print(f"note        {note}")
-        print("image check " + ("every labelled image located, checked complete and decoded" if report["images_checked"]
-                                else "skipped (--no-images): label files only"))
+        print("image check " + ("every labelled image located, checked complete and decoded"
+                                if report["images_checked"] else "skipped (--no-images): label files only"))
     for problem in report["problems"]:
         print(f"PROBLEM     {problem}")
     print("OK: the dataset is complete" if report["ok"] else f"FAILED: {len(report['problems'])} problem(s)")

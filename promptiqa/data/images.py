@@ -22,6 +22,8 @@ from .formats.common import ImageReadError, check_image_file
 
 DEFAULT_IMAGE_SIZE = 224
 FLIP_AXES = {"vertical": 0, "horizontal": 1, "none": None}  # axis reversed in an HWC image (CHW: 1 and 2)
+
+
 def read_image(path: Union[str, Path], size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
     """Decode an image file and resize it to size x size (bicubic); returns uint8 HWC RGB.
 
