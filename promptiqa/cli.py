@@ -60,8 +60,9 @@ def _run_score(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from promptiqa.predict import (ImageError, Predictor, PredictorError, PromptError, ScoreScale, atomic_write,
-                                   find_images, is_saved_prompt, read_prompt_pairs)
+    from promptiqa.fileio import atomic_write, check_writable, refuse_overwriting_inputs
+    from promptiqa.predict import (ImageError, Predictor, PredictorError, PromptError, ScoreScale, find_images,
+                                   is_saved_prompt, read_prompt_pairs)
 
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise PredictorError("--batch_size must be at least 1 and --workers at least 0")
@@ -78,6 +79,15 @@ def _run_score(args: argparse.Namespace) -> int:
     else:
         pairs = read_prompt_pairs(prompt_path, args.prompt_id)
     images = find_images(args.images)
+    # Outputs are checked before the model loads and any image is scored (5 s per image on a CPU for the official
+    # model): a result must never replace an input, and an unwritable path must not waste the run.
+    outputs = [("--out", args.out), ("--save_prompt", args.save_prompt)]
+    for option, path in outputs:
+        if path is not None:
+            check_writable(path, option)
+    refuse_overwriting_inputs(outputs, [("the checkpoint", args.checkpoint), ("the prompt file", prompt_path)]
+                              + [("a prompt image", path) for path in (pairs.images if pairs else [])]
+                              + [("an input image", path) for path in images])
 
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, backbone=args.backbone, amp=args.amp)
     if pairs is None:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from promptiqa.data.images import read_image, resize_image, to_tensor
 from promptiqa.errors import PromptIQAError
-from promptiqa.fileio import atomic_write
+from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
 from promptiqa.models import CheckpointError, default_device, load_model
 
 PathLike = Union[str, os.PathLike]
@@ -32,6 +32,7 @@ DEFAULT_PROMPT = "default"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PROMPT_FILE_FORMAT = "promptiqa-prompt"
 PROMPT_FILE_VERSION = 1
+PIL_16_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N")  # what PIL opens a 16-bit grayscale PNG or TIFF as
 AMP_DTYPES = {"bf16": torch.bfloat16}  # fp16 is left out: MAL's unscaled attention energies can overflow it
 
 
@@ -78,6 +79,9 @@ class ScoreScale:
         if not (math.isfinite(self.low) and math.isfinite(self.high)) or not self.low < self.high:
             raise PromptError(f"score_range must be two finite numbers with low < high, got ({self.low:g}, "
                               f"{self.high:g})")
+        if not math.isfinite(self.high - self.low):  # e.g. -1e308 to 1e308: every mapped score would be NaN
+            raise PromptError(f"the score scale ({self.low:g}, {self.high:g}) spans more than a float can hold; "
+                              f"rescale the scores")
 
     @classmethod
     def from_scores(cls, scores: Sequence[float], score_range: Optional[Tuple[float, float]] = None,
@@ -129,7 +133,13 @@ def load_rgb(image: ImageInput, size: int) -> np.ndarray:
 
         # Files are decoded with their EXIF orientation applied (OpenCV does it), so PIL images are turned upright
         # the same way: a photo scores the same whether given as its path or as Image.open(path).
-        array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        image = ImageOps.exif_transpose(image)
+        if image.mode in PIL_16_BIT_GRAY:
+            # OpenCV keeps the high byte of 16-bit samples; PIL's convert("RGB") would saturate them to white.
+            gray = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+            array = np.repeat(gray[:, :, None], 3, axis=2)
+        else:
+            array = np.asarray(image.convert("RGB"))
         return resize_image(array, size)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -447,6 +457,9 @@ class Predictor:
             raise PromptError(f"a prompt needs at least 2 image-score pairs, got {len(items)}")
         scale = ScoreScale.from_scores(values, score_range, higher_is_better)
         labels = torch.as_tensor(scale.to_model(values), dtype=torch.float32)
+        if not bool(torch.isfinite(labels).all()):  # a span a float holds but float32 labels do not
+            raise PromptError(f"the prompt scores do not map onto finite labels on the scale ({scale.low:g}, "
+                              f"{scale.high:g}); rescale them")
         chunks, start = [], 0
         with torch.inference_mode(), self._autocast():
             # Each pair is encoded independently (per-ISP encoder, eval-mode BatchNorm), so chunks concatenate.
@@ -456,6 +469,9 @@ class Predictor:
                 start = stop
         prompt = Prompt(torch.cat(chunks, dim=1), scale, [_describe_image(im, i) for i, im in enumerate(items)],
                         values)
+        if not bool(torch.isfinite(prompt.tensor).all()):
+            raise PromptError("the encoded prompt is not finite (NaN or infinity): the model overflowed on these "
+                              "images" + (" under --amp bf16; try without it" if self.amp else ""))
         self.prompts[name] = prompt
         return prompt
 
@@ -494,7 +510,13 @@ class Predictor:
                 predictions[start:stop] = self.model.score(batch, prompt_tensor).float().cpu().numpy()
                 bar.update(stop - start)
                 start = stop
-        return entry.scale.to_user(predictions)
+        scores = entry.scale.to_user(predictions)
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if bad.size:  # never hand out NaN as a score: the caller would average or rank it silently
+            i = int(bad[0])
+            raise PredictorError(f"{_describe_image(items[i], i)}: the score is not finite ({scores[i]}; model output "
+                                 f"{predictions[i]}) for {bad.size} of {len(items)} image(s); nothing was scored")
+        return scores
 
     def save_prompt(self, path: PathLike, name: str = DEFAULT_PROMPT) -> Path:
         """Write the encoded prompt ``name`` (tensor, score scale, model fingerprint; no images) to ``path``."""
@@ -507,6 +529,9 @@ class Predictor:
                    images=list(prompt.images), scores=[float(s) for s in prompt.scores], model=self.fingerprint,
                    version=__version__)
         path = Path(path)
+        refuse_overwriting_inputs([("save_prompt path", path)],
+                                  [("the checkpoint", self.checkpoint_info.get("source"))]
+                                  + [("a prompt image", image) for image in prompt.images])
         atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
         return path
 
@@ -528,6 +553,7 @@ class Predictor:
         if obj.get("format_version", 0) > PROMPT_FILE_VERSION:
             raise PromptError(f"{path} has prompt file format {obj['format_version']}; this version reads up to "
                               f"{PROMPT_FILE_VERSION}")
+        _check_prompt_file(obj, path)
         recorded, own = obj["model"], self.fingerprint
         if recorded != own:
             if recorded.get("config") != own["config"]:
@@ -537,12 +563,39 @@ class Predictor:
                         f"this model's {own['weights_sha256'][:12]}...)")
             raise PromptError(f"{path} was encoded by a different model ({what}); encode the requirement again from "
                               f"its images with this model")
-        low, high = obj["score_range"]
-        prompt = Prompt(obj["prompt"].to(self.device), ScoreScale(low, high, obj["higher_is_better"]),
-                        list(obj.get("images", [])), list(obj.get("scores", [])))
+        try:
+            scale = ScoreScale(*map(float, obj["score_range"]), obj["higher_is_better"])
+        except PromptError as err:
+            raise PromptError(f"{path}: {err}") from None
+        prompt = Prompt(obj["prompt"].to(self.device), scale, list(obj.get("images", [])), list(obj.get("scores", [])))
         name = obj.get("name", DEFAULT_PROMPT) if name is None else name
         self.prompts[name] = prompt
         return name
+
+
+def _check_prompt_file(obj: Dict[str, Any], path: Path) -> None:
+    """Refuse a prompt file (hand-edited, or damaged) that lacks an entry or holds a wrong or non-finite one."""
+    def bad(what: str) -> PromptError:
+        return PromptError(f"{path} is not a complete PromptIQA prompt file: {what}; save it again with "
+                           f"--save_prompt or Predictor.save_prompt")
+
+    for key in ("model", "prompt", "score_range", "higher_is_better"):
+        if key not in obj:
+            raise bad(f"its '{key}' entry is missing")
+    if not isinstance(obj["model"], dict) or "config" not in obj["model"]:
+        raise bad("its 'model' entry is not the fingerprint of a model")
+    tensor = obj["prompt"]
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3 or tensor.shape[0] != 1 \
+            or not tensor.is_floating_point():
+        raise bad("its 'prompt' entry is not a (1, n, d) float tensor")
+    if not bool(torch.isfinite(tensor).all()):
+        raise bad("its prompt tensor holds NaN or infinity")
+    scale = obj["score_range"]
+    if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)):
+        raise bad(f"its score_range is {scale!r}, not two numbers")
+    if not isinstance(obj["higher_is_better"], bool):
+        raise bad(f"its higher_is_better is {obj['higher_is_better']!r}, not true or false")
 
 
 def _resolve_device(device: Union[str, torch.device, None]) -> torch.device:

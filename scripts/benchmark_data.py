@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Images/s of the two input paths, single process: direct (decode + resize + to_tensor) and cache (memmap + to_tensor).
+"""Images/s of the two input paths, single process: direct (decode + resize + to_tensor) and cache (memmap + to_tensor),
+and the cost of the truncated-JPEG check the direct path makes before each decode.
 
     python scripts/benchmark_data.py                       # 200 synthetic 1024x768 JPEGs (KonIQ's size), quality 90
     python scripts/benchmark_data.py --images DIR -n 500   # the first 500 images of a folder of your own
@@ -19,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from promptiqa.data.cache import ImageCache, prepare_cache  # noqa: E402
+from promptiqa.data.formats.common import image_file_problem  # noqa: E402
 from promptiqa.data.images import read_image, to_tensor  # noqa: E402
 from promptiqa.data.records import DatasetRecords, Record  # noqa: E402
 
@@ -77,7 +79,9 @@ def benchmark(paths: Sequence[Path], image_size: int, cache_dir: Path, repeats: 
     cache[0]  # map the file before timing
     direct = images_per_second(lambda i: to_tensor(read_image(paths[i], image_size)), len(paths), repeats)
     cached = images_per_second(lambda i: to_tensor(cache[i]), len(paths), repeats)
-    return {"images": len(paths), "direct": direct, "cache": cached, "speedup": cached / direct}
+    check = images_per_second(lambda i: image_file_problem(paths[i]), len(paths), repeats)
+    return {"images": len(paths), "direct": direct, "cache": cached, "speedup": cached / direct,
+            "check_us": 1e6 / check, "check_share": direct / check}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -99,9 +103,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             paths = write_synthetic_jpegs(Path(tmp) / "images", args.n)
         source = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
         result = benchmark(paths, args.image_size, Path(tmp) / "cache", args.repeats)
-    print("| images | first image | size | direct img/s | cache img/s | speed-up |")
+    print("| images | first image | size | direct img/s | cache img/s | speed-up | truncation check (share of "
+          "direct) |")
     print(f"| {result['images']} | {source.shape[1]}x{source.shape[0]} | {args.image_size} | {result['direct']:.1f} "
-          f"| {result['cache']:.1f} | {result['speedup']:.1f}x |")
+          f"| {result['cache']:.1f} | {result['speedup']:.1f}x | {result['check_us']:.0f} us/img "
+          f"({100 * result['check_share']:.2f}%) |")
 
 
 if __name__ == "__main__":

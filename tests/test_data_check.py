@@ -70,11 +70,12 @@ def test_every_missing_or_corrupt_image_is_listed(capsys, tmp_path):
     images[0].unlink()
     images[1].unlink()
     images[2].write_bytes(b"\xff\xd8 truncated")
+    images[3].write_bytes(b"not an image")
     status, lines, report = run_check(capsys, "--dataset", "koniq10k", "--root", root, "--partial", "--json")
     assert status == 1 and not report["ok"]
     assert report["problems"] == [f"image not found: {images[0]}", f"image not found: {images[1]}",
-                                  f"image cannot be decoded: {images[2]}"]
-    assert sum(line.startswith("PROBLEM") for line in lines) == 3
+                                  f"{common.TRUNCATED_JPEG}: {images[2]}", f"image cannot be decoded: {images[3]}"]
+    assert sum(line.startswith("PROBLEM") for line in lines) == 4
 
 
 def test_missing_image_folder_is_one_problem(capsys, tmp_path):

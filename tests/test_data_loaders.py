@@ -205,8 +205,8 @@ def test_tid2013_names_resolve_case_insensitively(tmp_path):
 def test_each_image_folder_is_listed_once(tmp_path, monkeypatch):
     root = build_fixture("csiq", tmp_path, n_refs=4, per_ref=12)
     listed = []
-    real_listdir = os.listdir
-    monkeypatch.setattr(common.os, "listdir", lambda path: listed.append(str(path)) or real_listdir(path))
+    real_scandir = os.scandir
+    monkeypatch.setattr(common.os, "scandir", lambda path: listed.append(str(path)) or real_scandir(path))
     load_dataset("csiq", root)
     assert len(listed) == len(set(listed))
     assert str(root / "dst_imgs" / "awgn") in listed

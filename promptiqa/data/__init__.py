@@ -6,14 +6,14 @@ from importlib import import_module
 
 _EXPORTS = {
     "records": ("DatasetRecords", "Record"),
-    "formats": ("DatasetError", "verify_image"),
+    "formats": ("DatasetError", "image_fingerprint", "verify_image"),
     "registry": ("DATASET_KEYS", "load_dataset", "locate_images", "parse_data_root_args", "resolve_roots"),
     "labels": ("normalise_labels",),
     "splits": ("OFFICIAL_SEED", "SPLIT_SEEDS", "Split", "load_splits", "make_split", "official_train_order",
                "resolve_split", "save_splits", "split_from_units", "split_units", "SplitError"),
     "sampling": ("sample_isps",),
     "groups": ("GroupSampler", "MultiDataset", "TestShardSampler"),
-    "images": ("IQAImages", "read_image", "to_tensor"),
+    "images": ("ImageLoader", "ImageReadError", "IQAImages", "check_image_file", "read_image", "to_tensor"),
     "cache": ("ImageCache", "open_image_source", "prepare_cache"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

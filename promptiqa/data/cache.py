@@ -18,11 +18,11 @@ from typing import List, Optional, Union
 import numpy as np
 from tqdm import tqdm
 
-from .images import DEFAULT_IMAGE_SIZE, DiskImages, read_image
+from .images import DEFAULT_IMAGE_SIZE, DiskImages
 from .records import DatasetRecords
 
 CACHE_FORMAT = "promptiqa-image-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: each JPEG checked complete before caching; a version-1 cache may hold truncated ones, grey
 IMAGES_FILE = "images.npy"
 RECORDS_FILE = "records.json"
 
@@ -57,19 +57,32 @@ class ImageCache:
         meta_file = self.path / RECORDS_FILE
         if not meta_file.is_file() or not (self.path / IMAGES_FILE).is_file():
             raise FileNotFoundError(f"no complete image cache in {self.path} (run python -m promptiqa.data.prepare)")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except ValueError as err:  # not JSON, or not UTF-8: a damaged file
+            raise StaleCacheError(f"{meta_file} is damaged ({err}); prepare the cache again") from None
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
+            meta = meta if isinstance(meta, dict) else {}
             raise StaleCacheError(f"{self.path} holds cache format {meta.get('format')!r} version "
-                                  f"{meta.get('version')!r}; expected {CACHE_FORMAT!r} version {CACHE_VERSION}")
-        self.key: str = meta["key"]
-        self.root: str = meta["root"]
-        self.image_size: int = meta["image_size"]
-        self.names: List[str] = meta["names"]
-        self.scores: List[float] = meta["scores"]
-        self.references: List[Optional[str]] = meta["references"]
-        self.fingerprint: str = meta["fingerprint"]
+                                  f"{meta.get('version')!r}; expected {CACHE_FORMAT!r} version {CACHE_VERSION}: "
+                                  f"prepare it again")
+        try:
+            self.key: str = meta["key"]
+            self.root: str = meta["root"]
+            self.image_size: int = int(meta["image_size"])
+            self.names: List[str] = list(meta["names"])
+            self.scores: List[float] = meta["scores"]
+            self.references: List[Optional[str]] = meta["references"]
+            self.fingerprint: str = meta["fingerprint"]
+        except (KeyError, TypeError, ValueError) as err:  # a hand-edited records.json
+            raise StaleCacheError(f"{meta_file} lacks or mistypes an entry ({type(err).__name__}: {err}); prepare "
+                                  f"the cache again") from None
         expected = (len(self.names), self.image_size, self.image_size, 3)
-        images = np.load(self.path / IMAGES_FILE, mmap_mode="r")
+        try:
+            images = np.load(self.path / IMAGES_FILE, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as err:  # e.g. a copy cut short: "mmap length is greater than file size"
+            raise StaleCacheError(f"{self.path / IMAGES_FILE} is incomplete or damaged ({err}); prepare the cache "
+                                  f"again") from None
         if images.shape != expected or images.dtype != np.uint8:
             raise StaleCacheError(f"{self.path / IMAGES_FILE} holds {images.dtype} {images.shape}, expected uint8 "
                                   f"{expected}; delete the folder and prepare it again")
@@ -110,7 +123,7 @@ def _is_valid(path: Path, ds: DatasetRecords, image_size: int) -> bool:
     try:
         ImageCache(path).check(ds, image_size)
         return True
-    except (FileNotFoundError, StaleCacheError, json.JSONDecodeError, KeyError):
+    except (FileNotFoundError, StaleCacheError):
         return False
 
 
@@ -120,26 +133,22 @@ def prepare_cache(ds: DatasetRecords, image_size: int, cache_dir: Union[str, Pat
     if _is_valid(out, ds, image_size):
         return out
     digest = fingerprint(ds)  # also fails early, naming the file, if an image is missing
+    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise NotADirectoryError(f"the cache folder {cache_dir} is a file")
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # removed again on a failure
     out.mkdir(parents=True, exist_ok=True)
     # Remove the records first: a cache interrupted mid-write then has no records.json and is never trusted.
     (out / RECORDS_FILE).unlink(missing_ok=True)
     tmp = out / (IMAGES_FILE + ".tmp")
     n = len(ds.records)
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3))
-    paths = [r.path for r in ds.records]
-    with tqdm(total=n, desc=f"prepare {ds.key} {image_size}px", unit="img") as bar:
-        if workers > 0:
-            # OpenCV releases the GIL while decoding and resizing, so threads scale without pickling pixels.
-            with ThreadPoolExecutor(workers) as pool:
-                for i, pixels in enumerate(pool.map(read_image, paths, [image_size] * n)):
-                    images[i] = pixels
-                    bar.update()
-        else:
-            for i, path in enumerate(paths):
-                images[i] = read_image(path, image_size)
-                bar.update()
-    images.flush()
-    del images
+    source = DiskImages([r.path for r in ds.records], image_size, dataset=ds.key)
+    try:
+        _write_images(tmp, source, n, image_size, workers, f"prepare {ds.key} {image_size}px")
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a bad image, a full disk or Ctrl-C: no full-size leftover
+        for folder in created:
+            folder.rmdir()
+        raise
     os.replace(tmp, out / IMAGES_FILE)
     meta = {
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": ds.key, "root": ds.root,
@@ -152,10 +161,30 @@ def prepare_cache(ds: DatasetRecords, image_size: int, cache_dir: Union[str, Pat
     return out
 
 
+def _write_images(tmp: Path, source: DiskImages, n: int, image_size: int, workers: int, desc: str) -> None:
+    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3))
+    with tqdm(total=n, desc=desc, unit="img") as bar:
+        if workers > 0:
+            # OpenCV releases the GIL while decoding and resizing, so threads scale without pickling pixels.
+            pool = ThreadPoolExecutor(workers)
+            try:
+                for i, pixels in enumerate(pool.map(source.__getitem__, range(n))):
+                    images[i] = pixels
+                    bar.update()
+            finally:  # on an error, the images not yet decoded are not waited for
+                pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            for i in range(n):
+                images[i] = source[i]
+                bar.update()
+    images.flush()
+    del images
+
+
 def open_image_source(ds: DatasetRecords, image_size: int = DEFAULT_IMAGE_SIZE,
                       cache_dir: Union[str, Path, None] = None):
     """Record i's uint8 HWC image by index: from the cache when present and valid, else decoded from disk."""
-    disk = DiskImages([r.path for r in ds.records], image_size)
+    disk = DiskImages([r.path for r in ds.records], image_size, dataset=ds.key)
     if cache_dir is None:
         return disk
     path = cache_path(ds, image_size, cache_dir)
@@ -167,7 +196,7 @@ def open_image_source(ds: DatasetRecords, image_size: int = DEFAULT_IMAGE_SIZE,
     try:
         cache = ImageCache(path)
         cache.check(ds, image_size)
-    except (StaleCacheError, FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+    except (StaleCacheError, FileNotFoundError) as e:
         warnings.warn(f"refusing the image cache: {e}; decoding images from disk instead", stacklevel=2)
         return disk
     return cache

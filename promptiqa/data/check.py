@@ -13,7 +13,7 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from promptiqa.data.formats.common import DatasetError
+from promptiqa.data.formats.common import DatasetError, image_file_problem
 from promptiqa.data.labels import normalise_labels, official_rule
 from promptiqa.data.registry import DATASET_KEYS, DATASET_SPECS, LABEL_NORMS, load_dataset, locate_images
 from promptiqa.errors import run_command
@@ -35,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _undecodable(paths: Sequence[str]) -> List[str]:
-    """The images among `paths` that OpenCV cannot decode, with a progress bar on stderr."""
+def _image_problems(paths: Sequence[str]) -> List[str]:
+    """A problem line for each image among `paths` that is a folder, a truncated JPEG or that OpenCV cannot decode,
+    with a progress bar on stderr."""
     import cv2
     from tqdm import tqdm
 
@@ -44,11 +45,14 @@ def _undecodable(paths: Sequence[str]) -> List[str]:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:
         pass
-    bad = []
+    problems = []
     for path in tqdm(paths, desc="decoding images", unit="img", file=sys.stderr, leave=False):
-        if cv2.imread(path, cv2.IMREAD_COLOR) is None:
-            bad.append(path)
-    return bad
+        problem = image_file_problem(path)
+        if problem is None and cv2.imread(path, cv2.IMREAD_COLOR) is None:
+            problem = "image cannot be decoded"
+        if problem is not None:
+            problems.append(f"{problem}: {path}")
+    return problems
 
 
 def inspect_dataset(key: str, root: str, label_norm: str = "official", check_images: bool = True,
@@ -89,9 +93,9 @@ def inspect_dataset(key: str, root: str, label_norm: str = "official", check_ima
     if check_images:
         dataset, image_problems = locate_images(dataset)
         problems.extend(image_problems)
-        # Missing images are reported above; decode the others, at the paths locate_images resolved.
+        # Missing images and folders are reported above; check and decode the files, where locate_images found them.
         present = [r.path for r in dataset.records if os.path.isfile(r.path)]
-        problems.extend(f"image cannot be decoded: {path}" for path in _undecodable(present))
+        problems.extend(_image_problems(present))
     report["ok"] = not problems
     return report
 
@@ -113,8 +117,8 @@ def _print_report(report: dict) -> None:
                   f"(label_norm={report['label_norm']}: {report['label_rule']}, over the whole dataset)")
         for note in report["notes"]:
             print(f"note        {note}")
-        print("image check " + ("every labelled image located and decoded" if report["images_checked"]
-                                else "skipped (--no-images): label files only"))
+        print("image check " + ("every labelled image located, checked complete and decoded"
+                                if report["images_checked"] else "skipped (--no-images): label files only"))
     for problem in report["problems"]:
         print(f"PROBLEM     {problem}")
     print("OK: the dataset is complete" if report["ok"] else f"FAILED: {len(report['problems'])} problem(s)")

@@ -10,26 +10,28 @@ mirrors left-right (the width axis); "none" disables flipping.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from .formats.common import ImageReadError, check_image_file
 
 DEFAULT_IMAGE_SIZE = 224
 FLIP_AXES = {"vertical": 0, "horizontal": 1, "none": None}  # axis reversed in an HWC image (CHW: 1 and 2)
 
 
 def read_image(path: Union[str, Path], size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
-    """Decode an image file and resize it to size x size (bicubic); returns uint8 HWC RGB."""
+    """Decode an image file and resize it to size x size (bicubic); returns uint8 HWC RGB.
+
+    Raises FileNotFoundError, or ImageReadError for a folder, a truncated JPEG or an undecodable file."""
+    check_image_file(path)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"image file not found: {path}")
-        raise OSError(f"OpenCV could not decode {path} (corrupt, truncated or an unsupported format)")
+        raise ImageReadError(f"OpenCV could not decode {path} (corrupt, truncated or an unsupported format)")
     return cv2.cvtColor(resize_image(image, size), cv2.COLOR_BGR2RGB)
 
 
@@ -61,17 +63,70 @@ def flip_image(image: np.ndarray, flip_axis: str) -> np.ndarray:
 
 
 class DiskImages:
-    """Indexable uint8 HWC images decoded from files on demand (the uncached image source)."""
+    """Indexable uint8 HWC images decoded from files on demand (the uncached image source); read errors name
+    ``dataset`` when given."""
 
-    def __init__(self, paths: Sequence[Union[str, Path]], image_size: int = DEFAULT_IMAGE_SIZE):
+    def __init__(self, paths: Sequence[Union[str, Path]], image_size: int = DEFAULT_IMAGE_SIZE,
+                 dataset: Optional[str] = None):
         self.paths = [str(p) for p in paths]
         self.image_size = image_size
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return read_image(self.paths[i], self.image_size)
+        try:
+            return read_image(self.paths[i], self.image_size)
+        except OSError as err:
+            if self.dataset is None:
+                raise
+            raise ImageReadError(f"[{self.dataset}] {err}") from None
+
+
+class _Failed:
+    """A sample that could not be read, carried to the main process as data (see ImageLoader)."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class _CatchReadErrors(Dataset):
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        try:
+            return self.dataset[key]
+        except OSError as err:  # a missing, truncated or undecodable file: the user's to fix, not a bug
+            return _Failed(str(err))
+
+
+class _CollateUnlessFailed:
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, items):
+        failed = next((item for item in items if isinstance(item, _Failed)), None)
+        return failed if failed is not None else self.collate(items)
+
+
+class ImageLoader(DataLoader):
+    """A DataLoader whose image read errors, in the main process or any worker, are raised in the main process as
+    one ImageReadError naming the file (a worker's own exception would arrive wrapped in its traceback)."""
+
+    def __init__(self, dataset, *args, collate_fn=None, **kwargs):
+        super().__init__(_CatchReadErrors(dataset), *args, collate_fn=_CollateUnlessFailed(collate_fn or
+                                                                                          default_collate), **kwargs)
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if isinstance(batch, _Failed):
+                raise ImageReadError(batch.message)
+            yield batch
 
 
 class IQAImages(Dataset):

@@ -8,7 +8,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..errors import run_command
+from ..errors import ConfigError, run_command
 from .cache import prepare_cache
 from .images import DEFAULT_IMAGE_SIZE
 
@@ -26,6 +26,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .registry import load_dataset  # imported here so the cache library does not depend on the loaders
 
     def run() -> int:
+        if args.image_size < 1 or args.workers < 0:
+            raise ConfigError(f"--image_size must be at least 1 and --workers at least 0, got {args.image_size} and "
+                              f"{args.workers}")
         ds = load_dataset(args.dataset, args.root)
         path = prepare_cache(ds, args.image_size, args.cache_dir, workers=args.workers)
         print(f"{ds.key}: {len(ds.records)} images at {args.image_size}px cached in {path}")

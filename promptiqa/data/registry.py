@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from promptiqa.data.formats import authentic, generated, synthetic
-from promptiqa.data.formats.common import DatasetError, FolderIndex
+from promptiqa.data.formats.common import FOLDER_IMAGE, DatasetError, FolderIndex
 from promptiqa.data.formats.custom import parse_csv_kind
 from promptiqa.data.records import DatasetRecords
 
@@ -187,7 +187,7 @@ def locate_images(dataset: DatasetRecords) -> Tuple[DatasetRecords, List[str]]:
     """Resolve every record's image case-insensitively (listing each folder once); return the copy and the problems."""
     base = _image_base(dataset)
     index = FolderIndex(base)
-    located, missing = [], []
+    located, missing, folders = [], [], []
     for rec in dataset.records:
         found = index.find(rec.name)
         if found is None:
@@ -195,6 +195,8 @@ def locate_images(dataset: DatasetRecords) -> Tuple[DatasetRecords, List[str]]:
             located.append(rec)
         else:
             located.append(dataclasses.replace(rec, path=str(found)))
+            if index.is_folder(found):
+                folders.append(f"{FOLDER_IMAGE}: {found}")
     problems = []
     by_folder: Dict[str, List[str]] = {}
     for rec in missing:
@@ -204,7 +206,7 @@ def locate_images(dataset: DatasetRecords) -> Tuple[DatasetRecords, List[str]]:
         else:
             problems.append(f"image not found: {rec.path}")
     problems = [f"image folder not found: {base / folder} ({len(names)} labelled images are in it)"
-                for folder, names in sorted(by_folder.items())] + problems
+                for folder, names in sorted(by_folder.items())] + problems + folders
     if dataset.key in synthetic.REFERENCE_FOLDERS:
         problems += _reference_problems(dataset, index, base)
     return dataclasses.replace(dataset, records=located), problems

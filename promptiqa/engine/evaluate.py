@@ -6,9 +6,8 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from ..data import IQAImages, TestShardSampler
+from ..data import ImageLoader, IQAImages, TestShardSampler
 from ..distributed import DistEnv, all_gather_objects
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,9 +55,9 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
         if not official_prompt:
             with autocast(device, amp):
                 prompt = model.encode_prompt(prompt_images, prompt_scores)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
-                                                                                   env.world_size),
-                        num_workers=workers, pin_memory=device.type == "cuda")
+    loader = ImageLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
+                                                                                    env.world_size),
+                         num_workers=workers, pin_memory=device.type == "cuda")
     indices, preds = [], []
     for images, _, idx in loader:
         images = images.to(device, non_blocking=True)

@@ -33,12 +33,11 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..config import ARCHITECTURE_FIELDS, STATE_FIELDS, TrainConfig
-from ..data import (IQAImages, GroupSampler, MultiDataset, load_dataset, normalise_labels, open_image_source,
-                    resolve_roots, resolve_split, sample_isps, save_splits)
+from ..data import (IQAImages, GroupSampler, ImageLoader, MultiDataset, image_fingerprint, load_dataset,
+                    normalise_labels, open_image_source, resolve_roots, resolve_split, sample_isps, save_splits)
 from ..errors import PromptIQAError, one_line
 from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed, lost_peer
 from ..fileio import atomic_write, atomic_write_text, remove_orphans
@@ -170,6 +169,7 @@ class DatasetBundle:
     train: IQAImages
     test: IQAImages
     prompt_positions: np.ndarray    # ISPP positions in the train set (interval sampling)
+    train_fingerprints: Optional[List[str]] = None   # content fingerprints of the train images, read once
 
 
 class Trainer:
@@ -232,8 +232,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _config_entry(self, model, bundles) -> dict:
+        for b in bundles:  # the leakage guard recognises these images under any dataset name or path
+            if b.train_fingerprints is None:
+                b.train_fingerprints = [image_fingerprint(b.records.records[i].path) for i in b.split.train_indices]
         splits = {b.key: {"seed": b.split.seed, "split_by": b.split.split_by, "train": list(b.split.train_units),
-                          "test": list(b.split.test_units)} for b in bundles}
+                          "test": list(b.split.test_units), "train_fingerprints": b.train_fingerprints}
+                  for b in bundles}
         return checkpoint_config(model, prompt_num=self.plan.prompt_length, label_norm=self.cfg.label_norm,
                                  splits=splits, datasets=list(self.cfg.dataset))
 
@@ -403,7 +407,7 @@ class Trainer:
         self._install_signal_handlers()
         self.log("model selection: best_model.pth.tar is chosen by SROCC + PLCC summed over the datasets' TEST "
                  "splits, as the official code does (this selects on the test split); last epoch figures are kept too")
-        loader = DataLoader(data, batch_sampler=_ZipSampler(samplers), num_workers=cfg.workers,
+        loader = ImageLoader(data, batch_sampler=_ZipSampler(samplers), num_workers=cfg.workers,
                             pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0)
         steps_this_run = 0
         while self.epoch < cfg.epochs:
@@ -472,7 +476,7 @@ class Trainer:
                        unit="step", dynamic_ncols=True, file=sys.stderr)
         started, images_done, stopped, checked = time.time(), 0, False, 0
         first_step = self.step_in_epoch   # > 0 when resumed mid-epoch: the earlier steps' figures are gone
-        for images, labels, _, dataset_idx in loader:
+        for images, labels, _, dataset_idx in _closing_bar_on_error(loader, bar):
             if self.global_step <= cfg.lr_warmup_steps:
                 for group in optimizer.param_groups:
                     group["lr"] = self._lr(self.epoch, self.global_step)
@@ -663,6 +667,16 @@ class _ZipSampler:
 
     def __len__(self):
         return len(self.samplers[0])
+
+
+def _closing_bar_on_error(batches, bar):
+    """``batches``, closing the progress bar first when reading one fails, so the error prints on a line of its own."""
+    try:
+        yield from batches
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        raise
 
 
 def batchnorm_buffers(model: torch.nn.Module) -> List[torch.Tensor]:

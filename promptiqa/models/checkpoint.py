@@ -14,7 +14,7 @@ import torch
 
 from ..errors import PromptIQAError
 from ..fileio import atomic_write
-from .promptiqa import DEFAULT_BACKBONE, MoNet, build_model
+from .promptiqa import ARCHITECTURES, DEFAULT_BACKBONE, MoNet, build_model
 
 PathLike = Union[str, os.PathLike]
 DDP_PREFIX = "module."
@@ -119,6 +119,51 @@ def _official_arch(state: Mapping[str, torch.Tensor]) -> str:
     return "promptiqa" if any(k.startswith("i_p_fusion.") for k in state) else "promptiqa_wo_prompt"
 
 
+def _check_config(config: Any, prompt_num: Any, path: PathLike) -> None:
+    """Refuse a ``config`` entry (hand-edited, or from another program) whose fields have the wrong types."""
+    def bad(field: str, value: Any, expected: str) -> CheckpointError:
+        return CheckpointError(f"{path}: its config's {field} is {value!r}; expected {expected}")
+
+    if not isinstance(config, Mapping):
+        raise bad("entry", type(config).__name__, "a dict describing the model")
+    if not isinstance(config.get("arch", "promptiqa"), str) or config.get("arch", "promptiqa") not in ARCHITECTURES:
+        raise bad("arch", config.get("arch"), f"one of {', '.join(sorted(ARCHITECTURES))}")
+    if not isinstance(config.get("backbone", DEFAULT_BACKBONE), str):
+        raise bad("backbone", config.get("backbone"), "a timm model name")
+    for field in ("image_size", "prompt_num"):
+        value = config.get(field, prompt_num if field == "prompt_num" else None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise bad(field, value, "a positive whole number")
+    if not isinstance(config.get("backbone_kwargs") or {}, Mapping):
+        raise bad("backbone_kwargs", config.get("backbone_kwargs"), "a dict of timm constructor arguments")
+    splits = config.get("splits")
+    if splits is not None and not (isinstance(splits, Mapping) and all(
+            isinstance(entry, Mapping) and all(isinstance(entry.get(side, []), (list, tuple)) for side in
+                                               ("train", "test")) for entry in splits.values())):
+        raise bad("splits", type(splits).__name__, "a dict of {dataset: {'train': [...], 'test': [...], ...}}")
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: PathLike) -> None:
+    """Refuse weights holding NaN or infinity: every score would be NaN (a run saved after it diverged, a bad copy)."""
+    # A sum is NaN or infinite when any element is, and costs ~1/30 of isfinite().all() on a CPU; only a sum that
+    # overflows from finite values needs the element-wise look.
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point()
+           and not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. "
+                              f"{bad[0]}; it cannot score anything (a run saved after it diverged, or a damaged file)")
+
+
+def _build(path: PathLike, arch: str, **kwargs: Any) -> MoNet:
+    """build_model for ``path``'s config; what timm or the constructor refuse becomes a CheckpointError naming it."""
+    try:
+        return build_model(arch, **kwargs)
+    except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: cannot build the model its config describes ({arch}, backbone "
+                              f"{kwargs.get('backbone')!r}: {reason})") from err
+
+
 def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str, torch.device, None] = None,
                with_info: bool = False):
     """Rebuild and load a model from an official release file or our checkpoint; returns it in eval mode.
@@ -129,7 +174,10 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
     """
     obj = read_checkpoint(path)
     state, meta = split_checkpoint(obj, str(path))
-    config = dict(meta.get("config") or {})
+    config = meta.get("config") or {}
+    _check_config(config, meta.get("prompt_num"), path)
+    _check_finite(state, path)
+    config = dict(config)
     if config:
         arch = config.get("arch", "promptiqa")
         kwargs = dict(backbone=config.get("backbone", DEFAULT_BACKBONE), image_size=config.get("image_size"),
@@ -138,12 +186,12 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
             raise CheckpointError(f"{path} records backbone '{kwargs['backbone']}', not '{backbone}'")
     else:
         arch, kwargs = _official_arch(state), dict(backbone=backbone or DEFAULT_BACKBONE)
-    model = build_model(arch, **kwargs)
+    model = _build(path, arch, **kwargs)
     pos = state.get("vit.pos_embed")
     if not config and pos is not None and pos.shape != model.vit.pos_embed.shape:
         # another image size than the backbone's default: the grid follows from the position embedding
         grid = int(round((pos.shape[1] - model.vit.num_prefix_tokens) ** 0.5))
-        model = build_model(arch, image_size=grid * int(model.vit.patch_embed.patch_size[0]), **kwargs)
+        model = _build(path, arch, image_size=grid * int(model.vit.patch_embed.patch_size[0]), **kwargs)
     _load_state(model, state, str(path))
     model.to(device if device is not None else default_device()).eval()
     if with_info:

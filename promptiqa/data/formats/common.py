@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
+import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -61,6 +63,14 @@ def read_csv_rows(path: Path, key: str, required: Sequence[str]) -> List[Tuple[i
     """(line number, row) pairs of a headed CSV; a DatasetError when a required column is missing or a cell is empty."""
     if not path.is_file():
         raise DatasetError(key, "label file not found", path, expected=f"a CSV with columns {', '.join(required)}")
+    try:
+        return _read_csv_rows(path, key, required)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DatasetError(key, f"label file is not a UTF-8 text CSV ({error})", path,
+                           expected="text saved as UTF-8, e.g. 'CSV UTF-8' in a spreadsheet program") from None
+
+
+def _read_csv_rows(path: Path, key: str, required: Sequence[str]) -> List[Tuple[int, Dict[str, str]]]:
     # utf-8-sig: spreadsheet exports often start with a byte-order mark that would corrupt the first column name.
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -208,15 +218,19 @@ class FolderIndex:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._listings: Dict[str, Optional[Dict[str, List[str]]]] = {}
+        self._folders: Dict[str, Set[str]] = {}
 
     def _listing(self, folder: Path) -> Optional[Dict[str, List[str]]]:
         key = str(folder)
         if key not in self._listings:
             try:
-                names = sorted(os.listdir(folder))
+                with os.scandir(folder) as entries:  # scandir: an entry's type comes with the listing, no stat
+                    entries = list(entries)
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 self._listings[key] = None
             else:
+                names = sorted(entry.name for entry in entries)
+                self._folders[key] = {entry.name for entry in entries if entry.is_dir()}
                 by_lower: Dict[str, List[str]] = {}
                 for name in names:
                     by_lower.setdefault(name.lower(), []).append(name)
@@ -246,6 +260,11 @@ class FolderIndex:
             current = current / (part if part in matches else matches[0])
         return current
 
+    def is_folder(self, path: Path) -> bool:
+        """Whether ``path`` (as ``find`` returned it) is a folder, from its parent's listing."""
+        self._listing(path.parent)
+        return path.name in self._folders.get(str(path.parent), ())
+
     def folder_exists(self, folder: str) -> bool:
         """Whether a folder below the root exists (matched case-insensitively); '' is the root itself."""
         path = self.find(folder) if folder else self.root
@@ -260,12 +279,111 @@ class FolderIndex:
         return None if listing is None else sorted(name for names in listing.values() for name in names)
 
 
+# ---------------------------------------------------------------- image files
+
+JPEG_TAIL = 32            # bytes read from a JPEG's end to find its end-of-image marker
+# After a start-of-scan, entropy-coded data runs to the next marker: 0xFF followed by anything but a stuffed 0x00,
+# a restart marker (0xD0-0xD7) or another 0xFF (fill).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+class ImageReadError(PromptIQAError, OSError):
+    """An image file that cannot be used: a folder, a truncated JPEG, or bytes OpenCV cannot decode."""
+
+
+def _jpeg_reaches_eoi(data: bytes) -> bool:
+    """Whether the marker structure of a JPEG (``data`` starting with SOI) reaches its end-of-image marker: segments
+    are skipped by their lengths and scans to their next marker, so an EOI inside an EXIF thumbnail never counts."""
+    pos, n = 2, len(data)
+    while True:
+        pos = data.find(b"\xff", pos)
+        while 0 <= pos < n - 1 and data[pos + 1] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos < 0 or pos + 1 >= n:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return True
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if pos + 4 > n or end > n:
+            return False
+        if marker == 0xDA:  # start of scan
+            found = _NEXT_MARKER.search(data, end)
+            if found is None:
+                return False
+            pos = found.start()
+        else:
+            pos = end
+
+
+MISSING_IMAGE = "image file not found"
+FOLDER_IMAGE = "image path is a folder, not a file"
+TRUNCATED_JPEG = "truncated JPEG: it ends before its end-of-image marker (libjpeg would fill the rest with grey)"
+
+
+def image_file_problem(path: Union[str, Path]) -> Optional[str]:
+    """Why ``path`` cannot be an image file, found before decoding (MISSING_IMAGE, FOLDER_IMAGE, TRUNCATED_JPEG), or
+    None.
+
+    libjpeg decodes a truncated JPEG with only a warning and pads the missing part grey, so a JPEG's end is checked:
+    a complete one ends with its end-of-image marker (0xFFD9), possibly followed by padding (0x00/0xFF) or, rarely,
+    a trailer (camera data, a second image), which a walk over its marker structure tells apart. The common case
+    costs one open and two small reads. Other formats' decoders refuse truncated files themselves.
+    """
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return MISSING_IMAGE
+    except IsADirectoryError:
+        return FOLDER_IMAGE
+    with fh:
+        if fh.read(2) != b"\xff\xd8":
+            return None
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(2, size - JPEG_TAIL))
+        if fh.read().rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
+            return None
+        fh.seek(0)
+        return None if _jpeg_reaches_eoi(fh.read()) else TRUNCATED_JPEG
+
+
+def check_image_file(path: Union[str, Path]) -> None:
+    """Raise FileNotFoundError, or ImageReadError for a folder or a truncated JPEG, naming ``path``."""
+    problem = image_file_problem(path)
+    if problem is not None:
+        raise (FileNotFoundError if problem == MISSING_IMAGE else ImageReadError)(f"{problem}: {path}")
+
+
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK = 16, 4096
+
+
+def image_fingerprint(path: Union[str, Path]) -> str:
+    """What identifies an image file by its content, wherever it lies and whatever it is called: 16 hex digits of
+    BLAKE2b over its size and 16 evenly spaced 4 KiB blocks (the whole file up to 64 KiB). Reads at most 64 KiB."""
+    with open(path, "rb") as fh:
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        digest = hashlib.blake2b(f"{size}:".encode(), digest_size=8)
+        if size <= FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK:
+            digest.update(fh.read())
+        else:
+            step = (size - FINGERPRINT_BLOCK) / (FINGERPRINT_BLOCKS - 1)
+            for k in range(FINGERPRINT_BLOCKS):
+                digest.update(os.pread(fd, FINGERPRINT_BLOCK, int(k * step)))
+    return digest.hexdigest()
+
+
 def verify_image(path, dataset: str = "image") -> None:
-    """Raise a DatasetError unless OpenCV can decode the image at `path` (what the training loader will do)."""
+    """Raise a DatasetError unless the image at `path` is a complete file OpenCV can decode (what the training
+    loader will do)."""
     import cv2
 
-    if not os.path.isfile(path):
-        raise DatasetError(dataset, "image not found", path)
+    problem = image_file_problem(path)
+    if problem is not None:
+        raise DatasetError(dataset, problem, path)
     if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
         raise DatasetError(dataset, "image cannot be decoded (corrupt or not an image)", path,
                            expected="a file that cv2.imread can read")
