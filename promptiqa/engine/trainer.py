@@ -350,7 +350,9 @@ class Trainer:
         """metrics.csv and curves.png from the history (last.pth.tar carries it): rewritten whole, atomically."""
         if not self.env.is_main:
             return
-        files.write_metrics(self.save_path / files.METRICS, self.history)
+        path = self.save_path / files.METRICS
+        if self.history or path.exists():   # none before the first epoch; a stale one loses rows not in the history
+            files.write_metrics(path, self.history)
         if self.history:
             plot_curves(self.history, self.save_path / files.CURVES)
 
