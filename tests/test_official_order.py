@@ -186,8 +186,8 @@ def test_isp_command_is_light_and_reports_errors_in_one_line(tmp_path):
                            "--isp_num", "5"], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 1 and proc.stdout.strip() == "no torch"   # images are required without --no-images
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: [spaq] 1 image problem(s): image folder not found")
-    for argv, message in ((["--isp_num", "9"], "error: [spaq] cannot sample 9 prompt images from a train split of "
-                                                 "only 8 images"),
+    for argv, message in ((["--isp_num", "9"], "error: spaq: --isp_num 9: cannot sample 9 prompt images from a train "
+                                                 "split of only 8 images"),
                           (["--split_file", str(tmp_path / "none.json")], "error: split file not found")):
         proc = subprocess.run([sys.executable, "-m", "promptiqa", "isp", "--dataset", "spaq", "--root", str(root),
                                "--no-images", *argv], capture_output=True, text=True, timeout=60, env=env)
