@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The paper's run (configs/paper.yaml): 12 datasets, 66 images per step as 6 groups of 11, 100 epochs.
 # Usage: GPUS=0,1,2,3,4,5 SAVE_PATH=runs/paper sh train.sh [extra train.py options]
+# CONFIG=configs/paper_fast.yaml runs it on the fast path (bf16, TF32); any train.py config file works.
 # With 1, 2, 3 or 6 GPUs each GPU takes 6/N groups of 11 per step (same step as the paper). With another count
 # (e.g. 4 or 8) the step cannot be split into 6 groups evenly: it falls back to one group of 11 per GPU (the
 # official README's setting, 11*N images per step) unless you set BATCH_SIZE and GROUPS_PER_PROCESS yourself.

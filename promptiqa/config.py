@@ -48,7 +48,8 @@ class TrainConfig:
     split_file: Optional[str] = None
     cache_dir: Optional[str] = None
     flip_axis: str = "vertical"       # the official "horizontal" flip really flips the height axis
-    test_prompt: str = "fixed"        # "fixed": encoded once, unflipped; "official": flipped, re-encoded per batch
+    test_prompt: str = "fixed"        # "fixed": encoded once, unflipped; "official": flipped, re-encoded per test group
+    first_epoch: str = "official"     # "official": epoch 1's groups run through each dataset's official sample order
     # --- model ---
     backbone: str = "vit_base_patch8_224"
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -198,11 +199,13 @@ def _from_yaml(value: Any, hint: Any) -> Any:
     return value
 
 
+FIRST_EPOCH_MODES = ("official", "shuffled")
+
 # Fields that change what is trained (resuming with another value is refused) vs. only how.
 ARCHITECTURE_FIELDS = ("model", "backbone", "backbone_kwargs", "image_size")
 STATE_FIELDS = ("dataset", "batch_size", "seed", "lr", "weight_decay", "random_flipping_rate", "random_scale_rate",
                 "random_flipping_warmup", "label_norm", "groups_per_process", "flip_axis", "drop", "clip_grad",
-                "lr_warmup_steps")
+                "lr_warmup_steps", "first_epoch")
 
 
 def _bool_or_path(value: str) -> Union[bool, str]:
@@ -249,6 +252,9 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
     a("--cache_dir", help="prepared image caches (python -m promptiqa.data.prepare)")
     a("--flip_axis", choices=["vertical", "horizontal", "none"])
     a("--test_prompt", choices=["fixed", "official"])
+    a("--first_epoch", choices=FIRST_EPOCH_MODES,
+      help="official (default): epoch 1's groups are consecutive runs of each dataset's official sample order, as "
+           "the official code serves them; shuffled: regroup at random from epoch 1 on")
     a("--backbone")
     a("--backbone_kwargs", type=json.loads, help='JSON, e.g. \'{"depth": 4, "embed_dim": 64}\'')
     a("--image_size", type=int)
@@ -263,7 +269,9 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
     a("--grad_checkpointing", type=_flag, nargs="?", const=True)
     a("--amp", choices=["bf16", "fp16", "none"])
     a("--compile", type=_flag, nargs="?", const=True)
-    a("--tf32", type=_flag, nargs="?", const=True)
+    a("--tf32", type=_flag, nargs="?", const=True,
+      help="TF32 matrix multiplies and cuDNN convolutions on CUDA (default true; false for float32 numerics, as "
+           "configs/paper.yaml sets)")
     a("--resume", help="last.pth.tar of a run to continue")
     a("--overwrite", action="store_const", const=True,
       help="replace the run already in --save_path (its checkpoints, metrics and log); refused without it")

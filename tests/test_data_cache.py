@@ -181,9 +181,8 @@ def test_registry_split_isp_and_cache_fit_together(tmp_path):
     ds = load_dataset("csiq", root)
     split = make_split(ds, 2024)
     assert (len(split.train_units), len(split.test_units)) == (4, 1)
-    order = official_train_order(ds, split)
-    labels = normalise_labels(ds, order)
-    prompts = [order[i] for i in sample_isps(labels, 5)]
+    labels = normalise_labels(ds, split.train_indices)
+    prompts = [split.train_indices[p] for p in sample_isps(labels, 5, order=official_train_order(ds, split))]
     scores = [ds.records[i].score for i in prompts]
     assert scores[0] == min(ds.records[i].score for i in split.train_indices) and scores == sorted(scores)
     source = cache.open_image_source(ds, 32, tmp_path / "cache")

@@ -126,15 +126,16 @@ def test_resolve_split_defaults_to_the_official_seed():
     assert splits.resolve_split(ds) == splits.make_split(ds, 2024)
 
 
-def test_official_train_order_groups_by_shuffled_unit_except_kadid():
+def test_official_train_order_lists_shuffled_units_except_for_label_file_kinds():
     ds = synthetic_ds()
     split = splits.make_split(ds, 2024)
-    order = splits.official_train_order(ds, split)
-    assert sorted(order) == split.train_indices
-    assert [ds.records[i].reference for i in order] == [u for u in split.train_units for _ in range(3)]
-    kadid = synthetic_ds(key="kadid")
-    assert splits.official_train_order(kadid, splits.make_split(kadid, 2024)) == \
-           splits.make_split(kadid, 2024).train_indices
+    order = splits.official_train_order(ds, split)   # positions into split.train_indices
+    assert sorted(order) == list(range(len(split.train_indices)))
+    assert [ds.records[split.train_indices[p]].reference for p in order] == \
+           [u for u in split.train_units for _ in range(3)]
+    for key in ("kadid", "spaq", "uwiqa"):   # their official classes filter the label file's rows
+        other = synthetic_ds(key=key)
+        assert splits.official_train_order(other, splits.make_split(other, 2024)) == list(range(12))
 
 
 # ----------------------------------------------------------------------------------------- ISP sampling
@@ -207,6 +208,25 @@ def test_grouping_is_a_pure_function_of_seed_and_epoch():
     assert a.epoch_groups(0) != groups.GroupSampler([40, 17], 4, seed=4).epoch_groups(0)
     a.set_epoch(2)
     assert list(a) == a.epoch_groups(2)
+
+
+def test_the_official_first_epoch_cuts_each_dataset_order_into_consecutive_runs():
+    orders = [[4, 0, 9, 2, 7, 1, 8, 3, 6, 5, 10], [2, 0, 1, 6, 5, 4, 3]]   # official sample orders (positions)
+    official = groups.GroupSampler([11, 7], 3, seed=5, first_orders=orders)
+    first = official.epoch_groups(0)
+    # dataset 0: runs [4, 0, 9], [2, 7, 1], [8, 3, 6] (5, 10 left over); dataset 1: [2, 0, 1], [6, 5, 4] (3 left)
+    expected = {(0, (4, 0, 9)), (0, (2, 7, 1)), (0, (8, 3, 6)), (1, (2, 0, 1)), (1, (6, 5, 4))}
+    assert {(g[0][0], tuple(i for _, i in g)) for g in first} == expected
+    assert [g[0][0] for g in first] != sorted(g[0][0] for g in first)          # still mixed across datasets
+    # regrouped at random from epoch 2 on, exactly as without first_orders; a pure function for every rank
+    shuffled = groups.GroupSampler([11, 7], 3, seed=5)
+    assert [official.epoch_groups(e) for e in (1, 2)] == [shuffled.epoch_groups(e) for e in (1, 2)]
+    assert shuffled.epoch_groups(0) != first
+    rank1 = groups.GroupSampler([11, 7], 3, seed=5, rank=1, world_size=2, first_orders=orders)
+    rank1.set_epoch(0, start_index=1)
+    assert list(rank1) == first[1:4:2][1:]
+    with pytest.raises(ValueError, match="first_orders"):
+        groups.GroupSampler([11, 7], 3, seed=5, first_orders=[orders[0], [0, 1, 2]])
 
 
 def test_ranks_take_strided_groups_and_equal_step_counts():

@@ -217,6 +217,34 @@ def test_feature_bank_scores_like_predict_split(data, checkpoints):
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+def test_official_test_prompt_is_re_encoded_per_test_group_whatever_the_batch_size(data, checkpoints):
+    ds = load_dataset("tid2013", data["tid2013"])
+    split = make_split(ds, 2024)
+    images = [r.path for r in ds.records]
+    train = IQAImages(images, normalise_labels(ds, split.train_indices), 64, indices=split.train_indices)
+    model = load_model(checkpoints["ours"], device="cpu")
+    p_images, p_scores = stack_items(train, [0, 3, 7])    # n = 3 pairs: test groups of g = 4 images
+    encode, calls = model.encode_prompt, []
+
+    def counted(*args):
+        calls.append(1)
+        return encode(*args)
+
+    model.encode_prompt = counted
+    results = {}
+    for batch_size in (4, 3, 6, 16):                       # = g, below g, across groups, the whole split
+        calls.clear()
+        torch.manual_seed(0)                                # the prompt images' random flips
+        results[batch_size] = predict_split(model, train, DistEnv(), p_images, p_scores, batch_size=batch_size,
+                                            official_prompt=True)
+        assert len(calls) == 4                              # 16 images: one freshly flipped prompt per 4
+    for batch_size in (3, 6, 16):
+        np.testing.assert_allclose(results[batch_size], results[4], atol=1e-6)
+    torch.manual_seed(0)
+    fixed = predict_split(model, train, DistEnv(), p_images, p_scores, batch_size=16)
+    assert not np.allclose(fixed, results[4], atol=1e-6)   # the flips change the prompt, so the scores
+
+
 def test_torchrun_counts_every_test_image_once(data, checkpoints, tmp_path):
     common = ["--checkpoint", checkpoints["ours"], "--dataset", "koniq10k", "tid2013",
               *_roots(data, ("koniq10k", "tid2013")), "-j", "0", "--batch_size", "2", "--plot", "false"]

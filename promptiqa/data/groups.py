@@ -1,12 +1,13 @@
 """Serving samples: training groups (one dataset per group, regrouped every epoch) and whole test splits.
 
 A training group is g images of one dataset and forms one prompt set. The epoch's groups are a pure function
-of (seed, epoch), so resuming, changing the number of ranks, or simulating k ranks in one process all see the
-same groups. Ranks take groups strided: rank r gets groups r, r + W, r + 2W, ... of the global order.
+of (seed, epoch, the datasets' sample orders), so resuming, changing the number of ranks, or simulating k ranks
+in one process all see the same groups. Ranks take groups strided: rank r gets groups r, r + W, r + 2W, ... of
+the global order.
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from torch.utils.data import Dataset, Sampler
@@ -27,9 +28,12 @@ class GroupSampler(Sampler):
     `sizes[d]` is the number of train images of dataset d. Each epoch every dataset is permuted and cut into
     groups (its last incomplete group dropped), the groups of all datasets are shuffled together, and the
     surplus beyond a multiple of `world_size` is dropped so every rank takes the same number of steps.
+    With `first_orders` (per dataset, its train positions in the official sample order) the first epoch (0) cuts
+    that order instead of a permutation, as the official code does: it regroups a dataset only after an epoch.
     """
 
-    def __init__(self, sizes: Sequence[int], group_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, sizes: Sequence[int], group_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 first_orders: Optional[Sequence[Sequence[int]]] = None):
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         _check_rank(rank, world_size)
@@ -38,6 +42,14 @@ class GroupSampler(Sampler):
             raise ConfigError("every dataset needs at least one full group of "
                              f"{group_size} train images; too few in (dataset_idx, size): {short}")
         self.sizes = [int(n) for n in sizes]
+        self.first_orders = None
+        if first_orders is not None:
+            self.first_orders = [np.asarray(order, dtype=np.int64) for order in first_orders]
+            bad = [d for d, (n, order) in enumerate(zip(self.sizes, self.first_orders))
+                   if not np.array_equal(np.sort(order), np.arange(n))]
+            if len(self.first_orders) != len(self.sizes) or bad:
+                raise ValueError("first_orders must give, for every dataset, each of its train positions once "
+                                 f"(wrong for dataset_idx {bad or 'count'})")
         self.group_size = group_size
         self.seed = seed
         self.rank = rank
@@ -62,7 +74,7 @@ class GroupSampler(Sampler):
         g = self.group_size
         groups: List[Group] = []
         for d, n in enumerate(self.sizes):
-            perm = rng.permutation(n)
+            perm = self.first_orders[d] if epoch == 0 and self.first_orders is not None else rng.permutation(n)
             groups.extend([(d, int(i)) for i in perm[k * g:(k + 1) * g]] for k in range(n // g))
         return [groups[i] for i in rng.permutation(len(groups))]
 

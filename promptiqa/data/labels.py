@@ -1,7 +1,7 @@
 """Raw scores -> training labels in [0, 1]: the official code's fixed mapping or the paper's per-split min-max."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,3 +48,17 @@ def normalise_labels(dataset: DatasetRecords, indices: Optional[Sequence[int]] =
                                         f"{np.nanmin(scores):.4g} to {np.nanmax(scores):.4g}) under {rule}",
                            dataset.root, expected="every training label in [0, 1]")
     return labels.astype(np.float32)
+
+
+def label_scale(dataset: DatasetRecords, indices: Optional[Sequence[int]] = None) -> Tuple[float, float]:
+    """The raw scores (low, high) that label 0 and 1: (score - low) / (high - low) gives exactly the labels
+    `normalise_labels(dataset, indices)` gives (the linear map a prompt CSV's --score_range states)."""
+    scores = np.array([r.score for r in dataset.records], dtype=np.float64)
+    if dataset.label_norm == "minmax":
+        chosen = scores if indices is None else scores[np.asarray(indices, dtype=np.int64)]
+        return float(chosen.min()), float(chosen.max())
+    low, high = dataset.official_offset, dataset.official_offset + dataset.official_divisor
+    if high - low != dataset.official_divisor:
+        # offset + divisor rounded (a csv dataset's whole-file min-max): its maximum gives the divisor exactly
+        high = float(scores.max())
+    return float(low), float(high)

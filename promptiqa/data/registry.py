@@ -30,6 +30,10 @@ class DatasetSpec:
     images: int               # published number of labelled images (paper Table 1)
     references: Optional[int]  # published number of reference images, for reference-split datasets
     layout: str               # what a root must hold, for error messages
+    # How the official class lists a train split (splits.official_train_order): "units" = the split's units in
+    # their shuffled order, each unit's images in label-file order; "label_file" = label-file order, because the
+    # class walks the label file and keeps the rows whose index is in the split.
+    train_order: str = "units"
 
 
 # The official code's fixed per-dataset score mappings, kept even where they look odd (FORMATS.md §1).
@@ -43,13 +47,13 @@ DATASET_SPECS: Dict[str, DatasetSpec] = {
                            "mos_with_names.txt, distorted_images/, reference_images/"),
     # KADID's column is called dmos but is a 1-5 MOS where higher is better (FORMATS.md §2.4).
     "kadid": DatasetSpec("KADID-10k", synthetic.parse_kadid, "MOS", True, 1.0, 5.0, "reference", 10125, 81,
-                         "dmos.csv, images/ (the kadid10k folder)"),
+                         "dmos.csv, images/ (the kadid10k folder)", train_order="label_file"),
     # BID's MOS is on [0, 5], but the official code divides by 9 (a copy of TID2013's divisor): labels 0.018-0.547.
     "bid": DatasetSpec("BID", authentic.parse_bid, "MOS", True, 0.0, 9.0, "image", 586, None,
                        "DatabaseGrades.xls or .xlsx beside DatabaseImage*.JPG (the ImageDatabase folder)"),
     "spaq": DatasetSpec("SPAQ", authentic.parse_spaq, "MOS", True, 0.0, 100.0, "image", 11125, None,
                         "Annotations/MOS and Image attribute scores.xlsx (or with underscores), TestImage/ or "
-                        "img_resize/"),
+                        "img_resize/", train_order="label_file"),
     "livec": DatasetSpec("LIVE In the Wild Challenge", authentic.parse_livec, "MOS", True, 1.0, 100.0, "image", 1162,
                          None, "Data/AllImages_release.mat, Data/AllMOS_release.mat, Images/ "
                                "(the ChallengeDB_release folder)"),
@@ -63,7 +67,7 @@ DATASET_SPECS: Dict[str, DatasetSpec] = {
                                None, "DATA/MOS/mosz1.mat, Image/allimg/"),
     # The released dataset_info.json spells this key `uqiqa`; the loaders and we use `uwiqa` (FORMATS.md §0).
     "uwiqa": DatasetSpec("UWIQA", authentic.parse_uwiqa, "MOS", True, 0.0, 1.0, "image", 890, None,
-                         "IQA_Value.xlsx, img/"),
+                         "IQA_Value.xlsx, img/", train_order="label_file"),
 }
 DATASET_KEYS: Tuple[str, ...] = tuple(DATASET_SPECS)
 LABEL_NORMS = ("official", "minmax")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -24,26 +24,31 @@ def _interval_positions(length: int, n: int) -> List[int]:
     return [0] + [k * step for k in range(1, n - 1)] + [length - 1]
 
 
-def sample_isps(labels: np.ndarray, n: int, strategy: str = "interval", seed: Optional[int] = None) -> np.ndarray:
+def sample_isps(labels: np.ndarray, n: int, strategy: str = "interval", seed: Optional[int] = None,
+                order: Optional[Sequence[int]] = None) -> np.ndarray:
     """Indices into `labels` of n prompt images: evenly spaced by rank ("interval") or a seeded random draw.
 
-    Interval sampling sorts by label with a stable sort, so equal labels keep the order they are given in
-    (pass labels in `splits.official_train_order` to break ties as the official code does).
+    `order` lists the indices of `labels` in the official sample order (`splits.official_train_order`): interval
+    sampling sorts stably, so equal labels keep this order, and random sampling shuffles this list, both as the
+    official code does with its train list. Default: the order the labels are given in.
     """
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise ConfigError(f"an ISP needs at least 2 image-score pairs, got n={n!r}")
     if len(labels) < n:
         raise ConfigError(f"cannot sample {n} prompt images from a train split of only {len(labels)} images")
+    base = np.arange(len(labels)) if order is None else np.asarray(order, dtype=np.int64).reshape(-1)
+    if order is not None and not np.array_equal(np.sort(base), np.arange(len(labels))):
+        raise ValueError(f"order must list each of the {len(labels)} label indices once")
     if strategy == "interval":
-        order = np.argsort(labels, kind="stable")
+        ranked = base[np.argsort(labels[base], kind="stable")]
     elif strategy == "random":
         if seed is None:
             raise ConfigError("random ISP sampling needs a seed (it is deterministic by design)")
         # The official "random" shuffles the pairs, then takes the same positions as interval sampling.
-        shuffled = list(range(len(labels)))
+        shuffled = base.tolist()
         random.Random(seed).shuffle(shuffled)
-        order = np.asarray(shuffled)
+        ranked = np.asarray(shuffled)
     else:
         raise ConfigError(f"unknown ISP sampling strategy {strategy!r}; expected one of {STRATEGIES}")
-    return order[_interval_positions(len(labels), n)].astype(np.int64)
+    return ranked[_interval_positions(len(labels), n)].astype(np.int64)

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from ..errors import PromptIQAError
 from ..fileio import atomic_write_text
 from .records import DatasetRecords
+from .registry import DATASET_SPECS
 
 # The official code's seed comes first; the other nine are our choice (the paper does not publish its seeds).
 OFFICIAL_SEED = 2024
@@ -24,10 +25,6 @@ SPLIT_SEEDS: Tuple[int, ...] = (OFFICIAL_SEED,) + tuple(range(2025, 2034))
 TRAIN_FRACTION = 0.8
 SPLIT_FILE_FORMAT = "promptiqa-splits"
 SPLIT_FILE_VERSION = 1
-
-# The official KADID class lists its samples in CSV order (it filters rows by reference id) instead of
-# grouping them by the shuffled reference order like LIVE, CSIQ and TID2013 do.
-_OFFICIAL_RECORD_ORDER_KEYS = frozenset({"kadid"})
 
 
 class SplitError(PromptIQAError, ValueError):
@@ -119,16 +116,21 @@ def make_split(ds: DatasetRecords, seed: int) -> Split:
 
 
 def official_train_order(ds: DatasetRecords, split: Split) -> List[int]:
-    """Train record indices in the order the official code lists them; interval-sampling ties break in this order.
+    """Positions into ``split.train_indices`` (the train set) in the order the official code lists the train split.
 
-    Units in the split's shuffle order, record order within a unit; KADID keeps plain record (CSV) order.
+    Interval sampling breaks label ties in this order and the official first epoch's groups are consecutive runs of
+    it. Per the dataset's kind (``DatasetSpec.train_order``): KADID, SPAQ and UWIQA keep label-file order (their
+    classes filter the label file's rows); every other dataset, the ``csv`` kind included, lists the split's units in
+    their shuffled order, each unit's images in label-file order (one image per unit for by-image datasets; for
+    LIVE, CSIQ and TID2013 the reference order, with our sorted reference names standing in for ``os.listdir``).
     """
-    if ds.key in _OFFICIAL_RECORD_ORDER_KEYS:
-        return list(split.train_indices)
+    spec = DATASET_SPECS.get(ds.key)
+    if spec is not None and spec.train_order == "label_file":
+        return list(range(len(split.train_indices)))
     by_unit: Dict[str, List[int]] = {}
-    for i in split.train_indices:
-        by_unit.setdefault(_record_unit(ds, i), []).append(i)
-    return [i for unit in split.train_units for i in by_unit.get(unit, [])]
+    for position, i in enumerate(split.train_indices):
+        by_unit.setdefault(_record_unit(ds, i), []).append(position)
+    return [position for unit in split.train_units for position in by_unit.get(unit, [])]
 
 
 def save_splits(path: Union[str, Path], splits: Dict[str, Split]) -> None:

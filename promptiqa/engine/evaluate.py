@@ -42,8 +42,9 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
                   progress=None) -> np.ndarray:
     """Predictions for every item of ``dataset`` (in its order), each scored once across ranks and gathered.
 
-    The prompt is encoded once (unflipped) by default; ``official_prompt`` re-encodes it for every batch with
-    the prompt images randomly flipped, as the official test loop does.
+    The prompt is encoded once (unflipped) by default; ``official_prompt`` re-encodes it, its images randomly
+    flipped, for every test group of g = n + 1 consecutive images of this rank's shard (n prompt pairs), as the
+    official test loop does with its groups of g images, whatever ``batch_size`` is.
     """
     was_training = model.training
     model.eval()
@@ -55,17 +56,28 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
         if not official_prompt:
             with autocast(device, amp):
                 prompt = model.encode_prompt(prompt_images, prompt_scores)
+    group = len(prompt_images) + 1 if uses_prompt and official_prompt else None
     loader = ImageLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
                                                                                     env.world_size),
                          num_workers=workers, pin_memory=device.type == "cuda")
     indices, preds = [], []
+    done = 0   # images of this rank's shard scored so far
     for images, _, idx in loader:
         images = images.to(device, non_blocking=True)
         with autocast(device, amp):
-            if uses_prompt and official_prompt:
-                flips = torch.rand(len(prompt_images)).numpy() < 0.5
-                prompt = model.encode_prompt(flip_batch(prompt_images, flips, flip_axis), prompt_scores)
-            out = model.score(images, prompt)
+            if group is None:
+                out = model.score(images, prompt)
+            else:
+                parts, start = [], 0
+                while start < len(images):
+                    if (done + start) % group == 0:   # a new test group: a freshly flipped prompt
+                        flips = torch.rand(len(prompt_images)).numpy() < 0.5
+                        prompt = model.encode_prompt(flip_batch(prompt_images, flips, flip_axis), prompt_scores)
+                    end = min(len(images), start + group - (done + start) % group)
+                    parts.append(model.score(images[start:end], prompt))
+                    start = end
+                out = torch.cat(parts)
+        done += len(images)
         preds.append(out.float().cpu())
         indices.append(idx)
         if progress is not None:

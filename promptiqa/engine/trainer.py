@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..config import ARCHITECTURE_FIELDS, STATE_FIELDS, TrainConfig
+from ..config import ARCHITECTURE_FIELDS, FIRST_EPOCH_MODES, STATE_FIELDS, TrainConfig
 from ..data import (IQAImages, GroupSampler, ImageLoader, MultiDataset, image_fingerprint, load_dataset,
-                    normalise_labels, open_image_source, resolve_roots, resolve_split, sample_isps, save_splits)
+                    normalise_labels, official_train_order, open_image_source, resolve_roots, resolve_split,
+                    sample_isps, save_splits)
 from ..errors import PromptIQAError, one_line
 from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed, lost_peer
 from ..fileio import atomic_write, atomic_write_text, remove_orphans
@@ -169,6 +170,7 @@ class DatasetBundle:
     train: IQAImages
     test: IQAImages
     prompt_positions: np.ndarray    # ISPP positions in the train set (interval sampling)
+    order: List[int]                # train positions in the official sample order (ISP ties, the first epoch)
     train_fingerprints: Optional[List[str]] = None   # content fingerprints of the train images, read once
 
 
@@ -180,6 +182,8 @@ class Trainer:
         self.save_path = Path(cfg.save_path)
         self.plan = plan_steps(cfg.batch_size, env.local_world_size, cfg.groups_per_process,
                                nodes=max(1, env.world_size // env.local_world_size))
+        if cfg.first_epoch not in FIRST_EPOCH_MODES:
+            raise TrainingError(f"first_epoch must be one of {', '.join(FIRST_EPOCH_MODES)}, got {cfg.first_epoch!r}")
         k = cfg.groups_per_process
         self.virtual = [VirtualRank(env.rank * k + j, cfg.seed, env.device) for j in range(k)]
         self.virtual_world = env.world_size * k
@@ -224,8 +228,9 @@ class Trainer:
             test_labels = normalise_labels(ds, split.test_indices)
             train = IQAImages(source, train_labels, cfg.image_size, indices=split.train_indices)
             test = IQAImages(source, test_labels, cfg.image_size, indices=split.test_indices)
-            prompt = sample_isps(train_labels, self.plan.prompt_length, "interval")
-            bundles.append(DatasetBundle(key, ds, split, train, test, prompt))
+            order = official_train_order(ds, split)
+            prompt = sample_isps(train_labels, self.plan.prompt_length, "interval", order=order)
+            bundles.append(DatasetBundle(key, ds, split, train, test, prompt, order))
             self.log(f"dataset {key}: {len(train)} train / {len(test)} test images ({ds.split_by} split, "
                      f"{len(split.train_units)}/{len(split.test_units)} units), labels {cfg.label_norm}")
         return bundles
@@ -403,8 +408,14 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         sizes = [len(b.train) for b in bundles]
-        samplers = [GroupSampler(sizes, self.plan.group_size, cfg.seed, vr.index, self.virtual_world)
-                    for vr in self.virtual]
+        # The official code serves epoch 1 in each dataset's sample order (consecutive runs of it form the groups)
+        # and regroups only after each epoch; "shuffled" regroups at random from the start.
+        first_orders = [b.order for b in bundles] if cfg.first_epoch == "official" else None
+        samplers = [GroupSampler(sizes, self.plan.group_size, cfg.seed, vr.index, self.virtual_world,
+                                 first_orders=first_orders) for vr in self.virtual]
+        self.log(f"first epoch: {cfg.first_epoch} (" + ("groups are consecutive runs of each dataset's official "
+                 "sample order; regrouped at random from epoch 2" if first_orders else "regrouped at random every "
+                 "epoch") + ")")
         data = MultiDataset([b.train for b in bundles])
         self._install_signal_handlers()
         self.log("model selection: best_model.pth.tar is chosen by SROCC + PLCC summed over the datasets' TEST "

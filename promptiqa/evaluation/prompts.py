@@ -47,11 +47,15 @@ def check_perturbations(perturb: Optional[Sequence[str]]) -> List[str]:
 
 
 def build_prompt(train, n: int, strategy: str = "interval", seed: int = 0,
-                 perturb: Optional[Sequence[str]] = None, key: str = "dataset") -> Prompt:
-    """Sample ``n`` ISPs from ``train`` (the train split's IQAImages) and apply ``perturb``, all seeded by ``seed``."""
+                 perturb: Optional[Sequence[str]] = None, key: str = "dataset",
+                 order: Optional[Sequence[int]] = None) -> Prompt:
+    """Sample ``n`` ISPs from ``train`` (the train split's IQAImages) and apply ``perturb``, all seeded by ``seed``.
+
+    ``order``: the train positions in the official sample order (``splits.official_train_order``), which decides
+    ties and the random draw as in the official code."""
     perturb = check_perturbations(perturb)
     try:
-        positions = [int(p) for p in sample_isps(train.labels, n, strategy, seed=seed)]
+        positions = [int(p) for p in sample_isps(train.labels, n, strategy, seed=seed, order=order)]
     except ValueError as err:
         raise ConfigError(f"{key}: {err}") from None
     sampled = list(positions)

@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..config import build_parser as build_train_parser, validate_options
-from ..data import (IQAImages, load_dataset, normalise_labels, open_image_source, resolve_roots, resolve_split,
-                    split_from_units)
+from ..data import (IQAImages, load_dataset, normalise_labels, official_train_order, open_image_source,
+                    resolve_roots, resolve_split, split_from_units)
 from ..data.groups import TestShardSampler
 from ..distributed import DistEnv, cleanup, init_distributed
 from ..errors import ConfigError, run_command
@@ -108,7 +108,8 @@ def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool 
             help="a splits JSON (e.g. the training run's splits.json), or 'checkpoint' for the splits our checkpoint "
                  "records")
     borrow_option(parser, train, "test_prompt", help="fixed: the ISPP encoded once (default); official: prompt images "
-                                               "randomly flipped and re-encoded per batch, as the official test loop")
+                                               "randomly flipped and re-encoded per test group of n + 1 images, as "
+                                               "the official test loop")
     a("--isp_strategy", choices=["interval", "random"], help="ISP sampling from the train split (default interval)")
     a("--isp_num", type=int, help="ISPP size n (default: the checkpoint's prompt_num, else 10)")
     a("--isp_seed", type=int, help="seed of random ISP sampling and of the perturbations (default 0)")
@@ -151,6 +152,7 @@ class EvalData:
     train: IQAImages
     test: IQAImages
     leakage: LeakageCheck
+    train_order: List[int]   # train positions in the official sample order: ISP sampling follows it
 
     @property
     def train_names(self) -> List[str]:
@@ -233,7 +235,7 @@ class EvalSession:
             self.warn(leakage.message)
         self.log(f"dataset {key}: {len(train)} train / {len(test)} test images ({source}, {ds.split_by} split), "
                  f"labels {self.label_norm}")
-        return EvalData(key, ds, split, source, train, test, leakage)
+        return EvalData(key, ds, split, source, train, test, leakage, official_train_order(ds, split))
 
     def prompt(self, data: EvalData, n: Optional[int] = None, strategy: Optional[str] = None,
                seed: Optional[int] = None, perturb: Optional[Sequence[str]] = None) -> Optional[Prompt]:
@@ -242,7 +244,7 @@ class EvalSession:
             return None
         return build_prompt(data.train, n or self.isp_num, strategy or self.cfg.isp_strategy,
                             self.cfg.isp_seed if seed is None else seed,
-                            self.perturb if perturb is None else perturb, key=data.key)
+                            self.perturb if perturb is None else perturb, key=data.key, order=data.train_order)
 
     def predict(self, data: EvalData, prompt: Optional[Prompt], model=None) -> np.ndarray:
         """Predictions for ``data``'s test split, in its order (every rank gets all of them)."""
