@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import yaml
 
@@ -65,6 +68,7 @@ class TrainConfig:
     compile: bool = False
     tf32: bool = True
     resume: Optional[str] = None
+    overwrite: bool = False           # replace the run already in save_path (refused without it)
     eval_every: int = 1
     eval_batch_size: int = 32
     log_every: int = 10
@@ -73,6 +77,126 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def validate(self, origin: Optional[Mapping[str, str]] = None) -> "TrainConfig":
+        """Refuse, before any work, a setting of the wrong type, out of its range or not among its choices;
+        ``origin`` maps a field to the config file it came from (named in the message). Returns self."""
+        choices = {a.dest: a.choices for a in build_parser()._actions if a.choices}
+        validate_options(self, origin, choices)
+        if self.rank >= self.world_size:
+            raise ConfigError(f"--rank {self.rank} must be below --world-size {self.world_size} (node ranks are "
+                              f"0..{self.world_size - 1})")
+        return self
+
+
+class Range(NamedTuple):
+    """The valid values of a numeric option: from ``low`` (excluded if ``above_low``) to ``high`` (excluded if
+    ``below_high``; None: no upper bound)."""
+
+    low: float
+    high: Optional[float] = None
+    below_high: bool = False
+    above_low: bool = False
+
+
+# The range of every numeric option of train.py, test.py and the ISP tools, by name: one table, so an option that
+# several commands share has one rule.
+NUMBER_RULES: Dict[str, Range] = {
+    "batch_size": Range(1), "epochs": Range(1), "seed": Range(0), "lr": Range(0), "weight_decay": Range(0),
+    "random_flipping_rate": Range(0, 1), "random_scale_rate": Range(0, 1), "random_flipping_warmup": Range(0),
+    "workers": Range(0), "world_size": Range(1), "rank": Range(0), "gpu": Range(0), "image_size": Range(1),
+    "drop": Range(0, 1, below_high=True), "clip_grad": Range(0, above_low=True), "lr_warmup_steps": Range(0),
+    "nprocs": Range(1), "groups_per_process": Range(1), "eval_every": Range(1), "eval_batch_size": Range(1),
+    "log_every": Range(1), "stop_after_steps": Range(1), "isp_num": Range(1), "isp_seed": Range(0),
+    "draws": Range(1), "sizes": Range(1),
+}
+# options whose command-line spelling is not --<field name> (the official ones)
+_FLAGS = {"world_size": "--world-size", "dist_url": "--dist-url", "dist_backend": "--dist-backend",
+          "multiprocessing_distributed": "--multiprocessing-distributed"}
+
+
+def check_number(name: str, value: Any, where: str = "") -> None:
+    """Refuse ``value`` for option ``name`` when it is not finite or outside NUMBER_RULES[name] (None passes);
+    ``where`` replaces the option's name in the message."""
+    rule = NUMBER_RULES.get(name)
+    if rule is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    option = where or _FLAGS.get(name, f"--{name}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{option} must be a finite number, got {value}")
+    too_low = value < rule.low or (rule.above_low and value == rule.low)
+    lowest = f"{'above' if rule.above_low else 'at least'} {rule.low}"
+    if rule.high is None:
+        if too_low:
+            raise ConfigError(f"{option} must be {lowest}, got {value}")
+    elif too_low or value > rule.high or (rule.below_high and value == rule.high):
+        raise ConfigError(f"{option} must be {lowest} and {'below' if rule.below_high else 'at most'} {rule.high}, "
+                          f"got {value}")
+
+
+def validate_options(obj, origin: Optional[Mapping[str, str]] = None,
+                     choices: Optional[Mapping[str, Sequence]] = None) -> None:
+    """Check every field of the dataclass ``obj`` against its type, NUMBER_RULES and ``choices``; the message
+    names the option (or ``origin[field]``, the file a value came from)."""
+    origin = origin or {}
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        where = f"{origin[f.name]}: {f.name}" if f.name in origin else _FLAGS.get(f.name, f"--{f.name}")
+        if not _fits(value, hints[f.name]):
+            raise ConfigError(f"{where}: expected {_describe(hints[f.name])}, got {type(value).__name__} {value!r}")
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            check_number(f.name, v, where if f.name in origin else "")
+            allowed = (choices or {}).get(f.name)
+            if allowed and v is not None and v not in allowed:
+                raise ConfigError(f"{where}: expected one of {', '.join(map(str, allowed))}, got {v!r}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Union:
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0]).replace('a ', '', 1).replace('an ', '', 1)}s"
+    if origin is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _from_yaml(value: Any, hint: Any) -> Any:
+    """YAML 1.1 reads 1e-5 (no dot) as a string: accept a number written so where a number is expected."""
+    floats = hint is float or (typing.get_origin(hint) is Union and float in typing.get_args(hint))
+    if floats and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 FIRST_EPOCH_MODES = ("official", "shuffled")
@@ -149,6 +273,8 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
       help="TF32 matrix multiplies and cuDNN convolutions on CUDA (default true; false for float32 numerics, as "
            "configs/paper.yaml sets)")
     a("--resume", help="last.pth.tar of a run to continue")
+    a("--overwrite", action="store_const", const=True,
+      help="replace the run already in --save_path (its checkpoints, metrics and log); refused without it")
     a("--eval_every", type=int)
     a("--eval_batch_size", type=int)
     a("--log_every", type=int)
@@ -161,13 +287,26 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(map(str, set(data) - set(hints)))
     if unknown:
         raise ConfigError(f"{path}: unknown settings {unknown}")
+    data = {key: _from_yaml(value, hints[key]) for key, value in data.items()}
+    for key, value in data.items():
+        if not _fits(value, hints[key]):
+            raise ConfigError(f"{path}: {key}: expected {_describe(hints[key])}, got {type(value).__name__} "
+                              f"{value!r}")
     return data
 
 
@@ -177,7 +316,9 @@ def resolve_config(argv: Optional[Sequence[str]] = None, parser: Optional[argpar
     parser = parser or build_parser()
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     values: Dict[str, Any] = {}
+    origin: Dict[str, str] = {}
     if args.get("config"):
         values.update(load_yaml(args["config"]))
+        origin = {key: args["config"] for key in values if key not in args}
     values.update(args)
-    return TrainConfig(**values)
+    return TrainConfig(**values).validate(origin)

@@ -3,6 +3,7 @@ and the few collectives the engine needs."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
@@ -31,15 +32,31 @@ class DistEnv:
 
 
 def _pick_device(requested: Optional[str], local_rank: int, gpu: Optional[int]) -> torch.device:
+    """This process's device: --device (cpu, cuda, cuda:N, mps), default CUDA when present; refuses a device that
+    does not exist here."""
     if requested in (None, "auto"):
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {requested}: not a device; expected cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but CUDA is not available; use --device cpu")
+            raise ConfigError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
         index = gpu if gpu is not None else local_rank
         device = torch.device("cuda", index if device.index is None else device.index)
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            if torch.device(requested).index is not None:
+                asked = f"--device {requested}"
+            else:
+                asked = f"--gpu {gpu}" if gpu is not None else f"local rank {local_rank} (one GPU per process)"
+            raise ConfigError(f"{asked}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
         torch.cuda.set_device(device)
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {requested}: MPS is not available on this machine; use --device cpu")
+    elif device.type not in ("cpu", "mps"):
+        raise ConfigError(f"--device {requested}: not supported; expected cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -91,6 +108,22 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=env.device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+# What gloo and NCCL say when another process of the job died or stopped answering (they raise plain RuntimeErrors)
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket Timeout",
+              "Timed out", "timed out", "NCCL communicator was aborted", "NCCL error", "connection refused")
+
+
+def lost_peer(err: BaseException, env: DistEnv) -> Optional[str]:
+    """The reason, when ``err`` says a collective failed because another process of the job is gone (a killed
+    node); None for any other error."""
+    if not env.distributed or not isinstance(err, RuntimeError):
+        return None
+    if not (isinstance(err, getattr(dist, "DistError", ())) or any(text in str(err) for text in _LOST_PEER)):
+        return None
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]   # without gloo's source location and advice
 
 
 def cleanup(env: DistEnv) -> None:

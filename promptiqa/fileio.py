@@ -4,27 +4,94 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import List
 
 from .errors import PromptIQAError
 
 
+class WriteError(PromptIQAError, OSError):
+    """A file that could not be written (a full disk, no permission); its previous version, if any, is intact."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 def atomic_write(path, write, binary: bool = False) -> None:
-    """Call ``write(file)`` on a temp file in ``path``'s folder, then rename it to ``path``: a failure leaves no
-    partial file and an existing ``path`` untouched."""
+    """Call ``write(file)`` on a temp file in ``path``'s folder, flush it to disk (fsync), then rename it to
+    ``path``: a failure (a kill, a full disk) leaves no partial file and an existing ``path`` untouched. A failure
+    to write is a WriteError naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give the file the usual permissions
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else dict(newline="", encoding="utf-8"))) as fh:
             write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())   # the data is on disk before the name points at it
         os.replace(tmp, path)
-    except BaseException:
+        _fsync_folder(path.parent)
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        failure = _write_failure(err)
+        if failure is not None:
+            before = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+            error = WriteError(f"could not write {path}: {os.strerror(failure)} ({before})")
+            error.errno = failure
+            raise error from err
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    atomic_write(path, lambda fh: fh.write(text))
+
+
+def _write_failure(err: BaseException):
+    """The errno of a failed write: an OSError's, or one a writer reported inside another exception (torch.save
+    raises RuntimeError("... file write failed") when the file object it writes to raises)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and not isinstance(err, WriteError) and err.errno is not None:
+            return err.errno
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable (best effort: some file systems cannot open or sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_orphans(path) -> List[Path]:
+    """Remove the temporary files an interrupted ``atomic_write(path)`` left beside ``path`` (a kill -9 mid-write);
+    returns them. Only the writer of ``path`` may call this (a temp file of a write in progress would go too)."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 class OutputError(PromptIQAError):

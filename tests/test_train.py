@@ -4,7 +4,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -84,7 +86,8 @@ def test_single_process_run_writes_every_output(data, tmp_path):
                  "last.pth.tar", "curves.png", "summary.json"):
         assert (run / name).is_file(), name
     rows = list(csv.DictReader(open(run / "metrics.csv")))
-    assert list(rows[0]) == ["epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss"]
+    assert list(rows[0]) == ["epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss", "note"]
+    assert not any(r["note"] for r in rows)   # no epoch was resumed mid-way
     assert {(r["epoch"], r["dataset"], r["split"]) for r in rows} == {
         (e, d, s) for e in ("1", "2") for d in ("koniq10k", "csiq") for s in ("train", "test")}
     env = json.loads((run / "environment.json").read_text())
@@ -100,6 +103,68 @@ def test_single_process_run_writes_every_output(data, tmp_path):
     assert all(k.startswith("module.") for k in raw["state_dict"])   # the official layout
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_commands(args, launcher: str, port: int, nodes: int = 2):
+    """One command (and environment) per node: torchrun with a static rendezvous, or what srun starts (one task
+    per node, SLURM_* variables, MASTER_ADDR/MASTER_PORT), as the README's multi-node lines say."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    for node in range(nodes):
+        if launcher == "torchrun":
+            yield [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--node_rank", str(node),
+                   "--rdzv_endpoint", f"127.0.0.1:{port}", "--nproc_per_node", "1", str(ROOT / "train.py"), *args], env
+        else:
+            yield [sys.executable, str(ROOT / "train.py"), *args], dict(
+                env, SLURM_PROCID=str(node), SLURM_NTASKS=str(nodes), SLURM_LOCALID="0", SLURM_NTASKS_PER_NODE="1",
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def _start_nodes(args, launcher: str):
+    return [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True) for cmd, env in _node_commands(args, launcher, _free_port())]
+
+
+def _kill_node(proc) -> None:
+    """SIGKILL a node's launcher and every process under it (its workers are in their own sessions)."""
+    children: dict = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    todo, tree = [proc.pid], []
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_nodes(procs, timeout: float = 240):
+    """Every node's (returncode, stdout, stderr); a node still running at the timeout is killed (CI never hangs)."""
+    deadline, results = time.time() + timeout, []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                _kill_node(proc)
+                proc.communicate()
+    return results
+
+
 def test_torchrun_two_processes_hold_identical_weights(data, tmp_path):
     run = tmp_path / "ddp"
     proc = _torchrun(_args(data, run, epochs=1))
@@ -110,6 +175,48 @@ def test_torchrun_two_processes_hold_identical_weights(data, tmp_path):
     assert "processes per node 2" in log and "group size g=4" in log
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert {r["dataset"] for r in rows if r["split"] == "test"} == {"koniq10k", "csiq"}
+    # two nodes of one process each, with --batch_size counting one node (4 = one group of 4 per node): the same
+    # step and groups as above, so the same weights and global step, bit for bit; only rank 0 writes
+    for launcher in ("torchrun", "slurm"):
+        nodes = tmp_path / launcher
+        results = _wait_nodes(_start_nodes(_args(data, nodes, epochs=1, batch_size=4), launcher))
+        assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2][-3000:]
+        assert "] promptiqa " not in results[1][1]                      # rank 1 logs nothing
+        log = (nodes / "log.txt").read_text()
+        assert log.count("] promptiqa ") == 1 and "processes per node 1 x nodes 2" in log
+        assert "group size g=4 (prompt length 3), images per step 8" in log
+        _assert_same_weights(run / "last.pth.tar", nodes / "last.pth.tar")
+        assert read_checkpoint(nodes / "last.pth.tar")["global_step"] == read_checkpoint(run / "last.pth.tar")[
+            "global_step"] == 4
+        assert (nodes / "metrics.csv").read_bytes() == (run / "metrics.csv").read_bytes()
+
+
+def test_killing_one_node_ends_the_job_and_leaves_a_resumable_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    args = _args(data, run, epochs=50, batch_size=4, log_every=1)
+    procs = _start_nodes(args, "torchrun")
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not (run / "last.pth.tar").exists():   # epoch 1 saved
+            time.sleep(0.2)
+        assert (run / "last.pth.tar").exists(), "no checkpoint within 180 s"
+        _kill_node(procs[1])
+        started = time.time()
+        (code, _, err), _ = _wait_nodes(procs, timeout=90)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                _kill_node(proc)
+    assert code != 0 and time.time() - started < 90                     # ended, no hang
+    assert re.search(r"error: rank 0 lost another process of the job \(Connection (closed|reset) by peer.*\); every "
+                     r"rank stops\. Relaunch every node with --resume .*last\.pth\.tar", err), err[-3000:]
+    state = read_checkpoint(run / "last.pth.tar")
+    epoch = state["epoch"]
+    assert 1 <= epoch < 50 and state["global_step"] == 4 * epoch and state["step"] == 0
+    resume = _args(data, run, epochs=epoch + 1, batch_size=4, resume=run / "last.pth.tar")
+    results = _wait_nodes(_start_nodes(resume, "torchrun"))
+    assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:]
+    assert read_checkpoint(run / "last.pth.tar")["global_step"] == 4 * (epoch + 1)
 
 
 def test_multiprocessing_distributed_on_cpu(data, tmp_path):
@@ -164,6 +271,17 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path):
     _assert_same_weights(full / "last.pth.tar", part / "last.pth.tar")
     optim_full, optim_part = read_checkpoint(full / "last.pth.tar"), read_checkpoint(part / "last.pth.tar")
     assert optim_full["global_step"] == optim_part["global_step"] == 8
+    # metrics.csv: each epoch once; test figures as uninterrupted; the resumed epochs' training figures say what
+    # they cover (epoch 1 resumed at step 3 of 4, epoch 2 at step 2 of 4; a dataset without a step there has none)
+    rows_full, rows_part = (list(csv.DictReader(open(run / "metrics.csv"))) for run in (full, part))
+    key = lambda r: (r["epoch"], r["dataset"], r["split"])  # noqa: E731
+    assert len(set(map(key, rows_part))) == len(rows_part) and set(map(key, rows_part)) <= set(map(key, rows_full))
+    assert [r for r in rows_part if r["split"] == "test"] == [r for r in rows_full if r["split"] == "test"]
+    assert {r["epoch"] for r in rows_part if r["split"] == "train"} == {"1", "2"}
+    notes = {r["epoch"]: r["note"] for r in rows_part if r["split"] == "train"}
+    assert notes == {"1": "resumed mid-epoch at step 3 of 4: the training loss and figures cover steps 4-4 only",
+                     "2": "resumed mid-epoch at step 2 of 4: the training loss and figures cover steps 3-4 only"}
+    assert f"({notes['2']})" in (part / "log.txt").read_text()
 
 
 def test_resume_with_more_epochs_extends_a_finished_run(data, tmp_path):
@@ -281,8 +399,10 @@ def test_train_py_reports_refusals_in_one_line(data, tmp_path):
                                                                           groups_per_process=4)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 1
+    assert proc.returncode == 1   # a refused request (the exit-code rule); 2 is argparse's usage errors
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]   # one line, no traceback
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --batch_size 10 does not divide")
+    assert not (tmp_path / "run").exists()   # refused before anything was written
 
 
 def test_config_file_and_command_line_precedence(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import PromptIQAError
+from ..fileio import atomic_write_text
 from .records import DatasetRecords
 from .registry import DATASET_SPECS
 
@@ -140,9 +141,7 @@ def save_splits(path: Union[str, Path], splits: Dict[str, Split]) -> None:
         "splits": {key: {"seed": s.seed, "split_by": s.split_by, "train": list(s.train_units),
                          "test": list(s.test_units)} for key, s in splits.items()},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 def load_splits(path: Union[str, Path]) -> Dict[str, dict]:
@@ -159,9 +158,14 @@ def load_splits(path: Union[str, Path]) -> Dict[str, dict]:
     if payload.get("version") != SPLIT_FILE_VERSION:
         raise SplitError(f"split file {path} has version {payload.get('version')!r}; "
                          f"this code reads version {SPLIT_FILE_VERSION}")
+    splits = payload.get("splits", {})
+    if not isinstance(splits, dict):
+        raise SplitError(f"split file {path}: 'splits' must map dataset keys to splits, got {type(splits).__name__}")
     out = {}
-    for key, entry in payload.get("splits", {}).items():
-        if not isinstance(entry.get("train"), list) or not isinstance(entry.get("test"), list):
+    for key, entry in splits.items():
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(side), list) and
+                                                  all(isinstance(u, str) for u in entry[side])
+                                                  for side in ("train", "test")):
             raise SplitError(f"split file {path}: entry '{key}' needs 'train' and 'test' lists of unit names")
         out[key] = {"seed": entry.get("seed"), "split_by": entry.get("split_by"),
                     "train": entry["train"], "test": entry["test"]}

@@ -144,7 +144,7 @@ class Demo:
         values = dict(self.cfg.train)
         values.update(model=model, dataset=[self.key(r) for r in self.cfg.train_requirements],
                       data_root=[f"{k}={v}" for k, v in self.roots.items()], cache_dir=str(Path(self.cache_dir).resolve()),
-                      save_path=str((self.out / model).resolve()))
+                      save_path=str((self.out / model).resolve()), overwrite=True)   # a fresh run each time
         values.setdefault("pretrained_backbone", False)
         return TrainConfig(**values)
 

@@ -16,7 +16,6 @@ one random-flipping decision.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import platform
@@ -40,10 +39,12 @@ from ..config import ARCHITECTURE_FIELDS, FIRST_EPOCH_MODES, STATE_FIELDS, Train
 from ..data import (IQAImages, GroupSampler, ImageLoader, MultiDataset, image_fingerprint, load_dataset,
                     normalise_labels, official_train_order, open_image_source, resolve_roots, resolve_split,
                     sample_isps, save_splits)
-from ..errors import PromptIQAError
-from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed
+from ..errors import PromptIQAError, one_line
+from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed, lost_peer
+from ..fileio import atomic_write, atomic_write_text, remove_orphans
 from ..metrics import compute_metrics
 from ..models import build_model, checkpoint_config, read_checkpoint, save_checkpoint
+from . import run_folder as files
 from .evaluate import autocast, broadcast_buffers, flip_batch, predict_split, stack_items, summarise
 
 
@@ -189,6 +190,7 @@ class Trainer:
         self.augment = PromptAugment(cfg.seed, cfg.random_scale_rate, cfg.random_flipping_rate,
                                      cfg.random_flipping_warmup)
         self.stop_requested = False
+        self.pending_log: Optional[List[str]] = []   # lines logged before the run folder is written to
         self.history: List[dict] = []
         self.best = {"score": -math.inf, "epoch": None, "metrics": None}
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -205,7 +207,10 @@ class Trainer:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         line = f"[{stamp}] {message}"
         print(line, flush=True)
-        with open(self.save_path / "log.txt", "a", encoding="utf-8") as fh:
+        if self.pending_log is not None:
+            self.pending_log.append(line)
+            return
+        with open(self.save_path / files.LOG, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
     # ---------------------------------------------------------------- data
@@ -252,13 +257,21 @@ class Trainer:
         rng = self._gather_rng()   # collective: every rank takes part
         if not self.env.is_main:
             return
-        save_checkpoint(self.save_path / "last.pth.tar", model, config=self._config_entry(model, bundles),
+        self._remove_orphans(files.LAST)
+        save_checkpoint(self.save_path / files.LAST, model, config=self._config_entry(model, bundles),
                         optimizer=optimizer.state_dict(), scaler=scaler.state_dict() if scaler else None,
                         epoch=self.epoch, step=self.step_in_epoch, global_step=self.global_step,
                         augment_rng=self.augment.rng.getstate(), rank_rng=rng, history=self.history,
                         best=self.best, train_config=self.cfg.to_dict())
 
-    def resume(self, model, optimizer, scaler) -> None:
+    def _remove_orphans(self, name: str) -> None:
+        """Delete temp files a killed checkpoint write left (up to the checkpoint's size each)."""
+        for tmp in remove_orphans(self.save_path / name):
+            self.log(f"removed {tmp.name}, the temporary file of an interrupted write of {name}")
+
+    def resume(self, model, optimizer, scaler, bundles) -> None:
+        """Restore model, optimiser and every random stream from --resume; refuses (writing nothing) a file that
+        is not a run's last.pth.tar, a changed architecture and a changed dataset mix or split."""
         path = Path(self.cfg.resume)
         if not path.is_file():
             raise TrainingError(f"--resume {path}: file not found (expected a run's last.pth.tar)")
@@ -274,6 +287,7 @@ class Trainer:
         if arch:
             diff = ", ".join(f"{f}: {old.get(f)} -> {getattr(self.cfg, f)}" for f in arch)
             raise TrainingError(f"--resume {path}: the architecture changed ({diff}); start a new run instead")
+        self._check_splits(path, state, bundles)
         changed = [f for f in STATE_FIELDS if old.get(f) != getattr(self.cfg, f)]
         if changed:
             message = ", ".join(f"{f}: {old.get(f)} -> {getattr(self.cfg, f)}" for f in changed)
@@ -298,38 +312,62 @@ class Trainer:
             self.log(f"resumed run already finished {self.epoch} epochs; raise --epochs to extend it")
         self.log(f"resumed from {path} at epoch {self.epoch + 1}, step {self.step_in_epoch}")
 
+    def _check_splits(self, path: Path, state: dict, bundles) -> None:
+        """A resume must train on the datasets and splits the run started with: another --seed or --split_file
+        would move test images into training (and the leakage check would not know)."""
+        recorded = (state.get("config") or {}).get("splits")
+        if not isinstance(recorded, dict):
+            return   # a checkpoint from before splits were recorded: nothing to compare with
+        now = {b.key: b.split for b in bundles}
+        if set(recorded) != set(now):
+            raise TrainingError(f"--resume {path}: the run trained on {', '.join(sorted(recorded))}, not "
+                                f"{', '.join(sorted(now))}; resume with the same --dataset, or start a new run")
+        for key, split in now.items():
+            old = recorded[key]
+            if list(old.get("train", [])) != list(split.train_units) or \
+                    list(old.get("test", [])) != list(split.test_units):
+                source = f"--split_file {self.cfg.split_file}" if self.cfg.split_file else f"--seed {self.cfg.seed}"
+                raise TrainingError(f"--resume {path}: the {key} split of {source} is not the one the run trained "
+                                    f"on (seed {old.get('seed')}); resume with the run's split (--split_file "
+                                    f"{self.save_path / files.SPLITS}, or its --seed), or start a new run")
+
     # ---------------------------------------------------------------- outputs
-    def write_start_files(self, bundles) -> None:
+    def open_run_folder(self, bundles) -> None:
+        """Write the start files, once every check has passed: the refusals before this write nothing."""
+        log, self.pending_log = self.pending_log or [], None
         if not self.env.is_main:
             return
-        (self.save_path / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        save_splits(self.save_path / "splits.json", {b.key: b.split for b in bundles})
-        (self.save_path / "environment.json").write_text(json.dumps(environment_info(), indent=2))
+        folder = self.save_path
+        folder.mkdir(parents=True, exist_ok=True)
+        removed = files.clear_run(folder) if self.cfg.overwrite else []
+        with open(folder / files.LOG, "a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in log))
+        if removed:
+            self.log(f"--overwrite: removed the previous run's {', '.join(removed)}")
+        for name in files.CHECKPOINTS:
+            self._remove_orphans(name)
+        atomic_write_text(folder / files.CONFIG, json.dumps(self.cfg.to_dict(), indent=2))
+        save_splits(folder / files.SPLITS, {b.key: b.split for b in bundles})
+        atomic_write_text(folder / files.ENVIRONMENT, json.dumps(environment_info(), indent=2))
+        self.write_metrics()
 
-    def record_metrics(self, rows: List[dict]) -> None:
-        self.history.extend(rows)
+    def write_metrics(self) -> None:
+        """metrics.csv and curves.png from the history (last.pth.tar carries it): rewritten whole, atomically."""
         if not self.env.is_main:
             return
-        path = self.save_path / "metrics.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse",
-                                                    "loss"])
-            if new:
-                writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-        plot_curves(self.history, self.save_path / "curves.png")
+        path = self.save_path / files.METRICS
+        if self.history or path.exists():   # none before the first epoch; a stale one loses rows not in the history
+            files.write_metrics(path, self.history)
+        if self.history:
+            plot_curves(self.history, self.save_path / files.CURVES)
 
-    # ---------------------------------------------------------------- the loop
-    def run(self) -> dict:
+    def _prepare(self):
+        """Everything that can refuse the run, before anything is written: the run folder, the data, the model
+        and the resume file."""
         cfg, env = self.cfg, self.env
-        if env.is_main:
-            self.save_path.mkdir(parents=True, exist_ok=True)
-        self.log(f"promptiqa {__version__}: {self.plan.describe(cfg.batch_size)}; device {env.device}, "
-                 f"world size {env.world_size}")
+        if env.is_main:   # only rank 0 writes there
+            files.check_save_path(cfg.save_path, cfg.resume, cfg.overwrite)
         bundles = self.build_data()
-        self.write_start_files(bundles)
         model = build_model(cfg.model, backbone=cfg.backbone, image_size=cfg.image_size,
                             backbone_kwargs=cfg.backbone_kwargs or None, pretrained_backbone=cfg.pretrained_backbone,
                             drop=cfg.drop).to(env.device)
@@ -338,7 +376,33 @@ class Trainer:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler(env.device.type) if cfg.amp == "fp16" else None
         if cfg.resume:
-            self.resume(model, optimizer, scaler)
+            self.resume(model, optimizer, scaler, bundles)
+        return bundles, model, optimizer, scaler
+
+    def _agreed(self, step):
+        """Run ``step`` on every rank; if it refuses on any rank, every rank raises (none waits for the others in
+        a collective that never comes)."""
+        error, result = None, None
+        try:
+            result = step()
+        except (PromptIQAError, OSError) as err:
+            error = err
+        messages = all_gather_objects(None if error is None else one_line(error), self.env)
+        if error is not None:
+            raise error
+        failed = [(rank, m) for rank, m in enumerate(messages) if m]
+        if failed:
+            rank, message = failed[0]
+            raise TrainingError(f"rank {rank} refused to start: {message}")
+        return result
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        cfg, env = self.cfg, self.env
+        self.log(f"promptiqa {__version__}: {self.plan.describe(cfg.batch_size)}; device {env.device}, "
+                 f"world size {env.world_size}")
+        bundles, model, optimizer, scaler = self._agreed(self._prepare)
+        self.open_run_folder(bundles)
         net = torch.compile(model) if cfg.compile else model
         if env.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
@@ -365,7 +429,9 @@ class Trainer:
             self.augment.set_epoch(self.epoch)
             for s in samplers:
                 s.set_epoch(self.epoch, self.step_in_epoch)
-            outcome = self.train_epoch(net, model, loader, optimizer, scaler, bundles, len(samplers[0]), steps_this_run)
+            # the epoch's full step count (len() is what is left of it after a mid-epoch resume)
+            outcome = self.train_epoch(net, model, loader, optimizer, scaler, bundles, samplers[0].groups_per_rank,
+                                       steps_this_run)
             steps_this_run += outcome["steps"]
             if outcome["stopped"]:
                 return self._stop(model, optimizer, scaler, bundles)
@@ -378,15 +444,17 @@ class Trainer:
                 if score > self.best["score"]:
                     self.best = {"score": score, "epoch": self.epoch + 1, "metrics": test}
                     if env.is_main:
-                        save_checkpoint(self.save_path / "best_model.pth.tar", model,
+                        self._remove_orphans(files.BEST)
+                        save_checkpoint(self.save_path / files.BEST, model,
                                         config=self._config_entry(model, bundles), epoch=self.epoch + 1,
                                         metrics=test)
                 self.log(f"epoch {self.epoch + 1} test: " + "; ".join(
                     f"{k} SROCC {m['srocc']:.4f} PLCC {m['plcc']:.4f}" for k, m in test.items())
                          + f" | best epoch {self.best['epoch']} (SROCC+PLCC sum {self.best['score']:.4f})")
-            self.record_metrics(rows)
+            self.history.extend(rows)
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
             self.save_last(model, optimizer, scaler, bundles)
+            self.write_metrics()   # after the checkpoint that carries the same history
             drill = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
             if self.epoch < cfg.epochs and any_rank(self.stop_requested or drill, env):
                 return self._stop(model, optimizer, scaler, bundles, saved=True)
@@ -394,7 +462,7 @@ class Trainer:
         self.log(f"finished {cfg.epochs} epochs; weights identical across ranks: {len(set(digests)) == 1} "
                  f"({digests[0][:12]})")
         if env.is_main:
-            (self.save_path / "summary.json").write_text(json.dumps(
+            atomic_write_text(self.save_path / files.SUMMARY, json.dumps(
                 {"best": self.best, "last": [r for r in self.history if r["epoch"] == self.epoch],
                  "rank_weight_digests": digests}, indent=2, default=float))
         cleanup(env)
@@ -404,7 +472,7 @@ class Trainer:
         if not saved:
             self.save_last(model, optimizer, scaler, bundles)
         self.log(f"stopped at epoch {self.epoch + 1}, step {self.step_in_epoch}; resume with "
-                 f"--resume {self.save_path / 'last.pth.tar'}")
+                 f"--resume {self.save_path / files.LAST}")
         cleanup(self.env)
         return {"stopped": True, "epoch": self.epoch, "step": self.step_in_epoch}
 
@@ -420,6 +488,7 @@ class Trainer:
             bar = tqdm(total=steps_total, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        unit="step", dynamic_ncols=True, file=sys.stderr)
         started, images_done, stopped, checked = time.time(), 0, False, 0
+        first_step = self.step_in_epoch   # > 0 when resumed mid-epoch: the earlier steps' figures are gone
         for images, labels, _, dataset_idx in _closing_bar_on_error(loader, bar):
             if self.global_step <= cfg.lr_warmup_steps:
                 for group in optimizer.param_groups:
@@ -455,11 +524,16 @@ class Trainer:
             return {"stopped": True, "steps": len(losses)}
         mean_loss = float(torch.stack([torch.as_tensor(l, dtype=torch.float32) for l in losses]).mean()) \
             if losses else float("nan")
-        rows = self._train_rows(preds, gts, dsets, bundles, mean_loss)
+        note = ""
+        if first_step:
+            note = (f"resumed mid-epoch at step {first_step} of {steps_total}: the training loss and figures cover "
+                    f"steps {first_step + 1}-{steps_total} only")
+        rows = self._train_rows(preds, gts, dsets, bundles, mean_loss, note)
         rate = images_done * env.world_size / max(time.time() - started, 1e-9)
         self.log(f"epoch {self.epoch + 1}/{cfg.epochs}: loss {mean_loss:.5f}, {rate:.1f} images/s, lr "
                  f"{self._lr(self.epoch):.3g}, flip rate {self.augment.flip_rate:.3g}; train " + "; ".join(
-                     f"{r['dataset']} SROCC {r['srocc']:.4f} PLCC {r['plcc']:.4f}" for r in rows))
+                     f"{r['dataset']} SROCC {r['srocc']:.4f} PLCC {r['plcc']:.4f}" for r in rows)
+                 + (f" ({note})" if note else ""))
         return {"stopped": False, "rows": rows, "steps": len(losses)}
 
     def train_step(self, net, bn_buffers, images, labels, optimizer, scaler, preds, gts) -> torch.Tensor:
@@ -547,9 +621,9 @@ class Trainer:
             else:
                 where = f"a non-finite loss on another rank in epoch {self.epoch + 1}"
             raise TrainingError(f"non-finite training {where}; stopping. The last good checkpoint, "
-                                f"{self.save_path / 'last.pth.tar'}, was not overwritten")
+                                f"{self.save_path / files.LAST}, was not overwritten")
 
-    def _train_rows(self, preds, gts, dsets, bundles, mean_loss) -> List[dict]:
+    def _train_rows(self, preds, gts, dsets, bundles, mean_loss, note: str = "") -> List[dict]:
         local = (torch.cat(preds).cpu().tolist() if preds else [], torch.cat(gts).cpu().tolist() if gts else [],
                  torch.cat(dsets).tolist() if dsets else [])
         pred, gt, ds = [], [], []
@@ -565,7 +639,8 @@ class Trainer:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     metrics = compute_metrics(pred[mask], gt[mask])
-                rows.append(dict(epoch=self.epoch + 1, dataset=b.key, split="train", loss=mean_loss, **metrics))
+                rows.append(dict(epoch=self.epoch + 1, dataset=b.key, split="train", loss=mean_loss, **metrics,
+                                 **({"note": note} if note else {})))
         return rows
 
     def evaluate(self, model, bundles) -> Dict[str, Dict[str, float]]:
@@ -676,7 +751,7 @@ def plot_curves(history: List[dict], path: Path) -> None:
         ax.set(title=f"test {metric.upper()}", xlabel="epoch")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100), binary=True)
     plt.close(fig)
 
 
@@ -685,7 +760,15 @@ def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
     env = init_distributed(cfg, local_index)
     if not env.is_main:
         warnings.filterwarnings("ignore")
-    return Trainer(cfg, env).run()
+    try:
+        return Trainer(cfg, env).run()
+    except RuntimeError as err:
+        reason = lost_peer(err, env)
+        if reason is None:
+            raise
+        last = Path(cfg.save_path) / files.LAST
+        raise TrainingError(f"rank {env.rank} lost another process of the job ({reason}); every rank stops. "
+                            f"Relaunch every node with --resume {last} (the last checkpoint, written whole)") from err
 
 
 def main(argv=None) -> int:
@@ -697,7 +780,8 @@ def main(argv=None) -> int:
 
 
 def launch(cfg: TrainConfig) -> Optional[dict]:
-    """Start training in the launch mode ``cfg`` asks for."""
+    """Start training in the launch mode ``cfg`` asks for (after checking every setting)."""
+    cfg.validate()
     if cfg.multiprocessing_distributed:
         import torch.multiprocessing as mp
 

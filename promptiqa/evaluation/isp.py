@@ -8,7 +8,6 @@ reported as mean ± std (numpy, ddof=0).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -16,11 +15,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..config import check_number
 from ..errors import ConfigError
 from ..metrics import compute_metrics
 from .features import FeatureBank
 from .prompts import PERTURBATIONS, check_perturbations
-from .report import markdown_table, mean_std, plot_lines, pm, write_csv, write_lines
+from .report import markdown_table, mean_std, plot_lines, pm, write_csv, write_json, write_lines
 from .runner import EvalData, EvalSession, add_eval_options, config_from_args
 
 DEFAULT_SIZES = (3, 5, 7, 8, 10)
@@ -164,6 +164,10 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
         cfg.save_path = "runs/isp"
     if cfg.perturb:
         raise ConfigError("--perturb is test.py's; the perturb experiment takes --conditions (none, random_images, ...)")
+    for name in ("draws", "sizes"):
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            check_number(name, value)
     session = EvalSession(cfg)
     try:
         exp = ISPExperiments(session)
@@ -182,9 +186,8 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
             write_csv(out / f"{name}.csv", LONG_COLUMNS, result["rows"])
             write_lines(out / f"{name}.md", [result["caption"], "", result["markdown"]])
             leakage = {d.key: d.leakage.to_dict() for d in session.datasets}
-            (out / f"{name}.json").write_text(json.dumps({"config": cfg.to_dict(), "checkpoint": session.describe(),
-                                                          "isp_num": session.isp_num, "leakage": leakage},
-                                                         indent=1, default=float) + "\n")
+            write_json(out / f"{name}.json", {"config": cfg.to_dict(), "checkpoint": session.describe(),
+                                              "isp_num": session.isp_num, "leakage": leakage})
             print(result["caption"])
             print(result["markdown"])
             for d in session.datasets:

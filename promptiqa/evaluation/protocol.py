@@ -22,12 +22,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..config import TrainConfig, resolve_config
 from ..data import SPLIT_SEEDS
+from ..engine import run_folder
 from ..errors import ConfigError, run_command
+from ..fileio import atomic_write_text
 from .runner import EvalConfig, run_test
 from .summary import summarise_roots, to_markdown
 
 DONE_MARKER = "DONE.json"
-TEST_CHECKPOINTS = {"last": "last.pth.tar", "best": "best_model.pth.tar"}
+TEST_CHECKPOINTS = {"last": run_folder.LAST, "best": run_folder.BEST}
 
 # Table 6: each ablation as the train.py settings it changes ("wo_mixed" trains one model per dataset instead).
 VARIANTS: Dict[str, Dict[str, object]] = {
@@ -64,7 +66,7 @@ def pick_seeds(seeds: Optional[Sequence[int]] = None, seed_index: Optional[int] 
 def test_config(cfg: TrainConfig, folder: Path, which: str) -> EvalConfig:
     """test.py's settings for a finished run: its checkpoint, its own splits.json, its data and device options."""
     return EvalConfig(checkpoint=str(folder / TEST_CHECKPOINTS[which]), dataset=list(cfg.dataset),
-                      split_file=str(folder / "splits.json"), save_path=str(folder / f"test_{which}"),
+                      split_file=str(folder / run_folder.SPLITS), save_path=str(folder / f"test_{which}"),
                       data_root=list(cfg.data_root), datasets_config=cfg.datasets_config, label_norm=cfg.label_norm,
                       cache_dir=cfg.cache_dir, device=cfg.device, gpu=cfg.gpu, dist_url=cfg.dist_url,
                       dist_backend=cfg.dist_backend, amp=cfg.amp, workers=cfg.workers,
@@ -111,24 +113,27 @@ def run_one(cfg: TrainConfig, folder: Path, tests: Sequence[str] = ("last", "bes
         log(f"{folder}: already done ({DONE_MARKER}); skipped")
         return True
     started = time.time()
-    cfg = dataclasses.replace(cfg, save_path=str(folder), resume=None)
-    if not (folder / "summary.json").is_file():
-        if (folder / "last.pth.tar").is_file():
-            cfg.resume = str(folder / "last.pth.tar")
+    cfg = dataclasses.replace(cfg, save_path=str(folder), resume=None, overwrite=False)
+    if not (folder / run_folder.SUMMARY).is_file():
+        if (folder / run_folder.LAST).is_file():
+            cfg.resume = str(folder / run_folder.LAST)
             log(f"{folder}: resuming the interrupted training")
+        elif run_folder.existing_run_files(folder):
+            cfg.overwrite = True   # killed before its first checkpoint: nothing to resume, start it again
+            log(f"{folder}: the interrupted training saved no checkpoint; starting it again")
         outcome = launch(cfg)
         # every in-process rank gets the outcome; only --multiprocessing-distributed's parent gets None and then
         # reads the file the spawned rank 0 wrote (other ranks must not: rank 0 may not have written it yet)
-        finished = not outcome["stopped"] if outcome is not None else (folder / "summary.json").is_file()
+        finished = not outcome["stopped"] if outcome is not None else (folder / run_folder.SUMMARY).is_file()
         if not finished:
             log(f"{folder}: training stopped before the end; run the same command again to resume")
             return False
     for which in tests:
         run_test(test_config(cfg, folder, which), env=env)
     if _is_main():
-        marker.write_text(json.dumps({"seed": cfg.seed, "datasets": list(cfg.dataset), "tests": list(tests),
-                                      "seconds": time.time() - started,
-                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+        atomic_write_text(marker, json.dumps({"seed": cfg.seed, "datasets": list(cfg.dataset), "tests": list(tests),
+                                              "seconds": time.time() - started,
+                                              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
     return True
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -36,7 +35,7 @@ from ..config import build_parser as build_train_parser
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
 from ..errors import ConfigError, PromptIQAError, run_command
-from .report import markdown_table, write_csv, write_lines
+from .report import markdown_table, write_csv, write_json, write_lines
 from .runner import add_eval_options, borrow_option, config_from_args
 
 # metric -> (label type, higher is better)
@@ -206,11 +205,10 @@ def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
     for key in args.dataset:
         for metric, path in relabel(key, roots[key], metrics, args.out_dir, device, args.batch_size).items():
             written[f"{key}_{metric}"] = path
-    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.out_dir) / "relabel.json").write_text(json.dumps(
-        {"datasets": {k: roots[k] for k in args.dataset}, "metrics": {m: FR_METRICS[m][0] for m in metrics},
-         "skipped": [m for m in args.metrics if m not in metrics], "written": {k: str(v) for k, v in written.items()},
-         "piq": getattr(_piq(), "__version__", None)}, indent=1) + "\n")
+    write_json(Path(args.out_dir) / "relabel.json",
+               {"datasets": {k: roots[k] for k in args.dataset}, "metrics": {m: FR_METRICS[m][0] for m in metrics},
+                "skipped": [m for m in args.metrics if m not in metrics],
+                "written": {k: str(v) for k, v in written.items()}, "piq": getattr(_piq(), "__version__", None)})
     if written:
         print("use them as datasets: " + " ".join(f"--data_root {k}={v}" for k, v in written.items()))
     skipped = [m for m in args.metrics if m not in metrics]
@@ -330,9 +328,8 @@ def _write_table3(session, found, results, out: Path, extra: dict) -> None:
                  n=results[c][m]["n"]) for c in columns for m in order if m in results[c]]
     write_csv(out / "table3.csv", ("method", "dataset", "source", "requirement", "srocc", "plcc", "krcc", "rmse", "n"),
               rows)
-    (out / "table3.json").write_text(json.dumps(dict(
-        config=session.cfg.to_dict(), checkpoint=session.describe(), **extra,
-        leakage={d.key: d.leakage.to_dict() for d in session.datasets}), indent=1, default=float) + "\n")
+    write_json(out / "table3.json", dict(config=session.cfg.to_dict(), checkpoint=session.describe(), **extra,
+                                         leakage={d.key: d.leakage.to_dict() for d in session.datasets}))
     print(caption)
     print(markdown_table(header, table))
     for d in session.datasets:

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from ..fileio import atomic_write, atomic_write_text
 
 RESULTS_COLUMNS = ("dataset", "srocc", "plcc", "krcc", "rmse", "n")
 PREDICTIONS_COLUMNS = ("dataset", "image", "gt", "pred")
@@ -22,14 +25,16 @@ def full(value):
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping]) -> Path:
-    """Rows (mappings) under ``columns``, floats written with repr."""
+    """Rows (mappings) under ``columns``, floats written with repr; atomically (no half file, ever)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+
+    def write(fh):
         writer = csv.writer(fh)
         writer.writerow(columns)
         for row in rows:
             writer.writerow([full(row.get(c)) for c in columns])
+
+    atomic_write(path, write)
     return path
 
 
@@ -92,8 +97,7 @@ def plot_scatter(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path) -> 
         ax.axis("off")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path, plt)
     return path
 
 
@@ -110,8 +114,22 @@ def plot_lines(x: Sequence, series: Mapping[str, Mapping[str, Sequence[float]]],
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path, plt)
+    return path
+
+
+def _save_figure(fig, path: Path, plt) -> None:
+    """A figure as PNG, atomically."""
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
+    finally:
+        plt.close(fig)
+
+
+def write_json(path: Path, obj) -> Path:
+    """``obj`` as indented JSON (floats via float()), atomically."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=float) + "\n")
     return path
 
 
@@ -129,7 +147,7 @@ def pm(mean: float, std: float) -> str:
 
 
 def write_lines(path: Path, lines: List[str]) -> Path:
+    """``lines`` as a text file, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

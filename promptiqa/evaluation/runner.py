@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 import warnings
@@ -19,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..config import build_parser as build_train_parser
+from ..config import build_parser as build_train_parser, validate_options
 from ..data import (IQAImages, load_dataset, normalise_labels, official_train_order, open_image_source,
                     resolve_roots, resolve_split, split_from_units)
 from ..data.groups import TestShardSampler
@@ -29,7 +28,7 @@ from ..metrics import compute_metrics
 from ..models import load_model
 from .leakage import LeakageCheck, check_leakage
 from .prompts import PERTURBATIONS, Prompt, build_prompt, check_perturbations
-from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv
+from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv, write_json
 
 DEFAULT_ISP_NUM = 10          # the paper's ISPP size, used when a checkpoint does not record its prompt_num
 CHECKPOINT_SPLITS = "checkpoint"
@@ -72,6 +71,11 @@ class EvalConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    def validate(self) -> "EvalConfig":
+        """Refuse, before any work, a setting of the wrong type or out of its range (config.NUMBER_RULES)."""
+        validate_options(self)
+        return self
 
 
 # train.py options test.py takes unchanged (one declaration of each, in promptiqa/config.py)
@@ -163,6 +167,7 @@ class EvalSession:
     """A checkpoint loaded on this rank's device and the datasets to evaluate it on."""
 
     def __init__(self, cfg: EvalConfig, env: Optional[DistEnv] = None, trained_keys: Optional[Dict[str, str]] = None):
+        cfg.validate()
         if not cfg.checkpoint:
             raise ConfigError("no --checkpoint given")
         if not cfg.dataset:
@@ -340,7 +345,7 @@ def write_test_outputs(session: EvalSession, results: Dict[str, Dict[str, Any]],
                            "prompt": None if r["prompt"] is None else r["prompt"].describe(r["data"].train_names)}
                      for key, r in results.items()},
     }
-    (out / "results.json").write_text(json.dumps(details, indent=1, default=float) + "\n")
+    write_json(out / "results.json", details)
     if cfg.plot:
         plot_scatter({k: dict(gt=r["gt"], pred=r["pred"], **r["metrics"]) for k, r in results.items()},
                      out / "scatter.png")

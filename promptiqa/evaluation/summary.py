@@ -13,7 +13,6 @@ have every dataset of the task). Standard deviations are numpy's (ddof=0).
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -24,7 +23,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..engine.run_folder import CONFIG, METRICS, SUMMARY, read_metrics
 from ..errors import ConfigError, run_command
+from ..fileio import atomic_write
 from .report import fmt, markdown_table, write_csv, write_lines
 
 TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
@@ -37,7 +38,7 @@ TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
 OTHER = "other"
 SELECTIONS = {"last": "last epoch", "best": "best epoch (selected on the test split, as the official code does)"}
 SUMMARY_METRICS = ("srocc", "plcc")
-DONE_FILE = "summary.json"    # training writes it when a run has finished all its epochs
+DONE_FILE = SUMMARY    # training writes it when a run has finished all its epochs
 
 
 def task_of(key: str) -> str:
@@ -90,7 +91,7 @@ def select_epochs(rows: Sequence[Mapping[str, str]]) -> Dict[str, int]:
 
 
 def _seed_of(path: Path) -> Optional[int]:
-    for candidate in (path / "config.json", *sorted(path.glob("*/config.json"))):
+    for candidate in (path / CONFIG, *sorted(path.glob(f"*/{CONFIG}"))):
         if candidate.is_file():
             try:
                 return int(json.loads(candidate.read_text())["seed"])
@@ -103,15 +104,14 @@ def _seed_of(path: Path) -> Optional[int]:
 def read_seed_run(path) -> SeedRun:
     """A seed's run folder: its metrics.csv, or one sub-folder per dataset each with its own metrics.csv."""
     path = Path(path)
-    files = [path / "metrics.csv"] if (path / "metrics.csv").is_file() else sorted(path.glob("*/metrics.csv"))
+    files = [path / METRICS] if (path / METRICS).is_file() else sorted(path.glob(f"*/{METRICS}"))
     if not files:
-        raise FileNotFoundError(f"no metrics.csv in {path} or its sub-folders")
+        raise FileNotFoundError(f"no {METRICS} in {path} or its sub-folders")
     run = SeedRun(path, _seed_of(path), all((f.parent / DONE_FILE).is_file() for f in files))
     run.values = {s: {} for s in SELECTIONS}
     run.epochs = {s: {} for s in SELECTIONS}
     for f in files:
-        with open(f, newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("split") == "test"]
+        rows = [r for r in read_metrics(f) if r["split"] == "test"]
         if not rows:
             warnings.warn(f"{f} has no test rows (no evaluation finished yet); skipped")
             continue
@@ -128,10 +128,19 @@ def read_seed_run(path) -> SeedRun:
 
 
 def find_seed_runs(root) -> List[Path]:
-    """The seed folders of a 10-split root (seed_*), or the root itself when it is one run."""
+    """The seed folders of a 10-split root (seed_*), or the root itself when it is one run; refuses a path that
+    is neither (a mistyped folder)."""
     root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such folder (expected a training run or a 10-split folder of seed_*/ runs)")
     seeds = sorted((p for p in root.glob("seed_*") if p.is_dir()), key=lambda p: (_seed_of(p) or 0, p.name))
-    return seeds or [root]
+    if seeds:
+        return seeds
+    markers = (METRICS, CONFIG)
+    if not any((root / m).is_file() or next(root.glob(f"*/{m}"), None) for m in markers):
+        raise ConfigError(f"{root} is not a run folder (no {METRICS} or {CONFIG}, no seed_*/ runs or runs in its "
+                          f"sub-folders)")
+    return [root]
 
 
 def read_group(root, partial: bool = False) -> List[SeedRun]:
@@ -315,8 +324,7 @@ def write_xlsx(summary: Summary, path: Path) -> Path:
                                   *(None if math.isnan(m[k]) else m[k] for k in ("srocc", "plcc", "krcc", "rmse")),
                                   str(run.path)])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    book.save(str(path))
+    atomic_write(path, book.save, binary=True)
     return path
 
 

@@ -1,0 +1,367 @@
+"""Faults and bad input around runs (issue 19): train.py, test.py, the ISP tools and summarise.py keep the user's
+files, refuse before any work with one line, and keep metrics and checkpoints consistent across interruptions."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from promptiqa.config import resolve_config
+from promptiqa.data import load_dataset, make_split, save_splits
+from promptiqa.engine import trainer as trainer_module
+from promptiqa.engine.run_folder import read_metrics
+from promptiqa.engine.trainer import launch
+from promptiqa.errors import ConfigError, run_command
+from promptiqa.evaluation import runner, summary
+from promptiqa.evaluation.isp import isp_main
+from promptiqa.models import read_checkpoint
+from tests.test_train import ROOT, _args, data  # noqa: F401  (data: the module's dataset fixture)
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` with its bytes (temporary files included)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _train(argv, capsys):
+    """train.py in this process: (exit code, stderr lines)."""
+    capsys.readouterr()
+    code = run_command(lambda: trainer_module.main(argv))
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture(scope="module")
+def stopped(data, tmp_path_factory):  # noqa: F811
+    """A run stopped (resumably) after its first step: last.pth.tar, config.json, splits.json, log.txt, ..."""
+    run = tmp_path_factory.mktemp("stopped") / "run"
+    assert launch(resolve_config(_args(data, run, stop_after_steps=1)))["stopped"]
+    return run
+
+
+@pytest.fixture
+def run_copy(stopped, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    return run
+
+
+# ---------------------------------------------------------------- item 2: a folder holding a run
+
+
+def test_train_refuses_a_folder_that_holds_a_run_and_overwrite_replaces_it(data, run_copy, tmp_path, capsys):
+    run, before = run_copy, _snapshot(run_copy)
+    code, err = _train(_args(data, run, stop_after_steps=1), capsys)
+    assert code == 1 and err == [
+        f"error: --save_path {run} already holds a run (config.json, splits.json, environment.json, log.txt, ...); "
+        f"continue it with --resume {run / 'last.pth.tar'}, give another --save_path, or pass --overwrite to "
+        f"replace it"]
+    assert _snapshot(run) == before
+    other = tmp_path / "other"   # resuming another run's checkpoint into this folder would overwrite it too
+    shutil.copytree(run, other)
+    code, err = _train(_args(data, run, resume=other / "last.pth.tar", stop_after_steps=1), capsys)
+    assert code == 1 and "already holds a run" in err[0] and _snapshot(run) == before
+    code, _ = _train(_args(data, run, stop_after_steps=1, overwrite=True), capsys)
+    assert code == 0
+    log = (run / "log.txt").read_text()
+    assert log.count("] promptiqa ") == 1 and "--overwrite: removed the previous run's config.json" in log
+
+
+# ---------------------------------------------------------------- item 3: a refused resume writes nothing
+
+
+def test_a_refused_resume_writes_nothing(data, run_copy, tmp_path, capsys):
+    run, last = run_copy, run_copy / "last.pth.tar"
+    before = _snapshot(run)
+    other = tmp_path / "seed7.json"
+    save_splits(other, {k: make_split(load_dataset(k, data[k]), 7) for k in ("koniq10k", "csiq")})
+    refusals = [
+        (dict(seed=7), r"the (koniq10k|csiq) split of --seed 7 is not the one the run trained on \(seed 2024\)"),
+        (dict(split_file=other), r"split of --split_file .*seed7.json is not the one the run trained on"),
+        (dict(dataset=["koniq10k"]), r"the run trained on csiq, koniq10k, not koniq10k"),
+        (dict(image_size=96), r"the architecture changed \(image_size: 64 -> 96\)"),
+    ]
+    for extra, message in refusals:
+        code, err = _train(_args(data, run, resume=last, stop_after_steps=1, **extra), capsys)
+        assert code == 1 and len(err) == 1 and re.search(message, err[0]), (extra, err)
+        assert _snapshot(run) == before, extra   # config.json, splits.json, log.txt, the checkpoint: untouched
+
+
+# ---------------------------------------------------------------- item 4: metrics.csv follows the checkpoint
+
+
+def test_metrics_rows_follow_the_checkpoint_across_interruptions(data, tmp_path):
+    run = tmp_path / "run"
+    resume = dict(resume=run / "last.pth.tar")
+    launch(resolve_config(_args(data, run, stop_after_steps=4)))   # 4 steps = epoch 1; stops after its checkpoint
+    first = {name: (run / name).read_bytes() for name in ("last.pth.tar", "metrics.csv")}
+    launch(resolve_config(_args(data, run, **resume)))
+    full = (run / "metrics.csv").read_bytes()
+    rows = read_metrics(run / "metrics.csv")
+    assert sorted((r["epoch"], r["dataset"], r["split"]) for r in rows) == sorted(
+        (e, d, s) for e in (1, 2) for d in ("koniq10k", "csiq") for s in ("train", "test"))
+    # killed between epoch 2's metrics and its checkpoint (the order before: metrics appended first): the resume
+    # trains epoch 2 again and writes its rows once
+    (run / "last.pth.tar").write_bytes(first["last.pth.tar"])
+    launch(resolve_config(_args(data, run, **resume)))
+    assert (run / "metrics.csv").read_bytes() == full
+    # killed after epoch 2's checkpoint, before its metrics: the resume rewrites them from the checkpoint
+    (run / "metrics.csv").write_bytes(first["metrics.csv"])
+    launch(resolve_config(_args(data, run, **resume)))
+    assert (run / "metrics.csv").read_bytes() == full
+
+
+def _metrics(folder: Path, text: str, finished: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.csv").write_text(text)
+    if finished:
+        (folder / "summary.json").write_text("{}")
+    return folder
+
+
+HEADER = "epoch,dataset,split,srocc,plcc,krcc,rmse,loss\n"
+
+
+def test_summariser_reads_what_older_trainers_wrote_and_says_so(tmp_path):
+    # epoch 2 written twice (a resume after a kill between the metrics and the checkpoint), then a row cut short
+    run = _metrics(tmp_path / "run", HEADER + "1,live,test,0.5,0.5,0.4,0.1,nan\n2,live,test,0.7,0.7,0.6,0.1,nan\n"
+                   "2,live,test,0.7,0.7,0.6,0.1,nan\n3,live,test,0.6,0.6,0.5,0.1,nan\n4,live,te")
+    with pytest.warns(UserWarning) as caught:
+        result = summary.read_seed_run(run)
+    messages = [str(w.message) for w in caught]
+    assert any(f"{run / 'metrics.csv'}: line 6 is incomplete" in m for m in messages)
+    assert any("epoch(s) 2 written more than once" in m for m in messages)
+    assert result.epochs["best"] == {"live": 2} and result.epochs["last"] == {"live": 3}
+    assert result.values["best"]["live"]["srocc"] == 0.7
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a,b\n1,2\n", "not a training metrics.csv (no column epoch, dataset, split, srocc, plcc"),
+    (HEADER + "one,live,test,0.5,0.5,0.4,0.1,nan\n", "line 2: epoch 'one' is not a whole number"),
+    (HEADER + "1,live,test,high,0.5,0.4,0.1,nan\n", "line 2: srocc 'high' is not a number"),
+    (HEADER + "1,live,test,0.5\n1,live,train,0.5,0.5,0.4,0.1,0.2\n", "line 2: expected the 8 columns of the header"),
+    (HEADER + "1,live,valid,0.5,0.5,0.4,0.1,nan\n", "line 2: split 'valid' is neither 'train' nor 'test'"),
+])
+def test_summarise_refuses_a_malformed_metrics_csv_in_one_line(tmp_path, capsys, text, message):
+    run = _metrics(tmp_path / "run", text)
+    assert summary.main([str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {run / 'metrics.csv'}") and message in err[0]
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.csv", "summary.json"]   # no summary written
+
+
+def test_summarise_refuses_a_path_that_is_not_a_run(tmp_path, capsys):
+    typo = tmp_path / "runs" / "ten_spilts"
+    assert summary.main([str(typo)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {typo}: no such folder (expected a training run or a 10-split folder of seed_*/ runs)"]
+    assert not typo.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert summary.main([str(empty)]) == 1
+    assert "is not a run folder" in capsys.readouterr().err and not any(empty.iterdir())
+    binary = _metrics(tmp_path / "binary", "")
+    (binary / "metrics.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    assert summary.main([str(binary)]) == 1
+    assert "metrics.csv: not a text file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- item 5: numeric options
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("eval_every", 0, "--eval_every must be at least 1, got 0"),
+    ("log_every", 0, "--log_every must be at least 1, got 0"),
+    ("epochs", 0, "--epochs must be at least 1, got 0"),
+    ("epochs", -2, "--epochs must be at least 1, got -2"),
+    ("batch_size", 0, "--batch_size must be at least 1, got 0"),
+    ("workers", -1, "--workers must be at least 0, got -1"),
+    ("random_flipping_rate", 1.5, "--random_flipping_rate must be at least 0 and at most 1, got 1.5"),
+    ("random_scale_rate", -0.1, "--random_scale_rate must be at least 0 and at most 1, got -0.1"),
+    ("lr", -0.5, "--lr must be at least 0, got -0.5"),
+    ("lr", "nan", "--lr must be a finite number, got nan"),
+    ("drop", 1.0, "--drop must be at least 0 and below 1, got 1.0"),
+    ("eval_batch_size", 0, "--eval_batch_size must be at least 1, got 0"),
+    ("groups_per_process", 0, "--groups_per_process must be at least 1, got 0"),
+    ("stop_after_steps", 0, "--stop_after_steps must be at least 1, got 0"),
+    ("clip_grad", 0, "--clip_grad must be above 0, got 0.0"),
+])
+def test_numeric_options_are_refused_before_any_work(data, tmp_path, capsys, option, value, message):
+    run = tmp_path / "run"
+    code, err = _train(_args(data, run, **{option: value}), capsys)
+    assert (code, err) == (1, [f"error: {message}"])
+    assert not run.exists()
+
+
+def test_test_py_and_the_isp_tools_refuse_bad_numbers(tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--checkpoint", str(tmp_path / "missing.pth.tar"), "--dataset", "koniq10k", "--save_path", str(out)]
+    for argv, message in [(["--isp_num", "0"], "--isp_num must be at least 1, got 0"),
+                          (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+                          (["--isp_seed", "-1"], "--isp_seed must be at least 0, got -1")]:
+        assert runner.main(base + argv) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+    for argv, message in [(["size", "--sizes", "3", "0"], "--sizes must be at least 1, got 0"),
+                          (["selection", "--draws", "0"], "--draws must be at least 1, got 0"),
+                          (["perturb", "--isp_num", "0"], "--isp_num must be at least 1, got 0")]:
+        assert run_command(lambda: isp_main(argv + base)) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- item 6: atomic files, full disks, orphans
+
+
+def _limited(limit: int):
+    """preexec_fn: files this process writes may not grow past ``limit`` bytes (writes then fail with EFBIG,
+    as on a full disk; Python ignores SIGXFSZ)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(data, run_copy):
+    run, last = run_copy, run_copy / "last.pth.tar"
+    before = last.read_bytes()
+    cmd = [sys.executable, str(ROOT / "train.py"), *_args(data, run, resume=last, stop_after_steps=1)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limited(len(before) - 1))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: could not write {last}: File too large (the previous last.pth.tar is unchanged)")
+    assert last.read_bytes() == before
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_test_py_on_a_full_disk_keeps_earlier_results_whole(data, stopped, tmp_path):
+    out = tmp_path / "test"
+    argv = ["--checkpoint", str(stopped / "last.pth.tar"), "--dataset", "koniq10k", "csiq", "--split_file",
+            "checkpoint", "-j", "0", "--device", "cpu", "--save_path", str(out), "--progress", "false"]
+    argv += [a for key in ("koniq10k", "csiq") for a in ("--data_root", f"{key}={data[key]}")]
+    assert runner.main(argv) == 0
+    before = _snapshot(out)
+    small = max(len(before["results.csv"]), len(before["predictions.csv"]))
+    assert len(before["results.json"]) > small + 100
+    proc = subprocess.run([sys.executable, str(ROOT / "test.py"), *argv], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=300, preexec_fn=_limited(small + 50))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: could not write {out / 'results.json'}: File too large (the previous results.json is unchanged)")
+    after = _snapshot(out)
+    assert sorted(after) == sorted(before) and after["results.json"] == before["results.json"]
+    assert after["scatter.png"] == before["scatter.png"] and all(after.values())   # no empty or half file
+
+
+def test_orphaned_checkpoint_temp_files_are_removed_on_resume(data, run_copy, capsys):
+    run = run_copy
+    orphan = run / ".last.pth.tar.k1ll3d.tmp"
+    orphan.write_bytes(b"\0" * 4096)   # what a kill -9 during torch.save leaves
+    # resumed at step 1 of 4, three more steps: the stop falls on the epoch's last step, so the epoch ends first
+    code, _ = _train(_args(data, run, resume=run / "last.pth.tar", stop_after_steps=3), capsys)
+    assert code == 0 and not orphan.exists()
+    log = (run / "log.txt").read_text()
+    assert "removed .last.pth.tar.k1ll3d.tmp, the temporary file of an interrupted write" in log
+    state = read_checkpoint(run / "last.pth.tar")
+    assert (state["epoch"], state["step"]) == (1, 0)
+    # item 12: the epoch's training figures say they cover the steps after the resume only
+    note = "resumed mid-epoch at step 1 of 4: the training loss and figures cover steps 2-4 only"
+    train = [r for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
+    assert train and all(r["note"] == note for r in train) and f"({note})" in log
+
+
+# ---------------------------------------------------------------- item 10: one line instead of a traceback
+
+
+def test_train_py_save_path_that_is_a_file(data, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(data, target)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --save_path {target} is a file, not a folder; give a folder for the run's files"]
+    assert target.read_text() == "my notes\n"
+
+
+def test_unknown_or_missing_devices_are_one_line(data, tmp_path, capsys):
+    cases = [("tpu9", "--device tpu9: not a device; expected cpu, cuda, cuda:N or mps"),
+             ("meta", "--device meta: not supported; expected cpu, cuda, cuda:N or mps")]
+    if not torch.cuda.is_available():
+        cases.append(("cuda", "--device cuda: CUDA is not available on this machine; use --device cpu"))
+    else:
+        n = torch.cuda.device_count()
+        cases.append((f"cuda:{n}", f"--device cuda:{n}: this machine has {n} GPU(s), cuda:0..cuda:{n - 1}"))
+    for device, message in cases:
+        code, err = _train(_args(data, tmp_path / "run", device=device), capsys)
+        assert (code, err) == (1, [f"error: {message}"])
+        assert runner.main(["--checkpoint", "x.pth.tar", "--dataset", "koniq10k", "--device", device]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epochs: 1.5\n", "epochs: expected an integer, got float 1.5"),
+    ("batch_size: yes\n", "batch_size: expected an integer, got bool True"),
+    ("dataset: live\n", "dataset: expected a list of strings, got str 'live'"),
+    ("amp: bf17\n", "amp: expected one of bf16, fp16, none, got 'bf17'"),
+    ("epochs: 0\n", "epochs must be at least 1, got 0"),
+    ("epochs: [1\n", "not valid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'"),
+    ("- live\n- csiq\n", "expected a mapping of settings, got list"),
+    ("epochs: 3\n\tlr: 1\n", "not valid YAML at line 2"),
+])
+def test_malformed_or_mistyped_config_files(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        resolve_config(["--config", str(path)])
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_config_files_take_numbers_yaml_reads_as_strings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-5\nweight_decay: 2\nclip_grad: 1E-3\n")   # YAML 1.1: '1e-5' is a string
+    cfg = resolve_config(["--config", str(path)])
+    assert (cfg.lr, cfg.weight_decay, cfg.clip_grad) == (1e-5, 2, 1e-3) and isinstance(cfg.lr, float)
+
+
+def test_split_files_lacking_the_dataset_or_mistyped(data, tmp_path, capsys):
+    only = tmp_path / "only_koniq.json"
+    save_splits(only, {"koniq10k": make_split(load_dataset("koniq10k", data["koniq10k"]), 2024)})
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"format": "promptiqa-splits", "version": 1,
+                                 "splits": {"koniq10k": ["a.jpg"], "csiq": {"train": "x", "test": []}}}))
+    cases = [(only, f"split file {only} has no split for dataset 'csiq' (it has: koniq10k)"),
+             (wrong, f"split file {wrong}: entry 'koniq10k' needs 'train' and 'test' lists of unit names")]
+    for path, message in cases:
+        code, err = _train(_args(data, tmp_path / "run", split_file=path), capsys)
+        assert (code, err) == (1, [f"error: {message}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_ten_splits_restarts_a_seed_killed_before_its_first_checkpoint_and_resumes_the_others(data, tmp_path,
+                                                                                               capsys):
+    root = tmp_path / "ten"
+    args = [a for a in _args(data, tmp_path / "unused", epochs=1) if a != str(tmp_path / "unused")]
+    args.remove("--save_path")
+    killed = root / "seed_2024"   # what a kill during data loading leaves: the start files, no checkpoint
+    killed.mkdir(parents=True)
+    (killed / "config.json").write_text("{}")
+    (killed / "log.txt").write_text("[...] promptiqa 0.1.0: ...\n")
+    assert launch(resolve_config(_args(data, root / "seed_2025", epochs=1, seed=2025, stop_after_steps=1)))["stopped"]
+    from promptiqa.evaluation.protocol import ten_splits_main
+
+    assert ten_splits_main(["--seeds", "2024", "2025", "--tests", "--save_path", str(root), *args]) == 0
+    out = capsys.readouterr().out
+    assert f"{killed}: the interrupted training saved no checkpoint; starting it again" in out
+    assert f"{root / 'seed_2025'}: resuming the interrupted training" in out
+    for seed in (2024, 2025):
+        assert (root / f"seed_{seed}" / "DONE.json").is_file()
+        assert read_checkpoint(root / f"seed_{seed}" / "last.pth.tar")["epoch"] == 1
+    assert (killed / "log.txt").read_text().count("] promptiqa ") == 1   # the killed start's log was replaced
