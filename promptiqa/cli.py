@@ -33,7 +33,8 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
                         help="image files, or folders scanned recursively for jpg, jpeg, png, bmp, tif, tiff, webp")
     parser.add_argument("--checkpoint", required=True,
-                        help="official release file (best_model.pth.tar) or a checkpoint saved by this project")
+                        help="official release file (best_model.pth.tar), a checkpoint saved by this project, or "
+                             "hf:REPO[/FILE][@REVISION] (hf:Zevin2023/PromptIQA: the authors' release, downloaded once)")
     parser.add_argument("--prompt", required=True,
                         help="the requirement: a CSV with columns image,score (paths relative to the CSV), the "
                              "official demo's JSON, or a prompt file saved with --save_prompt")

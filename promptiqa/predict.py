@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from promptiqa.data.images import read_image, resize_image, to_tensor
 from promptiqa.errors import PromptIQAError
 from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
+from promptiqa.hub import RELEASE
 from promptiqa.models import CheckpointError, default_device, load_model
 
 PathLike = Union[str, os.PathLike]
@@ -402,7 +403,10 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: PathLike, device: Union[str, torch.device, None] = None,
                         backbone: Optional[str] = None, amp: Optional[str] = None) -> "Predictor":
-        """Load an official release file or our checkpoint (``load_model``); CUDA when available unless ``device``."""
+        """Load an official release file or our checkpoint (``load_model``); CUDA when available unless ``device``.
+
+        ``path`` may also name a file on the Hugging Face Hub, ``hf:REPO[/FILE][@REVISION]`` (downloaded once).
+        """
         device = _resolve_device(device)
         model, info = load_model(path, backbone=backbone, device=device, with_info=True)
         if not hasattr(model, "encode_prompt"):
@@ -411,6 +415,13 @@ class Predictor:
         predictor = cls(model, device=device, amp=amp)
         predictor.checkpoint_info = info
         return predictor
+
+    @classmethod
+    def from_pretrained(cls, name: str = RELEASE, device: Union[str, torch.device, None] = None,
+                        backbone: Optional[str] = None, amp: Optional[str] = None) -> "Predictor":
+        """The authors' released model by default (``hf:Zevin2023/PromptIQA``, downloaded once into the Hugging Face
+        cache), or any ``hf:`` reference or local file; otherwise as ``from_checkpoint``."""
+        return cls.from_checkpoint(name, device=device, backbone=backbone, amp=amp)
 
     def __repr__(self) -> str:
         prompts = ", ".join(f"{k} (n={v.n})" for k, v in self.prompts.items()) or "none"

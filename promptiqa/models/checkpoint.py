@@ -14,6 +14,7 @@ import torch
 
 from ..errors import PromptIQAError
 from ..fileio import atomic_write
+from ..hub import resolve_checkpoint
 from .promptiqa import ARCHITECTURES, DEFAULT_BACKBONE, MoNet, build_model
 
 PathLike = Union[str, os.PathLike]
@@ -30,10 +31,9 @@ def default_device() -> torch.device:
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Load a checkpoint file onto the CPU with ``weights_only=True``; clear errors for missing or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    """Load a checkpoint (a file, or a ``hf:`` reference: promptiqa.hub) onto the CPU with ``weights_only=True``;
+    clear errors for missing or foreign files."""
+    path = resolve_checkpoint(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises many types on foreign bytes (KeyError, EOFError, ...)
@@ -171,7 +171,9 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
     Our checkpoints are rebuilt from their ``config``; official files get the official configuration, or
     ``backbone`` when given (the image size then follows from the file's position embedding). With
     ``with_info=True`` returns ``(model, info)`` where ``info`` holds the file's ``config`` and ``prompt_num``.
+    ``path`` may be a Hugging Face reference ``hf:REPO[/FILE][@REVISION]`` (promptiqa.hub), fetched once.
     """
+    path = resolve_checkpoint(path)   # the local file from here on: messages and info["source"] name it
     obj = read_checkpoint(path)
     state, meta = split_checkpoint(obj, str(path))
     config = meta.get("config") or {}

@@ -1,0 +1,112 @@
+"""Checkpoints by name: ``hf:REPO[/FILE][@REVISION]`` references to files on the Hugging Face Hub.
+
+``hf:Zevin2023/PromptIQA`` is the authors' release (FILE defaults to ``best_model.pth.tar``, the name the official
+loader expects). A file is downloaded once, through ``huggingface_hub``, into its standard cache (``HF_HOME``,
+``HF_HUB_CACHE``); later loads find it there without touching the network, so they work offline. ``HF_ENDPOINT``
+selects a mirror, ``HF_HUB_OFFLINE=1`` forbids downloads. Every tool resolves ``--checkpoint`` through
+``resolve_checkpoint``, so local files and references are accepted alike.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from .errors import PromptIQAError
+
+HF_PREFIX = "hf:"
+RELEASE_REPO = "Zevin2023/PromptIQA"
+DEFAULT_FILE = "best_model.pth.tar"
+RELEASE = HF_PREFIX + RELEASE_REPO
+
+
+class HubError(PromptIQAError, FileNotFoundError):
+    """A ``hf:`` reference that is malformed, or whose file is neither in the cache nor downloadable."""
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face model repository at a revision (None: the default branch)."""
+
+    repo: str
+    filename: str = DEFAULT_FILE
+    revision: Optional[str] = None
+
+    def __str__(self) -> str:
+        return f"{HF_PREFIX}{self.repo}/{self.filename}" + (f"@{self.revision}" if self.revision else "")
+
+    @property
+    def url(self) -> str:
+        """The file's download URL on the configured endpoint (HF_ENDPOINT, default https://huggingface.co)."""
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(self.repo, self.filename, revision=self.revision or "main")
+
+
+def parse_reference(text: Union[str, os.PathLike]) -> Optional[HubFile]:
+    """The HubFile a ``hf:OWNER/NAME[/FILE][@REVISION]`` string names; None for anything else (a local path)."""
+    text = os.fspath(text)
+    if not text.startswith(HF_PREFIX):
+        return None
+    rest, at, revision = text[len(HF_PREFIX):].rpartition("@") if "@" in text else (text[len(HF_PREFIX):], "", "")
+    parts = rest.strip("/").split("/")
+    if len(parts) < 2 or not all(parts) or (at and not revision):
+        raise HubError(f"{text}: expected hf:OWNER/NAME[/FILE][@REVISION], e.g. {RELEASE} (the authors' release; "
+                       f"FILE defaults to {DEFAULT_FILE})")
+    return HubFile("/".join(parts[:2]), "/".join(parts[2:]) or DEFAULT_FILE, revision or None)
+
+
+def cached_file(ref: HubFile) -> Optional[Path]:
+    """The file's path in the Hugging Face cache when it has been downloaded before, else None (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(ref.repo, ref.filename, revision=ref.revision)
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def cached_release() -> Optional[Path]:
+    """The authors' released weights when they are in the Hugging Face cache, else None (no network)."""
+    return cached_file(HubFile(RELEASE_REPO))
+
+
+def fetch(ref: HubFile) -> Path:
+    """The local path of ``ref``: from the cache when it is there, else downloaded into it once."""
+    found = cached_file(ref)
+    if found is not None:
+        return found
+    from huggingface_hub import constants, errors, hf_hub_download
+
+    try:
+        return Path(hf_hub_download(ref.repo, ref.filename, revision=ref.revision))
+    except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.RemoteEntryNotFoundError) as err:
+        reason = f"the hub has no such {_what(err)} ({type(err).__name__})"
+    except errors.LocalEntryNotFoundError:  # offline, or the endpoint unreachable, and nothing cached
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} was unreachable"
+    except Exception as err:  # an HTTP error (gated repository, no token), a full disk, ...
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    raise HubError(f"{ref}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and could not be downloaded "
+                   f"({reason}); download {ref.url}, save it as checkpoints/{Path(ref.filename).name} and pass that "
+                   f"path instead, or set HF_ENDPOINT to a mirror of the hub") from None
+
+
+def _what(err: Exception) -> str:
+    from huggingface_hub import errors
+
+    if isinstance(err, errors.RevisionNotFoundError):
+        return "revision"
+    return "file" if isinstance(err, errors.RemoteEntryNotFoundError) else "repository (or it is private)"
+
+
+def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
+    """A local checkpoint path for ``path``: an existing file as it is, a ``hf:`` reference fetched (or found in the
+    cache). A missing file is a FileNotFoundError that says where the released weights come from."""
+    ref = parse_reference(path)
+    if ref is not None:
+        return fetch(ref)
+    path = Path(path)
+    if not path.is_file():
+        release = HubFile(RELEASE_REPO)
+        raise FileNotFoundError(f"checkpoint not found: {path} (the authors' released weights: --checkpoint {RELEASE} "
+                                f"downloads them once into the Hugging Face cache, or save {release.url} there)")
+    return path
