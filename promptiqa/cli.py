@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from promptiqa.app import command as app_command
 from promptiqa.errors import run_command
 
 
@@ -217,6 +218,7 @@ COMMANDS: Dict[str, Command] = {
                      _run_score),
     "isp": Command("show the ISPP (image-score prompt) a dataset's train split gives, as training's evaluation "
                    "and test.py choose it", _add_isp_arguments, _run_isp),
+    "app": Command(app_command.HELP, app_command.add_arguments, app_command.run),
 }
 
 

@@ -1,0 +1,1 @@
+"""The web app (``promptiqa app``): a gradio page over the Predictor. Importing this package loads no gradio."""

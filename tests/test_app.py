@@ -1,0 +1,251 @@
+"""The web app (``promptiqa app``) through gradio_client, against a real server on a free port of 127.0.0.1.
+
+The server runs the command line in a subprocess with a micro-preset checkpoint, exactly as a user starts it; each
+gradio_client.Client is one browser session. Scores are compared with the Predictor's and with ``promptiqa score``'s
+for the same files (uploads reach the Predictor as file paths: the same decoding).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from promptiqa import Predictor
+from promptiqa.cli import main as cli_main
+from tests.test_predict import _micro_checkpoint, _write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_S = 300          # importing torch and gradio on a busy 2-core machine takes most of a minute
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's choice for an ephemeral bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """``python -m promptiqa app ARGS --port PORT`` in a subprocess, with its own TMPDIR, HF_HOME (empty, offline)
+    and working folder; ``url`` once it serves."""
+
+    def __init__(self, folder: Path, *args: str):
+        self.folder = Path(folder)
+        self.tmp = self.folder / "tmp"
+        self.cwd = self.folder / "cwd"
+        for path in (self.tmp, self.cwd):
+            path.mkdir(parents=True, exist_ok=True)
+        self.log = self.folder / "app.log"
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "GRADIO_"))}
+        env.update(PYTHONPATH=str(ROOT), TMPDIR=str(self.tmp), HF_HOME=str(self.folder / "hf"), HF_HUB_OFFLINE="1",
+                   MPLCONFIGDIR=str(self.folder / "mpl"))
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "promptiqa", "app", *args, "--port", str(self.port)],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=self.cwd)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.monotonic() + STARTUP_S
+        while "serving the page on" not in self.log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"the app did not start (exit {self.proc.returncode}):\n{self.log.read_text()}")
+            time.sleep(0.5)
+
+    def config(self) -> str:
+        """The page's configuration (every component's text) as the browser receives it."""
+        with urllib.request.urlopen(self.url + "config", timeout=30) as response:
+            return response.read().decode()
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager stops it; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def leftovers(self):
+        """What the app left in its temporary folder (uploads, examples, downloads)."""
+        return sorted(p.name for p in self.tmp.iterdir())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A micro checkpoint; 5 prompt images (PNG) with a prompt.csv of 1-5 stars; 4 query images (JPEG and PNG)."""
+    root = tmp_path_factory.mktemp("app")
+    ckpt = _micro_checkpoint(root / "micro.pth.tar", seed=3)
+    prompt = [_write_image(root / "prompt" / f"p{i}.png", seed=200 + i) for i in range(5)]
+    stars = [1.0, 2.0, 3.0, 5.0, 4.0]
+    (root / "prompt" / "prompt.csv").write_text("image,score\n" + "".join(f"{p.name},{s:g}\n"
+                                                                          for p, s in zip(prompt, stars)))
+    queries = [_write_image(root / "queries" / f"q{i}.{'jpg' if i % 2 else 'png'}", seed=300 + i) for i in range(4)]
+    junk = root / "queries" / "broken.jpg"
+    junk.write_text("not an image")
+    return dict(root=root, ckpt=ckpt, prompt=prompt, stars=stars, csv=root / "prompt" / "prompt.csv",
+                queries=queries, junk=junk)
+
+
+@pytest.fixture(scope="module")
+def server(files, tmp_path_factory):
+    """The app serving the micro checkpoint; stopping it must exit 130 and leave its temporary folder empty."""
+    app = AppServer(tmp_path_factory.mktemp("server"), "--checkpoint", str(files["ckpt"]), "--device", "cpu")
+    yield app
+    assert app.stop() == 130, app.log.read_text()
+    assert app.leftovers() == [], "uploads left behind"
+
+
+def client(server):
+    """A new browser session."""
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False, download_files=str(server.folder / "downloads"))
+
+
+def upload(paths):
+    from gradio_client import handle_file
+
+    return [handle_file(str(p)) for p in paths]
+
+
+def table(names, scores):
+    return {"headers": ["image", "score"], "data": [[n, str(s)] for n, s in zip(names, scores)], "metadata": None}
+
+
+def add_table_requirement(session, images, scores, name="stars", low="1", high="5", order="higher is better"):
+    status, summary, _ = session.predict(name, upload(images), table([Path(p).name for p in images], scores), low,
+                                         high, order, api_name="/add_requirement")
+    return status, summary
+
+
+def score(session, images):
+    """(message, {requirement: [scores]} from the CSV download, image names, the page's table HTML)."""
+    message, table_html, _, csv_path = session.predict(upload(images), api_name="/score")
+    if csv_path is None:
+        return message, None, None, table_html
+    rows = list(csv.reader(io.StringIO(Path(csv_path).read_text())))
+    columns = {name: [float(r[k]) for r in rows[1:]] for k, name in enumerate(rows[0]) if k > 0}
+    return message, columns, [r[0] for r in rows[1:]], table_html
+
+
+def test_scores_equal_the_predictor_and_the_command_line(server, files, tmp_path):
+    page = server.config()
+    assert json.loads(page)["title"] == "PromptIQA" and "micro.pth.tar" in page and "Limits:" in page   # title, model, stated limits
+    session = client(server)
+    status, summary = add_table_requirement(session, files["prompt"], files["stars"])
+    assert status.startswith("Added requirement **stars**: 5 images") and "1-5, higher is better" in summary
+    # the prompt CSV with its images, as DMOS (lower is better), 0-10
+    status, summary, _ = session.predict("dmos", upload([files["csv"], *files["prompt"]]), "", "0", "10",
+                                         "lower is better", api_name="/add_prompt_file")
+    assert status.startswith("Added requirement **dmos**"), status
+    # a saved prompt (.pt) made by the API from the same images
+    reference = Predictor.from_checkpoint(files["ckpt"], device="cpu")
+    reference.set_prompt(files["prompt"], files["stars"], score_range=(1, 5))
+    reference.save_prompt(tmp_path / "saved.pt")
+    status, _, _ = session.predict("saved", upload([tmp_path / "saved.pt"]), "", "", "", "higher is better",
+                                   api_name="/add_prompt_file")
+    assert status.startswith("Added requirement **saved**"), status
+
+    message, columns, names, table_html = score(session, files["queries"])
+    assert message.startswith(f"Scored {len(files['queries'])} images under 3 requirements"), message
+    assert names == [p.name for p in files["queries"]] and list(columns) == ["stars", "dmos", "saved"]
+    expected = reference.score(files["queries"], workers=0)
+    assert np.abs(np.array(columns["stars"]) - expected).max() <= 1e-6
+    assert np.abs(np.array(columns["saved"]) - expected).max() <= 1e-6
+    reference.set_prompt(files["prompt"], files["stars"], name="dmos", score_range=(0, 10), higher_is_better=False)
+    assert np.abs(np.array(columns["dmos"]) - reference.score(files["queries"], prompt="dmos")).max() <= 1e-6
+    assert f"{expected[0]:.4f}</td>" in table_html and "data:image/png;base64," in table_html   # shown, thumbnails
+
+    # the same files scored by `promptiqa score` give the same numbers, to the CSV's last digit
+    out = tmp_path / "cli.csv"
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert cli_main(["score", "--checkpoint", str(files["ckpt"]), "--prompt", str(files["csv"]), "--score_range",
+                         "1", "5", "--device", "cpu", "--workers", "0", "--out", str(out),
+                         *map(str, files["queries"])]) == 0
+    cli = [row.split(",")[1] for row in out.read_text().splitlines()[1:]]
+    assert cli == [f"{v:.6f}" for v in columns["stars"]]
+
+
+def test_bad_inputs_show_the_page_error_and_the_next_call_works(server, files, tmp_path):
+    session = client(server)
+    prompt, stars = files["prompt"], files["stars"]
+    cases = {
+        "upload at least 2 prompt images (got 1)": (prompt[:1], stars[:1], "", ""),
+        "row 2 (p1.png): score 'abc' is not a number": (prompt, [1, "abc", 3, 4, 5], "", ""),
+        "all 5 prompt scores equal 3": (prompt, [3] * 5, "", ""),
+        "give both ends of the score range": (prompt, stars, "1", ""),
+        "broken.jpg": ([*prompt[:3], files["junk"]], stars[:4], "", ""),
+    }
+    for expected, (images, scores, low, high) in cases.items():
+        status, summary = add_table_requirement(session, images, scores, low=low, high=high)
+        assert status.startswith("**Error:** ") and expected in status, (expected, status)
+        assert str(server.tmp) not in status and "Traceback" not in status     # names as uploaded, one line
+        assert summary.startswith("No requirement yet")
+    message, columns, _, _ = score(session, files["queries"][:1])
+    assert message == "**Error:** add a requirement first (section 1): scores only mean something under one"
+    # an upload that is no image, when scoring: the page names it; the server keeps serving this session
+    status, _ = add_table_requirement(session, prompt, stars)
+    assert status.startswith("Added requirement **stars**"), status
+    message, columns, _, _ = score(session, [files["queries"][0], files["junk"]])
+    assert message.startswith("**Error:** ") and "broken.jpg" in message and columns is None, message
+    message, columns, names, _ = score(session, files["queries"][:2])
+    assert message.startswith("Scored 2 images") and len(columns["stars"]) == 2, message
+    status, _, _ = session.predict("x", upload([files["prompt"][0]]), "", "", "", "higher is better",
+                                   api_name="/add_prompt_file")
+    assert status.startswith("**Error:** upload exactly one prompt file"), status
+
+
+def test_sessions_keep_their_own_requirements_and_examples_match_the_export(server, files, tmp_path):
+    first, second = client(server), client(server)
+    add_table_requirement(first, files["prompt"], files["stars"], name="mine")
+    status, summary, _ = second.predict("Noise (MOS)", api_name="/add_example")
+    assert status.startswith("Added requirement **Noise (MOS)**: 10 images (bundled example), scale 0-1, higher")
+    assert "mine" not in summary
+    _, mine, _, _ = score(first, files["queries"])
+    _, noise, _, _ = score(second, files["queries"])
+    assert list(mine) == ["mine"] and list(noise) == ["Noise (MOS)"]
+
+    # the examples as prompt CSVs for the command line (at the model's input size): the same scores
+    export = tmp_path / "examples"
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        assert cli_main(["app", "--checkpoint", str(files["ckpt"]), "--export-examples", str(export)]) == 0
+    assert "wrote 10 example requirements (64 px images" in said.getvalue()
+    assert sorted(p.name for p in export.glob("*.csv"))[:2] == ["colourfulness.csv", "colourfulness_dmos.csv"]
+    out = tmp_path / "noise.csv"
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert cli_main(["score", "--checkpoint", str(files["ckpt"]), "--prompt", str(export / "noise.csv"),
+                         "--score_range", "0", "1", "--device", "cpu", "--out", str(out),
+                         *map(str, files["queries"])]) == 0
+    assert [row.split(",")[1] for row in out.read_text().splitlines()[1:]] == [f"{v:.6f}" for v in
+                                                                                noise["Noise (MOS)"]]
+    # removing a requirement is per session too
+    status, summary, _ = first.predict("mine", api_name="/remove_requirement")
+    assert status == "Removed requirement **mine**." and summary.startswith("No requirement yet")
+    assert score(second, files["queries"][:1])[0].startswith("Scored 1 image under 1 requirement")
+
+
+def test_without_a_model_the_page_says_how_to_get_one(tmp_path):
+    app = AppServer(tmp_path, "--device", "cpu")    # empty working folder, empty Hugging Face cache
+    try:
+        page = json.loads(app.config())
+        text = " ".join(str(c.get("props", {}).get("value", "")) for c in page["components"])
+        assert "**No model is loaded**" in text and "bash scripts/demo.sh" in text and "hf:Zevin2023/PromptIQA" in text
+    finally:
+        code = app.stop()
+    assert code == 130 and app.leftovers() == [], app.log.read_text()
+    assert "error" not in app.log.read_text().lower()
