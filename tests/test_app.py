@@ -233,6 +233,16 @@ def test_sessions_keep_their_own_requirements_and_examples_match_the_export(serv
                          *map(str, files["queries"])]) == 0
     assert [row.split(",")[1] for row in out.read_text().splitlines()[1:]] == [f"{v:.6f}" for v in
                                                                                 noise["Noise (MOS)"]]
+    # a zip of images scores as its files do, named archive:member
+    import zipfile
+    archive = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for q in files["queries"]:
+            zf.write(q, f"photos/{q.name}")
+        zf.writestr("photos/notes.txt", "not an image")
+    message, zipped, names, _ = score(second, [archive])
+    assert names == [f"batch.zip:photos/{q.name}" for q in files["queries"]] and "notes.txt" in message
+    assert zipped["Noise (MOS)"] == noise["Noise (MOS)"]
     # removing a requirement is per session too
     status, summary, _ = first.predict("mine", api_name="/remove_requirement")
     assert status == "Removed requirement **mine**." and summary.startswith("No requirement yet")
@@ -249,3 +259,16 @@ def test_without_a_model_the_page_says_how_to_get_one(tmp_path):
         code = app.stop()
     assert code == 130 and app.leftovers() == [], app.log.read_text()
     assert "error" not in app.log.read_text().lower()
+
+
+def test_the_default_model_is_the_demos_prompted_model(files, tmp_path, monkeypatch):
+    from promptiqa.app.command import choose_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    assert choose_checkpoint("hf:Zevin2023/PromptIQA") == ("hf:Zevin2023/PromptIQA", "the authors' release")
+    demo = tmp_path / "runs" / "demo" / "promptiqa" / "last.pth.tar"   # where bash scripts/demo.sh leaves it
+    demo.parent.mkdir(parents=True)
+    demo.write_bytes(files["ckpt"].read_bytes())
+    (tmp_path / "runs" / "demo" / "baseline").mkdir()
+    chosen, origin = choose_checkpoint(None)
+    assert Path(chosen).resolve() == demo and origin.startswith("the demo's prompted model")
