@@ -272,3 +272,12 @@ def test_the_default_model_is_the_demos_prompted_model(files, tmp_path, monkeypa
     (tmp_path / "runs" / "demo" / "baseline").mkdir()
     chosen, origin = choose_checkpoint(None)
     assert Path(chosen).resolve() == demo and origin.startswith("the demo's prompted model")
+
+
+def test_a_checkpoint_that_cannot_load_is_one_error_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere.pth.tar"
+    assert cli_main(["app", "--checkpoint", str(missing), "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: checkpoint not found: {missing}") and "hf:Zevin2023" in err[0]
+    assert cli_main(["app", "--port", "70000"]) == 1
+    assert capsys.readouterr().err.strip() == "error: --port 70000: expected a port number, 0 to 65535"

@@ -83,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port {args.port}: expected a port number, 0 to 65535")
     _check_device(args.device)
     chosen = choose_checkpoint(args.checkpoint)
+    if chosen is not None:
+        from promptiqa.hub import resolve_checkpoint
+
+        resolve_checkpoint(chosen[0])   # a missing file or an unfetchable hf: name fails here, before anything starts
     if args.export_examples:
         return _export(args, chosen)
 
