@@ -208,6 +208,19 @@ def test_bad_inputs_show_the_page_error_and_the_next_call_works(server, files, t
     status, _, _ = session.predict("x", upload([files["prompt"][0]]), "", "", "", "higher is better",
                                    api_name="/add_prompt_file")
     assert status.startswith("**Error:** upload exactly one prompt file"), status
+    # the official demo's example.json: an entry must be chosen when it holds several
+    example = tmp_path / "example.json"
+    example.write_text(json.dumps([{"Example_id": f"Example{k}", "ISPP": [[f"./{p.name}", (s - 1) / 4 if k == 1 else
+                                                                          (5 - s) / 4] for p, s in zip(prompt, stars)]}
+                                   for k in (1, 2)]))
+    status, _, _ = session.predict("", upload([example, *prompt]), "", "", "", "higher is better",
+                                   api_name="/add_prompt_file")
+    assert status.startswith("**Error:** ") and "holds 2 prompts (Example1, Example2)" in status, status
+    assert str(server.tmp) not in status
+    status, summary, _ = session.predict("", upload([example, *prompt]), "Example2", "", "", "higher is better",
+                                         api_name="/add_prompt_file")
+    assert status.startswith("Added requirement **example**: 5 images"), status
+    assert "0-1, higher is better" in summary
 
 
 def test_sessions_keep_their_own_requirements_and_examples_match_the_export(server, files, tmp_path):

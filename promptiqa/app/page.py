@@ -5,6 +5,7 @@ Each event has an API name, so ``gradio_client`` drives the page exactly as the 
 """
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import signal
@@ -180,7 +181,7 @@ def build_page(scorer: Optional[Scorer], model_line: str):
         def remove_requirement(session, chosen):
             if chosen in session.requirements:
                 del session.requirements[chosen]
-                message = f"Removed requirement **{chosen}**."
+                message = f"Removed requirement **{html.escape(chosen)}**."
             else:
                 message = "**Error:** choose a requirement to remove."
             return _requirement_outputs(session, message)
