@@ -36,7 +36,8 @@ class DatasetSpec:
     train_order: str = "units"
 
 
-# The official code's fixed per-dataset score mappings, kept even where they look odd (FORMATS.md §1).
+# The official code's fixed per-dataset score mappings, kept even where they look odd
+# (docs/datasets.md#official-label-normalisation).
 DATASET_SPECS: Dict[str, DatasetSpec] = {
     "live": DatasetSpec("LIVE IQA Release 2", reference_based.parse_live, "DMOS", False, 1.0, 100.0, "reference",
                         779, 29, "dmos.mat, dmos_realigned.mat, refnames_all.mat, refimgs/, jp2k/ jpeg/ wn/ gblur/ "
@@ -45,7 +46,7 @@ DATASET_SPECS: Dict[str, DatasetSpec] = {
                         "csiq_label.txt or csiq.DMOS.xlsx, src_imgs/, dst_imgs/<type>/ or dst_imgs_all/"),
     "tid2013": DatasetSpec("TID2013", reference_based.parse_tid2013, "MOS", True, 0.0, 9.0, "reference", 3000, 25,
                            "mos_with_names.txt, distorted_images/, reference_images/"),
-    # KADID's column is called dmos but is a 1-5 MOS where higher is better (FORMATS.md §2.4).
+    # KADID's column is called dmos but is a 1-5 MOS where higher is better (docs/datasets.md#kadid).
     "kadid": DatasetSpec("KADID-10k", reference_based.parse_kadid, "MOS", True, 1.0, 5.0, "reference", 10125, 81,
                          "dmos.csv, images/ (the kadid10k folder)", train_order="label_file"),
     # BID's MOS is on [0, 5], but the official code divides by 9 (a copy of TID2013's divisor): labels 0.018-0.547.
@@ -65,7 +66,7 @@ DATASET_SPECS: Dict[str, DatasetSpec] = {
                             "data.csv, img/"),
     "aigciqa2023": DatasetSpec("AIGCIQA2023", generated.parse_aigciqa2023, "MOS", True, 0.0, 100.0, "image", 2400,
                                None, "DATA/MOS/mosz1.mat, Image/allimg/"),
-    # The released dataset_info.json spells this key `uqiqa`; the loaders and we use `uwiqa` (FORMATS.md §0).
+    # The released dataset_info.json spells this key `uqiqa`; the loaders and we use `uwiqa` (docs/datasets.md#uwiqa).
     "uwiqa": DatasetSpec("UWIQA", authentic.parse_uwiqa, "MOS", True, 0.0, 1.0, "image", 890, None,
                          "IQA_Value.xlsx, img/", train_order="label_file"),
 }
@@ -169,7 +170,8 @@ def _check_names(dataset: DatasetRecords) -> None:
 def _units(dataset: DatasetRecords, sort_images: bool) -> List[str]:
     """Split units in the order the split enumerates them (see records.py)."""
     if dataset.split_by == "reference":
-        # The official reference order came from os.listdir, which no machine can reproduce: sort (FORMATS.md §3.2).
+        # The official reference order came from os.listdir, which no machine can reproduce: sort
+        # (docs/datasets.md#splits).
         # For KADID the sorted ids I01..I81 are also its label-file order and its official index order.
         return sorted({r.reference for r in dataset.records})
     names = [r.name for r in dataset.records]
