@@ -135,7 +135,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
 def _add_isp_arguments(parser: argparse.ArgumentParser) -> None:
     from promptiqa.data.registry import LABEL_NORMS
-    from promptiqa.data.sampling import STRATEGIES
+    from promptiqa.data.sampling import DEFAULT_ISP_NUM, STRATEGIES
 
     parser.add_argument("--dataset", required=True,
                         help="a registry key (live, csiq, ..., uwiqa) or, with a .csv --root, your dataset's name")
@@ -143,7 +143,7 @@ def _add_isp_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--seed", type=int, default=None, help="split seed (default 2024, the official)")
     which.add_argument("--split_file", default=None, help="a splits JSON (e.g. a run's splits.json) instead of --seed")
-    parser.add_argument("--isp_num", type=int, default=10, help="ISPP size n (default 10)")
+    parser.add_argument("--isp_num", type=int, default=DEFAULT_ISP_NUM, help=f"ISPP size n (default {DEFAULT_ISP_NUM})")
     parser.add_argument("--isp_strategy", choices=STRATEGIES, default="interval",
                         help="interval (default; the official 'fix') or random")
     parser.add_argument("--isp_seed", type=int, default=0, help="seed of random sampling (default 0, as test.py)")

@@ -351,8 +351,9 @@ def model_fingerprint(model: torch.nn.Module) -> Dict[str, Any]:
 
 
 @dataclass
-class Prompt:
-    """An encoded requirement: the (1, n, 128) prompt tensor, the scale of its scores, and what it was made from."""
+class EncodedPrompt:
+    """An encoded requirement: the (1, n, 128) prompt tensor, the scale of its scores, and what it was made from.
+    (evaluation.prompts.SampledISPP is an ISPP before encoding, as the evaluation tools sample it.)"""
 
     tensor: torch.Tensor
     scale: ScoreScale
@@ -360,7 +361,7 @@ class Prompt:
     scores: List[float] = field(default_factory=list)
 
     @property
-    def n(self) -> int:
+    def isp_num(self) -> int:
         """Number of image-score pairs."""
         return int(self.tensor.shape[1])
 
@@ -396,7 +397,7 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.amp = amp
         self.image_size = int(model.image_size)
-        self.prompts: Dict[str, Prompt] = {}
+        self.prompts: Dict[str, EncodedPrompt] = {}
         self.checkpoint_info: Dict[str, Any] = {}
         self._fingerprint: Optional[Dict[str, Any]] = None
 
@@ -424,7 +425,7 @@ class Predictor:
         return cls.from_checkpoint(name, device=device, backbone=backbone, amp=amp)
 
     def __repr__(self) -> str:
-        prompts = ", ".join(f"{k} (n={v.n})" for k, v in self.prompts.items()) or "none"
+        prompts = ", ".join(f"{k} (n={v.isp_num})" for k, v in self.prompts.items()) or "none"
         return (f"Predictor({self.model.config.get('backbone')} at {self.image_size}px on {self.device}, "
                 f"amp={self.amp}, prompts: {prompts})")
 
@@ -452,8 +453,8 @@ class Predictor:
 
     def set_prompt(self, images, scores: Sequence[float], name: str = DEFAULT_PROMPT,
                    score_range: Optional[Tuple[float, float]] = None, higher_is_better: bool = True,
-                   batch_size: int = 8) -> Prompt:
-        """Encode a requirement from image-score pairs and keep it under ``name``; returns the Prompt.
+                   batch_size: int = 8) -> EncodedPrompt:
+        """Encode a requirement from image-score pairs and keep it under ``name``; returns the EncodedPrompt.
 
         ``images``: file paths, PIL images or uint8 HxWx3 RGB arrays. ``scores``: numbers in your own scale;
         ``score_range=(lo, hi)`` is that scale's range (default: the prompt's own min and max, so at least two
@@ -478,16 +479,16 @@ class Predictor:
                 stop = start + batch.shape[0]
                 chunks.append(self.model.encode_prompt(batch, labels[start:stop].to(self.device)).float())
                 start = stop
-        prompt = Prompt(torch.cat(chunks, dim=1), scale, [_describe_image(im, i) for i, im in enumerate(items)],
-                        values)
+        prompt = EncodedPrompt(torch.cat(chunks, dim=1), scale,
+                               [_describe_image(im, i) for i, im in enumerate(items)], values)
         if not bool(torch.isfinite(prompt.tensor).all()):
             raise PromptError("the encoded prompt is not finite (NaN or infinity): the model overflowed on these "
                               "images" + (" under --amp bf16; try without it" if self.amp else ""))
         self.prompts[name] = prompt
         return prompt
 
-    def _prompt(self, prompt: Union[str, Prompt, None]) -> Prompt:
-        if isinstance(prompt, Prompt):
+    def _prompt(self, prompt: Union[str, EncodedPrompt, None]) -> EncodedPrompt:
+        if isinstance(prompt, EncodedPrompt):
             return prompt
         name = DEFAULT_PROMPT if prompt is None else prompt
         if name not in self.prompts:
@@ -495,12 +496,12 @@ class Predictor:
             raise PredictorError(f"no prompt named {name!r} (prompts: {known}); call set_prompt or load_prompt first")
         return self.prompts[name]
 
-    def score(self, images, batch_size: int = 8, prompt: Union[str, Prompt, None] = None,
+    def score(self, images, batch_size: int = 8, prompt: Union[str, EncodedPrompt, None] = None,
               workers: Optional[int] = None, progress: bool = False) -> np.ndarray:
         """Score images (paths, PIL images or uint8 HxWx3 RGB arrays) under a prompt; float64 array in its scale.
 
-        ``prompt``: a name given to set_prompt/load_prompt (default "default") or a Prompt. ``workers``: decoding
-        processes (default: min(4, CPUs) for more than one batch of files, else decoding inline).
+        ``prompt``: a name given to set_prompt/load_prompt (default "default") or an EncodedPrompt. ``workers``:
+        decoding processes (default: min(4, CPUs) for more than one batch of files, else decoding inline).
         """
         entry = self._prompt(prompt)
         items = _as_list(images)
@@ -578,7 +579,8 @@ class Predictor:
             scale = ScoreScale(*map(float, obj["score_range"]), obj["higher_is_better"])
         except PromptError as err:
             raise PromptError(f"{path}: {err}") from None
-        prompt = Prompt(obj["prompt"].to(self.device), scale, list(obj.get("images", [])), list(obj.get("scores", [])))
+        prompt = EncodedPrompt(obj["prompt"].to(self.device), scale, list(obj.get("images", [])),
+                               list(obj.get("scores", [])))
         name = obj.get("name", DEFAULT_PROMPT) if name is None else name
         self.prompts[name] = prompt
         return name

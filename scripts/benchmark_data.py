@@ -4,6 +4,7 @@ and the cost of the truncated-JPEG check the direct path makes before each decod
 
     python scripts/benchmark_data.py                       # 200 synthetic 1024x768 JPEGs (KonIQ's size), quality 90
     python scripts/benchmark_data.py --images DIR -n 500   # the first 500 images of a folder of your own
+    python scripts/benchmark_data.py --min_speedup 5       # exit 1 if the cache is not at least 5x the direct path
 """
 from __future__ import annotations
 
@@ -84,13 +85,15 @@ def benchmark(paths: Sequence[Path], image_size: int, cache_dir: Path, repeats: 
             "check_us": 1e6 / check, "check_share": direct / check}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Print a one-row table: images, source size, direct and cache images/s, speed-up."""
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Print a one-row table: images, source size, direct and cache images/s, speed-up; 1 below --min_speedup."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, help="a folder of images (default: synthetic 1024x768 JPEGs)")
     parser.add_argument("-n", type=int, default=200, help="number of images")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3, help="timing passes; the best is reported")
+    parser.add_argument("--min_speedup", type=float, default=None,
+                        help="fail (exit 1) when the cache is less than this many times faster than decoding")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +111,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f"| {result['images']} | {source.shape[1]}x{source.shape[0]} | {args.image_size} | {result['direct']:.1f} "
           f"| {result['cache']:.1f} | {result['speedup']:.1f}x | {result['check_us']:.0f} us/img "
           f"({100 * result['check_share']:.2f}%) |")
+    if args.min_speedup is not None and result["speedup"] < args.min_speedup:
+        print(f"error: the cache is {result['speedup']:.1f}x the direct path, below --min_speedup "
+              f"{args.min_speedup:g}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,20 +23,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from benchmark_data import write_synthetic_jpegs  # noqa: E402
+from promptiqa.data.sampling import DEFAULT_ISP_NUM  # noqa: E402
 from promptiqa.models import build_model, save_checkpoint  # noqa: E402
 from promptiqa.predict import Predictor, default_workers  # noqa: E402
-
-PROMPT_SIZE = 10  # the paper's prompt length
 
 
 def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, device, amp) -> dict:
     """Time loading, prompt encoding and scoring of `images` with a randomly initialised `preset` model."""
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp / f"{preset}.pth.tar", build_model("promptiqa", preset=preset), prompt_num=PROMPT_SIZE)
+    model = build_model("promptiqa", preset=preset)
+    ckpt = save_checkpoint(tmp / f"{preset}.pth.tar", model, prompt_num=DEFAULT_ISP_NUM)
     start = time.perf_counter()
     predictor = Predictor.from_checkpoint(ckpt, device=device, amp=amp)
     loaded = time.perf_counter()
-    predictor.set_prompt(images[:PROMPT_SIZE], list(range(PROMPT_SIZE)), batch_size=batch_size)
+    predictor.set_prompt(images[:DEFAULT_ISP_NUM], list(range(DEFAULT_ISP_NUM)), batch_size=batch_size)
     encoded = time.perf_counter()
     predictor.score(images, batch_size=batch_size, workers=workers)
     if predictor.device.type == "cuda":
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="promptiqa-bench-") as tmp:
         tmp = Path(tmp)
-        images = write_synthetic_jpegs(tmp / "images", max(args.images, PROMPT_SIZE), height=384, width=512)
+        images = write_synthetic_jpegs(tmp / "images", max(args.images, DEFAULT_ISP_NUM), height=384, width=512)
         for preset in args.preset:
             print(json.dumps(benchmark(preset, images[:args.images], tmp, args.batch_size, args.workers,
                                        args.device, args.amp)), flush=True)

@@ -1,8 +1,11 @@
-"""Shared test fixtures: the ../shared folder beside the checkout, and deterministic torch settings."""
+"""Shared test fixtures: the ../shared folder beside the checkout, deterministic torch settings, the fixture datasets
+and command lines of tiny training runs."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import List, Mapping, Optional, Sequence
 
 import pytest
 import torch
@@ -30,3 +33,48 @@ def labels_dir(shared_dir: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is not present")
     return path
+
+
+def micro_train_argv(roots: Mapping[str, str], save_path=None, keys: Optional[Sequence[str]] = None,
+                     **extra) -> List[str]:
+    """train.py arguments of a tiny run: the datasets ``keys`` (default: all of ``roots``, {key: root}), the micro
+    model, 2 epochs, 8 images per step; ``extra`` overrides or adds options (a list repeats, True is a bare flag)."""
+    from promptiqa.models import PRESETS
+
+    micro = PRESETS["micro"]
+    keys = list(roots) if keys is None else list(keys)
+    values = dict(dataset=keys, batch_size=8, epochs=2, backbone=micro["backbone"], image_size=micro["image_size"],
+                  backbone_kwargs=json.dumps(micro["backbone_kwargs"]), pretrained_backbone="false", workers=0,
+                  lr=1e-4, log_every=2)
+    if save_path is not None:
+        values["save_path"] = str(save_path)
+    values.update(extra)
+    argv = []
+    for key, value in values.items():
+        flag = f"--{key}"
+        if isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        elif value is True:
+            argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    for key in keys:
+        argv += ["--data_root", f"{key}={roots[key]}"]
+    return argv
+
+
+@pytest.fixture(scope="session")
+def train_argv():
+    """``micro_train_argv``: ``train_argv(data, save_path, **options)`` is a tiny run's command line."""
+    return micro_train_argv
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> dict:
+    """Two fixture datasets the training tests run on, {key: root}: koniq10k (split by image, 24 images) and csiq
+    (split by reference, 5 references x 4). Built once per session; tests must not write into them."""
+    from tests.fixtures.datasets import build_fixture
+
+    base = tmp_path_factory.mktemp("datasets")
+    return {"koniq10k": str(build_fixture("koniq10k", base / "koniq", n_refs=6, per_ref=4, seed=1)),
+            "csiq": str(build_fixture("csiq", base / "csiq", n_refs=5, per_ref=4, seed=2))}

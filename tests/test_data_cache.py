@@ -1,10 +1,11 @@
-"""The memory-mapped image cache, its CLI, the SPAQ resize script and the cache's speed-up, on tiny fixtures."""
+"""The memory-mapped image cache, its CLI, the SPAQ resize script and the data benchmark script, on tiny fixtures."""
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
 import pickle
+import re
 import sys
 import types
 from pathlib import Path
@@ -61,13 +62,10 @@ def test_cached_and_direct_samples_are_bit_identical(tiny_ds, tmp_path):
     source = cache.open_image_source(tiny_ds, 32, tmp_path / "cache")
     assert isinstance(source, cache.ImageCache)
     labels = np.linspace(0, 1, 5)
-    direct = images.IQAImages([r.path for r in tiny_ds.records], labels, image_size=32, train=True)
-    cached = images.IQAImages(source, labels, image_size=32, train=True)
+    direct = images.IQAImages([r.path for r in tiny_ds.records], labels, image_size=32)
+    cached = images.IQAImages(source, labels, image_size=32)
     for i in range(5):
-        torch.manual_seed(i)
-        a = direct[i]
-        torch.manual_seed(i)
-        b = cached[i]
+        a, b = direct[i], cached[i]
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
 
 
@@ -140,12 +138,17 @@ def test_prepare_cli_loads_the_dataset_from_the_registry(tiny_ds, tmp_path, monk
     assert "5 images at 16px" in capsys.readouterr().out
 
 
-def test_cache_is_much_faster_than_decoding(tmp_path):
+def test_data_benchmark_prints_its_table_and_enforces_min_speedup(capsys):
+    # How much faster the cache is depends on the machine and its load: the benchmark measures and, given
+    # --min_speedup, checks it (README, "Image cache"); here only that the script runs and reports in one line.
     bench = load_script("benchmark_data")
-    paths = bench.write_synthetic_jpegs(tmp_path / "jpegs", 12)  # 1024x768, quality 90, like KonIQ
-    result = bench.benchmark(paths, 224, tmp_path / "cache", repeats=2)
-    # The real figure is about 35x on a 2-core CPU; 5x leaves room for a busy test machine.
-    assert result["speedup"] >= 5, result
+    assert bench.main(["-n", "2", "--repeats", "1"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert re.match(r"\| 2 \| 1024x768 \| 224 \| [\d.]+ \| [\d.]+ \| [\d.]+x \| \d+ us/img", row), row
+    assert bench.main(["-n", "2", "--repeats", "1", "--min_speedup", "1e9"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()   # the cache's progress bar, then the error
+    assert re.fullmatch(r"error: the cache is [\d.]+x the direct path, below --min_speedup 1e\+09", err[-1]), err
+    assert sum(line.startswith("error:") for line in err) == 1
 
 
 @pytest.mark.parametrize("h, w, expected", [(600, 800, (512, 683)), (3000, 4000, (512, 683)),

@@ -53,7 +53,8 @@ def test_real_label_files_give_the_paper_counts(labels_dir, key):
 
 
 def test_real_official_label_ranges_keep_the_odd_divisors(labels_dir):
-    # FORMATS.md §1: BID's /9 gives 0.018-0.547, KADID's (x-1)/5 0-0.786, TID2013's /9 0.027-0.802.
+    # docs/datasets.md#official-label-normalisation: BID's /9 gives 0.018-0.547, KADID's (x-1)/5 0-0.786, TID2013's
+    # /9 0.027-0.802.
     expected = {"bid": (0.018, 0.547), "kadid": (0.0, 0.786), "tid2013": (0.027, 0.802), "koniq10k": (0.039, 0.884)}
     for key, (low, high) in expected.items():
         labels = normalise_labels(load_dataset(key, labels_dir / key, check_images=False))
@@ -114,7 +115,7 @@ def test_live_minmax_reads_realigned_dmos_new(published):
 
 
 def test_live_realigned_dmos_under_the_official_mapping_is_refused(published, tmp_path):
-    # Substituting dmos_new for the official `dmos` puts 21 of 779 labels outside [0, 1] (FORMATS.md §2.1).
+    # Substituting dmos_new for the official `dmos` puts 21 of 779 labels outside [0, 1] (docs/datasets.md#live).
     root = tmp_path / "live"
     shutil.copytree(published["live"], root)
     import scipy.io

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from promptiqa.data import groups, images, sampling, splits
 from promptiqa.data.records import DatasetRecords, Record
+from promptiqa.engine.evaluate import flip_batch
 
 
 def synthetic_ds(tmp_path=None, key="toy", refs=("ref_a", "ref_b", "ref_c", "ref_d", "ref_e"), per_ref=3,
@@ -318,34 +319,31 @@ def rows_and_columns_image(size=6):
     return image
 
 
-@pytest.mark.parametrize("flip_axis, expected_dims", [("vertical", [1]), ("horizontal", [2]), ("none", [])])
-def test_flip_axis_is_what_it_says(flip_axis, expected_dims):
+@pytest.mark.parametrize("flip_axis", ["vertical", "horizontal", "none"])
+def test_training_flips_the_chosen_images_along_the_chosen_axis(flip_axis):
+    # flip_batch is the flip training applies (each image of a step with probability 0.5, from its rank's stream)
+    image = images.to_tensor(rows_and_columns_image())
+    batch = torch.stack([image, image.flip(0), -image])          # three different images
+    out = flip_batch(batch, np.array([True, False, True]), flip_axis)
+    official = {  # the official flip: np.fliplr on a CHW array, which reverses the height
+        "vertical": lambda x: torch.from_numpy(np.fliplr(x.numpy()).copy()),
+        "horizontal": lambda x: x.flip(2),                        # mirrored left-right
+        "none": lambda x: x}[flip_axis]
+    assert torch.equal(out[0], official(batch[0])) and torch.equal(out[2], official(batch[2]))
+    assert torch.equal(out[1], batch[1])                         # not drawn: unchanged
+    if flip_axis == "vertical":                                  # upside down: the top row is the old bottom row
+        assert torch.equal(out[0, 0, 0], batch[0, 0, -1]) and torch.equal(out[0, 1], batch[0, 1].flip(0))
+    if flip_axis == "horizontal":                                # the first column is the old last column
+        assert torch.equal(out[0, :, :, 0], batch[0, :, :, -1])
+    assert torch.equal(flip_batch(batch, np.zeros(3, bool), flip_axis), batch)
+
+
+def test_samples_are_served_unflipped_and_draw_no_random_numbers():
     image = rows_and_columns_image()
-    ds = images.IQAImages([image], [0.5], image_size=6, train=True, flip_axis=flip_axis, flip_p=1.0)
-    out, label, index = ds[0]
-    assert torch.equal(out, torch.flip(images.to_tensor(image), dims=expected_dims))
-    assert label.item() == 0.5 and index == 0
-    if flip_axis == "vertical":  # the official "horizontal" flip turns the image upside down
-        assert out[0, 0, 0] == images.to_tensor(image)[0, -1, 0]
-
-
-def test_flip_is_default_vertical_off_in_evaluation_and_follows_torch_seed():
-    image = rows_and_columns_image()
-    evaluation = images.IQAImages([image], [0.5], image_size=6, flip_p=1.0)
-    assert evaluation.flip_axis == "vertical"
-    assert torch.equal(evaluation[0][0], images.to_tensor(image))
-    train = images.IQAImages([image] * 64, np.zeros(64), image_size=6, train=True)
-    plain = images.to_tensor(image)
-
-    def flipped_pattern():
-        return [not torch.equal(train[i][0], plain) for i in range(64)]
-
-    torch.manual_seed(0)
-    first = flipped_pattern()
-    torch.manual_seed(0)
-    assert flipped_pattern() == first
-    assert 10 < sum(first) < 54  # p = 0.5: both outcomes occur
-    assert flipped_pattern() != first  # the RNG moved on
+    ds = images.IQAImages([image] * 4, np.zeros(4), image_size=6)
+    state = torch.get_rng_state()
+    assert all(torch.equal(ds[i][0], images.to_tensor(image)) for i in range(4))
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_iqa_images_serves_a_subset_with_aligned_labels(tmp_path):

@@ -24,11 +24,10 @@ from promptiqa.evaluation.prompts import build_prompt
 from promptiqa.evaluation.report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS
 from promptiqa.evaluation.runner import main as evaluate_cli
 from promptiqa.evaluation.summary import SELECTIONS, read_seed_run, summarise_roots
-from promptiqa.models import PRESETS, build_model, checkpoint_config, load_model, save_checkpoint
+from promptiqa.models import build_model, checkpoint_config, load_model, save_checkpoint
 from tests.fixtures.datasets import build_fixture, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-MICRO = PRESETS["micro"]
 
 
 # ---------------------------------------------------------------- fixtures
@@ -36,6 +35,7 @@ MICRO = PRESETS["micro"]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
+    """This module's datasets (in place of conftest's two): koniq10k, and tid2013 and kadid split by reference."""
     base = tmp_path_factory.mktemp("datasets")
     return {"koniq10k": str(build_fixture("koniq10k", base / "koniq", n_refs=6, per_ref=4, seed=1)),
             "tid2013": str(build_fixture("tid2013", base / "tid", n_refs=5, per_ref=4, seed=2)),
@@ -76,15 +76,8 @@ def _rows(path):
         return reader.fieldnames, list(reader)
 
 
-def _train_args(data, keys=("koniq10k", "tid2013"), **extra):
-    values = dict(batch_size=8, epochs=1, backbone=MICRO["backbone"], image_size=MICRO["image_size"],
-                  backbone_kwargs=json.dumps(MICRO["backbone_kwargs"]), pretrained_backbone="false", workers=0,
-                  lr=1e-4, log_every=4)
-    values.update(extra)
-    argv = ["--dataset", *keys]
-    for key, value in values.items():
-        argv += [f"--{key}", str(value)]
-    return argv + _roots(data, keys)
+# What the protocol tests train: two of the three datasets, one epoch (conftest's micro_train_argv otherwise).
+TRAIN = dict(keys=("koniq10k", "tid2013"), epochs=1, log_every=4)
 
 
 # ---------------------------------------------------------------- test.py
@@ -264,11 +257,11 @@ def test_torchrun_counts_every_test_image_once(data, checkpoints, tmp_path):
 # ---------------------------------------------------------------- 10 splits and the summary
 
 
-def test_ten_splits_under_torchrun_shares_one_process_group(data, tmp_path):
+def test_ten_splits_under_torchrun_shares_one_process_group(data, train_argv, tmp_path):
     root = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "scripts" / "ten_splits.py"), "--seeds", "2024", "2025", "--tests", "last", "--save_path",
-           str(root), *_train_args(data)]
+           str(root), *train_argv(data, **TRAIN)]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -351,9 +344,9 @@ def test_summariser_selects_the_best_epoch_per_run_for_one_model_per_dataset(tmp
                                                                                                    "csiq": 2}
 
 
-def test_ten_splits_trains_tests_skips_and_summarises(data, tmp_path, capsys):
+def test_ten_splits_trains_tests_skips_and_summarises(data, train_argv, tmp_path, capsys):
     root = tmp_path / "ten"
-    argv = ["--seeds", "2024", "2025", "--save_path", str(root), *_train_args(data)]
+    argv = ["--seeds", "2024", "2025", "--save_path", str(root), *train_argv(data, **TRAIN)]
     assert ten_splits_main(argv) == 0
     out = capsys.readouterr().out
     for seed in (2024, 2025):
@@ -381,10 +374,10 @@ def test_ten_splits_trains_tests_skips_and_summarises(data, tmp_path, capsys):
     assert pick_seeds() == list(SPLIT_SEEDS) and pick_seeds(seed_index=1) == [SPLIT_SEEDS[1]] == [2025]
 
 
-def test_ablation_variants_and_their_summary(data, tmp_path, capsys):
+def test_ablation_variants_and_their_summary(data, train_argv, tmp_path, capsys):
     root = tmp_path / "ablation"
     argv = ["--variant", "wo_mixed", "wo_prompt", "--seeds", "2024", "--tests", "last", "--save_path", str(root),
-            *_train_args(data, random_scale_rate=0.5)]
+            *train_argv(data, **TRAIN, random_scale_rate=0.5)]
     assert ablation_main(argv) == 0
     for key in ("koniq10k", "tid2013"):
         config = json.loads((root / "wo_mixed" / "seed_2024" / key / "config.json").read_text())
@@ -396,7 +389,7 @@ def test_ablation_variants_and_their_summary(data, tmp_path, capsys):
     assert {r["label"] for r in rows} == {"w/o mixed training", "w/o prompt"}
     capsys.readouterr()
     assert protocol_entry(ablation_main, ["--variant", "wo_scaling", "--seeds", "2024", "--save_path", str(root),
-                                          *_train_args(data, random_scale_rate=0.5)]) == 1
+                                          *train_argv(data, **TRAIN, random_scale_rate=0.5)]) == 1
     assert "--random_scale_rate cannot be given here: variant wo_scaling sets it" in capsys.readouterr().err
     assert ablation_main(["--summarise", "--save_path", str(root)]) == 0
 

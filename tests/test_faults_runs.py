@@ -23,7 +23,7 @@ from promptiqa.errors import ConfigError, run_command
 from promptiqa.evaluation import runner, summary
 from promptiqa.evaluation.isp import isp_main
 from promptiqa.models import read_checkpoint
-from tests.test_train import ROOT, _args, data  # noqa: F401  (data: the module's dataset fixture)
+from tests.conftest import ROOT
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 
@@ -41,10 +41,10 @@ def _train(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def stopped(data, tmp_path_factory):  # noqa: F811
+def stopped(data, train_argv, tmp_path_factory):
     """A run stopped (resumably) after its first step: last.pth.tar, config.json, splits.json, log.txt, ..."""
     run = tmp_path_factory.mktemp("stopped") / "run"
-    assert launch(resolve_config(_args(data, run, stop_after_steps=1)))["stopped"]
+    assert launch(resolve_config(train_argv(data, run, stop_after_steps=1)))["stopped"]
     return run
 
 
@@ -58,9 +58,10 @@ def run_copy(stopped, tmp_path):
 # ---------------------------------------------------------------- item 2: a folder holding a run
 
 
-def test_train_refuses_a_folder_that_holds_a_run_and_overwrite_replaces_it(data, run_copy, tmp_path, capsys):
+def test_train_refuses_a_folder_that_holds_a_run_and_overwrite_replaces_it(data, train_argv, run_copy, tmp_path,
+                                                                           capsys):
     run, before = run_copy, _snapshot(run_copy)
-    code, err = _train(_args(data, run, stop_after_steps=1), capsys)
+    code, err = _train(train_argv(data, run, stop_after_steps=1), capsys)
     assert code == 1 and err == [
         f"error: --save_path {run} already holds a run (config.json, splits.json, environment.json, log.txt, ...); "
         f"continue it with --resume {run / 'last.pth.tar'}, give another --save_path, or pass --overwrite to "
@@ -68,9 +69,9 @@ def test_train_refuses_a_folder_that_holds_a_run_and_overwrite_replaces_it(data,
     assert _snapshot(run) == before
     other = tmp_path / "other"   # resuming another run's checkpoint into this folder would overwrite it too
     shutil.copytree(run, other)
-    code, err = _train(_args(data, run, resume=other / "last.pth.tar", stop_after_steps=1), capsys)
+    code, err = _train(train_argv(data, run, resume=other / "last.pth.tar", stop_after_steps=1), capsys)
     assert code == 1 and "already holds a run" in err[0] and _snapshot(run) == before
-    code, _ = _train(_args(data, run, stop_after_steps=1, overwrite=True), capsys)
+    code, _ = _train(train_argv(data, run, stop_after_steps=1, overwrite=True), capsys)
     assert code == 0
     log = (run / "log.txt").read_text()
     assert log.count("] promptiqa ") == 1 and "--overwrite: removed the previous run's config.json" in log
@@ -79,7 +80,7 @@ def test_train_refuses_a_folder_that_holds_a_run_and_overwrite_replaces_it(data,
 # ---------------------------------------------------------------- item 3: a refused resume writes nothing
 
 
-def test_a_refused_resume_writes_nothing(data, run_copy, tmp_path, capsys):
+def test_a_refused_resume_writes_nothing(data, train_argv, run_copy, tmp_path, capsys):
     run, last = run_copy, run_copy / "last.pth.tar"
     before = _snapshot(run)
     other = tmp_path / "seed7.json"
@@ -91,7 +92,7 @@ def test_a_refused_resume_writes_nothing(data, run_copy, tmp_path, capsys):
         (dict(image_size=96), r"the architecture changed \(image_size: 64 -> 96\)"),
     ]
     for extra, message in refusals:
-        code, err = _train(_args(data, run, resume=last, stop_after_steps=1, **extra), capsys)
+        code, err = _train(train_argv(data, run, resume=last, stop_after_steps=1, **extra), capsys)
         assert code == 1 and len(err) == 1 and re.search(message, err[0]), (extra, err)
         assert _snapshot(run) == before, extra   # config.json, splits.json, log.txt, the checkpoint: untouched
 
@@ -99,12 +100,12 @@ def test_a_refused_resume_writes_nothing(data, run_copy, tmp_path, capsys):
 # ---------------------------------------------------------------- item 4: metrics.csv follows the checkpoint
 
 
-def test_metrics_rows_follow_the_checkpoint_across_interruptions(data, tmp_path):
+def test_metrics_rows_follow_the_checkpoint_across_interruptions(data, train_argv, tmp_path):
     run = tmp_path / "run"
     resume = dict(resume=run / "last.pth.tar")
-    launch(resolve_config(_args(data, run, stop_after_steps=4)))   # 4 steps = epoch 1; stops after its checkpoint
+    launch(resolve_config(train_argv(data, run, stop_after_steps=4)))   # 4 steps = epoch 1; stops after its checkpoint
     first = {name: (run / name).read_bytes() for name in ("last.pth.tar", "metrics.csv")}
-    launch(resolve_config(_args(data, run, **resume)))
+    launch(resolve_config(train_argv(data, run, **resume)))
     full = (run / "metrics.csv").read_bytes()
     rows = read_metrics(run / "metrics.csv")
     assert sorted((r["epoch"], r["dataset"], r["split"]) for r in rows) == sorted(
@@ -112,11 +113,11 @@ def test_metrics_rows_follow_the_checkpoint_across_interruptions(data, tmp_path)
     # killed between epoch 2's metrics and its checkpoint (the order before: metrics appended first): the resume
     # trains epoch 2 again and writes its rows once
     (run / "last.pth.tar").write_bytes(first["last.pth.tar"])
-    launch(resolve_config(_args(data, run, **resume)))
+    launch(resolve_config(train_argv(data, run, **resume)))
     assert (run / "metrics.csv").read_bytes() == full
     # killed after epoch 2's checkpoint, before its metrics: the resume rewrites them from the checkpoint
     (run / "metrics.csv").write_bytes(first["metrics.csv"])
-    launch(resolve_config(_args(data, run, **resume)))
+    launch(resolve_config(train_argv(data, run, **resume)))
     assert (run / "metrics.csv").read_bytes() == full
 
 
@@ -195,9 +196,9 @@ def test_summarise_refuses_a_path_that_is_not_a_run(tmp_path, capsys):
     ("stop_after_steps", 0, "--stop_after_steps must be at least 1, got 0"),
     ("clip_grad", 0, "--clip_grad must be above 0, got 0.0"),
 ])
-def test_numeric_options_are_refused_before_any_work(data, tmp_path, capsys, option, value, message):
+def test_numeric_options_are_refused_before_any_work(data, train_argv, tmp_path, capsys, option, value, message):
     run = tmp_path / "run"
-    code, err = _train(_args(data, run, **{option: value}), capsys)
+    code, err = _train(train_argv(data, run, **{option: value}), capsys)
     assert (code, err) == (1, [f"error: {message}"])
     assert not run.exists()
 
@@ -227,10 +228,10 @@ def _limited(limit: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
-def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(data, run_copy):
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(data, train_argv, run_copy):
     run, last = run_copy, run_copy / "last.pth.tar"
     before = last.read_bytes()
-    cmd = [sys.executable, str(ROOT / "train.py"), *_args(data, run, resume=last, stop_after_steps=1)]
+    cmd = [sys.executable, str(ROOT / "train.py"), *train_argv(data, run, resume=last, stop_after_steps=1)]
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
                           preexec_fn=_limited(len(before) - 1))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -259,12 +260,12 @@ def test_test_py_on_a_full_disk_keeps_earlier_results_whole(data, stopped, tmp_p
     assert after["scatter.png"] == before["scatter.png"] and all(after.values())   # no empty or half file
 
 
-def test_orphaned_checkpoint_temp_files_are_removed_on_resume(data, run_copy, capsys):
+def test_orphaned_checkpoint_temp_files_are_removed_on_resume(data, train_argv, run_copy, capsys):
     run = run_copy
     orphan = run / ".last.pth.tar.k1ll3d.tmp"
     orphan.write_bytes(b"\0" * 4096)   # what a kill -9 during torch.save leaves
     # resumed at step 1 of 4, three more steps: the stop falls on the epoch's last step, so the epoch ends first
-    code, _ = _train(_args(data, run, resume=run / "last.pth.tar", stop_after_steps=3), capsys)
+    code, _ = _train(train_argv(data, run, resume=run / "last.pth.tar", stop_after_steps=3), capsys)
     assert code == 0 and not orphan.exists()
     log = (run / "log.txt").read_text()
     assert "removed .last.pth.tar.k1ll3d.tmp, the temporary file of an interrupted write" in log
@@ -279,10 +280,10 @@ def test_orphaned_checkpoint_temp_files_are_removed_on_resume(data, run_copy, ca
 # ---------------------------------------------------------------- item 10: one line instead of a traceback
 
 
-def test_train_py_save_path_that_is_a_file(data, tmp_path):
+def test_train_py_save_path_that_is_a_file(data, train_argv, tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("my notes\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(data, target)], cwd=ROOT, env=ENV,
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_argv(data, target)], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
@@ -290,7 +291,7 @@ def test_train_py_save_path_that_is_a_file(data, tmp_path):
     assert target.read_text() == "my notes\n"
 
 
-def test_unknown_or_missing_devices_are_one_line(data, tmp_path, capsys):
+def test_unknown_or_missing_devices_are_one_line(data, train_argv, tmp_path, capsys):
     cases = [("tpu9", "--device tpu9: not a device; expected cpu, cuda, cuda:N or mps"),
              ("meta", "--device meta: not supported; expected cpu, cuda, cuda:N or mps")]
     if not torch.cuda.is_available():
@@ -299,7 +300,7 @@ def test_unknown_or_missing_devices_are_one_line(data, tmp_path, capsys):
         n = torch.cuda.device_count()
         cases.append((f"cuda:{n}", f"--device cuda:{n}: this machine has {n} GPU(s), cuda:0..cuda:{n - 1}"))
     for device, message in cases:
-        code, err = _train(_args(data, tmp_path / "run", device=device), capsys)
+        code, err = _train(train_argv(data, tmp_path / "run", device=device), capsys)
         assert (code, err) == (1, [f"error: {message}"])
         assert runner.main(["--checkpoint", "x.pth.tar", "--dataset", "koniq10k", "--device", device]) == 1
         assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
@@ -331,7 +332,7 @@ def test_config_files_take_numbers_yaml_reads_as_strings(tmp_path):
     assert (cfg.lr, cfg.weight_decay, cfg.clip_grad) == (1e-5, 2, 1e-3) and isinstance(cfg.lr, float)
 
 
-def test_split_files_lacking_the_dataset_or_mistyped(data, tmp_path, capsys):
+def test_split_files_lacking_the_dataset_or_mistyped(data, train_argv, tmp_path, capsys):
     only = tmp_path / "only_koniq.json"
     save_splits(only, {"koniq10k": make_split(load_dataset("koniq10k", data["koniq10k"]), 2024)})
     wrong = tmp_path / "wrong.json"
@@ -340,21 +341,22 @@ def test_split_files_lacking_the_dataset_or_mistyped(data, tmp_path, capsys):
     cases = [(only, f"split file {only} has no split for dataset 'csiq' (it has: koniq10k)"),
              (wrong, f"split file {wrong}: entry 'koniq10k' needs 'train' and 'test' lists of unit names")]
     for path, message in cases:
-        code, err = _train(_args(data, tmp_path / "run", split_file=path), capsys)
+        code, err = _train(train_argv(data, tmp_path / "run", split_file=path), capsys)
         assert (code, err) == (1, [f"error: {message}"])
     assert not (tmp_path / "run").exists()
 
 
-def test_ten_splits_restarts_a_seed_killed_before_its_first_checkpoint_and_resumes_the_others(data, tmp_path,
-                                                                                               capsys):
+def test_ten_splits_restarts_a_seed_killed_before_its_first_checkpoint_and_resumes_the_others(data, train_argv,
+                                                                                               tmp_path, capsys):
     root = tmp_path / "ten"
-    args = [a for a in _args(data, tmp_path / "unused", epochs=1) if a != str(tmp_path / "unused")]
+    args = [a for a in train_argv(data, tmp_path / "unused", epochs=1) if a != str(tmp_path / "unused")]
     args.remove("--save_path")
     killed = root / "seed_2024"   # what a kill during data loading leaves: the start files, no checkpoint
     killed.mkdir(parents=True)
     (killed / "config.json").write_text("{}")
     (killed / "log.txt").write_text("[...] promptiqa 0.1.0: ...\n")
-    assert launch(resolve_config(_args(data, root / "seed_2025", epochs=1, seed=2025, stop_after_steps=1)))["stopped"]
+    seed_2025 = train_argv(data, root / "seed_2025", epochs=1, seed=2025, stop_after_steps=1)
+    assert launch(resolve_config(seed_2025))["stopped"]
     from promptiqa.evaluation.protocol import ten_splits_main
 
     assert ten_splits_main(["--seeds", "2024", "2025", "--tests", "--save_path", str(root), *args]) == 0

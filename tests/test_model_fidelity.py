@@ -11,6 +11,7 @@ import torch
 from promptiqa.models import PromptIQA
 
 TOLERANCE = 1e-5  # absolute, float32, TF32 off (the official model's own noise is ~3e-7)
+pytestmark = pytest.mark.slow   # the full-size official model: deselect with -m 'not slow' for a quick loop
 
 
 @pytest.fixture(scope="module")

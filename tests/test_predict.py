@@ -118,7 +118,7 @@ def test_predictions_come_back_in_the_prompt_scale(files):
 def test_without_score_range_the_prompt_min_and_max_define_the_scale(files):
     p = _predictor(files)
     prompt = p.set_prompt(files["prompt_images"], [10, 20, 30, 25, 15])
-    assert prompt.scale == ScoreScale(10, 30, True) and prompt.n == 5 and prompt.tensor.shape == (1, 5, 128)
+    assert prompt.scale == ScoreScale(10, 30, True) and prompt.isp_num == 5 and prompt.tensor.shape == (1, 5, 128)
     scores = p.score(files["queries"], workers=0)
     assert np.all((scores >= 10) & (scores <= 30))
     p.set_prompt(files["prompt_images"], [10, 20, 30, 25, 15], name="explicit", score_range=(10, 30))

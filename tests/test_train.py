@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,43 +19,14 @@ import torch
 from promptiqa.config import TrainConfig, resolve_config
 from promptiqa.engine import trainer as trainer_module
 from promptiqa.engine.trainer import PromptAugment, TrainingError, launch, plan_steps
-from promptiqa.models import PRESETS, load_model, read_checkpoint
-from tests.fixtures.datasets import build_fixture
+from promptiqa.models import load_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-MICRO = PRESETS["micro"]
 # Parameters whose true gradient is zero: they shift a channel by a constant right before a BatchNorm (the conv
 # biases, and the last bias of the ViT block whose output only feeds the CNN head). What they receive is rounding
 # noise, which Adam scales up to lr-sized steps, so two summation orders (thread counts, batched vs accumulated
 # groups) move them differently while every other weight agrees.
 ZERO_GRADIENT = {"module.cnn.0.bias", "module.cnn.4.bias", "module.cnn.8.bias", "module.block.mlp.fc2.bias"}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    base = tmp_path_factory.mktemp("datasets")
-    return {"koniq10k": str(build_fixture("koniq10k", base / "koniq", n_refs=6, per_ref=4, seed=1)),
-            "csiq": str(build_fixture("csiq", base / "csiq", n_refs=5, per_ref=4, seed=2))}
-
-
-def _args(data, save_path, **extra):
-    """Command-line arguments of a tiny run: 2 datasets, micro model, 2 epochs, 8 images per step."""
-    values = dict(dataset=["koniq10k", "csiq"], batch_size=8, epochs=2, backbone=MICRO["backbone"],
-                  image_size=MICRO["image_size"], backbone_kwargs=json.dumps(MICRO["backbone_kwargs"]),
-                  pretrained_backbone="false", workers=0, save_path=str(save_path), lr=1e-4, log_every=2)
-    values.update(extra)
-    argv = []
-    for key, value in values.items():
-        flag = f"--{key}"
-        if isinstance(value, list):
-            argv += [flag, *map(str, value)]
-        elif value is True:
-            argv.append(flag)
-        else:
-            argv += [flag, str(value)]
-    for key, root in data.items():
-        argv += ["--data_root", f"{key}={root}"]
-    return argv
 
 
 def _weights(path):
@@ -78,9 +50,32 @@ def _torchrun(args, nproc=2, timeout=240):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_single_process_run_writes_every_output(data, tmp_path):
+@pytest.fixture(scope="module")
+def trained_run(data, train_argv, tmp_path_factory):
+    """A finished run with the tiny defaults (2 epochs) and what launch returned. Read it, never write into it: the
+    tests that inspect a run and the exact-resume test's uninterrupted reference share it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    return run, launch(resolve_config(train_argv(data, run)))
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(data, train_argv, tmp_path_factory):
+    """A finished 1-epoch run, made once; tests that resume it work on a copy (``one_epoch_copy``)."""
+    run = tmp_path_factory.mktemp("one_epoch") / "run"
+    launch(resolve_config(train_argv(data, run, epochs=1)))
+    return run
+
+
+@pytest.fixture
+def one_epoch_copy(one_epoch_run, tmp_path):
+    """This test's own copy of ``one_epoch_run``, as if it had just trained it into tmp_path/run."""
     run = tmp_path / "run"
-    result = launch(resolve_config(_args(data, run)))
+    shutil.copytree(one_epoch_run, run)
+    return run
+
+
+def test_single_process_run_writes_every_output(trained_run):
+    run, result = trained_run
     assert not result["stopped"]
     for name in ("config.json", "splits.json", "log.txt", "metrics.csv", "environment.json", "best_model.pth.tar",
                  "last.pth.tar", "curves.png", "summary.json"):
@@ -165,9 +160,9 @@ def _wait_nodes(procs, timeout: float = 240):
     return results
 
 
-def test_torchrun_two_processes_hold_identical_weights(data, tmp_path):
+def test_torchrun_two_processes_hold_identical_weights(data, train_argv, tmp_path):
     run = tmp_path / "ddp"
-    proc = _torchrun(_args(data, run, epochs=1))
+    proc = _torchrun(train_argv(data, run, epochs=1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert len(summary["rank_weight_digests"]) == 2 and len(set(summary["rank_weight_digests"])) == 1
@@ -179,7 +174,7 @@ def test_torchrun_two_processes_hold_identical_weights(data, tmp_path):
     # step and groups as above, so the same weights and global step, bit for bit; only rank 0 writes
     for launcher in ("torchrun", "slurm"):
         nodes = tmp_path / launcher
-        results = _wait_nodes(_start_nodes(_args(data, nodes, epochs=1, batch_size=4), launcher))
+        results = _wait_nodes(_start_nodes(train_argv(data, nodes, epochs=1, batch_size=4), launcher))
         assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2][-3000:]
         assert "] promptiqa " not in results[1][1]                      # rank 1 logs nothing
         log = (nodes / "log.txt").read_text()
@@ -191,9 +186,9 @@ def test_torchrun_two_processes_hold_identical_weights(data, tmp_path):
         assert (nodes / "metrics.csv").read_bytes() == (run / "metrics.csv").read_bytes()
 
 
-def test_killing_one_node_ends_the_job_and_leaves_a_resumable_checkpoint(data, tmp_path):
+def test_killing_one_node_ends_the_job_and_leaves_a_resumable_checkpoint(data, train_argv, tmp_path):
     run = tmp_path / "run"
-    args = _args(data, run, epochs=50, batch_size=4, log_every=1)
+    args = train_argv(data, run, epochs=50, batch_size=4, log_every=1)
     procs = _start_nodes(args, "torchrun")
     try:
         deadline = time.time() + 180
@@ -213,16 +208,16 @@ def test_killing_one_node_ends_the_job_and_leaves_a_resumable_checkpoint(data, t
     state = read_checkpoint(run / "last.pth.tar")
     epoch = state["epoch"]
     assert 1 <= epoch < 50 and state["global_step"] == 4 * epoch and state["step"] == 0
-    resume = _args(data, run, epochs=epoch + 1, batch_size=4, resume=run / "last.pth.tar")
+    resume = train_argv(data, run, epochs=epoch + 1, batch_size=4, resume=run / "last.pth.tar")
     results = _wait_nodes(_start_nodes(resume, "torchrun"))
     assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:]
     assert read_checkpoint(run / "last.pth.tar")["global_step"] == 4 * (epoch + 1)
 
 
-def test_multiprocessing_distributed_on_cpu(data, tmp_path):
+def test_multiprocessing_distributed_on_cpu(data, train_argv, tmp_path):
     run = tmp_path / "mp"
     port = 29600 + os.getpid() % 300
-    cmd = [sys.executable, str(ROOT / "train.py"), *_args(data, run, epochs=1), "--multiprocessing-distributed",
+    cmd = [sys.executable, str(ROOT / "train.py"), *train_argv(data, run, epochs=1), "--multiprocessing-distributed",
            "--nprocs", "2", "--dist-url", f"tcp://127.0.0.1:{port}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
                           capture_output=True, text=True, timeout=240)
@@ -231,42 +226,41 @@ def test_multiprocessing_distributed_on_cpu(data, tmp_path):
     assert len(set(summary["rank_weight_digests"])) == 1 and len(summary["rank_weight_digests"]) == 2
 
 
-def test_groups_per_process_equal_processes(data, tmp_path):
+def test_groups_per_process_equal_processes(data, train_argv, tmp_path):
     one = tmp_path / "k2"
-    launch(resolve_config(_args(data, one, epochs=1, groups_per_process=2)))
+    launch(resolve_config(train_argv(data, one, epochs=1, groups_per_process=2)))
     two = tmp_path / "p2"
-    proc = _torchrun(_args(data, two, epochs=1))
+    proc = _torchrun(train_argv(data, two, epochs=1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     # same groups, same per-rank dropout/flip streams, gradients averaged, BatchNorm buffers from rank 0
     _assert_same_weights(one / "last.pth.tar", two / "last.pth.tar", atol=2e-5, skip=ZERO_GRADIENT)
 
 
-def test_batched_groups_match_accumulated_groups(data, tmp_path):
+def test_batched_groups_match_accumulated_groups(data, train_argv, tmp_path):
     # dropout off: the batched mode draws dropout masks from one stream instead of one per virtual rank.
     # The two modes sum in different orders, and Adam turns the rounding noise of an element whose gradient is near
     # zero into a step of up to lr; which elements those are depends on the groups drawn (measured: 1.4e-5 with
     # these groups, 2.7e-5 at seed 2027, 9e-5 with the official first epoch's), so the groups are pinned here.
     a, b = tmp_path / "acc", tmp_path / "batched"
-    launch(resolve_config(_args(data, a, epochs=1, groups_per_process=2, drop=0.0, first_epoch="shuffled")))
-    launch(resolve_config(_args(data, b, epochs=1, groups_per_process=2, drop=0.0, batch_groups="true",
+    launch(resolve_config(train_argv(data, a, epochs=1, groups_per_process=2, drop=0.0, first_epoch="shuffled")))
+    launch(resolve_config(train_argv(data, b, epochs=1, groups_per_process=2, drop=0.0, batch_groups="true",
                                 first_epoch="shuffled")))
     _assert_same_weights(a / "last.pth.tar", b / "last.pth.tar", atol=2e-5, skip=ZERO_GRADIENT)
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path):
+def test_interrupted_and_resumed_run_equals_uninterrupted(data, train_argv, trained_run, tmp_path):
     # Epoch 1 is the official first epoch (consecutive runs of each dataset's sample order), epoch 2 regrouped at
     # random: the resumed run crosses that boundary.
-    full = tmp_path / "full"
-    launch(resolve_config(_args(data, full)))
+    full = trained_run[0]
     assert "first epoch: official (groups are consecutive runs" in (full / "log.txt").read_text()
     part = tmp_path / "part"
-    stopped = launch(resolve_config(_args(data, part, stop_after_steps=3)))   # mid-epoch 1 (4 steps an epoch)
+    stopped = launch(resolve_config(train_argv(data, part, stop_after_steps=3)))   # mid-epoch 1 (4 steps an epoch)
     assert stopped["stopped"] and stopped["step"] == 3
     state = read_checkpoint(part / "last.pth.tar")
     assert state["epoch"] == 0 and state["step"] == 3
-    stopped = launch(resolve_config(_args(data, part, resume=part / "last.pth.tar", stop_after_steps=3)))
+    stopped = launch(resolve_config(train_argv(data, part, resume=part / "last.pth.tar", stop_after_steps=3)))
     assert stopped["stopped"] and (stopped["epoch"], stopped["step"]) == (1, 2)   # crosses the epoch boundary
-    done = launch(resolve_config(_args(data, part, resume=part / "last.pth.tar")))
+    done = launch(resolve_config(train_argv(data, part, resume=part / "last.pth.tar")))
     assert not done["stopped"]
     _assert_same_weights(full / "last.pth.tar", part / "last.pth.tar")
     optim_full, optim_part = read_checkpoint(full / "last.pth.tar"), read_checkpoint(part / "last.pth.tar")
@@ -284,36 +278,35 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path):
     assert f"({notes['2']})" in (part / "log.txt").read_text()
 
 
-def test_resume_with_more_epochs_extends_a_finished_run(data, tmp_path):
-    run = tmp_path / "run"
-    launch(resolve_config(_args(data, run, epochs=1)))
-    launch(resolve_config(_args(data, run, epochs=2, resume=run / "last.pth.tar")))
+def test_resume_with_more_epochs_extends_a_finished_run(data, train_argv, one_epoch_copy):
+    run = one_epoch_copy
+    launch(resolve_config(train_argv(data, run, epochs=2, resume=run / "last.pth.tar")))
     state = read_checkpoint(run / "last.pth.tar")
     assert state["epoch"] == 2 and state["global_step"] == 8
     log = (run / "log.txt").read_text()
     assert "resumed from" in log and "lr 5e-05" in log   # cosine recomputed for 2 epochs: epoch 2 at lr/2
 
 
-def test_resume_refusals(data, tmp_path):
-    run = tmp_path / "run"
+def test_resume_refusals(data, train_argv, one_epoch_run, tmp_path):
+    new = tmp_path / "new"
     with pytest.raises(TrainingError, match="file not found"):
-        launch(resolve_config(_args(data, run, resume=tmp_path / "missing.pth.tar")))
+        launch(resolve_config(train_argv(data, new, resume=tmp_path / "missing.pth.tar")))
     (tmp_path / "corrupt.pth.tar").write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="not a readable checkpoint"):
-        launch(resolve_config(_args(data, run, resume=tmp_path / "corrupt.pth.tar")))
-    launch(resolve_config(_args(data, run, epochs=1)))
+        launch(resolve_config(train_argv(data, new, resume=tmp_path / "corrupt.pth.tar")))
+    run = tmp_path / "run"   # a finished 1-epoch run
+    shutil.copytree(one_epoch_run, run)
     with pytest.raises(TrainingError, match="not a resumable training checkpoint"):
-        launch(resolve_config(_args(data, run, resume=run / "best_model.pth.tar")))
+        launch(resolve_config(train_argv(data, run, resume=run / "best_model.pth.tar")))
     with pytest.raises(TrainingError, match="architecture changed.*image_size: 64 -> 96"):
-        launch(resolve_config(_args(data, run, image_size=96, resume=run / "last.pth.tar")))
+        launch(resolve_config(train_argv(data, run, image_size=96, resume=run / "last.pth.tar")))
     with pytest.warns(UserWarning, match="changed settings: lr: 0.0001 -> 0.001, first_epoch: official -> shuffled"):
-        launch(resolve_config(_args(data, run, lr=1e-3, epochs=2, first_epoch="shuffled",
+        launch(resolve_config(train_argv(data, run, lr=1e-3, epochs=2, first_epoch="shuffled",
                                     resume=run / "last.pth.tar")))
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    launch(resolve_config(_args(data, run, epochs=1)))
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, train_argv, one_epoch_copy, monkeypatch):
+    run = one_epoch_copy
     good = (run / "last.pth.tar").read_bytes()
     real = trainer_module.F.l1_loss
     calls = {"n": 0}
@@ -325,13 +318,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
 
     monkeypatch.setattr(trainer_module.F, "l1_loss", poisoned)
     with pytest.raises(TrainingError, match=r"non-finite training loss nan at epoch 2, step 3 \(dataset (koniq10k|csiq)\)"):
-        launch(resolve_config(_args(data, run, epochs=2, resume=run / "last.pth.tar")))
+        launch(resolve_config(train_argv(data, run, epochs=2, resume=run / "last.pth.tar")))
     assert (run / "last.pth.tar").read_bytes() == good
 
 
-def test_sigterm_leaves_a_resumable_checkpoint(data, tmp_path):
+def test_sigterm_leaves_a_resumable_checkpoint(data, train_argv, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train.py"), *_args(data, run, epochs=50, log_every=1)]
+    cmd = [sys.executable, str(ROOT / "train.py"), *train_argv(data, run, epochs=50, log_every=1)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -389,13 +382,13 @@ def test_batch_semantics_refusals():
         plan_steps(8, procs_per_node=2, groups_per_process=2)
 
 
-def test_unknown_dataset_key_lists_the_valid_ones(data, tmp_path):
+def test_unknown_dataset_key_lists_the_valid_ones(data, train_argv, tmp_path):
     with pytest.raises(ValueError, match="koniq10k"):
-        launch(resolve_config(_args(data, tmp_path / "run", dataset=["koniq"])))
+        launch(resolve_config(train_argv(data, tmp_path / "run", dataset=["koniq"])))
 
 
-def test_train_py_reports_refusals_in_one_line(data, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(data, tmp_path / "run", batch_size=10,
+def test_train_py_reports_refusals_in_one_line(data, train_argv, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_argv(data, tmp_path / "run", batch_size=10,
                                                                           groups_per_process=4)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -459,18 +452,18 @@ def test_benchmark_script_prints_a_table():
     assert lines[0].startswith("device: CPU") and lines[-2].startswith("| train") and lines[-1].startswith("| inference")
 
 
-def test_bf16_autocast_and_the_official_test_prompt_mode(data, tmp_path):
+def test_bf16_autocast_and_the_official_test_prompt_mode(data, train_argv, tmp_path):
     run = tmp_path / "run"
-    result = launch(resolve_config(_args(data, run, epochs=1, amp="bf16", test_prompt="official",
+    result = launch(resolve_config(train_argv(data, run, epochs=1, amp="bf16", test_prompt="official",
                                          groups_per_process=2, batch_groups="true")))
     assert not result["stopped"]
     rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r["split"] == "test"]
     assert len(rows) == 2 and all(float(r["rmse"]) < 1 for r in rows)
 
 
-def test_clip_grad_bounds_the_gradient_the_optimiser_sees(data, tmp_path):
+def test_clip_grad_bounds_the_gradient_the_optimiser_sees(data, train_argv, tmp_path):
     def first_moment_norm(run):
-        launch(resolve_config(_args(data, run, epochs=1, stop_after_steps=1, weight_decay=0.0, **extra)))
+        launch(resolve_config(train_argv(data, run, epochs=1, stop_after_steps=1, weight_decay=0.0, **extra)))
         state = read_checkpoint(run / "last.pth.tar")["optimizer"]["state"]
         # Adam's first moment after one step is (1 - beta1) * the gradient it was given
         return torch.sqrt(sum((s["exp_avg"].double() ** 2).sum() for s in state.values())).item() / 0.1
@@ -482,11 +475,11 @@ def test_clip_grad_bounds_the_gradient_the_optimiser_sees(data, tmp_path):
     assert free > 1e-2 and clipped == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_lr_warmup_ramps_the_first_steps_then_follows_the_cosine(data, tmp_path):
+def test_lr_warmup_ramps_the_first_steps_then_follows_the_cosine(data, train_argv, tmp_path):
     from promptiqa.distributed import DistEnv
     from promptiqa.engine.trainer import Trainer
 
-    cfg = resolve_config(_args(data, tmp_path / "w", lr=1e-3, epochs=4, lr_warmup_steps=10))
+    cfg = resolve_config(train_argv(data, tmp_path / "w", lr=1e-3, epochs=4, lr_warmup_steps=10))
     trainer = Trainer(cfg, DistEnv())
     assert [trainer._lr(0, s) for s in (0, 4, 9, 10, 500)] == pytest.approx([1e-4, 5e-4, 1e-3, 1e-3, 1e-3])
     assert trainer._lr(2, 3) == pytest.approx(0.5e-3 * 0.4)       # the cosine (half at epoch 2 of 4) x the ramp

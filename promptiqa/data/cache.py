@@ -13,7 +13,7 @@ import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -66,13 +66,11 @@ class ImageCache:
             raise StaleCacheError(f"{self.path} holds cache format {meta.get('format')!r} version "
                                   f"{meta.get('version')!r}; expected {CACHE_FORMAT!r} version {CACHE_VERSION}: "
                                   f"prepare it again")
+        # records.json also holds the scores, references, key and root (for a person reading the folder); reading
+        # the cache needs only these three.
         try:
-            self.key: str = meta["key"]
-            self.root: str = meta["root"]
             self.image_size: int = int(meta["image_size"])
             self.names: List[str] = list(meta["names"])
-            self.scores: List[float] = meta["scores"]
-            self.references: List[Optional[str]] = meta["references"]
             self.fingerprint: str = meta["fingerprint"]
         except (KeyError, TypeError, ValueError) as err:  # a hand-edited records.json
             raise StaleCacheError(f"{meta_file} lacks or mistypes an entry ({type(err).__name__}: {err}); prepare "

@@ -4,9 +4,9 @@ read_image: OpenCV decode (BGR, EXIF orientation applied) -> 224x224 bicubic res
 aspect not kept) -> RGB. to_tensor: /255 -> (x - 0.5) / 0.5 -> float32 CHW. This is bit-identical to the
 official loader, which also resizes the uint8 BGR image and converts to float32 only afterwards.
 
-Random flipping: the official "RandHorizontalFlip" calls np.fliplr on a CHW array, which reverses axis 1, the
-image HEIGHT: it turns images upside down. flip_axis="vertical" (default) reproduces that; "horizontal"
-mirrors left-right (the width axis); "none" disables flipping.
+Samples are served unflipped: training flips whole batches of CHW tensors on its own random stream (the engine's
+flip_batch; the official flip is vertical, see docs/datasets.md#images-and-the-flip), so the same dataset serves
+training and evaluation.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from .formats.common import ImageReadError, check_image_file
 
 DEFAULT_IMAGE_SIZE = 224
-FLIP_AXES = {"vertical": 0, "horizontal": 1, "none": None}  # axis reversed in an HWC image (CHW: 1 and 2)
 
 
 def read_image(path: Union[str, Path], size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
@@ -52,14 +51,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     chw -= 0.5
     chw /= 0.5
     return torch.from_numpy(chw)
-
-
-def flip_image(image: np.ndarray, flip_axis: str) -> np.ndarray:
-    """Flip an HWC image: "vertical" reverses the rows (the official flip), "horizontal" the columns."""
-    if flip_axis not in FLIP_AXES:
-        raise ValueError(f"flip_axis must be one of {tuple(FLIP_AXES)}, got {flip_axis!r}")
-    axis = FLIP_AXES[flip_axis]
-    return image if axis is None else np.flip(image, axis=axis)
 
 
 class DiskImages:
@@ -134,13 +125,11 @@ class IQAImages(Dataset):
 
     `paths_or_source` is a list of image paths or anything indexable returning uint8 HWC images (an ImageCache,
     DiskImages); `indices` picks the source entries to serve (e.g. a split's record indices), aligned with
-    `labels`. In training each image is flipped with probability `flip_p`, drawn from torch's RNG.
+    `labels`. Reading a sample draws no random numbers.
     """
 
-    def __init__(self, paths_or_source, labels, image_size: int = DEFAULT_IMAGE_SIZE, train: bool = False,
-                 flip_axis: str = "vertical", flip_p: float = 0.5, indices: Optional[Sequence[int]] = None):
-        if flip_axis not in FLIP_AXES:
-            raise ValueError(f"flip_axis must be one of {tuple(FLIP_AXES)}, got {flip_axis!r}")
+    def __init__(self, paths_or_source, labels, image_size: int = DEFAULT_IMAGE_SIZE,
+                 indices: Optional[Sequence[int]] = None):
         if isinstance(paths_or_source, (list, tuple)) and all(isinstance(p, (str, Path)) for p in paths_or_source):
             source = DiskImages(paths_or_source, image_size)
         else:
@@ -154,9 +143,6 @@ class IQAImages(Dataset):
         if len(self.labels) != len(self.indices):
             raise ValueError(f"{len(self.labels)} labels for {len(self.indices)} images")
         self.image_size = image_size
-        self.train = train
-        self.flip_axis = flip_axis
-        self.flip_p = flip_p
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -166,8 +152,4 @@ class IQAImages(Dataset):
         if pixels.shape != (self.image_size, self.image_size, 3):
             raise ValueError(f"image source entry {self.indices[i]} has shape {pixels.shape}, "
                              f"expected ({self.image_size}, {self.image_size}, 3)")
-        # Draw only in training and only when flipping is on, so evaluation never consumes random numbers.
-        # Flipping the uint8 pixels before the float conversion gives the same values as flipping after it.
-        if self.train and self.flip_axis != "none" and torch.rand(()).item() < self.flip_p:
-            pixels = flip_image(pixels, self.flip_axis)
         return to_tensor(pixels), torch.tensor(self.labels[i]), i

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from promptiqa.data.formats import authentic, generated, synthetic
+from promptiqa.data.formats import authentic, generated, reference_based
 from promptiqa.data.formats.common import FOLDER_IMAGE, DatasetError, FolderIndex
 from promptiqa.data.formats.custom import parse_csv_kind
 from promptiqa.data.records import DatasetRecords
@@ -36,17 +36,18 @@ class DatasetSpec:
     train_order: str = "units"
 
 
-# The official code's fixed per-dataset score mappings, kept even where they look odd (FORMATS.md §1).
+# The official code's fixed per-dataset score mappings, kept even where they look odd
+# (docs/datasets.md#official-label-normalisation).
 DATASET_SPECS: Dict[str, DatasetSpec] = {
-    "live": DatasetSpec("LIVE IQA Release 2", synthetic.parse_live, "DMOS", False, 1.0, 100.0, "reference", 779, 29,
-                        "dmos.mat, dmos_realigned.mat, refnames_all.mat, refimgs/, jp2k/ jpeg/ wn/ gblur/ "
+    "live": DatasetSpec("LIVE IQA Release 2", reference_based.parse_live, "DMOS", False, 1.0, 100.0, "reference",
+                        779, 29, "dmos.mat, dmos_realigned.mat, refnames_all.mat, refimgs/, jp2k/ jpeg/ wn/ gblur/ "
                         "fastfading/ (the databaserelease2 folder)"),
-    "csiq": DatasetSpec("CSIQ", synthetic.parse_csiq, "DMOS", False, 0.0, 1.0, "reference", 866, 30,
+    "csiq": DatasetSpec("CSIQ", reference_based.parse_csiq, "DMOS", False, 0.0, 1.0, "reference", 866, 30,
                         "csiq_label.txt or csiq.DMOS.xlsx, src_imgs/, dst_imgs/<type>/ or dst_imgs_all/"),
-    "tid2013": DatasetSpec("TID2013", synthetic.parse_tid2013, "MOS", True, 0.0, 9.0, "reference", 3000, 25,
+    "tid2013": DatasetSpec("TID2013", reference_based.parse_tid2013, "MOS", True, 0.0, 9.0, "reference", 3000, 25,
                            "mos_with_names.txt, distorted_images/, reference_images/"),
-    # KADID's column is called dmos but is a 1-5 MOS where higher is better (FORMATS.md §2.4).
-    "kadid": DatasetSpec("KADID-10k", synthetic.parse_kadid, "MOS", True, 1.0, 5.0, "reference", 10125, 81,
+    # KADID's column is called dmos but is a 1-5 MOS where higher is better (docs/datasets.md#kadid).
+    "kadid": DatasetSpec("KADID-10k", reference_based.parse_kadid, "MOS", True, 1.0, 5.0, "reference", 10125, 81,
                          "dmos.csv, images/ (the kadid10k folder)", train_order="label_file"),
     # BID's MOS is on [0, 5], but the official code divides by 9 (a copy of TID2013's divisor): labels 0.018-0.547.
     "bid": DatasetSpec("BID", authentic.parse_bid, "MOS", True, 0.0, 9.0, "image", 586, None,
@@ -65,7 +66,7 @@ DATASET_SPECS: Dict[str, DatasetSpec] = {
                             "data.csv, img/"),
     "aigciqa2023": DatasetSpec("AIGCIQA2023", generated.parse_aigciqa2023, "MOS", True, 0.0, 100.0, "image", 2400,
                                None, "DATA/MOS/mosz1.mat, Image/allimg/"),
-    # The released dataset_info.json spells this key `uqiqa`; the loaders and we use `uwiqa` (FORMATS.md §0).
+    # The released dataset_info.json spells this key `uqiqa`; the loaders and we use `uwiqa` (docs/datasets.md#uwiqa).
     "uwiqa": DatasetSpec("UWIQA", authentic.parse_uwiqa, "MOS", True, 0.0, 1.0, "image", 890, None,
                          "IQA_Value.xlsx, img/", train_order="label_file"),
 }
@@ -75,11 +76,6 @@ CSV_KIND = "csv"
 ENV_VAR = "PROMPTIQA_DATA"
 DEFAULT_CONFIG = Path("configs") / "datasets.yaml"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def default_subfolder(key: str) -> str:
-    """A built-in dataset's folder under $PROMPTIQA_DATA (and under data/ by default): the key itself."""
-    return key
 
 
 def dataset_kind(name: str, root: Union[str, Path]) -> str:
@@ -174,7 +170,8 @@ def _check_names(dataset: DatasetRecords) -> None:
 def _units(dataset: DatasetRecords, sort_images: bool) -> List[str]:
     """Split units in the order the split enumerates them (see records.py)."""
     if dataset.split_by == "reference":
-        # The official reference order came from os.listdir, which no machine can reproduce: sort (FORMATS.md §3.2).
+        # The official reference order came from os.listdir, which no machine can reproduce: sort
+        # (docs/datasets.md#splits).
         # For KADID the sorted ids I01..I81 are also its label-file order and its official index order.
         return sorted({r.reference for r in dataset.records})
     names = [r.name for r in dataset.records]
@@ -211,14 +208,14 @@ def locate_images(dataset: DatasetRecords) -> Tuple[DatasetRecords, List[str]]:
             problems.append(f"image not found: {rec.path}")
     problems = [f"image folder not found: {base / folder} ({len(names)} labelled images are in it)"
                 for folder, names in sorted(by_folder.items())] + problems + folders
-    if dataset.key in synthetic.REFERENCE_FOLDERS:
+    if dataset.key in reference_based.REFERENCE_FOLDERS:
         problems += _reference_problems(dataset, index, base)
     return dataclasses.replace(dataset, records=located), problems
 
 
 def _reference_problems(dataset: DatasetRecords, index: FolderIndex, base: Path) -> List[str]:
     """Compare the reference folder with the references the label files name (the official code lists this folder)."""
-    folder, extension, reference_of = synthetic.REFERENCE_FOLDERS[dataset.key]
+    folder, extension, reference_of = reference_based.REFERENCE_FOLDERS[dataset.key]
     names = index.names_in(folder)
     if names is None:
         return [f"reference folder not found: {base / folder} ({len(dataset.units)} *{extension} reference images)"]
@@ -285,11 +282,11 @@ def resolve_roots(keys: Iterable[str], config: Union[None, str, Path, Mapping] =
         if key in overrides:
             path = overrides[key]
         elif parent and key in DATASET_SPECS:
-            path = os.path.join(parent, default_subfolder(key))
+            path = os.path.join(parent, key)
         elif key in entries:
             path = entries[key]
         elif key in DATASET_SPECS:
-            path = os.path.join("data", default_subfolder(key))
+            path = os.path.join("data", key)
         else:
             dataset_kind(key, "")  # raises: unknown key, with the list of valid ones
         roots[key] = os.path.abspath(os.path.expanduser(path))

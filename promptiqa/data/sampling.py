@@ -9,34 +9,36 @@ import numpy as np
 from ..errors import ConfigError
 
 STRATEGIES = ("interval", "random")
+# The paper's ISPP size: what the evaluation tools use unless told (or, for test.py, the checkpoint records its own).
+DEFAULT_ISP_NUM = 10
 
 
-def _interval_positions(length: int, n: int) -> List[int]:
+def _interval_positions(length: int, isp_num: int) -> List[int]:
     """Positions the official code takes from an ordered list: 0, d, 2d, ... (n-2 of them after 0), then the last.
 
-    d = (length - 2) // (n - 2). The last two positions can be adjacent (length 10, n 4: 0, 4, 8, 9), and
-    with d = 1 the second-to-last item is skipped (length 11, n 10: 0..8, then 10), as in the official code.
+    n = isp_num, d = (length - 2) // (n - 2). The last two positions can be adjacent (length 10, n 4: 0, 4, 8, 9),
+    and with d = 1 the second-to-last item is skipped (length 11, n 10: 0..8, then 10), as in the official code.
     """
-    if n == 2:
+    if isp_num == 2:
         return [0, length - 1]
-    step = (length - 2) // (n - 2)
+    step = (length - 2) // (isp_num - 2)
     # (n - 2) * step <= length - 2, so the middle positions never reach the last one: no duplicates.
-    return [0] + [k * step for k in range(1, n - 1)] + [length - 1]
+    return [0] + [k * step for k in range(1, isp_num - 1)] + [length - 1]
 
 
-def sample_isps(labels: np.ndarray, n: int, strategy: str = "interval", seed: Optional[int] = None,
+def sample_isps(labels: np.ndarray, isp_num: int, strategy: str = "interval", seed: Optional[int] = None,
                 order: Optional[Sequence[int]] = None) -> np.ndarray:
-    """Indices into `labels` of n prompt images: evenly spaced by rank ("interval") or a seeded random draw.
+    """Indices into `labels` of `isp_num` prompt images: evenly spaced by rank ("interval") or a seeded random draw.
 
     `order` lists the indices of `labels` in the official sample order (`splits.official_train_order`): interval
     sampling sorts stably, so equal labels keep this order, and random sampling shuffles this list, both as the
     official code does with its train list. Default: the order the labels are given in.
     """
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ConfigError(f"an ISP needs at least 2 image-score pairs, got n={n!r}")
-    if len(labels) < n:
-        raise ConfigError(f"cannot sample {n} prompt images from a train split of only {len(labels)} images")
+    if isinstance(isp_num, bool) or not isinstance(isp_num, (int, np.integer)) or isp_num < 2:
+        raise ConfigError(f"an ISPP needs at least 2 image-score pairs, got isp_num={isp_num!r}")
+    if len(labels) < isp_num:
+        raise ConfigError(f"cannot sample {isp_num} prompt images from a train split of only {len(labels)} images")
     base = np.arange(len(labels)) if order is None else np.asarray(order, dtype=np.int64).reshape(-1)
     if order is not None and not np.array_equal(np.sort(base), np.arange(len(labels))):
         raise ValueError(f"order must list each of the {len(labels)} label indices once")
@@ -51,4 +53,4 @@ def sample_isps(labels: np.ndarray, n: int, strategy: str = "interval", seed: Op
         ranked = np.asarray(shuffled)
     else:
         raise ConfigError(f"unknown ISP sampling strategy {strategy!r}; expected one of {STRATEGIES}")
-    return ranked[_interval_positions(len(labels), n)].astype(np.int64)
+    return ranked[_interval_positions(len(labels), isp_num)].astype(np.int64)

@@ -48,8 +48,10 @@ class ISPExperiments:
                 self.banks[data.key] = FeatureBank(session.model, data.test, env, cfg.batch_size, cfg.workers,
                                                    cfg.amp, progress=bar)
 
-    def run(self, data: EvalData, n: int, strategy: str, seed: int, perturb: Sequence[str] = ()) -> Dict[str, float]:
-        prompt = self.session.prompt(data, n=n, strategy=strategy, seed=seed, perturb=list(perturb))
+    def run(self, data: EvalData, isp_num: int, strategy: str, seed: int, perturb: Sequence[str] = ()
+            ) -> Dict[str, float]:
+        """SROCC, PLCC, ... of ``data``'s test split under an ISPP of ``isp_num`` ISPs sampled as asked."""
+        prompt = self.session.prompt(data, isp_num=isp_num, strategy=strategy, seed=seed, perturb=list(perturb))
         pred = self.banks[data.key].score(prompt.images, prompt.scores)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -57,16 +59,16 @@ class ISPExperiments:
         return dict(metrics, n=len(pred))
 
 
-def _row(experiment, data, condition, strategy, n, draw, seed, metrics) -> dict:
-    return dict(experiment=experiment, dataset=data.key, condition=condition, strategy=strategy, isp_num=n, draw=draw,
-                isp_seed=seed, **metrics)
+def _row(experiment, data, condition, strategy, isp_num, draw, seed, metrics) -> dict:
+    return dict(experiment=experiment, dataset=data.key, condition=condition, strategy=strategy, isp_num=isp_num,
+                draw=draw, isp_seed=seed, **metrics)
 
 
-def _random_rows(exp: ISPExperiments, experiment: str, data: EvalData, n: int, draws: int, condition="none",
+def _random_rows(exp: ISPExperiments, experiment: str, data: EvalData, isp_num: int, draws: int, condition="none",
                  perturb=()) -> List[dict]:
     seed0 = exp.session.cfg.isp_seed
-    return [_row(experiment, data, condition, "random", n, d, seed0 + d,
-                 exp.run(data, n, "random", seed0 + d, perturb)) for d in range(draws)]
+    return [_row(experiment, data, condition, "random", isp_num, d, seed0 + d,
+                 exp.run(data, isp_num, "random", seed0 + d, perturb)) for d in range(draws)]
 
 
 def selection(exp: ISPExperiments, draws: int) -> Dict[str, object]:
@@ -88,20 +90,22 @@ def selection(exp: ISPExperiments, draws: int) -> Dict[str, object]:
                        f"std over {draws} draws (seeds {s.cfg.isp_seed}..{s.cfg.isp_seed + draws - 1})"}
 
 
-def sizes(exp: ISPExperiments, ns: Sequence[int], strategy: str, draws: int, plot_path: Optional[Path] = None
+def sizes(exp: ISPExperiments, isp_nums: Sequence[int], strategy: str, draws: int, plot_path: Optional[Path] = None
           ) -> Dict[str, object]:
-    """Fig. 3: performance against the ISPP size n (interval sampling, or random averaged over ``draws``)."""
+    """Fig. 3: performance against the ISPP size n, one per ``isp_nums`` (interval sampling, or random averaged over
+    ``draws``)."""
     s = exp.session
     rows = []
     curves = {"srocc": {}, "plcc": {}}
     table = []
     for data in s.datasets:
         means = {"srocc": [], "plcc": []}
-        for n in ns:
+        for isp_num in isp_nums:
             if strategy == "interval":
-                these = [_row("size", data, "none", "interval", n, 0, None, exp.run(data, n, "interval", 0))]
+                these = [_row("size", data, "none", "interval", isp_num, 0, None,
+                              exp.run(data, isp_num, "interval", 0))]
             else:
-                these = _random_rows(exp, "size", data, n, draws)
+                these = _random_rows(exp, "size", data, isp_num, draws)
             rows += these
             for m in means:
                 means[m].append(mean_std([x[m] for x in these])["mean"])
@@ -109,13 +113,13 @@ def sizes(exp: ISPExperiments, ns: Sequence[int], strategy: str, draws: int, plo
             curves[m][data.key] = means[m]
         table.append([data.key] + [v for pair in zip(means["srocc"], means["plcc"]) for v in pair])
     if len(s.datasets) > 1:
-        table.append(["average"] + [float(np.nanmean([r[i] for r in table])) for i in range(1, 1 + 2 * len(ns))])
-    header = ["dataset"] + [f"n={n} {m}" for n in ns for m in ("SROCC", "PLCC")]
+        table.append(["average"] + [float(np.nanmean([r[i] for r in table])) for i in range(1, 1 + 2 * len(isp_nums))])
+    header = ["dataset"] + [f"n={isp_num} {m}" for isp_num in isp_nums for m in ("SROCC", "PLCC")]
     if plot_path is not None:
-        plot_lines(list(ns), curves, plot_path, xlabel="ISPP size n", title="PromptIQA vs ISPP size:")
+        plot_lines(list(isp_nums), curves, plot_path, xlabel="ISPP size n", title="PromptIQA vs ISPP size:")
     what = "interval sampling" if strategy == "interval" else f"random sampling, mean over {draws} draws"
     return {"rows": rows, "markdown": markdown_table(header, table),
-            "caption": f"ISPP size (Fig. 3): n in {list(ns)}, {what}"}
+            "caption": f"ISPP size (Fig. 3): n in {list(isp_nums)}, {what}"}
 
 
 def perturbations(exp: ISPExperiments, conditions: Sequence[str]) -> Dict[str, object]:

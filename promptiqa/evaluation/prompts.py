@@ -23,8 +23,9 @@ PERTURBATIONS = ("random_images", "random_scores", "inverted_scores")
 
 
 @dataclass
-class Prompt:
-    """The ISPP one dataset is evaluated with: tensors for the model plus what to record about them."""
+class SampledISPP:
+    """The ISPP one dataset is evaluated with, as sampled from its train split (and perturbed): image and score
+    tensors for the model plus what to record about them. (predict.EncodedPrompt is a requirement already encoded.)"""
 
     images: torch.Tensor           # (n, 3, S, S)
     scores: torch.Tensor           # (n,) in [0, 1]
@@ -46,30 +47,31 @@ def check_perturbations(perturb: Optional[Sequence[str]]) -> List[str]:
     return [p for p in PERTURBATIONS if p in perturb]
 
 
-def build_prompt(train, n: int, strategy: str = "interval", seed: int = 0,
+def build_prompt(train, isp_num: int, strategy: str = "interval", seed: int = 0,
                  perturb: Optional[Sequence[str]] = None, key: str = "dataset",
-                 order: Optional[Sequence[int]] = None) -> Prompt:
-    """Sample ``n`` ISPs from ``train`` (the train split's IQAImages) and apply ``perturb``, all seeded by ``seed``.
+                 order: Optional[Sequence[int]] = None) -> SampledISPP:
+    """Sample ``isp_num`` ISPs from ``train`` (the train split's IQAImages) and apply ``perturb``, all seeded by
+    ``seed``.
 
     ``order``: the train positions in the official sample order (``splits.official_train_order``), which decides
     ties and the random draw as in the official code."""
     perturb = check_perturbations(perturb)
     try:
-        positions = [int(p) for p in sample_isps(train.labels, n, strategy, seed=seed, order=order)]
+        positions = [int(p) for p in sample_isps(train.labels, isp_num, strategy, seed=seed, order=order)]
     except ValueError as err:
         raise ConfigError(f"{key}: {err}") from None
     sampled = list(positions)
     rng = np.random.default_rng(seed)
     if "random_images" in perturb:
         others = np.setdiff1d(np.arange(len(train)), positions)
-        if len(others) < n:
-            raise ConfigError(f"{key}: random_images needs {n} train images outside the ISPP, the train split has "
-                             f"only {len(others)}")
-        positions = [int(p) for p in rng.choice(others, size=n, replace=False)]
+        if len(others) < isp_num:
+            raise ConfigError(f"{key}: random_images needs {isp_num} train images outside the ISPP, the train split "
+                              f"has only {len(others)}")
+        positions = [int(p) for p in rng.choice(others, size=isp_num, replace=False)]
     images, _ = stack_items(train, positions)
     scores = torch.as_tensor(train.labels[sampled], dtype=torch.float32)
     if "random_scores" in perturb:
-        scores = torch.as_tensor(rng.uniform(0.0, 1.0, n), dtype=torch.float32)
+        scores = torch.as_tensor(rng.uniform(0.0, 1.0, isp_num), dtype=torch.float32)
     if "inverted_scores" in perturb:
         scores = 1.0 - scores
-    return Prompt(images, scores, positions, sampled, perturb)
+    return SampledISPP(images, scores, positions, sampled, perturb)

@@ -26,7 +26,7 @@ from ..engine import run_folder
 from ..errors import ConfigError, run_command
 from ..fileio import atomic_write_text
 from .runner import EvalConfig, run_test
-from .summary import summarise_roots, to_markdown
+from .summary import print_summary, summarise_roots
 
 DONE_MARKER = "DONE.json"
 TEST_CHECKPOINTS = {"last": run_folder.LAST, "best": run_folder.BEST}
@@ -189,7 +189,8 @@ def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
     done = run_seeds(cfg, Path(args.save_path), seeds, args.tests)
     if _is_main():
         if args.seed_index is None:
-            _summarise({"PromptIQA": [args.save_path]}, Path(args.save_path) / "summary", "PromptIQA over split seeds")
+            _summarise_with_notes({"PromptIQA": [args.save_path]}, Path(args.save_path) / "summary",
+                                  "PromptIQA over split seeds")
         else:   # one job of an array: concurrent jobs must not write the same summary files
             print(f"when every job has finished: python scripts/summarise.py {args.save_path}")
     return 0 if all(done.values()) and len(done) == len(seeds) else 3
@@ -220,18 +221,18 @@ def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
         present = [v for v in VARIANTS if (root / v).is_dir()]
         if not present:
             raise ProtocolError(f"no variant folders under {root}")
-        _summarise({VARIANT_TITLES[v]: [root / v] for v in present}, root / "summary", "Ablations (Table 6)")
+        _summarise_with_notes({VARIANT_TITLES[v]: [root / v] for v in present}, root / "summary", "Ablations (Table 6)")
     return 0
 
 
-def _summarise(roots: Dict[str, List], prefix: Path, title: str) -> None:
+def _summarise_with_notes(roots: Dict[str, List], prefix: Path, title: str) -> None:
+    """Write and print the summary over the finished seeds; what it skipped (unfinished runs) becomes 'note:' lines."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = summarise_roots(roots, prefix, title)
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
-    print(to_markdown(summary, title))
-    print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
+    print_summary(summary, prefix, title)
 
 
 def protocol_entry(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:

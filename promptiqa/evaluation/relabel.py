@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from ..config import build_parser as build_train_parser
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
+from ..data.sampling import DEFAULT_ISP_NUM
 from ..errors import ConfigError, PromptIQAError, run_command
 from .report import markdown_table, write_csv, write_json, write_lines
 from .runner import add_eval_options, borrow_option, config_from_args
@@ -277,7 +278,7 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
     cfg.dataset = list(found)
     cfg.data_root = list(cfg.data_root) + [f"{name}={path}" for name, (_, _, path) in found.items()]
     if cfg.isp_num is None:
-        cfg.isp_num = 10
+        cfg.isp_num = DEFAULT_ISP_NUM
     session = EvalSession(cfg, trained_keys={name: source for name, (source, _, _) in found.items()})
     try:
         if not session.uses_prompt:

@@ -22,15 +22,15 @@ from ..config import build_parser as build_train_parser, validate_options
 from ..data import (IQAImages, load_dataset, normalise_labels, official_train_order, open_image_source,
                     resolve_roots, resolve_split, split_from_units)
 from ..data.groups import TestShardSampler
+from ..data.sampling import DEFAULT_ISP_NUM
 from ..distributed import DistEnv, cleanup, init_distributed
 from ..errors import ConfigError, run_command
 from ..metrics import compute_metrics
 from ..models import load_model
 from .leakage import LeakageCheck, check_leakage
-from .prompts import PERTURBATIONS, Prompt, build_prompt, check_perturbations
+from .prompts import PERTURBATIONS, SampledISPP, build_prompt, check_perturbations
 from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv, write_json
 
-DEFAULT_ISP_NUM = 10          # the paper's ISPP size, used when a checkpoint does not record its prompt_num
 CHECKPOINT_SPLITS = "checkpoint"
 
 
@@ -237,16 +237,16 @@ class EvalSession:
                  f"labels {self.label_norm}")
         return EvalData(key, ds, split, source, train, test, leakage, official_train_order(ds, split))
 
-    def prompt(self, data: EvalData, n: Optional[int] = None, strategy: Optional[str] = None,
-               seed: Optional[int] = None, perturb: Optional[Sequence[str]] = None) -> Optional[Prompt]:
+    def prompt(self, data: EvalData, isp_num: Optional[int] = None, strategy: Optional[str] = None,
+               seed: Optional[int] = None, perturb: Optional[Sequence[str]] = None) -> Optional[SampledISPP]:
         """The ISPP for ``data`` (None for a model without prompts); the session's settings by default."""
         if not self.uses_prompt:
             return None
-        return build_prompt(data.train, n or self.isp_num, strategy or self.cfg.isp_strategy,
+        return build_prompt(data.train, isp_num or self.isp_num, strategy or self.cfg.isp_strategy,
                             self.cfg.isp_seed if seed is None else seed,
                             self.perturb if perturb is None else perturb, key=data.key, order=data.train_order)
 
-    def predict(self, data: EvalData, prompt: Optional[Prompt], model=None) -> np.ndarray:
+    def predict(self, data: EvalData, prompt: Optional[SampledISPP], model=None) -> np.ndarray:
         """Predictions for ``data``'s test split, in its order (every rank gets all of them)."""
         from tqdm import tqdm
 
@@ -278,7 +278,7 @@ class EvalSession:
             cleanup(self.env)
 
 
-def evaluate_dataset(session: EvalSession, data: EvalData, prompt: Optional[Prompt] = None, model=None,
+def evaluate_dataset(session: EvalSession, data: EvalData, prompt: Optional[SampledISPP] = None, model=None,
                      logistic: bool = False) -> Dict[str, Any]:
     """Score ``data``'s test split under ``prompt``: metrics and predictions."""
     pred = session.predict(data, prompt, model=model)

@@ -201,7 +201,7 @@ class Summary:
         return out
 
 
-def summarise(groups: Mapping[str, Sequence[SeedRun]]) -> Summary:
+def seed_statistics(groups: Mapping[str, Sequence[SeedRun]]) -> Summary:
     """Medians, means and stds over seeds per (label, selection, dataset, metric), with task averages."""
     datasets = [d for runs in groups.values() for run in runs for sel in run.values.values() for d in sel]
     layout = column_groups(datasets)
@@ -338,16 +338,23 @@ def write_summary(summary: Summary, prefix, title: str = "") -> Dict[str, Path]:
 
 
 def summarise_roots(roots: Mapping[str, Sequence], prefix, title: str = "", partial: bool = False) -> Summary:
-    """Read every label's roots (10-split folders or single runs), summarise, write the three files."""
+    """Read every label's roots (10-split folders or single runs), compute the statistics over seeds, write the three
+    files."""
     groups = {}
     for label, paths in roots.items():
         runs = [run for p in paths for run in read_group(p, partial=partial)]
         if not runs:
             warnings.warn(f"{label}: no finished run found in {', '.join(map(str, paths))}")
         groups[label] = runs
-    summary = summarise(groups)
+    summary = seed_statistics(groups)
     write_summary(summary, prefix, title)
     return summary
+
+
+def print_summary(summary: Summary, prefix, title: str = "") -> None:
+    """The Markdown tables on standard output, and which files hold them."""
+    print(to_markdown(summary, title))
+    print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -370,9 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         roots.setdefault(label, []).append(path)
     prefix = args.out or str(Path(args.roots[0].partition("=")[2] or args.roots[0]) / "summary")
     def run() -> int:
-        summary = summarise_roots(roots, prefix, args.title, partial=args.partial)
-        print(to_markdown(summary, args.title))
-        print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
+        print_summary(summarise_roots(roots, prefix, args.title, partial=args.partial), prefix, args.title)
         return 0
 
     return run_command(run)

@@ -15,7 +15,8 @@ from promptiqa.data.formats.common import (DatasetError, check_header, data_rows
                                            read_sheet_rows, record)
 from promptiqa.data.records import Record
 
-LIVEC_TRAINING_ENTRIES = 7  # the first 7 entries of the .mat files are the subjects' training images (§2.7)
+# The first 7 entries of the .mat files are the images the raters trained on (docs/datasets.md#livec).
+LIVEC_TRAINING_ENTRIES = 7
 
 
 def parse_bid(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List[str]]:
@@ -26,7 +27,7 @@ def parse_bid(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List
     records = []
     for row_number, (number, grade) in data_rows(rows, key, label_path, 0, 2):
         where = f"row {row_number}"
-        # Image numbers are stored as floats (1.0); numbers 2, 346, 413 and 439 do not exist (§2.5).
+        # Image numbers are stored as floats (1.0); numbers 2, 346, 413 and 439 do not exist (docs/datasets.md#bid).
         name = "DatabaseImage%04d.JPG" % parse_int(number, key, label_path, where)
         records.append(record(root, name, parse_score(grade, key, label_path, where)))
     return records, [f"labels: {label_path.name}"]
@@ -36,8 +37,8 @@ def parse_spaq(root: Path, key: str, label_norm: str) -> Tuple[List[Record], Lis
     """SPAQ: Annotations/MOS and Image attribute scores.xlsx (or the underscored name), columns 1-2."""
     label_path = first_existing(root, ("Annotations/MOS_and_Image_attribute_scores.xlsx",
                                        "Annotations/MOS and Image attribute scores.xlsx"), key, "MOS workbook")
-    # The official code reads a pre-resized copy img_resize/ that SPAQ does not ship (§2.6); fall back to the
-    # distributed TestImage/ so a fresh download works. Labels do not depend on which one is used.
+    # The official code reads a pre-resized copy img_resize/ that SPAQ does not ship (docs/datasets.md#spaq); fall
+    # back to the distributed TestImage/ so a fresh download works. Labels do not depend on which one is used.
     folder = "img_resize" if (root / "img_resize").is_dir() or not (root / "TestImage").is_dir() else "TestImage"
     rows = read_sheet_rows(label_path, key)
     check_header(rows[0] if rows else (), ("Image name", "MOS"), key, label_path, "row 1")
@@ -79,8 +80,8 @@ def parse_koniq10k(root: Path, key: str, label_norm: str) -> Tuple[List[Record],
 def parse_gfiqa_20k(root: Path, key: str, label_norm: str,
                     label_file: Optional[str] = None) -> Tuple[List[Record], List[str]]:
     """GFIQA-20k: a CSV with img_name and mos (official name mos.csv, configurable), images in image/."""
-    # The official code reads mos.csv, a name the release does not use (§2.9); third-party code knows it as
-    # mos_val_rating.csv.
+    # The official code reads mos.csv, a name the release does not use (docs/datasets.md#gfiqa_20k); third-party code
+    # knows it as mos_val_rating.csv.
     candidates = (label_file,) if label_file else ("mos.csv", "mos_val_rating.csv")
     label_path = first_existing(root, candidates, key, "label file")
     records = [record(root, f"image/{row['img_name']}", parse_score(row["mos"], key, label_path, f"line {line}"))

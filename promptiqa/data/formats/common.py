@@ -100,7 +100,7 @@ def read_text_pairs(path: Path, key: str, layout: str) -> List[Tuple[int, str, s
     if not path.is_file():
         raise DatasetError(key, "label file not found", path, expected=f"lines of '{layout}'")
     rows = []
-    # TID2013's file has CRLF line endings (FORMATS.md §2.3); split() drops the '\r'.
+    # TID2013's file has CRLF line endings (docs/datasets.md#tid2013); split() drops the '\r'.
     with open(path, encoding="utf-8", errors="replace") as handle:
         for line_number, line in enumerate(handle, 1):
             fields = line.split()
@@ -121,7 +121,7 @@ def read_sheet_rows(path: Path, key: str, sheet: Optional[str] = None) -> List[t
         raise DatasetError(key, "label workbook not found", path)
     try:
         if path.suffix.lower() == ".xls":
-            # openpyxl cannot open Excel 97 files (FORMATS.md §3.8), and BID ships only DatabaseGrades.xls.
+            # openpyxl cannot open Excel 97 files, and BID ships only DatabaseGrades.xls (docs/datasets.md#bid).
             import xlrd
 
             book = xlrd.open_workbook(str(path))
@@ -213,7 +213,8 @@ def record(root: Path, name: str, score: float, reference: Optional[str] = None)
 # ---------------------------------------------------------------- image names
 
 class FolderIndex:
-    """Case-insensitive file lookup below one root that lists each folder at most once (FORMATS.md §0)."""
+    """Case-insensitive file lookup below one root that lists each folder at most once (docs/datasets.md#conventions).
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)

@@ -13,7 +13,8 @@ from promptiqa.data.records import Record
 def parse_agiqa_3k(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List[str]]:
     """AGIQA-3K: data.csv, columns name and mos_quality (mos_align is not used), images in img/."""
     label_path = root / "data.csv"
-    # `prompt` holds quoted commas, which the csv module handles and a split(',') would not (§2.10).
+    # `prompt` holds quoted commas, which the csv module handles and a split(',') would not
+    # (docs/datasets.md#agiqa_3k).
     records = [record(root, f"img/{row['name']}", parse_score(row["mos_quality"], key, label_path, f"line {line}"))
                for line, row in read_csv_rows(label_path, key, ("name", "mos_quality"))]
     return records, []

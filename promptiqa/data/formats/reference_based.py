@@ -17,12 +17,12 @@ from promptiqa.data.formats.common import (DatasetError, data_rows, first_existi
                                            read_sheet_rows, read_text_pairs, record)
 from promptiqa.data.records import Record
 
-# LIVE's 982 score entries are the concatenation of these folders' img1..imgN (FORMATS.md §2.1); generating the
+# LIVE's 982 score entries are the concatenation of these folders' img1..imgN (docs/datasets.md#live); generating the
 # names from the counts avoids globbing folders that also hold info.txt and Thumbs.db.
 LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
 LIVE_ENTRIES = sum(count for _, count in LIVE_FOLDERS)
 
-# CSIQ's workbook names distortions by index; the file-name token is case-mixed (FORMATS.md §2.2).
+# CSIQ's workbook names distortions by index; the file-name token is case-mixed (docs/datasets.md#csiq).
 CSIQ_TOKENS = {1: "AWGN", 2: "JPEG", 3: "jpeg2000", 4: "fnoise", 5: "BLUR", 6: "contrast"}
 
 
@@ -43,7 +43,8 @@ def live_image_names() -> List[str]:
 
 def parse_live(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List[str]]:
     """LIVE Release 2: score vector + `orgs` from a .mat, reference names from refnames_all.mat; copies dropped."""
-    # The official code reads a variable `dmos` from dmos_realigned.mat, which holds only dmos_new (FORMATS.md §2.1).
+    # The official code reads a variable `dmos` from dmos_realigned.mat, which holds only dmos_new
+    # (docs/datasets.md#live).
     # Under "official" we read `dmos` from dmos.mat: the only file with that name whose values stay in [0, 1]
     # after (x-1)/100. The paper's min-max rule has no such constraint, so it reads the realigned dmos_new.
     if label_norm == "official":
@@ -103,7 +104,7 @@ def parse_csiq(root: Path, key: str, label_norm: str) -> Tuple[List[Record], Lis
             records.append(_csiq_record(root, folder, name, score, key, label_path, f"line {line}"))
         return records, [f"labels: {label_path.name}; images: {folder}/"]
     rows = read_sheet_rows(label_path, key, sheet="all_by_image")
-    # The header sits at D4, not A1 (FORMATS.md §2.2): find it by its cells rather than by position.
+    # The header sits at D4, not A1 (docs/datasets.md#csiq): find it by its cells rather than by position.
     header = next((i for i, row in enumerate(rows) if "image" in row and "dmos" in row), None)
     if header is None:
         raise DatasetError(key, "sheet all_by_image has no header row with 'image' and 'dmos'", label_path,
@@ -164,6 +165,6 @@ REFERENCE_FOLDERS = {
     "live": ("refimgs", ".bmp", stem),
     "csiq": ("src_imgs", ".png", stem),
     # Compare the extension case-insensitively and keep nothing else: the official substring test also accepts
-    # extensionless files, which would corrupt the reference list (FORMATS.md §2.3).
+    # extensionless files, which would corrupt the reference list (docs/datasets.md#tid2013).
     "tid2013": ("reference_images", ".bmp", tid2013_reference),
 }
