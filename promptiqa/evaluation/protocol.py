@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from ..config import TrainConfig, resolve_config
 from ..data import SPLIT_SEEDS
 from ..engine import run_folder
-from ..errors import ConfigError, run_command
+from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from .runner import EvalConfig, run_test
 from .summary import summarise_roots, to_markdown
@@ -232,8 +232,3 @@ def _summarise(roots: Dict[str, List], prefix: Path, title: str) -> None:
         print(f"note: {w.message}", file=sys.stderr)
     print(to_markdown(summary, title))
     print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
-
-
-def protocol_entry(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
-    """Run a protocol main under promptiqa.errors' exit-code rule (one 'error:' line, exit 1, for a refused request)."""
-    return run_command(lambda: main(argv))
