@@ -3,9 +3,7 @@
     python test.py --checkpoint runs/paper/best_model.pth.tar --dataset koniq10k livec --split_file checkpoint
     torchrun --nproc_per_node 4 test.py --checkpoint checkpoints/best_model.pth.tar --dataset koniq10k
 """
-import sys
-
-from promptiqa.evaluation.runner import main
+from promptiqa.cli import script
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script("test")

@@ -1,6 +1,8 @@
-"""Train PromptIQA on a mix of IQA datasets (the official command line works unchanged; see --help)."""
-from promptiqa.engine.trainer import main
-from promptiqa.errors import exit_with
+"""Train PromptIQA on a mix of IQA datasets (the official command line works unchanged; see --help).
+
+The same as ``python -m promptiqa train``.
+"""
+from promptiqa.cli import script
 
 if __name__ == "__main__":
-    exit_with(main)
+    script("train")

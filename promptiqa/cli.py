@@ -1,17 +1,20 @@
-"""The ``python -m promptiqa`` command line: a registry of subcommands, each a set of arguments and a run function.
+"""The ``python -m promptiqa`` command line (also the ``promptiqa`` console command): the one registry of commands.
 
-A subcommand is added by registering a Command in COMMANDS; its run function imports what it needs (so
-``--help`` stays fast) and returns an exit code. Errors follow promptiqa.errors' rule: a user error is one
+Every command lives in COMMANDS: a Command (arguments declared here, a run function) or a Delegated one (its
+module parses its own options: train.py's, test.py's, the experiments'). train.py, test.py and scripts/*.py are
+shims that call ``script(name)``. Modules are imported only when their command runs, so ``--help`` stays fast;
+a run function returns an exit code. Errors follow promptiqa.errors' rule: a user error is one
 ``error: ...`` line with exit code 1 (``--verbose`` shows the full message and traceback), a usage error 2.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from promptiqa.app import command as app_command
 from promptiqa.errors import run_command
@@ -24,6 +27,22 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Delegated:
+    """A subcommand whose module owns its command line: ``target`` is "module:function", a ``main(argv) -> exit
+    code`` that parses the rest of the command line itself (train.py's options, test.py's, ...). The module is
+    imported only when the command runs, so ``python -m promptiqa --help`` stays fast."""
+
+    help: str
+    target: str
+
+    def main(self) -> Callable[[Optional[Sequence[str]]], Optional[int]]:
+        import importlib
+
+        module, function = self.target.split(":")
+        return getattr(importlib.import_module(module), function)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -213,11 +232,40 @@ def _run_isp(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: Dict[str, Command] = {
+COMMANDS: Dict[str, Union[Command, Delegated]] = {
+    # training and evaluating one model (train.py and test.py are shims over these)
+    "train": Delegated("train PromptIQA on a mix of IQA datasets (train.py; --config YAML, torchrun, resume)",
+                       "promptiqa.engine.trainer:main"),
+    "test": Delegated("evaluate a checkpoint on datasets' test splits (test.py): SROCC/PLCC, predictions, plots",
+                      "promptiqa.evaluation.runner:main"),
+    # scoring
     "score": Command("score images under a requirement given as image-score pairs", _add_score_arguments,
                      _run_score),
     "isp": Command("show the ISPP (image-score prompt) a dataset's train split gives, as training's evaluation "
                    "and test.py choose it", _add_isp_arguments, _run_isp),
+    # data
+    "check": Delegated("check that a dataset's label file and images are where and what they should be",
+                       "promptiqa.data.check:main"),
+    "prepare": Delegated("decode a dataset's images once into a cache that training and testing read fast",
+                         "promptiqa.data.prepare:main"),
+    # the embedded demo
+    "demo": Delegated("the embedded demo: synthetic requirements, training, prompted evaluation (scripts/demo.sh)",
+                      "promptiqa.demo.run:main"),
+    # the paper's experiments that train models
+    "ten-splits": Delegated("train and test on the 10 split seeds, then summarise (Table 2; scripts/ten_splits.py)",
+                            "promptiqa.evaluation.protocol:ten_splits_main"),
+    "ablation": Delegated("the ablations of Table 6 over split seeds (scripts/ablation.py)",
+                          "promptiqa.evaluation.protocol:ablation_main"),
+    "relabel": Delegated("relabel reference-based datasets with SSIM, FSIM and LPIPS (Table 3's new requirements)",
+                         "promptiqa.evaluation.relabel:relabel_main"),
+    # the paper's experiments on a trained checkpoint
+    "relabel-eval": Delegated("Table 3: PromptIQA and the w/o-prompt baselines on relabelled requirements",
+                              "promptiqa.evaluation.relabel:table3_main"),
+    "isp-experiments": Delegated("ISPP selection (Table 4), perturbation (Table 5) and size (Fig. 3) on a "
+                                 "checkpoint (scripts/isp_experiments.py)", "promptiqa.evaluation.isp:isp_main"),
+    "summarise": Delegated("median SROCC/PLCC over split seeds in Table 2's layout (Markdown, CSV, XLSX)",
+                           "promptiqa.evaluation.summary:main"),
+    # the web app
     "app": Command(app_command.HELP, app_command.add_arguments, app_command.run),
 }
 
@@ -227,23 +275,52 @@ COMMANDS: Dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one subparser per registered command."""
+    """The top-level parser with one subparser per registered command (a delegated command's subparser only
+    lists it: its own module parses its options)."""
     from promptiqa import __version__
 
-    parser = argparse.ArgumentParser(prog="python -m promptiqa",
-                                     description="PromptIQA: image quality under requirements given as prompts.")
+    parser = argparse.ArgumentParser(prog=PROG, description="PromptIQA: image quality under requirements given as "
+                                     "prompts. `python -m promptiqa COMMAND --help` documents a command's options.")
     parser.add_argument("--version", action="version", version=f"promptiqa {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="on errors, show the full message and traceback")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=command.help, description=command.help, parents=[common])
-        command.add_arguments(sub)
+        if isinstance(command, Delegated):
+            sub = subparsers.add_parser(name, help=command.help, add_help=False)
+            sub.add_argument("arguments", nargs=argparse.REMAINDER)
+        else:
+            sub = subparsers.add_parser(name, help=command.help, description=command.help, parents=[common])
+            command.add_arguments(sub)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code."""
+PROG = "python -m promptiqa"
+
+
+@contextlib.contextmanager
+def _program_name(name: str):
+    """Show ``name`` as the program in a delegated command's usage and error lines: its module's parser takes
+    the program name from sys.argv[0] (as it does when run as a script)."""
+    saved = sys.argv[0] if sys.argv else ""
+    if sys.argv:
+        sys.argv[0] = name
+    else:
+        sys.argv.append(name)
+    try:
+        yield
+    finally:
+        sys.argv[0] = saved
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code. ``prog`` is the program
+    name a delegated command shows in its usage (default "python -m promptiqa COMMAND")."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = COMMANDS.get(argv[0]) if argv else None
+    if isinstance(command, Delegated):
+        with _program_name(prog or f"{PROG} {argv[0]}"):
+            return run_command(lambda: command.main()(argv[1:]))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -255,3 +332,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(argv: Optional[List[str]] = None) -> None:
     """Console entry point: exit with ``main``'s code."""
     sys.exit(main(argv))
+
+
+def script(command: str) -> None:
+    """The whole body of train.py, test.py and scripts/*.py: run the registered ``command`` with the script's
+    arguments, under the script's own name, and exit with its code."""
+    import os
+
+    sys.exit(main([command, *sys.argv[1:]], prog=os.path.basename(sys.argv[0])))

@@ -9,7 +9,6 @@ and the cost of the truncated-JPEG check the direct path makes before each decod
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,12 +17,10 @@ from typing import List, Optional, Sequence
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from promptiqa.data.cache import ImageCache, prepare_cache  # noqa: E402
-from promptiqa.data.formats.common import image_file_problem  # noqa: E402
-from promptiqa.data.images import read_image, to_tensor  # noqa: E402
-from promptiqa.data.records import DatasetRecords, Record  # noqa: E402
+from promptiqa.data.cache import ImageCache, prepare_cache
+from promptiqa.data.formats.common import image_file_problem
+from promptiqa.data.images import read_image, to_tensor
+from promptiqa.data.records import DatasetRecords, Record
 
 
 def synthetic_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -17,15 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-
-from benchmark_data import write_synthetic_jpegs  # noqa: E402
-from promptiqa.data.sampling import DEFAULT_ISP_NUM  # noqa: E402
-from promptiqa.models import build_model, save_checkpoint  # noqa: E402
-from promptiqa.predict import Predictor, default_workers  # noqa: E402
+from benchmark_data import write_synthetic_jpegs  # this script's folder is on sys.path when it runs
+from promptiqa.data.sampling import DEFAULT_ISP_NUM
+from promptiqa.models import build_model, save_checkpoint
+from promptiqa.predict import Predictor, default_workers
 
 
 def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, device, amp) -> dict:

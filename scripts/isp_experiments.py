@@ -6,13 +6,7 @@
     python scripts/isp_experiments.py perturb --checkpoint ... --dataset ... --conditions none random_images \
         random_scores inverted_scores
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from promptiqa.evaluation.isp import isp_main  # noqa: E402
-from promptiqa.evaluation.protocol import protocol_entry  # noqa: E402
+from promptiqa.cli import script
 
 if __name__ == "__main__":
-    sys.exit(protocol_entry(isp_main))
+    script("isp-experiments")

@@ -5,12 +5,17 @@
         --baseline runs/ablation/wo_prompt/seed_2024/best_model.pth.tar --labels_dir data/relabelled --seed 2024
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from promptiqa.cli import script
 
-from promptiqa.evaluation.protocol import protocol_entry  # noqa: E402
-from promptiqa.evaluation.relabel import main  # noqa: E402
+# this script's two words -> the registry's commands
+COMMANDS = {"relabel": "relabel", "table3": "relabel-eval"}
 
 if __name__ == "__main__":
-    sys.exit(protocol_entry(main))
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print("usage: relabel_fr.py {relabel,table3} [options]   (--help after a word for its options)\n"
+              "  relabel  write <dataset>_<ssim|fsim|lpips>.csv label files (python -m promptiqa relabel)\n"
+              "  table3   evaluate PromptIQA and the w/o-prompt baselines on them (python -m promptiqa relabel-eval)",
+              file=sys.stderr)
+        sys.exit(2)  # a usage error, as argparse's
+    script(COMMANDS[sys.argv.pop(1)])

@@ -3,12 +3,7 @@
     python scripts/summarise.py runs/ten_splits                       # -> runs/ten_splits/summary.{md,csv,xlsx}
     python scripts/summarise.py full=runs/ablation/full wo_prompt=runs/ablation/wo_prompt --out runs/table6
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from promptiqa.evaluation.summary import main  # noqa: E402
+from promptiqa.cli import script
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script("summarise")

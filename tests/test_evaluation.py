@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from promptiqa.cli import main as cli_main
 from promptiqa.data import IQAImages, SPLIT_SEEDS, load_dataset, make_split, normalise_labels
 from promptiqa.distributed import DistEnv
 from promptiqa.engine.evaluate import predict_split, stack_items
 from promptiqa.evaluation.features import FeatureBank
 from promptiqa.evaluation.isp import isp_main
 from promptiqa.evaluation.leakage import check_leakage
-from promptiqa.evaluation.protocol import ablation_main, pick_seeds, protocol_entry, ten_splits_main
+from promptiqa.evaluation.protocol import ablation_main, pick_seeds, ten_splits_main
 from promptiqa.evaluation.prompts import build_prompt
 from promptiqa.evaluation.report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS
 from promptiqa.evaluation.runner import main as evaluate_cli
@@ -367,9 +368,9 @@ def test_ten_splits_trains_tests_skips_and_summarises(data, train_argv, tmp_path
     assert ten_splits_main(argv) == 0                                # finished seeds are skipped
     out = capsys.readouterr().out
     assert out.count("already done (DONE.json); skipped") == 2
-    assert protocol_entry(ten_splits_main, argv + ["--seed", "3"]) == 1
+    assert cli_main(["ten-splits", *argv, "--seed", "3"]) == 1
     assert "--seed cannot be given here" in capsys.readouterr().err
-    assert protocol_entry(ten_splits_main, ["--seed_index", "10", *argv[3:]]) == 1
+    assert cli_main(["ten-splits", "--seed_index", "10", *argv[3:]]) == 1
     assert f"in 0..{len(SPLIT_SEEDS) - 1}" in capsys.readouterr().err
     assert pick_seeds() == list(SPLIT_SEEDS) and pick_seeds(seed_index=1) == [SPLIT_SEEDS[1]] == [2025]
 
@@ -388,8 +389,8 @@ def test_ablation_variants_and_their_summary(data, train_argv, tmp_path, capsys)
     _, rows = _rows(root / "summary.csv")
     assert {r["label"] for r in rows} == {"w/o mixed training", "w/o prompt"}
     capsys.readouterr()
-    assert protocol_entry(ablation_main, ["--variant", "wo_scaling", "--seeds", "2024", "--save_path", str(root),
-                                          *train_argv(data, **TRAIN, random_scale_rate=0.5)]) == 1
+    assert cli_main(["ablation", "--variant", "wo_scaling", "--seeds", "2024", "--save_path", str(root),
+                     *train_argv(data, **TRAIN, random_scale_rate=0.5)]) == 1
     assert "--random_scale_rate cannot be given here: variant wo_scaling sets it" in capsys.readouterr().err
     assert ablation_main(["--summarise", "--save_path", str(root)]) == 0
 

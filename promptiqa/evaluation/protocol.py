@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from ..config import TrainConfig, resolve_config
 from ..data import SPLIT_SEEDS
 from ..engine import run_folder
-from ..errors import ConfigError, run_command
+from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from .runner import EvalConfig, run_test
 from .summary import print_summary, summarise_roots
@@ -233,8 +233,3 @@ def _summarise_with_notes(roots: Dict[str, List], prefix: Path, title: str) -> N
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
     print_summary(summary, prefix, title)
-
-
-def protocol_entry(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
-    """Run a protocol main under promptiqa.errors' exit-code rule (one 'error:' line, exit 1, for a refused request)."""
-    return run_command(lambda: main(argv))

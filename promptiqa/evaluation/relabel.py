@@ -35,7 +35,7 @@ from ..config import build_parser as build_train_parser
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
 from ..data.sampling import DEFAULT_ISP_NUM
-from ..errors import ConfigError, PromptIQAError, run_command
+from ..errors import ConfigError, PromptIQAError
 from .report import markdown_table, write_csv, write_json, write_lines
 from .runner import add_eval_options, borrow_option, config_from_args
 
@@ -359,15 +359,3 @@ def table3_main(argv: Optional[Sequence[str]] = None) -> int:
     table3(cfg, args.labels_dir, args.baseline, args.finetune_steps, args.finetune_lr, args.finetune_weight_decay,
            args.only)
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """scripts/relabel_fr.py {relabel,table3} ..."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"relabel": relabel_main, "table3": table3_main}
-    if not argv or argv[0] not in commands:
-        print("usage: relabel_fr.py {relabel,table3} [options]   (--help after a command for its options)\n"
-              "  relabel  write <dataset>_<ssim|fsim|lpips>.csv label files (piq)\n"
-              "  table3   evaluate PromptIQA and the w/o-prompt baselines on them (PLCC, Table 3)", file=sys.stderr)
-        return 2
-    return run_command(lambda: commands[argv[0]](argv[1:]))
