@@ -211,8 +211,8 @@ def usable_cores() -> int:
 def default_workers() -> int:
     """Decoding processes used by default: none up to 2 cores, then half the cores (at most 4).
 
-    Measured with ``promptiqa score`` (README, "Scoring folders"): on 2 cores the model already uses both, and a
-    decoding process only competes with it (4 workers were slower than decoding inline).
+    Measured with ``promptiqa score`` on 2 cores (README, "Scoring real folders"): 4 workers were never the fastest,
+    and the model already uses both cores; the rule above 2 cores is not measured.
     """
     cores = usable_cores()
     return 0 if cores <= 2 else min(4, cores // 2)

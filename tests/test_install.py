@@ -127,3 +127,23 @@ def test_installed_command_scores_a_folder(installed, tmp_path):
         rows = list(csv.reader(fh))
     assert rows[0] == ["image", "score"] and [Path(r[0]).name for r in rows[1:]] == ["q0.jpg", "q1.jpg"]
     assert all(1 <= float(r[1]) <= 3 for r in rows[1:])
+
+
+def test_scoring_needs_only_the_core_dependencies(installed, tmp_path):
+    """What `pip install .` leaves out (the extras) is never imported by promptiqa score."""
+    _, bin_dir, _ = installed
+    ckpt = _micro_checkpoint(tmp_path / "micro.pth.tar")
+    prompts = [_write_image(tmp_path / f"p{i}.png", seed=100 + i) for i in range(3)]
+    (tmp_path / "prompt.csv").write_text("image,score\n" + "".join(f"{p.name},{i}\n" for i, p in enumerate(prompts)))
+    extras = ["scipy", "openpyxl", "xlrd", "matplotlib", "piq", "skimage"]
+    code = ("import sys\n"
+            "class Block:\n"
+            f"    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {extras!r}: raise ImportError('extra not installed: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from promptiqa.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    proc = _run([bin_dir / "python", "-c", code, "score", "--checkpoint", ckpt, "--prompt", tmp_path / "prompt.csv",
+                 "--device", "cpu", "--quiet", *prompts[:2]], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(csv.reader(proc.stdout.splitlines()))) == 3
