@@ -51,29 +51,41 @@ class Delegated:
 
 def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
-                        help="image files, or folders scanned recursively for jpg, jpeg, png, bmp, tif, tiff, webp")
+                        help="image files, or folders scanned recursively for jpg, jpeg, png, bmp, tif, tiff, webp "
+                             "(a file found in a folder that cannot be decoded is skipped with a warning; a file "
+                             "named here that cannot be read is an error)")
     parser.add_argument("--checkpoint", required=True,
                         help="official release file (best_model.pth.tar), a checkpoint saved by this project, or "
                              "hf:REPO[/FILE][@REVISION] (hf:Zevin2023/PromptIQA: the authors' release, downloaded once)")
-    parser.add_argument("--prompt", required=True,
+    parser.add_argument("--prompt", required=True, action="append", metavar="PROMPT",
                         help="the requirement: a CSV with columns image,score (paths relative to the CSV), the "
-                             "official demo's JSON, or a prompt file saved with --save_prompt")
-    parser.add_argument("--prompt_id", default=None, help="which prompt of a JSON file holding several (Example_id)")
-    parser.add_argument("--out", default=None, help="output CSV image,score (default: standard output)")
+                             "official demo's JSON, or a prompt file saved with --save_prompt; repeat it to score "
+                             "under several requirements at once (one output column each, named after the file)")
+    parser.add_argument("--prompt_id", default=None,
+                        help="which prompt of a JSON file holding several (Example_id); applies to every JSON prompt")
+    parser.add_argument("--out", default=None,
+                        help="output CSV image,score, or image,<prompt file stem>,... for several prompts (default: "
+                             "standard output); written whole or not at all")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail when a file found in a folder cannot be decoded, instead of skipping it")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    parser.add_argument("--device", default=None,
+                        help="what torch takes: cpu, cuda, cuda:1, mps (default: cuda when available)")
     parser.add_argument("--backbone", default=None,
                         help="timm backbone of an official-format file that does not record it "
                              "(default vit_base_patch8_224)")
     parser.add_argument("--score_range", nargs=2, type=float, metavar=("LO", "HI"), default=None,
-                        help="range of the prompt's score scale (default: the prompt's min and max; 0 1 for JSON)")
-    parser.add_argument("--lower_is_better", action="store_true", help="the prompt's scores are DMOS-like")
+                        help="range of the prompts' score scale (default: each prompt's min and max; 0 1 for JSON); "
+                             "applies to every CSV and JSON prompt")
+    parser.add_argument("--lower_is_better", action="store_true",
+                        help="the prompts' scores are DMOS-like; applies to every CSV and JSON prompt")
     parser.add_argument("--workers", type=int, default=None,
-                        help="image decoding processes (default: min(4, CPU count) for more than one batch of images; "
-                             "0 decodes in the main process)")
+                        help="image decoding processes (default, for more than one batch of images: none on up to 2 "
+                             "cores, else half the cores, at most 4; 0 decodes in the main process)")
     parser.add_argument("--amp", choices=["bf16"], default=None, help="run the model under bfloat16 autocast")
     parser.add_argument("--save_prompt", default=None, metavar="PATH",
-                        help="also save the encoded prompt here, to reuse it later as --prompt PATH without images")
+                        help="also save the encoded prompt here (one --prompt only), to reuse it later as --prompt "
+                             "PATH without images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary on standard error")
 
 
@@ -82,23 +94,33 @@ def _run_score(args: argparse.Namespace) -> int:
     import io
 
     from promptiqa.fileio import atomic_write, check_writable, refuse_overwriting_inputs
-    from promptiqa.predict import (ImageError, Predictor, PredictorError, PromptError, ScoreScale, find_images,
-                                   is_saved_prompt, read_prompt_pairs)
+    from promptiqa.predict import (DEFAULT_PROMPT, ImageError, Predictor, PredictorError, PromptError, ScoreScale,
+                                   find_images, is_saved_prompt, read_prompt_pairs, resolve_device)
 
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise PredictorError("--batch_size must be at least 1 and --workers at least 0")
     if args.score_range is not None:
         ScoreScale(*args.score_range)  # refuses LO >= HI before anything slow happens
-    prompt_path = Path(args.prompt)
-    saved_prompt = is_saved_prompt(prompt_path)
+    device = resolve_device(args.device)  # cuda:1 on a one-GPU machine, mps off a Mac: refused before the model loads
+    prompt_paths = [Path(p) for p in args.prompt]
+    columns = ["score"] if len(prompt_paths) == 1 else [p.stem for p in prompt_paths]
+    names = [DEFAULT_PROMPT] if len(prompt_paths) == 1 else columns   # a saved single prompt keeps the usual name
+    if len(set(columns)) < len(columns) or "image" in columns:
+        raise PromptError(f"several --prompt files give their output columns their file names without suffix, and "
+                          f"these clash ({', '.join(map(str, prompt_paths))} -> {', '.join(columns)}; 'image' is "
+                          f"taken): rename one")
+    if args.save_prompt and len(prompt_paths) > 1:
+        raise PromptError(f"--save_prompt saves one prompt, but {len(prompt_paths)} --prompt files were given")
+    saved = [is_saved_prompt(path) for path in prompt_paths]
     # Everything that can be checked without the model is checked first: loading a checkpoint takes a while.
-    pairs = None
-    if saved_prompt:
-        if args.score_range is not None or args.lower_is_better or args.prompt_id is not None:
-            raise PromptError(f"{prompt_path} is a saved prompt, which records its own score scale: --score_range, "
-                              f"--lower_is_better and --prompt_id apply to CSV and JSON prompts only")
-    else:
-        pairs = read_prompt_pairs(prompt_path, args.prompt_id)
+    if all(saved) and (args.score_range is not None or args.lower_is_better or args.prompt_id is not None):
+        raise PromptError(f"{prompt_paths[0] if len(saved) == 1 else 'every --prompt'} is a saved prompt, which "
+                          f"records its own score scale: --score_range, --lower_is_better and --prompt_id apply to "
+                          f"CSV and JSON prompts only")
+    any_json = any(path.suffix.lower() == ".json" for path in prompt_paths)
+    pairs = [None if is_saved else read_prompt_pairs(
+        path, args.prompt_id if path.suffix.lower() == ".json" or not any_json else None)
+        for path, is_saved in zip(prompt_paths, saved)]
     images = find_images(args.images)
     # Outputs are checked before the model loads and any image is scored (5 s per image on a CPU for the official
     # model): a result must never replace an input, and an unwritable path must not waste the run.
@@ -106,33 +128,43 @@ def _run_score(args: argparse.Namespace) -> int:
     for option, path in outputs:
         if path is not None:
             check_writable(path, option)
-    refuse_overwriting_inputs(outputs, [("the checkpoint", args.checkpoint), ("the prompt file", prompt_path)]
-                              + [("a prompt image", path) for path in (pairs.images if pairs else [])]
+    refuse_overwriting_inputs(outputs, [("the checkpoint", args.checkpoint)]
+                              + [("the prompt file", path) for path in prompt_paths]
+                              + [("a prompt image", path) for p in pairs if p is not None for path in p.images]
                               + [("an input image", path) for path in images])
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, backbone=args.backbone, amp=args.amp)
-    if pairs is None:
-        predictor.load_prompt(prompt_path, name="default")
-    else:
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=device, backbone=args.backbone, amp=args.amp)
+    for name, path, prompt_pairs in zip(names, prompt_paths, pairs):
+        if prompt_pairs is None:
+            predictor.load_prompt(path, name=name)
+            continue
         try:
-            predictor.set_prompt(pairs.images, pairs.scores, score_range=args.score_range or pairs.score_range,
+            predictor.set_prompt(prompt_pairs.images, prompt_pairs.scores, name=name,
+                                 score_range=args.score_range or prompt_pairs.score_range,
                                  higher_is_better=not args.lower_is_better, batch_size=args.batch_size)
         except (PromptError, ImageError) as err:
             # name the prompt file, and the row or entry when the error is about one pair
-            where = pairs.origins[err.index] if err.index is not None else str(prompt_path)
+            where = prompt_pairs.origins[err.index] if err.index is not None else str(path)
             raise type(err)(f"{where}: {err}") from None
     if args.save_prompt:
-        predictor.save_prompt(args.save_prompt)
+        predictor.save_prompt(args.save_prompt, name=names[0])
+
+    from tqdm import tqdm
+
+    def warn(message: str) -> None:  # above the progress bar, which stays whole
+        tqdm.write(f"warning: {message}", file=sys.stderr)
 
     start = time.perf_counter()
     progress = not args.quiet and len(images) > args.batch_size
-    scores = predictor.score(images, batch_size=args.batch_size, workers=args.workers, progress=progress)
+    result = predictor.score_files(args.images, prompts=names, batch_size=args.batch_size, workers=args.workers,
+                                   progress=progress, strict=args.strict, warn=warn)
     elapsed = time.perf_counter() - start
 
     def write(fh):
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["image", "score"])
-        writer.writerows([str(path), f"{value:.6f}"] for path, value in zip(images, scores))
+        writer.writerow(["image", *columns])
+        for i, path in enumerate(result.images):
+            writer.writerow([str(path), *(f"{result.scores[name][i]:.6f}" for name in names)])
 
     if args.out:
         atomic_write(Path(args.out), write)
@@ -143,8 +175,14 @@ def _run_score(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     if not args.quiet:
         where = f" -> {args.out}" if args.out else ""
-        print(f"scored {len(images)} images in {elapsed:.1f} s ({len(images) / max(elapsed, 1e-9):.2f} images/s, "
-              f"{predictor.device}){where}", file=sys.stderr)
+        under = f" under {len(columns)} prompts" if len(columns) > 1 else ""
+        print(f"scored {len(result.images)} images{under} in {elapsed:.1f} s "
+              f"({len(images) / max(elapsed, 1e-9):.2f} images/s, {predictor.device}){where}", file=sys.stderr)
+        if result.skipped:
+            print(f"skipped {len(result.skipped)} file(s) found in folders that could not be decoded (--strict makes "
+                  f"this an error):", file=sys.stderr)
+            for path, _ in result.skipped:
+                print(f"  {path}", file=sys.stderr)
     return 0
 
 

@@ -283,8 +283,11 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
 
 
 def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
-    """Read a settings YAML; unknown keys are an error naming the file."""
-    path = Path(path)
+    """Read a settings YAML (a path, or a shipped config's name: ``paper``, ``configs/paper.yaml``); unknown keys are
+    an error naming the file."""
+    from .resources import config_file
+
+    path = config_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:

@@ -13,9 +13,10 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -193,28 +194,37 @@ class _ImageInputs(Dataset):
 
 
 def _collate(items):
-    """A batch as (stacked tensor, None), or (None, [(index, message), ...]) when any image failed."""
+    """A batch as (indices of the decoded images, their stacked tensor or None, [(index, message)] of the others)."""
+    good = [(i, tensor) for i, tensor, message in items if message is None]
     errors = [(i, message) for i, _, message in items if message is not None]
-    if errors:
-        return None, errors
-    return torch.stack([tensor for _, tensor, _ in items]), None
+    tensor = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], tensor, errors
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
 
 
 def default_workers() -> int:
-    """Decoding processes used by default: min(4, CPU count)."""
-    return min(4, os.cpu_count() or 1)
+    """Decoding processes used by default: none up to 2 cores, then half the cores (at most 4).
 
-
-def find_images(paths: Iterable[PathLike]) -> List[Path]:
-    """Files as given, and folders scanned recursively for common image types (case-insensitive suffixes).
-
-    Deterministic: a folder's files in sorted order, then its sub-folders in sorted order. Hidden files and folders
-    (names starting with '.', e.g. macOS '._photo.jpg' resource forks) are skipped.
+    Measured with ``promptiqa score`` on 2 cores (README, "Scoring real folders"): 4 workers were never the fastest,
+    and the model already uses both cores; the rule above 2 cores is not measured.
     """
-    found: List[Path] = []
+    cores = usable_cores()
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
+def _scan(paths: Iterable[PathLike]) -> List[Tuple[Path, bool]]:
+    """(file, named explicitly) for ``find_images``: files found by scanning a folder are not named explicitly."""
+    found: List[Tuple[Path, bool]] = []
     for path in map(Path, paths):
         if path.is_file():
-            found.append(path)
+            found.append((path, True))
         elif path.is_dir():
             inside = []
             for folder, dirs, files in os.walk(path):
@@ -224,10 +234,33 @@ def find_images(paths: Iterable[PathLike]) -> List[Path]:
             if not inside:
                 raise FileNotFoundError(f"no images under {path} (looked for {', '.join(IMAGE_SUFFIXES)}, "
                                         f"any case, in all sub-folders)")
-            found.extend(inside)
+            found.extend((f, False) for f in inside)
         else:
             raise FileNotFoundError(f"image or folder not found: {path}")
     return found
+
+
+def find_images(paths: Iterable[PathLike]) -> List[Path]:
+    """Files as given, and folders scanned recursively for common image types (case-insensitive suffixes).
+
+    Deterministic: a folder's files in sorted order, then its sub-folders in sorted order. Hidden files and folders
+    (names starting with '.', e.g. macOS '._photo.jpg' resource forks) are skipped.
+    """
+    return [path for path, _ in _scan(paths)]
+
+
+def _is_folder(item: Any) -> bool:
+    return isinstance(item, (str, os.PathLike)) and Path(item).is_dir()
+
+
+@dataclass
+class ScoredFiles:
+    """What ``Predictor.score_files`` scored: the files in order, their scores under each prompt (by prompt name,
+    in the prompt's scale), and the files found in folders that were skipped because they could not be decoded."""
+
+    images: List[Path]
+    scores: Dict[str, np.ndarray]
+    skipped: List[Tuple[Path, str]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -393,7 +426,7 @@ class Predictor:
             raise PredictorError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}")
         if device is None:
             device = next(model.parameters()).device
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.amp = amp
         self.image_size = int(model.image_size)
@@ -408,7 +441,7 @@ class Predictor:
 
         ``path`` may also name a file on the Hugging Face Hub, ``hf:REPO[/FILE][@REVISION]`` (downloaded once).
         """
-        device = _resolve_device(device)
+        device = resolve_device(device)
         model, info = load_model(path, backbone=backbone, device=device, with_info=True)
         if not hasattr(model, "encode_prompt"):
             raise CheckpointError(f"{path} holds the w/o-prompt ablation ({model.config.get('arch')}), which takes no "
@@ -441,15 +474,18 @@ class Predictor:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
 
-    def _batches(self, images: Sequence[ImageInput], batch_size: int, workers: int):
-        """Normalised (B, 3, S, S) batches on the device, decoded by ``workers`` background processes (0: inline)."""
+    def _batches(self, images: Sequence[ImageInput], batch_size: int, workers: int,
+                 skip: Optional[Callable[[int, str], bool]] = None):
+        """(input indices, normalised (B, 3, S, S) batch on the device or None), decoded by ``workers`` background
+        processes (0: inline). An image that fails to decode is an ImageError unless ``skip(index, message)``
+        takes it (returns True): then it is left out of its batch."""
         loader = DataLoader(_ImageInputs(images, self.image_size), batch_size=batch_size, shuffle=False,
                             num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
-        for batch, errors in loader:
-            if errors:
-                index, message = errors[0]
-                raise ImageError(message, index=index)
-            yield batch.to(self.device, non_blocking=True)
+        for indices, batch, errors in loader:
+            for index, message in errors:
+                if skip is None or not skip(index, message):
+                    raise ImageError(message, index=index)
+            yield indices, None if batch is None else batch.to(self.device, non_blocking=True)
 
     def set_prompt(self, images, scores: Sequence[float], name: str = DEFAULT_PROMPT,
                    score_range: Optional[Tuple[float, float]] = None, higher_is_better: bool = True,
@@ -475,7 +511,7 @@ class Predictor:
         chunks, start = [], 0
         with torch.inference_mode(), self._autocast():
             # Each pair is encoded independently (per-ISP encoder, eval-mode BatchNorm), so chunks concatenate.
-            for batch in self._batches(items, batch_size, workers=0):
+            for _, batch in self._batches(items, batch_size, workers=0):
                 stop = start + batch.shape[0]
                 chunks.append(self.model.encode_prompt(batch, labels[start:stop].to(self.device)).float())
                 start = stop
@@ -498,36 +534,83 @@ class Predictor:
 
     def score(self, images, batch_size: int = 8, prompt: Union[str, EncodedPrompt, None] = None,
               workers: Optional[int] = None, progress: bool = False) -> np.ndarray:
-        """Score images (paths, PIL images or uint8 HxWx3 RGB arrays) under a prompt; float64 array in its scale.
+        """Score images (paths, folders, PIL images or uint8 HxWx3 RGB arrays) under a prompt; float64 array in its
+        scale. A folder stands for ``find_images(folder)``: its images in that order.
 
-        ``prompt``: a name given to set_prompt/load_prompt (default "default") or an EncodedPrompt. ``workers``:
-        decoding processes (default: min(4, CPUs) for more than one batch of files, else decoding inline).
+        ``prompt``: a name given to set_prompt/load_prompt (default "default") or an EncodedPrompt. ``workers``: decoding
+        processes (default: ``default_workers()`` for more than one batch of files, else decoding inline). Any image
+        that cannot be decoded is an ImageError; ``score_files`` skips those found in folders instead.
         """
         entry = self._prompt(prompt)
-        items = _as_list(images)
+        items = []
+        for item in _as_list(images):
+            items.extend(find_images([item]) if _is_folder(item) else [item])
+        return self._predict(items, [entry], batch_size, workers, progress)[0]
+
+    def score_files(self, paths, prompts: Optional[Sequence[str]] = None, batch_size: int = 8,
+                    workers: Optional[int] = None, progress: bool = False, strict: bool = False,
+                    warn: Optional[Callable[[str], None]] = None) -> ScoredFiles:
+        """Score image files and folders (``find_images``) under several prompts at once: each image is decoded once.
+
+        ``prompts``: names given to set_prompt/load_prompt (default: every prompt, in the order they were set).
+        A file found in a folder that cannot be decoded is skipped: ``warn(message)`` is called (default:
+        ``warnings.warn``) and it is listed in ``ScoredFiles.skipped``. With ``strict``, or for a file named
+        explicitly, it is an ImageError instead; so is a folder where no image decodes.
+        """
+        names = list(self.prompts) if prompts is None else list(prompts)
+        if not names:
+            raise PredictorError("no prompt to score under; call set_prompt or load_prompt first")
+        entries = [self._prompt(name) for name in names]
+        listed = _scan([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+        files = [path for path, _ in listed]
+        skipped: Dict[int, str] = {}
+
+        def skip(index: int, message: str) -> bool:
+            if strict or listed[index][1]:  # named explicitly: the user asked for this very file
+                return False
+            skipped[index] = message
+            (warn or (lambda text: warnings.warn(text, stacklevel=4)))(
+                f"skipped {files[index]}: it cannot be decoded ({message})")
+            return True
+
+        scores = self._predict(files, entries, batch_size, workers, progress, skip)
+        if len(skipped) == len(files):
+            raise ImageError(f"none of the {len(files)} images found could be decoded (the first: {files[0]}: "
+                             f"{skipped[0]})", index=0)
+        kept = np.array([i not in skipped for i in range(len(files))], dtype=bool)
+        return ScoredFiles([f for f, k in zip(files, kept) if k], {n: v[kept] for n, v in zip(names, scores)},
+                           [(files[i], message) for i, message in sorted(skipped.items())])
+
+    def _predict(self, items: List[ImageInput], entries: List[EncodedPrompt], batch_size: int, workers: Optional[int],
+                 progress: bool, skip: Optional[Callable[[int, str], bool]] = None) -> np.ndarray:
+        """(prompts, images) scores in each prompt's scale; NaN where ``skip`` took an image that failed to decode."""
         if batch_size < 1:
             raise PredictorError(f"batch_size must be at least 1, got {batch_size}")
         if workers is None:
             paths_only = all(isinstance(im, (str, os.PathLike)) for im in items)
             workers = default_workers() if paths_only and len(items) > batch_size else 0
-        prompt_tensor = entry.tensor.to(self.device)
-        predictions = np.empty(len(items), dtype=np.float64)
+        prompt_tensors = [entry.tensor.to(self.device) for entry in entries]
+        predictions = np.full((len(entries), len(items)), np.nan, dtype=np.float64)
+        decoded = np.zeros(len(items), dtype=bool)
         from tqdm import tqdm
 
         with tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True) as bar, \
                 torch.inference_mode(), self._autocast():
-            start = 0
-            for batch in self._batches(items, batch_size, workers):
-                stop = start + batch.shape[0]
-                predictions[start:stop] = self.model.score(batch, prompt_tensor).float().cpu().numpy()
-                bar.update(stop - start)
-                start = stop
-        scores = entry.scale.to_user(predictions)
-        bad = np.flatnonzero(~np.isfinite(scores))
+            done = 0
+            for indices, batch in self._batches(items, batch_size, workers, skip):
+                if batch is not None:
+                    for row, prompt_tensor in zip(predictions, prompt_tensors):
+                        row[indices] = self.model.score(batch, prompt_tensor).float().cpu().numpy()
+                    decoded[indices] = True
+                bar.update(min(batch_size, len(items) - done))
+                done += batch_size
+        scores = np.stack([entry.scale.to_user(row) for entry, row in zip(entries, predictions)])
+        bad = np.flatnonzero(decoded & ~np.isfinite(scores).all(axis=0))
         if bad.size:  # never hand out NaN as a score: the caller would average or rank it silently
             i = int(bad[0])
-            raise PredictorError(f"{_describe_image(items[i], i)}: the score is not finite ({scores[i]}; model output "
-                                 f"{predictions[i]}) for {bad.size} of {len(items)} image(s); nothing was scored")
+            raise PredictorError(f"{_describe_image(items[i], i)}: the score is not finite "
+                                 f"({scores[:, i].tolist()}; model output {predictions[:, i].tolist()}) for "
+                                 f"{bad.size} of {len(items)} image(s); nothing was scored")
         return scores
 
     def save_prompt(self, path: PathLike, name: str = DEFAULT_PROMPT) -> Path:
@@ -611,9 +694,26 @@ def _check_prompt_file(obj: Dict[str, Any], path: Path) -> None:
         raise bad(f"its higher_is_better is {obj['higher_is_better']!r}, not true or false")
 
 
-def _resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """``device`` as a torch.device (CUDA when available for None); a clear error when CUDA is asked for but absent."""
-    device = default_device() if device is None else torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PredictorError(f"device '{device}' was requested but CUDA is not available on this machine")
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``device`` (anything torch.device takes: cpu, cuda, cuda:1, mps) as a torch.device, CUDA when available for
+    None; one clear error for a name torch does not know or a device this machine does not have."""
+    if device is None:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise PredictorError(f"device {str(device)!r} is not a device torch knows ({str(err).splitlines()[0]}); "
+                             f"expected e.g. cpu, cuda, cuda:1 or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PredictorError(f"device '{device}' was requested but CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise PredictorError(f"device '{device}' was requested but this machine has {count} CUDA device(s) "
+                                 f"(cuda:0 to cuda:{count - 1})")
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        is_available = getattr(backend, "is_available", None)
+        if is_available is None or not is_available():
+            raise PredictorError(f"device '{device}' was requested but it is not available on this machine")
     return device

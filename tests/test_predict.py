@@ -249,6 +249,113 @@ def test_folder_scanning_is_recursive_case_insensitive_and_sorted(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# scoring real folders: undecodable files, the API on folders, devices, decoding workers
+
+
+def _messy_folder(root: Path) -> Path:
+    """A folder as users have them: a good image, a .jpg that is not a JPEG, a text file."""
+    folder = root / "messy"
+    _write_image(folder / "good.png", seed=3)
+    (folder / "junk.jpg").write_bytes(b"this is not a jpeg")
+    (folder / "notes.txt").write_text("not an image, and not named like one")
+    return folder
+
+
+def test_folder_with_an_undecodable_image_is_scored_without_it(files, tmp_path, capsys):
+    folder = _messy_folder(tmp_path)
+    out = tmp_path / "scores.csv"
+    base = ["score", "--checkpoint", files["ckpt"], "--prompt", files["prompt_csv"], "--workers", "0"]
+    rc, stdout, stderr = _cli([*base, folder, "--out", out], capsys)
+    good = _predictor(files, scores=STARS).score([folder / "good.png"])
+    assert rc == 0 and _rows(out.read_text()) == [["image", "score"], [str(folder / "good.png"), f"{good[0]:.6f}"]]
+    lines = stderr.splitlines()
+    warning = [line for line in lines if line.startswith("warning: ")]
+    assert len(warning) == 1 and "junk.jpg" in warning[0] and "cannot be decoded" in warning[0]
+    assert "scored 1 images" in stderr and "skipped 1 file(s)" in stderr and f"  {folder / 'junk.jpg'}" in lines
+    assert "notes.txt" not in stderr                          # files without an image suffix are not looked at
+
+    out.write_text("previous results\n")
+    for args in ([folder, "--strict"], [folder / "good.png", folder / "junk.jpg"]):  # --strict; named explicitly
+        rc, stdout, stderr = _cli([*base, *args, "--out", out], capsys)
+        assert rc == 1 and stdout == "" and stderr.splitlines()[-1].startswith("error: ")
+        assert "junk.jpg" in stderr.splitlines()[-1] and out.read_text() == "previous results\n"
+    only_junk = tmp_path / "only_junk"
+    only_junk.mkdir()
+    (only_junk / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    rc, _, stderr = _cli([*base, only_junk], capsys)
+    assert rc == 1 and "none of the 1 images found could be decoded" in stderr.splitlines()[-1]
+
+
+def test_predictor_scores_folders(files, tmp_path):
+    p = _predictor(files, scores=STARS)
+    queries = sorted(files["queries"])
+    assert np.array_equal(p.score(files["root"] / "queries", workers=0), p.score(queries, workers=0))
+    assert np.array_equal(p.score([str(files["root"] / "queries"), queries[0]], workers=0),
+                          p.score([*queries, queries[0]], workers=0))
+    folder = _messy_folder(tmp_path)
+    with pytest.raises(ImageError, match="could not decode .*junk.jpg"):  # score() returns one score per image
+        p.score(folder, workers=0)
+    with pytest.warns(UserWarning, match="skipped .*junk.jpg: it cannot be decoded"):
+        result = p.score_files(folder, workers=0)
+    assert result.images == [folder / "good.png"] and [path for path, _ in result.skipped] == [folder / "junk.jpg"]
+    assert np.array_equal(result.scores["default"], p.score([folder / "good.png"]))
+
+
+def test_several_prompts_in_one_call(files, tmp_path, capsys):
+    saved = tmp_path / "saved.pt"  # a saved prompt keeps its own scale: 0-10, lower is better
+    p = _predictor(files)
+    p.set_prompt(files["prompt_images"], [9, 7, 5, 3, 1], score_range=(0, 10), higher_is_better=False)
+    p.save_prompt(saved)
+    dmos = tmp_path / "dmos.csv"
+    dmos.write_text("image,score\n" + "".join(f"{q},{s}\n" for q, s in zip(files["prompt_images"], [80, 60, 50, 30, 5])))
+    queries = files["queries"][:3]
+    rc, stdout, _ = _cli(["score", "--checkpoint", files["ckpt"], "--prompt", files["prompt_csv"], "--prompt", saved,
+                          "--prompt", dmos, "--score_range", 0, 100, "--lower_is_better", "--quiet", *queries], capsys)
+    rows = _rows(stdout)
+    assert rc == 0 and rows[0] == ["image", "prompt", "saved", "dmos"]   # one column per prompt, named by file stem
+    api = _predictor(files)
+    api.set_prompt(files["prompt_images"], STARS, name="stars", score_range=(0, 100), higher_is_better=False)
+    api.load_prompt(saved, name="saved")
+    api.set_prompt(files["prompt_images"], [80, 60, 50, 30, 5], name="dmos", score_range=(0, 100),
+                   higher_is_better=False)
+    expected = np.stack([api.score(queries, prompt=name) for name in ("stars", "saved", "dmos")], axis=1)
+    assert rows[1:] == [[str(q), *(f"{v:.6f}" for v in row)] for q, row in zip(queries, expected)]
+    assert all(0 <= v <= 10 for v in expected[:, 1])                      # the saved prompt's own 0-10 scale
+
+    clash = tmp_path / "other" / "prompt.csv"                           # the same stem as files["prompt_csv"]
+    clash.parent.mkdir()
+    clash.write_text(files["prompt_csv"].read_text())
+    for extra, message in ([["--prompt", clash], "clash"], [["--prompt", dmos, "--save_prompt", tmp_path / "x.pt"],
+                                                              "--save_prompt saves one prompt"]):
+        rc, _, stderr = _cli(["score", "--checkpoint", files["ckpt"], "--prompt", files["prompt_csv"], *extra,
+                              *queries], capsys)
+        assert rc == 1 and message in stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda:1", "device 'cuda:1' was requested but"),       # parsed with its index, refused on a machine without it
+    ("mps", "device 'mps' was requested but it is not available"),
+    ("banana", "device 'banana' is not a device torch knows"),
+])
+def test_device_option_takes_what_torch_takes(files, capsys, device, message):
+    if device == "cuda:1" and torch.cuda.device_count() > 1 or device == "mps" and torch.backends.mps.is_available():
+        pytest.skip(f"this machine has {device}")
+    # refused before the checkpoint is read: this one does not even exist
+    rc, stdout, stderr = _cli(["score", "--checkpoint", "absent.pth.tar", "--prompt", files["prompt_csv"],
+                               "--device", device, files["queries"][0]], capsys)
+    lines = stderr.strip().splitlines()
+    assert rc == 1 and stdout == "" and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 0), (3, 1), (4, 2), (8, 4), (64, 4)])
+def test_default_decoding_workers_follow_the_cores(monkeypatch, cores, workers):
+    import promptiqa.predict as predict
+
+    monkeypatch.setattr(predict.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert predict.default_workers() == workers
+
+
+# --------------------------------------------------------------------------------------------------------------
 # the command line
 
 

@@ -14,6 +14,7 @@ from promptiqa.data.formats import authentic, generated, reference_based
 from promptiqa.data.formats.common import FOLDER_IMAGE, DatasetError, FolderIndex
 from promptiqa.data.formats.custom import parse_csv_kind
 from promptiqa.data.records import DatasetRecords
+from promptiqa.resources import config_file
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,6 @@ LABEL_NORMS = ("official", "minmax")
 CSV_KIND = "csv"
 ENV_VAR = "PROMPTIQA_DATA"
 DEFAULT_CONFIG = Path("configs") / "datasets.yaml"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def dataset_kind(name: str, root: Union[str, Path]) -> str:
@@ -245,14 +245,14 @@ def parse_data_root_args(values: Iterable[str]) -> Dict[str, str]:
 
 
 def read_config(config: Union[None, str, Path, Mapping] = None) -> Dict[str, str]:
-    """The key -> path mapping of a datasets YAML file (default configs/datasets.yaml in the cwd or the repository)."""
+    """The key -> path mapping of a datasets YAML file (default configs/datasets.yaml in the working folder, else the
+    shipped one)."""
     if isinstance(config, Mapping):
         entries = dict(config)
     else:
         if config is None:
-            candidates = [Path.cwd() / DEFAULT_CONFIG, REPO_ROOT / DEFAULT_CONFIG]
-            path = next((candidate for candidate in candidates if candidate.is_file()), None)
-            if path is None:
+            path = config_file(DEFAULT_CONFIG)  # the working folder's configs/datasets.yaml, else the shipped one
+            if not path.is_file():
                 return {}
         else:
             path = Path(config)

@@ -27,10 +27,10 @@ import yaml
 
 from ..config import TrainConfig
 from ..evaluation.report import fmt, markdown_table, text_table
+from ..resources import config_file, python_env
+from .options import DEFAULT_CONFIG, add_arguments
 from .synthetic import requirement
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 KEY_PREFIX = "demo_"        # requirement r is registered as the dataset demo_<r>
 MODELS = {"promptiqa": "PromptIQA", "promptiqa_wo_prompt": "w/o prompt"}
 
@@ -56,7 +56,7 @@ class DemoConfig:
         """configs/demo.yaml <- ``path`` <- (with ``full``) the merged ``full`` section <- ``overrides``, nested dicts
         merged key by key."""
         values: Dict[str, Any] = {}
-        for source in dict.fromkeys([Path(DEFAULT_CONFIG), Path(path)]):
+        for source in dict.fromkeys([Path(DEFAULT_CONFIG), config_file(path)]):
             values = _merge(values, cls._read(source))
         if full:
             values = _merge(values, values.get("full") or {})
@@ -166,15 +166,13 @@ class Demo:
                 (run_dir / stale).unlink(missing_ok=True)
             settings = run_dir / "demo_train.yaml"
             settings.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-            if parallel:
-                env["OMP_NUM_THREADS"] = str(max(1, cores // len(models)))
+            env = python_env(**({"OMP_NUM_THREADS": str(max(1, cores // len(models)))} if parallel else {}))
             # the first model's progress goes to the terminal, the others' to a file in their run folder
             output = None if i == 0 else open(run_dir / "train_output.txt", "w")
             self.log(f"training {MODELS[model]} on {', '.join(cfg.dataset)} ({cfg.epochs} epochs, {cfg.backbone} "
                      f"{cfg.backbone_kwargs or ''} at {cfg.image_size} px)"
                      + (f"; output in {run_dir / 'train_output.txt'}" if output else ""))
-            proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), "--config", str(settings)],
+            proc = subprocess.Popen([sys.executable, "-m", "promptiqa.engine", "--config", str(settings)],
                                     stdout=output, stderr=subprocess.STDOUT if output else None, env=env)
             procs.append((model, proc, output, run_dir))
             if not parallel:
@@ -231,7 +229,7 @@ class Demo:
         cmd += [str((self.data / n).resolve()) for n in picks]
         self.log("$ python -m promptiqa score --checkpoint " + " ".join(
             _short(c) for c in cmd[cmd.index("--checkpoint") + 1:]))
-        subprocess.run(cmd, check=True, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        subprocess.run(cmd, check=True, env=python_env())  # relative paths are the working folder's, as the demo's
         with open(out_csv, newline="") as fh:
             scored = {Path(r["image"]).resolve(): float(r["score"]) for r in csv.DictReader(fh)}
         return [dict(image=n, predicted=scored[(self.data / n).resolve()], true=raw[n]) for n in picks]
@@ -366,16 +364,12 @@ def _short(arg: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m promptiqa.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="demo settings (default configs/demo.yaml)")
-    p.add_argument("--full", action="store_true", help="the longer run of the config's 'full' section")
-    p.add_argument("--save_path", help="output folder (default: the config's save_path)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no_baseline", action="store_true", help="skip the w/o-prompt baseline (halves training time)")
+    add_arguments(p)
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the demo with parsed options; returns the exit code."""
     overrides: Dict[str, Any] = {}
     if args.save_path:
         overrides["save_path"] = args.save_path
@@ -390,3 +384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     Demo(cfg).run()
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run(build_parser().parse_args(argv))

@@ -720,9 +720,13 @@ def environment_info() -> dict:
     """Provenance of a run: git commit, Python/torch/timm versions, devices."""
     import timm
 
+    from promptiqa.resources import checkout_root
+
+    root, commit = checkout_root(), None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[2], timeout=10).stdout.strip() or None
+        if root is not None:  # an installed package has no commit of its own
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root,
+                                    timeout=10).stdout.strip() or None
     except Exception:
         commit = None
     return {"promptiqa": __version__, "git_commit": commit, "python": platform.python_version(),
