@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from promptiqa.devices import AMP_MODES
 from promptiqa.errors import run_command
 
 
@@ -50,7 +51,7 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="image decoding processes (default: min(4, CPU count) for more than one batch of images; "
                              "0 decodes in the main process)")
-    parser.add_argument("--amp", choices=["bf16"], default=None, help="run the model under bfloat16 autocast")
+    parser.add_argument("--amp", choices=sorted(AMP_MODES), default=None, help="run the model under bfloat16 autocast")
     parser.add_argument("--save_prompt", default=None, metavar="PATH",
                         help="also save the encoded prompt here, to reuse it later as --prompt PATH without images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary on standard error")

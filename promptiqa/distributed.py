@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
+from .devices import default_device
 from .errors import ConfigError
 
 
@@ -35,7 +36,7 @@ def _pick_device(requested: Optional[str], local_rank: int, gpu: Optional[int]) 
     """This process's device: --device (cpu, cuda, cuda:N, mps), default CUDA when present; refuses a device that
     does not exist here."""
     if requested in (None, "auto"):
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
+        requested = default_device().type
     try:
         device = torch.device(requested)
     except (RuntimeError, TypeError):
