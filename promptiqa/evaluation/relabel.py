@@ -328,12 +328,12 @@ def _write_table3(session, found, results, out: Path, extra: dict) -> None:
     write_csv(out / "table3.csv", ("method", "dataset", "source", "requirement", "srocc", "plcc", "krcc", "rmse", "n"),
               rows)
     write_json(out / "table3.json", dict(config=session.cfg.to_dict(), checkpoint=session.describe(), **extra,
-                                         leakage={d.key: d.leakage.to_dict() for d in session.datasets}))
+                                         leakage={d.key: session.leakage[d.key].to_dict() for d in session.datasets}))
     print(caption)
     print(markdown_table(header, table))
     for d in session.datasets:
-        if d.leakage.warns:
-            session.warn(d.leakage.message)
+        if session.leakage[d.key].warns:
+            session.warn(session.leakage[d.key].message)
     print(f"wrote {out / 'table3.md'}, {out / 'table3.csv'}, {out / 'table3.json'}")
 
 
