@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -131,3 +133,13 @@ def cleanup(env: DistEnv) -> None:
     """Destroy the process group if ``env``'s set-up created it (a caller that shares one group keeps it)."""
     if env.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def quiet_unless_main(env: DistEnv) -> Iterator[None]:
+    """Within: warnings are silenced on every rank but the main one (each would repeat rank 0's); the process's
+    warning filters are restored on the way out."""
+    with warnings.catch_warnings():
+        if not env.is_main:
+            warnings.simplefilter("ignore")
+        yield

@@ -15,10 +15,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promptiqa.config import TrainConfig  # noqa: E402
+from promptiqa.devices import AMP_CHOICES, autocast, default_device  # noqa: E402
 from promptiqa.distributed import DistEnv  # noqa: E402
-from promptiqa.engine.evaluate import autocast  # noqa: E402
-from promptiqa.engine.trainer import Trainer, batchnorm_buffers  # noqa: E402
-from promptiqa.models import PRESETS, build_model  # noqa: E402
+from promptiqa.engine.loop import TrainStep  # noqa: E402
+from promptiqa.engine.schedule import build_optimizer  # noqa: E402
+from promptiqa.engine.trainer import build_training_model  # noqa: E402
+from promptiqa.engine.augment import PromptAugment  # noqa: E402
+from promptiqa.engine.virtual_ranks import plan_steps, seed_process, virtual_ranks  # noqa: E402
+from promptiqa.models import PRESETS  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -43,14 +47,14 @@ def main(argv=None) -> None:
     p.add_argument("--group_size", type=int, default=11)
     p.add_argument("--batch_groups", action="store_true", help="run the groups as one batch")
     p.add_argument("--grad_checkpointing", action="store_true")
-    p.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"])
+    p.add_argument("--amp", default="bf16", choices=AMP_CHOICES)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--no_tf32", action="store_true")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--infer_batch", type=int, default=64)
     p.add_argument("--infer_batches", type=int, default=10)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device().type)
     p.add_argument("--skip_train", action="store_true")
     args = p.parse_args(argv)
 
@@ -59,20 +63,23 @@ def main(argv=None) -> None:
     cfg = TrainConfig(batch_size=args.groups * args.group_size, groups_per_process=args.groups, amp=args.amp,
                       batch_groups=args.batch_groups, compile=args.compile, tf32=not args.no_tf32,
                       backbone=preset["backbone"], image_size=preset["image_size"],
-                      backbone_kwargs=preset.get("backbone_kwargs") or {}, model=args.model)
-    trainer = Trainer(cfg, DistEnv(device=device))
-    model = build_model(args.model, preset=args.preset).to(device)
-    if args.grad_checkpointing:
-        model.vit.set_grad_checkpointing(True)
+                      backbone_kwargs=preset.get("backbone_kwargs") or {}, model=args.model, pretrained_backbone=False,
+                      grad_checkpointing=args.grad_checkpointing)
+    env = DistEnv(device=device)
+    seed_process(cfg.seed, 0)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+    model = build_training_model(cfg, device)
     net = torch.compile(model) if args.compile else model
     size = model.image_size
     rows = []
     if not args.skip_train:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, weight_decay=1e-5)
-        scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        step = TrainStep(net, model, optimizer, cfg, env, plan_steps(cfg.batch_size, 1, args.groups),
+                         virtual_ranks(0, args.groups, cfg.seed, device),
+                         PromptAugment(cfg.seed, cfg.random_scale_rate, cfg.random_flipping_rate))
         images = torch.rand(cfg.batch_size, 3, size, size, device=device) * 2 - 1
         labels = torch.rand(cfg.batch_size, device=device)
-        buffers = batchnorm_buffers(model)
         net.train()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -80,7 +87,7 @@ def main(argv=None) -> None:
             if i == args.warmup:
                 _sync(device)
                 start = time.perf_counter()
-            trainer.train_step(net, buffers, images, labels, optimizer, scaler, [], [])
+            step(images, labels)
         _sync(device)
         rate = args.steps * cfg.batch_size / (time.perf_counter() - start)
         rows.append(("train", f"{args.groups}x{args.group_size} images/step", rate, _peak_gb(device)))

@@ -10,14 +10,17 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from promptiqa.config import TrainConfig, resolve_config
-from promptiqa.engine import trainer as trainer_module
-from promptiqa.engine.trainer import PromptAugment, TrainingError, launch, plan_steps
+from promptiqa.engine import TrainingError, loop as loop_module
+from promptiqa.engine.augment import PromptAugment
+from promptiqa.engine.trainer import launch
+from promptiqa.engine.virtual_ranks import plan_steps
 from promptiqa.models import PRESETS, load_model, read_checkpoint
 from tests.fixtures.datasets import build_fixture
 
@@ -315,7 +318,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
     run = tmp_path / "run"
     launch(resolve_config(_args(data, run, epochs=1)))
     good = (run / "last.pth.tar").read_bytes()
-    real = trainer_module.F.l1_loss
+    real = loop_module.F.l1_loss
     calls = {"n": 0}
 
     def poisoned(pred, target):
@@ -323,7 +326,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
         loss = real(pred, target)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(trainer_module.F, "l1_loss", poisoned)
+    monkeypatch.setattr(loop_module.F, "l1_loss", poisoned)
     with pytest.raises(TrainingError, match=r"non-finite training loss nan at epoch 2, step 3 \(dataset (koniq10k|csiq)\)"):
         launch(resolve_config(_args(data, run, epochs=2, resume=run / "last.pth.tar")))
     assert (run / "last.pth.tar").read_bytes() == good
@@ -483,11 +486,40 @@ def test_clip_grad_bounds_the_gradient_the_optimiser_sees(data, tmp_path):
 
 
 def test_lr_warmup_ramps_the_first_steps_then_follows_the_cosine(data, tmp_path):
-    from promptiqa.distributed import DistEnv
-    from promptiqa.engine.trainer import Trainer
+    from promptiqa.engine.schedule import learning_rate
 
     cfg = resolve_config(_args(data, tmp_path / "w", lr=1e-3, epochs=4, lr_warmup_steps=10))
-    trainer = Trainer(cfg, DistEnv())
-    assert [trainer._lr(0, s) for s in (0, 4, 9, 10, 500)] == pytest.approx([1e-4, 5e-4, 1e-3, 1e-3, 1e-3])
-    assert trainer._lr(2, 3) == pytest.approx(0.5e-3 * 0.4)       # the cosine (half at epoch 2 of 4) x the ramp
-    assert trainer._lr(2) == pytest.approx(0.5e-3)
+
+    def lr(epoch, step=None):
+        return learning_rate(cfg.lr, cfg.epochs, epoch, step, cfg.lr_warmup_steps)
+
+    assert [lr(0, s) for s in (0, 4, 9, 10, 500)] == pytest.approx([1e-4, 5e-4, 1e-3, 1e-3, 1e-3])
+    assert lr(2, 3) == pytest.approx(0.5e-3 * 0.4)       # the cosine (half at epoch 2 of 4) x the ramp
+    assert lr(2) == pytest.approx(0.5e-3)
+
+
+def test_training_in_process_gives_back_the_signal_handlers_and_warning_filters(data, tmp_path):
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    term, filters = signal.getsignal(signal.SIGTERM), list(warnings.filters)
+    try:
+        launch(resolve_config(_args(data, tmp_path / "run", epochs=1, stop_after_steps=1)))
+        assert signal.getsignal(signal.SIGTERM) == term
+        os.kill(os.getpid(), signal.SIGINT)   # the first Ctrl-C after training reaches the caller's handler
+        deadline = time.time() + 5
+        while not caught and time.time() < deadline:
+            time.sleep(0.01)
+        assert caught == [signal.SIGINT]
+        assert warnings.filters == filters
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_launch_leaves_the_callers_config_unchanged(data, tmp_path):
+    # --multiprocessing-distributed fills in the process count and a rendezvous address for the spawned ranks
+    cfg = resolve_config(_args(data, tmp_path / "run", epochs=1, stop_after_steps=1) + ["--multiprocessing-distributed"])
+    before = cfg.to_dict()
+    assert launch(cfg) is None
+    assert cfg.to_dict() == before and cfg.nprocs is None and cfg.dist_url == "env://"
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["nprocs"], saved["dist_url"]) == (1, "tcp://127.0.0.1:29517")   # what the spawned rank ran with

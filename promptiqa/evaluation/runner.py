@@ -12,6 +12,7 @@ import copy
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -22,7 +23,7 @@ from ..config import build_parser as build_train_parser, validate_options
 from ..data import resolve_roots, resolve_split, split_from_units
 from ..data.groups import TestShardSampler
 from ..data.views import DatasetViews, load_views
-from ..distributed import DistEnv, cleanup, init_distributed
+from ..distributed import DistEnv, cleanup, init_distributed, quiet_unless_main
 from ..engine import run_folder
 from ..errors import ConfigError, run_command
 from ..metrics import compute_metrics
@@ -158,8 +159,15 @@ class EvalSession:
         self.roots = resolve_roots(cfg.dataset, config=cfg.datasets_config, overrides=cfg.data_root)  # keys first
         self._own_env = env is None
         self.env = env or init_distributed(cfg)
-        if not self.env.is_main:
-            warnings.filterwarnings("ignore")
+        self._scope = ExitStack()   # until close(): other ranks' warnings silenced (they repeat rank 0's)
+        self._scope.enter_context(quiet_unless_main(self.env))
+        try:
+            self._open(cfg, trained_keys)
+        except BaseException:
+            self._scope.close()
+            raise
+
+    def _open(self, cfg: EvalConfig, trained_keys: Optional[Dict[str, str]]) -> None:
         self.log: Callable[..., None] = print if self.env.is_main else (lambda *a, **k: None)
         self.model, self.info = load_model(cfg.checkpoint, backbone=cfg.backbone, device=self.env.device,
                                            with_info=True)
@@ -224,7 +232,7 @@ class EvalSession:
         """Predictions for ``data``'s test split, in its order (every rank gets all of them)."""
         from tqdm import tqdm
 
-        from ..engine.evaluate import predict_split
+        from ..engine.inference import predict_split
 
         cfg, env = self.cfg, self.env
         shard = len(TestShardSampler(len(data.test), env.rank, env.world_size))
@@ -248,6 +256,7 @@ class EvalSession:
                 "label_norm": config.get("label_norm"), "trained_on": sorted((config.get("splits") or {}))}
 
     def close(self) -> None:
+        self._scope.close()
         if self._own_env:
             cleanup(self.env)
 
