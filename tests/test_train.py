@@ -337,12 +337,12 @@ def test_sigterm_leaves_a_resumable_checkpoint(data, tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), *_args(data, run, epochs=50, log_every=1)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 600   # a busy machine: epoch 1 can take minutes
     while time.time() < deadline and not (run / "last.pth.tar").exists():  # wait for epoch 1 to finish
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 0
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
     state = read_checkpoint(run / "last.pth.tar")
     assert 1 <= state["epoch"] < 50
     assert "stopped at epoch" in (run / "log.txt").read_text()
