@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from promptiqa.app import command as app_command
+from promptiqa.devices import AMP_MODES
 from promptiqa.errors import run_command
 
 
@@ -82,7 +83,7 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="image decoding processes (default, for more than one batch of images: none on up to 2 "
                              "cores, else half the cores, at most 4; 0 decodes in the main process)")
-    parser.add_argument("--amp", choices=["bf16"], default=None, help="run the model under bfloat16 autocast")
+    parser.add_argument("--amp", choices=sorted(AMP_MODES), default=None, help="run the model under bfloat16 autocast")
     parser.add_argument("--save_prompt", default=None, metavar="PATH",
                         help="also save the encoded prompt here (one --prompt only), to reuse it later as --prompt "
                              "PATH without images")
@@ -303,6 +304,9 @@ COMMANDS: Dict[str, Union[Command, Delegated]] = {
                                  "checkpoint (scripts/isp_experiments.py)", "promptiqa.evaluation.isp:isp_main"),
     "summarise": Delegated("median SROCC/PLCC over split seeds in Table 2's layout (Markdown, CSV, XLSX)",
                            "promptiqa.evaluation.summary:main"),
+    # measuring
+    "benchmark": Delegated("training and inference images/s and peak memory of a configuration on this machine "
+                           "(scripts/benchmark.py)", "promptiqa.engine.benchmark:main"),
     # the web app
     "app": Command(app_command.HELP, app_command.add_arguments, app_command.run),
 }

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Uni
 
 import yaml
 
+from .devices import AMP_CHOICES, FP16_REFUSAL, check_amp
 from .errors import ConfigError
 
 
@@ -64,7 +65,7 @@ class TrainConfig:
     groups_per_process: int = 1
     batch_groups: bool = False        # run a process's groups as one batch (faster, more memory)
     grad_checkpointing: bool = False
-    amp: str = "none"                 # bf16 | fp16 | none
+    amp: str = "none"                 # bf16 | none (fp16 is refused: devices.FP16_REFUSAL)
     compile: bool = False
     tf32: bool = True
     resume: Optional[str] = None
@@ -145,6 +146,8 @@ def validate_options(obj, origin: Optional[Mapping[str, str]] = None,
         where = f"{origin[f.name]}: {f.name}" if f.name in origin else _FLAGS.get(f.name, f"--{f.name}")
         if not _fits(value, hints[f.name]):
             raise ConfigError(f"{where}: expected {_describe(hints[f.name])}, got {type(value).__name__} {value!r}")
+        if f.name == "amp":   # one rule for every command's --amp (fp16 refused with the reason)
+            check_amp(value, where)
         values = value if isinstance(value, list) else [value]
         for v in values:
             check_number(f.name, v, where if f.name in origin else "")
@@ -221,6 +224,12 @@ def _flag(value: str) -> bool:
     return str(value).lower() in ("true", "1", "yes", "")
 
 
+def _amp(value: str) -> str:
+    if value == "fp16":   # named with the reason, not just "invalid choice"
+        raise argparse.ArgumentTypeError(FP16_REFUSAL)
+    return value
+
+
 def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParser:
     """The train.py command line; every option defaults to None so only what the user typed overrides the file."""
     p = argparse.ArgumentParser(description=description, argument_default=None)
@@ -267,7 +276,8 @@ def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParse
     a("--groups_per_process", type=int, help="groups (prompt sets) one process handles per step")
     a("--batch_groups", type=_flag, nargs="?", const=True)
     a("--grad_checkpointing", type=_flag, nargs="?", const=True)
-    a("--amp", choices=["bf16", "fp16", "none"])
+    a("--amp", type=_amp, choices=AMP_CHOICES,
+      help="bf16 autocast, or none (float32); fp16 is refused: MAL's unscaled attention energies overflow it")
     a("--compile", type=_flag, nargs="?", const=True)
     a("--tf32", type=_flag, nargs="?", const=True,
       help="TF32 matrix multiplies and cuDNN convolutions on CUDA (default true; false for float32 numerics, as "

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
 
+from .devices import default_device
 from .errors import ConfigError
 
 
@@ -35,7 +38,7 @@ def _pick_device(requested: Optional[str], local_rank: int, gpu: Optional[int]) 
     """This process's device: --device (cpu, cuda, cuda:N, mps), default CUDA when present; refuses a device that
     does not exist here."""
     if requested in (None, "auto"):
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
+        requested = default_device().type
     try:
         device = torch.device(requested)
     except (RuntimeError, TypeError):
@@ -130,3 +133,13 @@ def cleanup(env: DistEnv) -> None:
     """Destroy the process group if ``env``'s set-up created it (a caller that shares one group keeps it)."""
     if env.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def quiet_unless_main(env: DistEnv) -> Iterator[None]:
+    """Within: warnings are silenced on every rank but the main one (each would repeat rank 0's); the process's
+    warning filters are restored on the way out."""
+    with warnings.catch_warnings():
+        if not env.is_main:
+            warnings.simplefilter("ignore")
+        yield

@@ -147,3 +147,18 @@ def check_writable(path, what: str = "output") -> None:
         raise OutputError(f"{what} {path}: cannot create files in {folder} ({err.strerror or err})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def new_figure(**kwargs):
+    """A matplotlib Figure drawn by the Agg canvas: no pyplot, so the process's backend (a notebook's) is untouched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, path, dpi: int = 100) -> None:
+    """``fig`` as a PNG, atomically."""
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi), binary=True)

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from promptiqa.data.images import read_image, resize_image, to_tensor
 from promptiqa.errors import PromptIQAError
 from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
+from promptiqa.devices import AMP_MODES, FP16_REFUSAL, amp_dtype, default_device
 from promptiqa.hub import RELEASE
-from promptiqa.models import CheckpointError, default_device, load_model
+from promptiqa.models import CheckpointError, load_model
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_PROMPT = "default"
@@ -35,7 +36,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PROMPT_FILE_FORMAT = "promptiqa-prompt"
 PROMPT_FILE_VERSION = 1
 PIL_16_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N")  # what PIL opens a 16-bit grayscale PNG or TIFF as
-AMP_DTYPES = {"bf16": torch.bfloat16}  # fp16 is left out: MAL's unscaled attention energies can overflow it
 
 
 class PredictorError(PromptIQAError, ValueError):
@@ -422,8 +422,9 @@ class Predictor:
         if not hasattr(model, "encode_prompt"):
             raise TypeError(f"Predictor needs a PromptIQA model (arch 'promptiqa'), got {type(model).__name__} "
                             f"{getattr(model, 'config', {}).get('arch', '')}".rstrip())
-        if amp is not None and amp not in AMP_DTYPES:
-            raise PredictorError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}")
+        if amp is not None and amp not in AMP_MODES:
+            why = f" ({FP16_REFUSAL})" if amp == "fp16" else ""
+            raise PredictorError(f"amp must be one of {sorted(AMP_MODES)} or None, got {amp!r}{why}")
         if device is None:
             device = next(model.parameters()).device
         self.device = resolve_device(device)
@@ -472,7 +473,7 @@ class Predictor:
     def _autocast(self):
         if self.amp is None:
             return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
+        return torch.autocast(self.device.type, dtype=amp_dtype(self.amp))
 
     def _batches(self, images: Sequence[ImageInput], batch_size: int, workers: int,
                  skip: Optional[Callable[[int, str], bool]] = None):

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from promptiqa.data import groups, images, sampling, splits
 from promptiqa.data.records import DatasetRecords, Record
-from promptiqa.engine.evaluate import flip_batch
+from promptiqa.engine.augment import flip_batch
 
 
 def synthetic_ds(tmp_path=None, key="toy", refs=("ref_a", "ref_b", "ref_c", "ref_d", "ref_e"), per_ref=3,

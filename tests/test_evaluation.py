@@ -16,7 +16,7 @@ import torch
 from promptiqa.cli import main as cli_main
 from promptiqa.data import IQAImages, SPLIT_SEEDS, load_dataset, make_split, normalise_labels
 from promptiqa.distributed import DistEnv
-from promptiqa.engine.evaluate import predict_split, stack_items
+from promptiqa.engine.inference import predict_split, stack_items
 from promptiqa.evaluation.features import FeatureBank
 from promptiqa.evaluation.isp import isp_main
 from promptiqa.evaluation.leakage import check_leakage

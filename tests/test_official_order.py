@@ -219,9 +219,9 @@ def test_training_and_test_py_choose_the_ispp_the_isp_command_shows(tmp_path, ca
     cfg = resolve_config(["--dataset", "koniq10k", "--data_root", f"koniq10k={root}", "--batch_size", "6",
                           "--image_size", str(micro["image_size"]), "--save_path", str(tmp_path / "run")])
     (tmp_path / "run").mkdir()
-    bundle = Trainer(cfg, DistEnv()).build_data()[0]
-    train_names = [bundle.records.records[i].name for i in bundle.split.train_indices]
-    assert [train_names[p] for p in bundle.prompt_positions] == shown
+    trainer = Trainer(cfg, DistEnv())
+    views = trainer.build_data()[0]
+    assert [views.train_names[p] for p in trainer.isp_positions["koniq10k"]] == shown
 
     # test.py (and the ISP experiments, Table 3 relabelling and the demo, which all ask EvalSession.prompt)
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ _EXPORTS = {
     "groups": ("GroupSampler", "MultiDataset", "TestShardSampler"),
     "images": ("ImageLoader", "ImageReadError", "IQAImages", "check_image_file", "read_image", "to_tensor"),
     "cache": ("ImageCache", "open_image_source", "prepare_cache"),
+    "views": ("DatasetViews", "load_views"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -172,7 +172,7 @@ class Demo:
             self.log(f"training {MODELS[model]} on {', '.join(cfg.dataset)} ({cfg.epochs} epochs, {cfg.backbone} "
                      f"{cfg.backbone_kwargs or ''} at {cfg.image_size} px)"
                      + (f"; output in {run_dir / 'train_output.txt'}" if output else ""))
-            proc = subprocess.Popen([sys.executable, "-m", "promptiqa.engine", "--config", str(settings)],
+            proc = subprocess.Popen([sys.executable, "-m", "promptiqa", "train", "--config", str(settings)],
                                     stdout=output, stderr=subprocess.STDOUT if output else None, env=env)
             procs.append((model, proc, output, run_dir))
             if not parallel:

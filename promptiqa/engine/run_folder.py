@@ -1,4 +1,6 @@
-"""A training run's folder (--save_path): its file names, the refusal to mix two runs in it, and metrics.csv.
+"""A training run's folder (--save_path): its file names (every module that reads a run uses these), the refusal
+to mix two runs in it, the log, the start files, metrics.csv and curves.png, summary.json, and the rule that picks
+the best epoch.
 
 metrics.csv is rewritten whole (atomically) from the history last.pth.tar carries, right after each checkpoint:
 a kill or a full disk at any moment leaves it equal to the checkpoint's history or one epoch behind it, and a
@@ -8,13 +10,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import platform
+import subprocess
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import numpy as np
+
+from .. import __version__
 from ..errors import ConfigError
-from ..fileio import atomic_write, remove_orphans
+from ..fileio import atomic_write, atomic_write_text, new_figure, remove_orphans, save_figure
 
 CONFIG, SPLITS, ENVIRONMENT, LOG = "config.json", "splits.json", "environment.json", "log.txt"
 METRICS, CURVES, SUMMARY = "metrics.csv", "curves.png", "summary.json"
@@ -26,6 +35,18 @@ CHECKPOINTS = (BEST, LAST)
 METRICS_COLUMNS = ("epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss", "note")
 FIGURES = ("srocc", "plcc", "krcc", "rmse", "loss")
 REQUIRED_COLUMNS = ("epoch", "dataset", "split", "srocc", "plcc")
+
+
+def selection_score(per_dataset: Mapping[str, Mapping[str, float]]) -> float:
+    """The official model-selection figure of one epoch: SROCC + PLCC summed over the datasets' test splits (NaN
+    counts as 0)."""
+    return float(sum(np.nan_to_num(m["srocc"]) + np.nan_to_num(m["plcc"]) for m in per_dataset.values()))
+
+
+def best_epoch(scores: Mapping[int, float]) -> int:
+    """The epoch the official code keeps (best_model.pth.tar): the largest selection score, the earliest of equal
+    ones."""
+    return max(sorted(scores), key=lambda e: (scores[e], -e))
 
 
 class MetricsError(ConfigError):
@@ -69,6 +90,116 @@ def clear_run(folder) -> List[str]:
     for name in RUN_FILES:
         remove_orphans(folder / name)
     return removed
+
+
+class RunLog:
+    """Timestamped lines, printed and appended to the run's log.txt by the main rank (other ranks stay quiet).
+
+    Lines logged before ``open`` are held back: the refusals before the run folder is written leave nothing."""
+
+    def __init__(self, folder, is_main: bool):
+        self.path, self.is_main = Path(folder) / LOG, is_main
+        self.pending: Optional[List[str]] = []
+
+    def __call__(self, message: str) -> None:
+        if not self.is_main:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
+        print(line, flush=True)
+        if self.pending is not None:
+            self.pending.append(line)
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def open(self) -> None:
+        """Write the held-back lines; from now on each line goes to log.txt as it is logged."""
+        lines, self.pending = self.pending or [], None
+        if self.is_main:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write("".join(line + "\n" for line in lines))
+
+    def remove_orphans(self, name: str) -> None:
+        """Delete the temporary files a killed write of ``name`` left (up to a checkpoint's size each)."""
+        for tmp in remove_orphans(self.path.parent / name):
+            self(f"removed {tmp.name}, the temporary file of an interrupted write of {name}")
+
+
+def open_run_folder(folder, config: Mapping[str, Any], splits: Mapping[str, Any], overwrite: bool,
+                    log: RunLog) -> None:
+    """Write the start files (config.json, splits.json, environment.json; log.txt from here on), once every check
+    has passed; ``overwrite`` first removes the previous run's files. Main rank only."""
+    from ..data import save_splits
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    removed = clear_run(folder) if overwrite else []
+    log.open()
+    if removed:
+        log(f"--overwrite: removed the previous run's {', '.join(removed)}")
+    for name in CHECKPOINTS:
+        log.remove_orphans(name)
+    atomic_write_text(folder / CONFIG, json.dumps(dict(config), indent=2))
+    save_splits(folder / SPLITS, dict(splits))
+    atomic_write_text(folder / ENVIRONMENT, json.dumps(environment_info(), indent=2))
+
+
+def write_history(folder, history: Sequence[Dict[str, Any]]) -> None:
+    """metrics.csv and curves.png from the history (last.pth.tar carries it): rewritten whole, atomically."""
+    folder = Path(folder)
+    if history or (folder / METRICS).exists():   # none before the first epoch; a stale one loses rows not in history
+        write_metrics(folder / METRICS, history)
+    if history:
+        plot_curves(history, folder / CURVES)
+
+
+def write_summary(folder, best: Mapping[str, Any], last: Sequence[Mapping[str, Any]], digests: Sequence[str]) -> None:
+    """summary.json: the best epoch, the last epoch's rows and every rank's weight digest (written when a run has
+    finished all its epochs)."""
+    atomic_write_text(Path(folder) / SUMMARY, json.dumps({"best": best, "last": list(last),
+                                                          "rank_weight_digests": list(digests)},
+                                                         indent=2, default=float))
+
+
+def environment_info() -> dict:
+    """Provenance of a run: git commit, Python/torch/timm versions, devices."""
+    import timm
+    import torch
+
+    from promptiqa.resources import checkout_root
+
+    root, commit = checkout_root(), None
+    try:
+        if root is not None:  # an installed package has no commit of its own
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root,
+                                    timeout=10).stdout.strip() or None
+    except Exception:
+        commit = None
+    return {"promptiqa": __version__, "git_commit": commit, "python": platform.python_version(),
+            "torch": torch.__version__, "timm": timm.__version__, "platform": platform.platform(),
+            "cuda": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in
+                                                 range(torch.cuda.device_count())]}
+
+
+def plot_curves(history: Sequence[Dict[str, Any]], path) -> None:
+    """Training loss and per-dataset test SROCC/PLCC per epoch, as a PNG (nothing without matplotlib)."""
+    try:
+        fig = new_figure(figsize=(15, 4))
+    except ImportError:
+        return
+    axes = fig.subplots(1, 3)
+    train = [r for r in history if r["split"] == "train"]
+    epochs = sorted({r["epoch"] for r in train})
+    axes[0].plot(epochs, [next(r["loss"] for r in train if r["epoch"] == e) for e in epochs], marker="o")
+    axes[0].set(title="training loss (L1)", xlabel="epoch")
+    for metric, ax in zip(("srocc", "plcc"), axes[1:]):
+        for key in sorted({r["dataset"] for r in history}):
+            rows = [r for r in history if r["split"] == "test" and r["dataset"] == key]
+            ax.plot([r["epoch"] for r in rows], [r[metric] for r in rows], marker="o", label=key)
+        ax.set(title=f"test {metric.upper()}", xlabel="epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
 
 
 def write_metrics(path, history: Sequence[Dict[str, Any]]) -> None:

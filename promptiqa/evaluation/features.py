@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..data.groups import TestShardSampler
 from ..distributed import DistEnv, all_gather_objects
-from ..engine.evaluate import autocast
+from ..devices import autocast
 
 
 class FeatureBank:

@@ -16,12 +16,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..config import check_number
+from ..data.views import DatasetViews
 from ..errors import ConfigError
 from ..metrics import compute_metrics
 from .features import FeatureBank
 from .prompts import PERTURBATIONS, check_perturbations
 from .report import markdown_table, mean_std, plot_lines, pm, write_csv, write_json, write_lines
-from .runner import EvalData, EvalSession, add_eval_options, config_from_args
+from .runner import EvalSession, add_eval_options, config_from_args
 
 DEFAULT_SIZES = (3, 5, 7, 8, 10)
 DEFAULT_CONDITIONS = ("none", "random_images", "random_scores", "inverted_scores")
@@ -48,7 +49,7 @@ class ISPExperiments:
                 self.banks[data.key] = FeatureBank(session.model, data.test, env, cfg.batch_size, cfg.workers,
                                                    cfg.amp, progress=bar)
 
-    def run(self, data: EvalData, isp_num: int, strategy: str, seed: int, perturb: Sequence[str] = ()
+    def run(self, data: DatasetViews, isp_num: int, strategy: str, seed: int, perturb: Sequence[str] = ()
             ) -> Dict[str, float]:
         """SROCC, PLCC, ... of ``data``'s test split under an ISPP of ``isp_num`` ISPs sampled as asked."""
         prompt = self.session.prompt(data, isp_num=isp_num, strategy=strategy, seed=seed, perturb=list(perturb))
@@ -64,7 +65,7 @@ def _row(experiment, data, condition, strategy, isp_num, draw, seed, metrics) ->
                 draw=draw, isp_seed=seed, **metrics)
 
 
-def _random_rows(exp: ISPExperiments, experiment: str, data: EvalData, isp_num: int, draws: int, condition="none",
+def _random_rows(exp: ISPExperiments, experiment: str, data: DatasetViews, isp_num: int, draws: int, condition="none",
                  perturb=()) -> List[dict]:
     seed0 = exp.session.cfg.isp_seed
     return [_row(experiment, data, condition, "random", isp_num, d, seed0 + d,
@@ -189,14 +190,14 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
         if session.env.is_main:
             write_csv(out / f"{name}.csv", LONG_COLUMNS, result["rows"])
             write_lines(out / f"{name}.md", [result["caption"], "", result["markdown"]])
-            leakage = {d.key: d.leakage.to_dict() for d in session.datasets}
+            leakage = {d.key: session.leakage[d.key].to_dict() for d in session.datasets}
             write_json(out / f"{name}.json", {"config": cfg.to_dict(), "checkpoint": session.describe(),
                                               "isp_num": session.isp_num, "leakage": leakage})
             print(result["caption"])
             print(result["markdown"])
             for d in session.datasets:
-                if d.leakage.warns:
-                    session.warn(d.leakage.message)
+                if session.leakage[d.key].warns:
+                    session.warn(session.leakage[d.key].message)
             files = [f"{name}.csv", f"{name}.md", f"{name}.json"] + ([f"{name}.png"] if args.experiment == "size"
                                                                        else [])
             print("wrote " + ", ".join(str(out / f) for f in files))

@@ -17,7 +17,7 @@ import torch
 
 from ..data import sample_isps
 from ..errors import ConfigError
-from ..engine.evaluate import stack_items
+from ..engine.inference import stack_items
 
 PERTURBATIONS = ("random_images", "random_scores", "inverted_scores")
 

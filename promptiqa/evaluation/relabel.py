@@ -35,6 +35,7 @@ from ..config import build_parser as build_train_parser
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
 from ..data.sampling import DEFAULT_ISP_NUM
+from ..devices import autocast, default_device
 from ..errors import ConfigError, PromptIQAError
 from .report import markdown_table, write_csv, write_json, write_lines
 from .runner import add_eval_options, borrow_option, config_from_args
@@ -200,7 +201,7 @@ def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--batch_size", type=int, default=16, help="distorted images per metric call")
     args = p.parse_args(argv)
     roots = resolve_roots(args.dataset, config=args.datasets_config, overrides=args.data_root or [])
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device) if args.device else default_device()
     metrics = build_fr_metrics(args.metrics, device)
     written = {}
     for key in args.dataset:
@@ -224,8 +225,6 @@ def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
 def finetune_few_shot(model, images: torch.Tensor, scores: torch.Tensor, steps: int, lr: float = 1e-5,
                       weight_decay: float = 1e-5, seed: int = 0, amp: str = "none", env=None):
     """A copy of a w/o-prompt model fine-tuned on the ISPs: ``steps`` full-batch Adam steps, L1 loss, train mode."""
-    from ..engine.evaluate import autocast
-
     tuned = copy.deepcopy(model)
     device = next(tuned.parameters()).device
     tuned.train()
@@ -330,12 +329,12 @@ def _write_table3(session, found, results, out: Path, extra: dict) -> None:
     write_csv(out / "table3.csv", ("method", "dataset", "source", "requirement", "srocc", "plcc", "krcc", "rmse", "n"),
               rows)
     write_json(out / "table3.json", dict(config=session.cfg.to_dict(), checkpoint=session.describe(), **extra,
-                                         leakage={d.key: d.leakage.to_dict() for d in session.datasets}))
+                                         leakage={d.key: session.leakage[d.key].to_dict() for d in session.datasets}))
     print(caption)
     print(markdown_table(header, table))
     for d in session.datasets:
-        if d.leakage.warns:
-            session.warn(d.leakage.message)
+        if session.leakage[d.key].warns:
+            session.warn(session.leakage[d.key].message)
     print(f"wrote {out / 'table3.md'}, {out / 'table3.csv'}, {out / 'table3.json'}")
 
 

@@ -9,7 +9,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text, new_figure, save_figure
 
 RESULTS_COLUMNS = ("dataset", "srocc", "plcc", "krcc", "rmse", "n")
 PREDICTIONS_COLUMNS = ("dataset", "image", "gt", "pred")
@@ -67,9 +67,8 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """matplotlib.pyplot with the process's own backend (left for the demo's plot; the library draws with
+    fileio.new_figure, which never touches the backend)."""
     import matplotlib.pyplot as plt
 
     return plt
@@ -79,11 +78,11 @@ def plot_scatter(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path) -> 
     """Prediction vs ground truth, one panel per dataset (``panels[key] = {"gt", "pred", "srocc", "plcc"}``)."""
     if not panels:
         return None
-    plt = _pyplot()
     n = len(panels)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    fig = new_figure(figsize=(3.6 * cols, 3.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (key, p) in zip(axes.flat, panels.items()):
         gt, pred = np.asarray(p["gt"]), np.asarray(p["pred"])
         ax.scatter(gt, pred, s=6, alpha=0.6)
@@ -97,15 +96,15 @@ def plot_scatter(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path) -> 
         ax.axis("off")
     fig.tight_layout()
     path = Path(path)
-    _save_figure(fig, path, plt)
+    save_figure(fig, path, dpi=110)
     return path
 
 
 def plot_lines(x: Sequence, series: Mapping[str, Mapping[str, Sequence[float]]], path: Path, xlabel: str,
                title: str = "") -> Path:
     """One panel per metric (``series[metric][label] = values over x``), one line per label."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.8), squeeze=False)
+    fig = new_figure(figsize=(5 * len(series), 3.8))
+    axes = fig.subplots(1, len(series), squeeze=False)
     for ax, (metric, lines) in zip(axes[0], series.items()):
         for label, values in lines.items():
             ax.plot(list(x), list(values), marker="o", label=label)
@@ -114,16 +113,8 @@ def plot_lines(x: Sequence, series: Mapping[str, Mapping[str, Sequence[float]]],
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    _save_figure(fig, path, plt)
+    save_figure(fig, path, dpi=110)
     return path
-
-
-def _save_figure(fig, path: Path, plt) -> None:
-    """A figure as PNG, atomically."""
-    try:
-        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
-    finally:
-        plt.close(fig)
 
 
 def write_json(path: Path, obj) -> Path:

@@ -12,6 +12,7 @@ import copy
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -19,11 +20,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..config import build_parser as build_train_parser, validate_options
-from ..data import (IQAImages, load_dataset, normalise_labels, official_train_order, open_image_source,
-                    resolve_roots, resolve_split, split_from_units)
+from ..data import resolve_roots, resolve_split, split_from_units
 from ..data.groups import TestShardSampler
 from ..data.sampling import DEFAULT_ISP_NUM
-from ..distributed import DistEnv, cleanup, init_distributed
+from ..data.views import DatasetViews, load_views
+from ..distributed import DistEnv, cleanup, init_distributed, quiet_unless_main
+from ..engine import run_folder
 from ..errors import ConfigError, run_command
 from ..metrics import compute_metrics
 from ..models import load_model
@@ -100,13 +102,13 @@ def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool 
     train = build_train_parser()
     a = parser.add_argument
     a("--checkpoint", required=checkpoint_required,
-      help="the official release file (best_model.pth.tar) or a checkpoint of this project")
+      help=f"the official release file ({run_folder.BEST}) or a checkpoint of this project")
     for dest in SHARED_OPTIONS:
         borrow_option(parser, train, dest)
     borrow_option(parser, train, "seed", help="split seed, as in train.py (default 2024, the official seed)")
     borrow_option(parser, train, "split_file",
-            help="a splits JSON (e.g. the training run's splits.json), or 'checkpoint' for the splits our checkpoint "
-                 "records")
+            help=f"a splits JSON (e.g. the training run's {run_folder.SPLITS}), or 'checkpoint' for the splits our "
+                 "checkpoint records")
     borrow_option(parser, train, "test_prompt", help="fixed: the ISPP encoded once (default); official: prompt images "
                                                "randomly flipped and re-encoded per test group of n + 1 images, as "
                                                "the official test loop")
@@ -141,28 +143,6 @@ def resolve_test_config(argv: Optional[Sequence[str]] = None) -> EvalConfig:
     return config_from_args(build_test_parser().parse_args(argv))
 
 
-@dataclass
-class EvalData:
-    """One dataset ready to evaluate: its records, split, train split (ISPP source), test split and leakage verdict."""
-
-    key: str
-    records: Any
-    split: Any
-    split_source: str
-    train: IQAImages
-    test: IQAImages
-    leakage: LeakageCheck
-    train_order: List[int]   # train positions in the official sample order: ISP sampling follows it
-
-    @property
-    def train_names(self) -> List[str]:
-        return [self.records.records[i].name for i in self.split.train_indices]
-
-    @property
-    def test_names(self) -> List[str]:
-        return [self.records.records[i].name for i in self.split.test_indices]
-
-
 class EvalSession:
     """A checkpoint loaded on this rank's device and the datasets to evaluate it on."""
 
@@ -179,8 +159,15 @@ class EvalSession:
         self.roots = resolve_roots(cfg.dataset, config=cfg.datasets_config, overrides=cfg.data_root)  # keys first
         self._own_env = env is None
         self.env = env or init_distributed(cfg)
-        if not self.env.is_main:
-            warnings.filterwarnings("ignore")
+        self._scope = ExitStack()   # until close(): other ranks' warnings silenced (they repeat rank 0's)
+        self._scope.enter_context(quiet_unless_main(self.env))
+        try:
+            self._open(cfg, trained_keys)
+        except BaseException:
+            self._scope.close()
+            raise
+
+    def _open(self, cfg: EvalConfig, trained_keys: Optional[Dict[str, str]]) -> None:
         self.log: Callable[..., None] = print if self.env.is_main else (lambda *a, **k: None)
         self.model, self.info = load_model(cfg.checkpoint, backbone=cfg.backbone, device=self.env.device,
                                            with_info=True)
@@ -197,6 +184,7 @@ class EvalSession:
         kind = "official-format file" if self.official_format else "this project's checkpoint"
         self.log(f"checkpoint {cfg.checkpoint} ({kind}, {self.model.arch}); device {self.env.device}, "
                  f"world size {self.env.world_size}")
+        self.leakage: Dict[str, LeakageCheck] = {}   # per dataset: the leakage guard's verdict
         self.datasets = [self.load(key) for key in cfg.dataset]
 
     def warn(self, message: str) -> None:
@@ -220,24 +208,18 @@ class EvalSession:
         split = resolve_split(ds, seed=cfg.seed)
         return split, f"seed {split.seed}"
 
-    def load(self, key: str) -> EvalData:
+    def load(self, key: str) -> DatasetViews:
         """Load ``key``'s records, split and images; run the leakage guard."""
-        cfg = self.cfg
-        ds = load_dataset(key, self.roots[key], label_norm=self.label_norm)
-        split, source = self._split(ds)
-        images = open_image_source(ds, self.image_size, cfg.cache_dir)
-        train = IQAImages(images, normalise_labels(ds, split.train_indices), self.image_size,
-                          indices=split.train_indices)
-        test = IQAImages(images, normalise_labels(ds, split.test_indices), self.image_size,
-                         indices=split.test_indices)
-        leakage = check_leakage(ds, split, self.info, trained_key=self.trained_keys.get(key))
+        data = load_views(key, self.roots[key], self._split, self.image_size, self.label_norm, self.cfg.cache_dir)
+        leakage = self.leakage[key] = check_leakage(data.records, data.split, self.info,
+                                                    trained_key=self.trained_keys.get(key))
         if leakage.warns:
             self.warn(leakage.message)
-        self.log(f"dataset {key}: {len(train)} train / {len(test)} test images ({source}, {ds.split_by} split), "
-                 f"labels {self.label_norm}")
-        return EvalData(key, ds, split, source, train, test, leakage, official_train_order(ds, split))
+        self.log(f"dataset {key}: {len(data.train)} train / {len(data.test)} test images ({data.split_source}, "
+                 f"{data.records.split_by} split), labels {self.label_norm}")
+        return data
 
-    def prompt(self, data: EvalData, isp_num: Optional[int] = None, strategy: Optional[str] = None,
+    def prompt(self, data: DatasetViews, isp_num: Optional[int] = None, strategy: Optional[str] = None,
                seed: Optional[int] = None, perturb: Optional[Sequence[str]] = None) -> Optional[SampledISPP]:
         """The ISPP for ``data`` (None for a model without prompts); the session's settings by default."""
         if not self.uses_prompt:
@@ -246,11 +228,11 @@ class EvalSession:
                             self.cfg.isp_seed if seed is None else seed,
                             self.perturb if perturb is None else perturb, key=data.key, order=data.train_order)
 
-    def predict(self, data: EvalData, prompt: Optional[SampledISPP], model=None) -> np.ndarray:
+    def predict(self, data: DatasetViews, prompt: Optional[SampledISPP], model=None) -> np.ndarray:
         """Predictions for ``data``'s test split, in its order (every rank gets all of them)."""
         from tqdm import tqdm
 
-        from ..engine.evaluate import predict_split
+        from ..engine.inference import predict_split
 
         cfg, env = self.cfg, self.env
         shard = len(TestShardSampler(len(data.test), env.rank, env.world_size))
@@ -274,11 +256,12 @@ class EvalSession:
                 "label_norm": config.get("label_norm"), "trained_on": sorted((config.get("splits") or {}))}
 
     def close(self) -> None:
+        self._scope.close()
         if self._own_env:
             cleanup(self.env)
 
 
-def evaluate_dataset(session: EvalSession, data: EvalData, prompt: Optional[SampledISPP] = None, model=None,
+def evaluate_dataset(session: EvalSession, data: DatasetViews, prompt: Optional[SampledISPP] = None, model=None,
                      logistic: bool = False) -> Dict[str, Any]:
     """Score ``data``'s test split under ``prompt``: metrics and predictions."""
     pred = session.predict(data, prompt, model=model)
@@ -310,7 +293,7 @@ def run_test(cfg: EvalConfig, env: Optional[DistEnv] = None) -> Dict[str, Dict[s
         for data in session.datasets:
             prompt = session.prompt(data)
             result = evaluate_dataset(session, data, prompt, logistic=cfg.plcc_logistic)
-            result.update(data=data, prompt=prompt, leakage=data.leakage)
+            result.update(data=data, prompt=prompt, leakage=session.leakage[data.key])
             results[data.key] = result
         if session.env.is_main:
             write_test_outputs(session, results, out, time.time() - started)

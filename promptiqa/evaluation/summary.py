@@ -23,7 +23,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..engine.run_folder import CONFIG, METRICS, SUMMARY, read_metrics
+from ..engine.run_folder import CONFIG, METRICS, SUMMARY, best_epoch, read_metrics, selection_score
 from ..errors import ConfigError, run_command
 from ..fileio import atomic_write
 from .report import fmt, markdown_table, write_csv, write_lines
@@ -79,15 +79,14 @@ def _float(text: str) -> float:
 
 
 def select_epochs(rows: Sequence[Mapping[str, str]]) -> Dict[str, int]:
-    """{"last": ..., "best": ...} epochs of one metrics.csv's test rows (best: max SROCC + PLCC sum, earliest)."""
-    by_epoch: Dict[int, float] = {}
+    """{"last": ..., "best": ...} epochs of one metrics.csv's test rows; "best" by training's own rule
+    (run_folder.best_epoch), so it is the epoch of the run's best_model.pth.tar."""
+    by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}
     for r in rows:
-        e = int(r["epoch"])
-        by_epoch[e] = by_epoch.get(e, 0.0) + np.nan_to_num(_float(r["srocc"])) + np.nan_to_num(_float(r["plcc"]))
+        by_epoch.setdefault(int(r["epoch"]), {})[r["dataset"]] = {m: _float(r[m]) for m in ("srocc", "plcc")}
     if not by_epoch:
         raise ConfigError("no test rows")
-    best = max(sorted(by_epoch), key=lambda e: (by_epoch[e], -e))
-    return {"last": max(by_epoch), "best": best}
+    return {"last": max(by_epoch), "best": best_epoch({e: selection_score(m) for e, m in by_epoch.items()})}
 
 
 def _seed_of(path: Path) -> Optional[int]:
@@ -150,7 +149,7 @@ def read_group(root, partial: bool = False) -> List[SeedRun]:
         try:
             run = read_seed_run(path)
         except FileNotFoundError:
-            warnings.warn(f"{path}: no metrics.csv yet; skipped")
+            warnings.warn(f"{path}: no {METRICS} yet; skipped")
             continue
         if not run.finished and not partial:
             warnings.warn(f"{path}: training has not finished (no {DONE_FILE}); skipped (summarise with --partial "

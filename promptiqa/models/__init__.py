@@ -1,6 +1,7 @@
 """PromptIQA models: construction by name and checkpoint loading (the one place that parses checkpoint files)."""
-from .checkpoint import (CheckpointError, checkpoint_config, default_device, load_checkpoint, load_model,
-                         read_checkpoint, save_checkpoint)
+from ..devices import default_device
+from .checkpoint import (CheckpointError, checkpoint_config, load_checkpoint, load_model, read_checkpoint,
+                         save_checkpoint)
 from .promptiqa import (ARCHITECTURES, DEFAULT_BACKBONE, PRESETS, BackboneWeightsError, MoNet, PromptIQA,
                         PromptIQAWithoutPrompt, build_model, create_backbone, hooked_blocks)
 

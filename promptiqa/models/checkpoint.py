@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from ..devices import default_device
 from ..errors import PromptIQAError
 from ..fileio import atomic_write
 from ..hub import resolve_checkpoint
@@ -23,11 +24,6 @@ DDP_PREFIX = "module."
 
 class CheckpointError(PromptIQAError, ValueError):
     """A file that is not a loadable PromptIQA checkpoint, or one that does not fit the model."""
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:

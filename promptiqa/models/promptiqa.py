@@ -115,12 +115,8 @@ class MoNet(nn.Module):
         )
         self.config = dict(backbone=backbone, image_size=self.image_size, backbone_kwargs=backbone_kwargs)
 
-    def image_features(self, images: torch.Tensor, groups: int = 1) -> torch.Tensor:
-        """(B, 3, S, S) images normalised to [-1, 1] -> (B, 128) quality features.
-
-        ``groups`` > 1 (training several prompt groups in one batch): BatchNorm uses each group's own batch
-        statistics, and only the first group updates the running statistics, as DDP ranks would.
-        """
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images normalised to [-1, 1] -> (B, 128) quality features."""
         views = self.vit.forward_intermediates(images, indices=self.view_blocks, norm=False, stop_early=True,
                                                output_fmt="NCHW", intermediates_only=True)
         opinions = [mal(views) for mal in self.MALs]                      # 3 x (B, C, H*W)
@@ -131,18 +127,7 @@ class MoNet(nn.Module):
         if self.grid != HEAD_GRID:
             # Small configurations: the official head only fits a 28x28 map, so other grids are resized to it.
             x = F.interpolate(x, size=(HEAD_GRID, HEAD_GRID), mode="bilinear", align_corners=False)
-        if groups == 1 or not self.training:
-            return self.cnn(x).flatten(1)
-        for layer in self.cnn:
-            if isinstance(layer, nn.BatchNorm2d):
-                chunks = x.chunk(groups)
-                x = torch.cat([F.batch_norm(c, layer.running_mean if j == 0 else None,
-                                            layer.running_var if j == 0 else None, layer.weight, layer.bias,
-                                            True, layer.momentum, layer.eps) for j, c in enumerate(chunks)])
-                layer.num_batches_tracked.add_(1)
-            else:
-                x = layer(x)
-        return x.flatten(1)
+        return self.cnn(x).flatten(1)
 
     def _add_regressor(self, drop: float) -> None:
         """Image-prompt fusion blocks, LayerNorm and the score regressor (registered last, as in the official order)."""
@@ -209,13 +194,14 @@ class PromptIQA(MoNet):
     def forward(self, images: torch.Tensor, scores: torch.Tensor, groups: int = 1) -> torch.Tensor:
         """Training-style forward: image i is scored with the other B-1 image-score pairs as its prompt -> (B,).
 
-        With ``groups`` > 1 the batch is that many equal prompt groups, each scored within itself (see
-        ``image_features``): one call then equals ``groups`` DDP ranks.
+        With ``groups`` > 1 the batch is that many equal prompt groups, each image prompted by the others of its own
+        group. (BatchNorm statistics are the BatchNorm layers' business: the training engine gives each group its
+        own, as separate processes would have them.)
         """
         if images.shape[0] % groups or images.shape[0] // groups < 2:
             raise ValueError(f"the training-style forward needs groups of at least 2 images (each is prompted by "
                              f"the others), got {images.shape[0]} images in {groups} group(s)")
-        features = self.image_features(images, groups)
+        features = self.image_features(images)
         prompts = self.prompt_fusion(_leave_one_out(self._isp_features(features, scores), groups))
         return self._regress(torch.cat([features.unsqueeze(1), prompts], dim=1))
 
@@ -234,8 +220,9 @@ class PromptIQAWithoutPrompt(MoNet):
         self.config["arch"] = self.arch
 
     def forward(self, images: torch.Tensor, scores: Optional[torch.Tensor] = None, groups: int = 1) -> torch.Tensor:
-        """(B, 3, S, S) -> (B,) scores; ``scores`` is accepted and ignored so both models share one training step."""
-        return self._regress(self.image_features(images, groups).unsqueeze(1))
+        """(B, 3, S, S) -> (B,) scores; ``scores`` and ``groups`` are accepted and ignored so both models share one
+        training step."""
+        return self._regress(self.image_features(images).unsqueeze(1))
 
     def score(self, images: torch.Tensor, prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores without a prompt (any prompt given is ignored)."""

@@ -1,38 +1,22 @@
 """Prompted evaluation: encode a dataset's ISPP once, score its test split sharded over ranks, gather the results."""
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Dict, Optional
 
 import numpy as np
 import torch
 
 from ..data import ImageLoader, IQAImages, TestShardSampler
+from ..devices import autocast
 from ..distributed import DistEnv, all_gather_objects
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, amp: str = "none"):
-    """torch.autocast for ``amp`` in {"bf16", "fp16"}; a no-op for "none"."""
-    if amp in (None, "none"):
-        return nullcontext()
-    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+from ..metrics import compute_metrics
+from .augment import flip_batch
 
 
 def stack_items(dataset: IQAImages, positions) -> tuple:
     """Images (n, 3, S, S) and labels (n,) of ``dataset`` at ``positions`` (e.g. the sampled ISPs)."""
     items = [dataset[int(i)] for i in positions]
     return torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]).float()
-
-
-def flip_batch(images: torch.Tensor, flips, flip_axis: str) -> torch.Tensor:
-    """Flip the images whose entry in ``flips`` is true; "vertical" reverses rows (the official flip)."""
-    if flip_axis == "none" or not bool(np.any(flips)):
-        return images
-    dim = {"vertical": 2, "horizontal": 3}[flip_axis]
-    mask = torch.as_tensor(np.asarray(flips), device=images.device).view(-1, 1, 1, 1)
-    return torch.where(mask, images.flip(dim), images)
 
 
 @torch.no_grad()
@@ -99,6 +83,16 @@ def broadcast_buffers(model: torch.nn.Module, env: DistEnv) -> None:
             dist.broadcast(buf.data, src=0)
 
 
-def summarise(per_dataset: Dict[str, Dict[str, float]]) -> float:
-    """The official model-selection figure: SROCC + PLCC summed over datasets (NaN counts as 0)."""
-    return float(sum(np.nan_to_num(m["srocc"]) + np.nan_to_num(m["plcc"]) for m in per_dataset.values()))
+
+def evaluate_test_splits(model, views, positions, env: DistEnv, batch_size: int = 32, amp: str = "none",
+                         official_prompt: bool = False, flip_axis: str = "vertical") -> Dict[str, Dict[str, float]]:
+    """Training's evaluation: each dataset's test split scored under the ISPP at ``positions[key]`` of its train
+    split, with rank 0's BatchNorm statistics on every rank; {dataset: SROCC, PLCC, KRCC, RMSE}."""
+    broadcast_buffers(model, env)
+    results = {}
+    for v in views:
+        images, scores = stack_items(v.train, positions[v.key])
+        pred = predict_split(model, v.test, env, images, scores, batch_size=batch_size, amp=amp,
+                             official_prompt=official_prompt, flip_axis=flip_axis)
+        results[v.key] = compute_metrics(pred, v.test.labels)
+    return results
