@@ -65,7 +65,7 @@ class Session:
         replaced = requirement.name in self.requirements
         self.requirements[requirement.name] = requirement
         return (f"{'Replaced' if replaced else 'Added'} requirement **{html.escape(requirement.name)}**: "
-                f"{requirement.prompt.n} images ({requirement.source}), scale {requirement.scale()}.")
+                f"{requirement.prompt.isp_num} images ({requirement.source}), scale {requirement.scale()}.")
 
     def next_name(self) -> str:
         """A free default name: ``requirement 1``, ``requirement 2``, ..."""
@@ -78,7 +78,7 @@ class Session:
         """The session's requirements as a Markdown table (or a line saying there are none)."""
         if not self.requirements:
             return "No requirement yet: add one above (your images, a prompt file, or a bundled example)."
-        rows = [f"| {html.escape(r.name)} | {r.prompt.n} | {r.scale()} | {html.escape(r.source)} |"
+        rows = [f"| {html.escape(r.name)} | {r.prompt.isp_num} | {r.scale()} | {html.escape(r.source)} |"
                 for r in self.requirements.values()]
         return "\n".join(["| requirement | images | scale | from |", "|---|---|---|---|", *rows])
 
