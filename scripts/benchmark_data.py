@@ -9,6 +9,7 @@ and the cost of the truncated-JPEG check the direct path makes before each decod
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
