@@ -25,7 +25,7 @@ from ..data import SPLIT_SEEDS
 from ..engine import run_folder
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
-from .runner import run_test
+from ..evaluation.runner import run_test
 from .summary import print_summary, summarise_roots
 
 DONE_MARKER = "DONE.json"

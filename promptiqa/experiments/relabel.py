@@ -38,8 +38,8 @@ from ..data.formats.common import FolderIndex
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..devices import autocast, default_device
 from ..errors import ConfigError, PromptIQAError
-from .report import markdown_table, write_csv, write_json, write_lines
-from .runner import add_eval_options, config_from_args
+from ..evaluation.report import markdown_table, write_csv, write_json, write_lines
+from ..evaluation.runner import add_eval_options, config_from_args
 
 # metric -> (label type, higher is better)
 FR_METRICS: "OrderedDict[str, tuple]" = OrderedDict(ssim=("MOS", True), fsim=("MOS", True), lpips=("DMOS", False))
@@ -268,8 +268,8 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
            finetune_weight_decay: float = 1e-5, only: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, dict]]:
     """Evaluate PromptIQA (and the w/o-prompt baselines) on the relabelled test splits; writes table3.* (main rank)."""
     from ..models import load_model
-    from .leakage import check_leakage
-    from .runner import EvalSession, evaluate_dataset
+    from ..evaluation.leakage import check_leakage
+    from ..evaluation.runner import EvalSession, evaluate_dataset
 
     started = time.time()
     found = find_relabelled(labels_dir, only)
