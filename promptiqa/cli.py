@@ -292,18 +292,18 @@ COMMANDS: Dict[str, Union[Command, Delegated]] = {
                       "promptiqa.demo.run:main"),
     # the paper's experiments that train models
     "ten-splits": Delegated("train and test on the 10 split seeds, then summarise (Table 2; scripts/ten_splits.py)",
-                            "promptiqa.evaluation.protocol:ten_splits_main"),
+                            "promptiqa.experiments.protocol:ten_splits_main"),
     "ablation": Delegated("the ablations of Table 6 over split seeds (scripts/ablation.py)",
-                          "promptiqa.evaluation.protocol:ablation_main"),
+                          "promptiqa.experiments.protocol:ablation_main"),
     "relabel": Delegated("relabel reference-based datasets with SSIM, FSIM and LPIPS (Table 3's new requirements)",
-                         "promptiqa.evaluation.relabel:relabel_main"),
+                         "promptiqa.experiments.relabel:relabel_main"),
     # the paper's experiments on a trained checkpoint
     "relabel-eval": Delegated("Table 3: PromptIQA and the w/o-prompt baselines on relabelled requirements",
-                              "promptiqa.evaluation.relabel:table3_main"),
+                              "promptiqa.experiments.relabel:table3_main"),
     "isp-experiments": Delegated("ISPP selection (Table 4), perturbation (Table 5) and size (Fig. 3) on a "
                                  "checkpoint (scripts/isp_experiments.py)", "promptiqa.evaluation.isp:isp_main"),
     "summarise": Delegated("median SROCC/PLCC over split seeds in Table 2's layout (Markdown, CSV, XLSX)",
-                           "promptiqa.evaluation.summary:main"),
+                           "promptiqa.experiments.summary:main"),
     # measuring
     "benchmark": Delegated("training and inference images/s and peak memory of a configuration on this machine "
                            "(scripts/benchmark.py)", "promptiqa.engine.benchmark:main"),

@@ -6,6 +6,7 @@ README command); the fields beyond the official ones are this project's engineer
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -13,7 +14,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -21,53 +22,83 @@ from .devices import AMP_CHOICES, FP16_REFUSAL, check_amp
 from .errors import ConfigError
 
 
+# The settings come in parts that each command takes what it needs of (train.py all of them but the ISP ones,
+# test.py and the ISP experiments the data, runtime and evaluation parts). Fields stay flat on the command's config
+# (cfg.lr, cfg.dataset), as in the YAML files and the command lines: a part is a dataclass the config inherits.
+
+
 @dataclass
-class TrainConfig:
-    # --- the official command line ---
+class DataSettings:
+    """Which datasets, where they are, how they are split and read: the same for training, testing, experiments."""
+
     dataset: List[str] = field(default_factory=list)
-    batch_size: int = 44              # images per optimiser step summed over the processes of one node
-    epochs: int = 50
-    seed: int = 2024                  # split seed; per-rank seeds are seed + 100 * rank
-    lr: float = 1e-5
-    weight_decay: float = 1e-5
-    random_flipping_rate: float = 0.1
-    random_scale_rate: float = 0.5
-    random_flipping_warmup: int = 0   # epochs over which the flipping rate ramps up from 0 (0: full rate from the start)
-    model: str = "promptiqa"
-    save_path: str = "runs/promptiqa"
-    workers: int = 4
-    dist_url: str = "env://"
-    dist_backend: Optional[str] = None  # nccl on GPUs, gloo on CPU
-    multiprocessing_distributed: bool = False
-    world_size: int = 1               # nodes, as the official code means it with --multiprocessing-distributed
-    rank: int = 0                     # node rank
-    gpu: Optional[int] = None
-    # --- data ---
     data_root: List[str] = field(default_factory=list)   # key=path overrides of configs/datasets.yaml
     datasets_config: Optional[str] = None
-    label_norm: str = "official"
     split_file: Optional[str] = None
     cache_dir: Optional[str] = None
     flip_axis: str = "vertical"       # the official "horizontal" flip really flips the height axis
     test_prompt: str = "fixed"        # "fixed": encoded once, unflipped; "official": flipped, re-encoded per test group
-    first_epoch: str = "official"     # "official": epoch 1's groups run through each dataset's official sample order
-    # --- model ---
+
+
+@dataclass
+class RuntimeSettings:
+    """Where and how a command runs: device, precision, data-loading workers, the process group."""
+
+    device: Optional[str] = None
+    gpu: Optional[int] = None
+    amp: str = "none"                 # bf16 | none (fp16 is refused: devices.FP16_REFUSAL)
+    workers: int = 4
+    dist_url: str = "env://"
+    dist_backend: Optional[str] = None  # nccl on GPUs, gloo on CPU
+
+
+@dataclass
+class ModelSettings:
+    """The architecture trained (a checkpoint records it; test.py reads it from there)."""
+
+    model: str = "promptiqa"
     backbone: str = "vit_base_patch8_224"
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
     image_size: int = 224
     pretrained_backbone: Union[bool, str] = True
     drop: float = 0.1
+
+
+@dataclass
+class OptimSettings:
+    """Optimisation and the paper's prompt augmentation. Defaults are the official train.py's."""
+
+    batch_size: int = 44              # images per optimiser step summed over the processes of one node
+    epochs: int = 50
+    lr: float = 1e-5
+    weight_decay: float = 1e-5
+    random_flipping_rate: float = 0.1
+    random_scale_rate: float = 0.5
+    random_flipping_warmup: int = 0   # epochs over which the flipping rate ramps up from 0 (0: full rate at once)
     clip_grad: Optional[float] = None   # max gradient norm (None: no clipping, as the official code)
     lr_warmup_steps: int = 0            # linear learning-rate warm-up over the first steps (0: none, as the official)
-    # --- engineering ---
-    device: Optional[str] = None
-    nprocs: Optional[int] = None      # processes per node for --multiprocessing-distributed (default: GPU count)
     groups_per_process: int = 1
+    first_epoch: str = "official"     # "official": epoch 1's groups run through each dataset's official sample order
+
+
+@dataclass
+class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
+    """train.py's settings: every part, plus the run's own."""
+
+    seed: int = 2024                  # split seed; per-rank seeds are seed + 100 * rank
+    label_norm: str = "official"
+    save_path: str = "runs/promptiqa"
+    # the official --multiprocessing-distributed mode: this process spawns nprocs ranks per node
+    multiprocessing_distributed: bool = False
+    world_size: int = 1               # nodes, as the official code means it with --multiprocessing-distributed
+    rank: int = 0                     # node rank
+    nprocs: Optional[int] = None      # processes per node for --multiprocessing-distributed (default: GPU count)
+    # how a step runs
     batch_groups: bool = False        # run a process's groups as one batch (faster, more memory)
     grad_checkpointing: bool = False
-    amp: str = "none"                 # bf16 | none (fp16 is refused: devices.FP16_REFUSAL)
     compile: bool = False
     tf32: bool = True
+    # the run
     resume: Optional[str] = None
     overwrite: bool = False           # replace the run already in save_path (refused without it)
     eval_every: int = 1
@@ -82,8 +113,7 @@ class TrainConfig:
     def validate(self, origin: Optional[Mapping[str, str]] = None) -> "TrainConfig":
         """Refuse, before any work, a setting of the wrong type, out of its range or not among its choices;
         ``origin`` maps a field to the config file it came from (named in the message). Returns self."""
-        choices = {a.dest: a.choices for a in build_parser()._actions if a.choices}
-        validate_options(self, origin, choices)
+        validate_options(self, origin, CHOICES)
         if self.rank >= self.world_size:
             raise ConfigError(f"--rank {self.rank} must be below --world-size {self.world_size} (node ranks are "
                               f"0..{self.world_size - 1})")
@@ -230,71 +260,105 @@ def _amp(value: str) -> str:
     return value
 
 
+class Option(NamedTuple):
+    """One command-line option: its flags and argparse's keyword arguments."""
+
+    flags: Tuple[str, ...]
+    kwargs: Dict[str, Any]
+
+    @property
+    def dest(self) -> str:
+        return self.kwargs.get("dest") or self.flags[-1].lstrip("-").replace("-", "_")
+
+
+def _opt(*flags: str, **kwargs: Any) -> Option:
+    return Option(flags, kwargs)
+
+
+# Every train.py option, declared once, in --help order. test.py, the experiments and the benchmark take the ones
+# they share by name (add_options), so a shared option reads and checks the same everywhere. Each defaults to None:
+# only what the user typed overrides the config file (merge_settings).
+OPTIONS: Dict[str, Option] = {option.dest: option for option in (
+    _opt("--config", help="YAML file of settings; command-line values override it"),
+    _opt("--dataset", nargs="+",
+         help="dataset keys (configs/datasets.yaml) or names given with --data_root name=x.csv"),
+    _opt("--batch_size", type=int, help="images per optimiser step summed over the processes of a node"),
+    _opt("--epochs", type=int),
+    _opt("--seed", type=int, help="split seed (the official 2024); rank r seeds torch/numpy with seed + 100 r"),
+    _opt("--lr", type=float),
+    _opt("--weight_decay", type=float),
+    _opt("--random_flipping_rate", type=float, help="probability of the prompt augmentation s -> 1 - s"),
+    _opt("--random_scale_rate", type=float, help="probability of dividing a group's scores by u ~ U(max, 1)"),
+    _opt("--random_flipping_warmup", type=int, help="epochs over which the flipping rate ramps linearly from 0 to "
+                                                    "--random_flipping_rate (default 0: the full rate from the start)"),
+    _opt("--model", choices=["promptiqa", "promptiqa_wo_prompt"]),
+    _opt("--save_path"),
+    _opt("-j", "--workers", type=int, help="data-loading workers per process (0: load in the main process)"),
+    _opt("--dist-url", dest="dist_url"),
+    _opt("--dist-backend", dest="dist_backend", choices=["nccl", "gloo"]),
+    _opt("--multiprocessing-distributed", dest="multiprocessing_distributed", action="store_const", const=True),
+    _opt("--world-size", dest="world_size", type=int, help="number of nodes (with --multiprocessing-distributed)"),
+    _opt("--rank", type=int, help="node rank (with --multiprocessing-distributed)"),
+    _opt("--gpu", type=int),
+    _opt("--data_root", action="append", metavar="KEY=PATH", help="dataset root override (repeatable)"),
+    _opt("--datasets_config", help="the key -> root YAML (default configs/datasets.yaml)"),
+    _opt("--label_norm", choices=["official", "minmax"]),
+    _opt("--split_file", help="a splits JSON (e.g. a run's splits.json) instead of --seed's splits"),
+    _opt("--cache_dir", help="prepared image caches (python -m promptiqa.data.prepare)"),
+    _opt("--flip_axis", choices=["vertical", "horizontal", "none"]),
+    _opt("--test_prompt", choices=["fixed", "official"]),
+    _opt("--first_epoch", choices=FIRST_EPOCH_MODES,
+         help="official (default): epoch 1's groups are consecutive runs of each dataset's official sample order, as "
+              "the official code serves them; shuffled: regroup at random from epoch 1 on"),
+    _opt("--backbone"),
+    _opt("--backbone_kwargs", type=json.loads, help='JSON, e.g. \'{"depth": 4, "embed_dim": 64}\''),
+    _opt("--image_size", type=int),
+    _opt("--pretrained_backbone", type=_bool_or_path, help="true (ImageNet weights from the hub), false, or a file"),
+    _opt("--drop", type=float),
+    _opt("--lr_warmup_steps", type=int,
+         help="ramp the learning rate linearly over the first N steps (default 0: none)"),
+    _opt("--clip_grad", type=float,
+         help="clip the gradient norm to this value before each step (default: no clipping)"),
+    _opt("--device"),
+    _opt("--nprocs", type=int, help="processes per node with --multiprocessing-distributed (default: GPUs)"),
+    _opt("--groups_per_process", type=int, help="groups (prompt sets) one process handles per step"),
+    _opt("--batch_groups", type=_flag, nargs="?", const=True),
+    _opt("--grad_checkpointing", type=_flag, nargs="?", const=True),
+    _opt("--amp", type=_amp, choices=AMP_CHOICES,
+         help="bf16 autocast, or none (float32); fp16 is refused: MAL's unscaled attention energies overflow it"),
+    _opt("--compile", type=_flag, nargs="?", const=True),
+    _opt("--tf32", type=_flag, nargs="?", const=True,
+         help="TF32 matrix multiplies and cuDNN convolutions on CUDA (default true; false for float32 numerics, as "
+              "configs/paper.yaml sets)"),
+    _opt("--resume", help="last.pth.tar of a run to continue"),
+    _opt("--overwrite", action="store_const", const=True,
+         help="replace the run already in --save_path (its checkpoints, metrics and log); refused without it"),
+    _opt("--eval_every", type=int),
+    _opt("--eval_batch_size", type=int),
+    _opt("--log_every", type=int),
+    _opt("--stop_after_steps", type=int, help="stop resumably after this many steps (a pre-emption drill)"),
+)}
+CHOICES: Dict[str, Sequence] = {name: o.kwargs["choices"] for name, o in OPTIONS.items() if "choices" in o.kwargs}
+
+
+def add_options(parser: argparse.ArgumentParser, names: Sequence[str], **helps: str) -> argparse.ArgumentParser:
+    """Add the OPTIONS ``names`` to ``parser``; ``helps`` gives an option the help text it shows there."""
+    for name in names:
+        option = OPTIONS[name]
+        kwargs = {**option.kwargs, **({"help": helps[name]} if name in helps else {})}
+        parser.add_argument(*option.flags, **kwargs)
+    return parser
+
+
 def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParser:
-    """The train.py command line; every option defaults to None so only what the user typed overrides the file."""
-    p = argparse.ArgumentParser(description=description, argument_default=None)
-    a = p.add_argument
-    a("--config", help="YAML file of settings; command-line values override it")
-    a("--dataset", nargs="+", help="dataset keys (configs/datasets.yaml) or names given with --data_root name=x.csv")
-    a("--batch_size", type=int, help="images per optimiser step summed over the processes of a node")
-    a("--epochs", type=int)
-    a("--seed", type=int, help="split seed (the official 2024); rank r seeds torch/numpy with seed + 100 r")
-    a("--lr", type=float)
-    a("--weight_decay", type=float)
-    a("--random_flipping_rate", type=float, help="probability of the prompt augmentation s -> 1 - s")
-    a("--random_scale_rate", type=float, help="probability of dividing a group's scores by u ~ U(max, 1)")
-    a("--random_flipping_warmup", type=int, help="epochs over which the flipping rate ramps linearly from 0 to "
-                                                 "--random_flipping_rate (default 0: the full rate from the start)")
-    a("--model", choices=["promptiqa", "promptiqa_wo_prompt"])
-    a("--save_path")
-    a("-j", "--workers", type=int, help="data-loading workers per process (0: load in the main process)")
-    a("--dist-url", dest="dist_url")
-    a("--dist-backend", dest="dist_backend", choices=["nccl", "gloo"])
-    a("--multiprocessing-distributed", dest="multiprocessing_distributed", action="store_const", const=True)
-    a("--world-size", dest="world_size", type=int, help="number of nodes (with --multiprocessing-distributed)")
-    a("--rank", type=int, help="node rank (with --multiprocessing-distributed)")
-    a("--gpu", type=int)
-    a("--data_root", action="append", metavar="KEY=PATH", help="dataset root override (repeatable)")
-    a("--datasets_config", help="the key -> root YAML (default configs/datasets.yaml)")
-    a("--label_norm", choices=["official", "minmax"])
-    a("--split_file", help="a splits JSON (e.g. a run's splits.json) instead of --seed's splits")
-    a("--cache_dir", help="prepared image caches (python -m promptiqa.data.prepare)")
-    a("--flip_axis", choices=["vertical", "horizontal", "none"])
-    a("--test_prompt", choices=["fixed", "official"])
-    a("--first_epoch", choices=FIRST_EPOCH_MODES,
-      help="official (default): epoch 1's groups are consecutive runs of each dataset's official sample order, as "
-           "the official code serves them; shuffled: regroup at random from epoch 1 on")
-    a("--backbone")
-    a("--backbone_kwargs", type=json.loads, help='JSON, e.g. \'{"depth": 4, "embed_dim": 64}\'')
-    a("--image_size", type=int)
-    a("--pretrained_backbone", type=_bool_or_path, help="true (ImageNet weights from the hub), false, or a file")
-    a("--drop", type=float)
-    a("--lr_warmup_steps", type=int, help="ramp the learning rate linearly over the first N steps (default 0: none)")
-    a("--clip_grad", type=float, help="clip the gradient norm to this value before each step (default: no clipping)")
-    a("--device")
-    a("--nprocs", type=int, help="processes per node with --multiprocessing-distributed (default: GPUs)")
-    a("--groups_per_process", type=int, help="groups (prompt sets) one process handles per step")
-    a("--batch_groups", type=_flag, nargs="?", const=True)
-    a("--grad_checkpointing", type=_flag, nargs="?", const=True)
-    a("--amp", type=_amp, choices=AMP_CHOICES,
-      help="bf16 autocast, or none (float32); fp16 is refused: MAL's unscaled attention energies overflow it")
-    a("--compile", type=_flag, nargs="?", const=True)
-    a("--tf32", type=_flag, nargs="?", const=True,
-      help="TF32 matrix multiplies and cuDNN convolutions on CUDA (default true; false for float32 numerics, as "
-           "configs/paper.yaml sets)")
-    a("--resume", help="last.pth.tar of a run to continue")
-    a("--overwrite", action="store_const", const=True,
-      help="replace the run already in --save_path (its checkpoints, metrics and log); refused without it")
-    a("--eval_every", type=int)
-    a("--eval_batch_size", type=int)
-    a("--log_every", type=int)
-    a("--stop_after_steps", type=int, help="stop resumably after this many steps (a pre-emption drill)")
-    return p
+    """The train.py command line: every option of OPTIONS."""
+    return add_options(argparse.ArgumentParser(description=description, argument_default=None), list(OPTIONS))
 
 
-def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
-    """Read a settings YAML (a path, or a shipped config's name: ``paper``, ``configs/paper.yaml``); unknown keys are
-    an error naming the file."""
+def load_yaml(path: Union[str, Path], settings: type = None) -> Dict[str, Any]:
+    """Read a settings YAML (a path, or a shipped config's name: ``paper``, ``configs/paper.yaml``) for the config
+    class ``settings`` (default TrainConfig); unknown keys and values of the wrong type are an error naming the
+    file."""
     from .resources import config_file
 
     path = config_file(path)
@@ -311,7 +375,7 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(settings or TrainConfig)
     unknown = sorted(map(str, set(data) - set(hints)))
     if unknown:
         raise ConfigError(f"{path}: unknown settings {unknown}")
@@ -323,15 +387,57 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     return data
 
 
-def resolve_config(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None
-                   ) -> TrainConfig:
-    """Defaults <- --config file <- command line."""
-    parser = parser or build_parser()
-    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+def merge_settings(settings: type, args: argparse.Namespace):
+    """The one merge every command's configuration goes through: ``settings``' defaults <- the ``--config`` YAML
+    file <- what the command line gave (options left at None were not typed); validated before it is returned."""
+    given = {k: v for k, v in vars(args).items() if v is not None and k in settings.__dataclass_fields__}
     values: Dict[str, Any] = {}
     origin: Dict[str, str] = {}
-    if args.get("config"):
-        values.update(load_yaml(args["config"]))
-        origin = {key: args["config"] for key in values if key not in args}
-    values.update(args)
-    return TrainConfig(**values).validate(origin)
+    if given.get("config"):
+        values.update(load_yaml(given["config"], settings))
+        origin = {key: given["config"] for key in values if key not in given}
+    values.update(given)
+    return settings(**values).validate(origin)
+
+
+def resolve_config(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None
+                   ) -> TrainConfig:
+    """train.py's configuration: defaults <- --config file <- command line."""
+    return merge_settings(TrainConfig, (parser or build_parser()).parse_args(argv))
+
+
+@dataclass
+class EvalConfig(RuntimeSettings, DataSettings):
+    """test.py's settings (also the ISP experiments' and Table 3's): the data and runtime parts mean what they
+    mean in train.py; the model comes from the checkpoint."""
+
+    checkpoint: str = ""
+    seed: Optional[int] = None                # split seed; None: the official 2024 (unless split_file)
+    label_norm: Optional[str] = None          # None: the checkpoint's, else official
+    backbone: Optional[str] = None            # for official-format files only (ours record it)
+    isp_strategy: str = "interval"
+    isp_num: Optional[int] = None             # None: the checkpoint's prompt_num, else 10
+    isp_seed: int = 0                         # seeds random ISP sampling and the perturbations
+    perturb: List[str] = field(default_factory=list)
+    save_path: str = "runs/test"
+    batch_size: int = 32                      # test images per forward pass per process
+    plcc_logistic: bool = False
+    plot: bool = True
+    progress: bool = True
+    config: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, origin: Optional[Mapping[str, str]] = None) -> "EvalConfig":
+        """Refuse, before any work, a setting of the wrong type, out of its range or not among its choices."""
+        validate_options(self, origin, CHOICES)
+        return self
+
+
+def evaluation_config(cfg: TrainConfig, **changes: Any) -> EvalConfig:
+    """test.py's settings for what ``cfg`` trains: its data and runtime parts and its label normalisation, its
+    evaluation batch size, and ``changes`` (the checkpoint, the split file, the output folder, ...)."""
+    shared = {f.name: copy.deepcopy(getattr(cfg, f.name))
+              for part in (DataSettings, RuntimeSettings) for f in dataclasses.fields(part)}
+    return EvalConfig(**{**shared, "label_norm": cfg.label_norm, "batch_size": cfg.eval_batch_size, **changes})

@@ -2,7 +2,7 @@
 
     python scripts/ten_splits.py --config configs/paper.yaml --save_path runs/ten_splits           # all 10, in turn
     python scripts/ten_splits.py --config configs/paper.yaml --seed_index $SLURM_ARRAY_TASK_ID      # one per job
-Every other option is train.py's and is passed through (see promptiqa/evaluation/protocol.py).
+Every other option is train.py's and is passed through (see promptiqa/experiments/protocol.py).
 """
 from promptiqa.cli import script
 

@@ -93,7 +93,7 @@ def test_best_epoch_is_the_earliest_of_the_largest_sum():
 
 
 def test_summary_reads_the_best_epoch_by_the_same_rule(tmp_path):
-    from promptiqa.evaluation.summary import select_epochs
+    from promptiqa.experiments.summary import select_epochs
 
     rows = [dict(epoch=e, dataset=d, split="test", srocc=s, plcc=p) for e, d, s, p in [
         (1, "live", 0.5, 0.5), (1, "csiq", 0.5, 0.5), (2, "live", 0.9, 0.9), (2, "csiq", 0.1, 0.1),

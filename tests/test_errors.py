@@ -42,7 +42,7 @@ def test_exit_codes_of_success_usage_interrupt_and_bugs(capsys):
 def test_every_error_class_shares_the_base():
     from promptiqa.data import DatasetError, SplitError
     from promptiqa.engine.trainer import TrainingError
-    from promptiqa.evaluation.protocol import ProtocolError
+    from promptiqa.experiments.protocol import ProtocolError
     from promptiqa.models import CheckpointError
     from promptiqa.models.promptiqa import BackboneWeightsError
     from promptiqa.predict import ImageError, PredictorError, PromptError

@@ -20,11 +20,11 @@ from promptiqa.engine.inference import predict_split, stack_items
 from promptiqa.evaluation.features import FeatureBank
 from promptiqa.evaluation.isp import isp_main
 from promptiqa.evaluation.leakage import check_leakage
-from promptiqa.evaluation.protocol import ablation_main, pick_seeds, ten_splits_main
+from promptiqa.experiments.protocol import ablation_main, pick_seeds, ten_splits_main
 from promptiqa.evaluation.prompts import build_prompt
 from promptiqa.evaluation.report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS
 from promptiqa.evaluation.runner import main as evaluate_cli
-from promptiqa.evaluation.summary import SELECTIONS, read_seed_run, summarise_roots
+from promptiqa.experiments.summary import SELECTIONS, read_seed_run, summarise_roots
 from promptiqa.models import build_model, checkpoint_config, load_model, save_checkpoint
 from tests.fixtures.datasets import build_fixture, write_csv
 
@@ -430,7 +430,7 @@ def test_isp_experiments_write_tables_and_plot(data, checkpoints, tmp_path):
 
 def test_relabel_and_table3(data, checkpoints, tmp_path, monkeypatch, capsys):
     piq = pytest.importorskip("piq")
-    from promptiqa.evaluation import relabel as relabel_module
+    from promptiqa.experiments import relabel as relabel_module
 
     real = relabel_module.build_fr_metric
 
@@ -472,7 +472,7 @@ def test_relabel_and_table3(data, checkpoints, tmp_path, monkeypatch, capsys):
 
 
 def test_few_shot_fine_tuning_fits_the_isps(checkpoints):
-    from promptiqa.evaluation.relabel import finetune_few_shot
+    from promptiqa.experiments.relabel import finetune_few_shot
 
     model = load_model(checkpoints["wo"], device="cpu")
     torch.manual_seed(0)

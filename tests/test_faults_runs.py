@@ -20,7 +20,8 @@ from promptiqa.engine import trainer as trainer_module
 from promptiqa.engine.run_folder import read_metrics
 from promptiqa.engine.trainer import launch
 from promptiqa.errors import ConfigError, run_command
-from promptiqa.evaluation import runner, summary
+from promptiqa.evaluation import runner
+from promptiqa.experiments import summary
 from promptiqa.evaluation.isp import isp_main
 from promptiqa.models import read_checkpoint
 from tests.conftest import ROOT
@@ -358,7 +359,7 @@ def test_ten_splits_restarts_a_seed_killed_before_its_first_checkpoint_and_resum
     (killed / "log.txt").write_text("[...] promptiqa 0.1.0: ...\n")
     seed_2025 = train_argv(data, root / "seed_2025", epochs=1, seed=2025, stop_after_steps=1)
     assert launch(resolve_config(seed_2025))["stopped"]
-    from promptiqa.evaluation.protocol import ten_splits_main
+    from promptiqa.experiments.protocol import ten_splits_main
 
     assert ten_splits_main(["--seeds", "2024", "2025", "--tests", "--save_path", str(root), *args]) == 0
     out = capsys.readouterr().out

@@ -8,6 +8,7 @@ reported as mean ± std (numpy, ddof=0).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from pathlib import Path
@@ -166,7 +167,7 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_isp_parser().parse_args(argv)
     cfg = config_from_args(args)
     if args.save_path is None:
-        cfg.save_path = "runs/isp"
+        cfg = dataclasses.replace(cfg, save_path="runs/isp")
     if cfg.perturb:
         raise ConfigError("--perturb is test.py's; the perturb experiment takes --conditions (none, random_images, ...)")
     for name in ("draws", "sizes"):

@@ -8,18 +8,16 @@ predictions.csv, results.json (everything needed to reproduce the numbers) and s
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 import warnings
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..config import build_parser as build_train_parser, validate_options
+from ..config import EvalConfig, add_options, merge_settings
 from ..data import resolve_roots, resolve_split, split_from_units
 from ..data.groups import TestShardSampler
 from ..data.sampling import DEFAULT_ISP_NUM
@@ -36,61 +34,10 @@ from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_tab
 CHECKPOINT_SPLITS = "checkpoint"
 
 
-@dataclass
-class EvalConfig:
-    """test.py's settings (the data, model and device options mean what they mean in train.py)."""
-
-    checkpoint: str = ""
-    dataset: List[str] = field(default_factory=list)
-    seed: Optional[int] = None                # split seed; None: the official 2024 (unless split_file)
-    split_file: Optional[str] = None          # a splits JSON, or "checkpoint" for the splits it records
-    isp_strategy: str = "interval"
-    isp_num: Optional[int] = None             # None: the checkpoint's prompt_num, else 10
-    isp_seed: int = 0                         # seeds random ISP sampling and the perturbations
-    perturb: List[str] = field(default_factory=list)
-    save_path: str = "runs/test"
-    backbone: Optional[str] = None            # for official-format files only (ours record it)
-    data_root: List[str] = field(default_factory=list)
-    datasets_config: Optional[str] = None
-    label_norm: Optional[str] = None          # None: the checkpoint's, else official
-    cache_dir: Optional[str] = None
-    device: Optional[str] = None
-    gpu: Optional[int] = None
-    dist_url: str = "env://"
-    dist_backend: Optional[str] = None
-    amp: str = "none"
-    workers: int = 4
-    batch_size: int = 32
-    test_prompt: str = "fixed"
-    flip_axis: str = "vertical"
-    plcc_logistic: bool = False
-    plot: bool = True
-    progress: bool = True
-    # read by init_distributed; test.py runs alone or under torchrun/SLURM
-    nprocs: Optional[int] = None
-    rank: int = 0
-    world_size: int = 1
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    def validate(self) -> "EvalConfig":
-        """Refuse, before any work, a setting of the wrong type or out of its range (config.NUMBER_RULES)."""
-        validate_options(self)
-        return self
-
-
-# train.py options test.py takes unchanged (one declaration of each, in promptiqa/config.py)
-SHARED_OPTIONS = ("dataset", "data_root", "datasets_config", "label_norm", "cache_dir", "backbone", "device", "gpu",
-                  "amp", "workers", "dist_url", "dist_backend", "flip_axis")
-
-
-def borrow_option(parser: argparse.ArgumentParser, source: argparse.ArgumentParser, dest: str, **changes) -> None:
-    """Add ``source``'s option ``dest`` to ``parser`` (as argparse's ``parents=`` does), with ``changes`` to it."""
-    action = copy.copy(next(a for a in source._actions if a.dest == dest))
-    for name, value in changes.items():
-        setattr(action, name, value)
-    parser._add_action(action)
+# train.py options test.py takes as they are (one declaration of each: promptiqa.config.OPTIONS)
+SHARED_OPTIONS = ("config", "dataset", "data_root", "datasets_config", "label_norm", "cache_dir", "backbone", "device",
+                  "gpu", "amp", "workers", "dist_url", "dist_backend", "flip_axis", "seed", "split_file",
+                  "test_prompt")
 
 
 def _flag(value: str) -> bool:
@@ -99,19 +46,16 @@ def _flag(value: str) -> bool:
 
 def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool = True) -> argparse.ArgumentParser:
     """The options of test.py (also the base of the ISP-experiment and Table 3 commands)."""
-    train = build_train_parser()
     a = parser.add_argument
     a("--checkpoint", required=checkpoint_required,
       help=f"the official release file ({run_folder.BEST}) or a checkpoint of this project")
-    for dest in SHARED_OPTIONS:
-        borrow_option(parser, train, dest)
-    borrow_option(parser, train, "seed", help="split seed, as in train.py (default 2024, the official seed)")
-    borrow_option(parser, train, "split_file",
-            help=f"a splits JSON (e.g. the training run's {run_folder.SPLITS}), or 'checkpoint' for the splits our "
-                 "checkpoint records")
-    borrow_option(parser, train, "test_prompt", help="fixed: the ISPP encoded once (default); official: prompt images "
-                                               "randomly flipped and re-encoded per test group of n + 1 images, as "
-                                               "the official test loop")
+    add_options(parser, SHARED_OPTIONS,
+                config="YAML file of test.py settings (the names below); command-line values override it",
+                seed="split seed, as in train.py (default 2024, the official seed)",
+                split_file=f"a splits JSON (e.g. the training run's {run_folder.SPLITS}), or 'checkpoint' for the "
+                           "splits our checkpoint records",
+                test_prompt="fixed: the ISPP encoded once (default); official: prompt images randomly flipped and "
+                            "re-encoded per test group of n + 1 images, as the official test loop")
     a("--isp_strategy", choices=["interval", "random"], help="ISP sampling from the train split (default interval)")
     a("--isp_num", type=int, help="ISPP size n (default: the checkpoint's prompt_num, else 10)")
     a("--isp_seed", type=int, help="seed of random ISP sampling and of the perturbations (default 0)")
@@ -134,9 +78,9 @@ def build_test_parser(description: str = "Evaluate a PromptIQA checkpoint on dat
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    """An EvalConfig from parsed arguments (options not given keep their defaults; unknown ones are ignored)."""
-    known = set(EvalConfig.__dataclass_fields__)
-    return EvalConfig(**{k: v for k, v in vars(args).items() if v is not None and k in known})
+    """An EvalConfig from parsed arguments: the one merge (defaults <- --config <- command line); options of other
+    commands in ``args`` are ignored."""
+    return merge_settings(EvalConfig, args)
 
 
 def resolve_test_config(argv: Optional[Sequence[str]] = None) -> EvalConfig:

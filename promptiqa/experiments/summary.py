@@ -26,7 +26,7 @@ import numpy as np
 from ..engine.run_folder import CONFIG, METRICS, SUMMARY, best_epoch, read_metrics, selection_score
 from ..errors import ConfigError, run_command
 from ..fileio import atomic_write
-from .report import fmt, markdown_table, write_csv, write_lines
+from ..evaluation.report import fmt, markdown_table, write_csv, write_lines
 
 TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("synthetic", ("live", "csiq", "tid2013", "kadid")),

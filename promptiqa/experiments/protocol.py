@@ -20,12 +20,12 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..config import TrainConfig, resolve_config
+from ..config import EvalConfig, TrainConfig, evaluation_config, resolve_config
 from ..data import SPLIT_SEEDS
 from ..engine import run_folder
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
-from .runner import EvalConfig, run_test
+from ..evaluation.runner import run_test
 from .summary import print_summary, summarise_roots
 
 DONE_MARKER = "DONE.json"
@@ -65,12 +65,8 @@ def pick_seeds(seeds: Optional[Sequence[int]] = None, seed_index: Optional[int] 
 
 def test_config(cfg: TrainConfig, folder: Path, which: str) -> EvalConfig:
     """test.py's settings for a finished run: its checkpoint, its own splits.json, its data and device options."""
-    return EvalConfig(checkpoint=str(folder / TEST_CHECKPOINTS[which]), dataset=list(cfg.dataset),
-                      split_file=str(folder / run_folder.SPLITS), save_path=str(folder / f"test_{which}"),
-                      data_root=list(cfg.data_root), datasets_config=cfg.datasets_config, label_norm=cfg.label_norm,
-                      cache_dir=cfg.cache_dir, device=cfg.device, gpu=cfg.gpu, dist_url=cfg.dist_url,
-                      dist_backend=cfg.dist_backend, amp=cfg.amp, workers=cfg.workers,
-                      batch_size=cfg.eval_batch_size, test_prompt=cfg.test_prompt, flip_axis=cfg.flip_axis)
+    return evaluation_config(cfg, checkpoint=str(folder / TEST_CHECKPOINTS[which]),
+                             split_file=str(folder / run_folder.SPLITS), save_path=str(folder / f"test_{which}"))
 
 
 def _is_main() -> bool:
@@ -116,10 +112,11 @@ def run_one(cfg: TrainConfig, folder: Path, tests: Sequence[str] = ("last", "bes
     cfg = dataclasses.replace(cfg, save_path=str(folder), resume=None, overwrite=False)
     if not (folder / run_folder.SUMMARY).is_file():
         if (folder / run_folder.LAST).is_file():
-            cfg.resume = str(folder / run_folder.LAST)
+            cfg = dataclasses.replace(cfg, resume=str(folder / run_folder.LAST))
             log(f"{folder}: resuming the interrupted training")
         elif run_folder.existing_run_files(folder):
-            cfg.overwrite = True   # killed before its first checkpoint: nothing to resume, start it again
+            # killed before its first checkpoint: nothing to resume, start it again
+            cfg = dataclasses.replace(cfg, overwrite=True)
             log(f"{folder}: the interrupted training saved no checkpoint; starting it again")
         outcome = launch(cfg)
         # every in-process rank gets the outcome; only --multiprocessing-distributed's parent gets None and then

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import sys
 import time
@@ -31,14 +32,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import build_parser as build_train_parser
+from ..config import add_options
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..devices import autocast, default_device
 from ..errors import ConfigError, PromptIQAError
-from .report import markdown_table, write_csv, write_json, write_lines
-from .runner import add_eval_options, borrow_option, config_from_args
+from ..evaluation.report import markdown_table, write_csv, write_json, write_lines
+from ..evaluation.runner import add_eval_options, config_from_args
 
 # metric -> (label type, higher is better)
 FR_METRICS: "OrderedDict[str, tuple]" = OrderedDict(ssim=("MOS", True), fsim=("MOS", True), lpips=("DMOS", False))
@@ -192,9 +193,7 @@ def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
     """scripts/relabel_fr.py relabel."""
     p = argparse.ArgumentParser(description="Relabel reference-based datasets with SSIM, FSIM and LPIPS (piq)",
                                 argument_default=None)
-    train = build_train_parser()
-    for dest in ("data_root", "datasets_config", "device"):
-        borrow_option(p, train, dest)
+    add_options(p, ("data_root", "datasets_config", "device"))
     p.add_argument("--dataset", nargs="+", default=["tid2013", "kadid"], choices=sorted(REFERENCE_FILES))
     p.add_argument("--metrics", nargs="+", default=list(FR_METRICS), choices=list(FR_METRICS))
     p.add_argument("--out_dir", default="data/relabelled", help="where the csv label files go")
@@ -269,15 +268,14 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
            finetune_weight_decay: float = 1e-5, only: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, dict]]:
     """Evaluate PromptIQA (and the w/o-prompt baselines) on the relabelled test splits; writes table3.* (main rank)."""
     from ..models import load_model
-    from .leakage import check_leakage
-    from .runner import EvalSession, evaluate_dataset
+    from ..evaluation.leakage import check_leakage
+    from ..evaluation.runner import EvalSession, evaluate_dataset
 
     started = time.time()
     found = find_relabelled(labels_dir, only)
-    cfg.dataset = list(found)
-    cfg.data_root = list(cfg.data_root) + [f"{name}={path}" for name, (_, _, path) in found.items()]
-    if cfg.isp_num is None:
-        cfg.isp_num = DEFAULT_ISP_NUM
+    cfg = dataclasses.replace(cfg, dataset=list(found),
+                              data_root=list(cfg.data_root) + [f"{name}={path}" for name, (_, _, path) in found.items()],
+                              isp_num=DEFAULT_ISP_NUM if cfg.isp_num is None else cfg.isp_num)
     session = EvalSession(cfg, trained_keys={name: source for name, (source, _, _) in found.items()})
     try:
         if not session.uses_prompt:
@@ -354,7 +352,7 @@ def table3_main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("table3 takes its datasets from --labels_dir (restrict them with --only)")
     cfg = config_from_args(args)
     if args.save_path is None:
-        cfg.save_path = "runs/table3"
+        cfg = dataclasses.replace(cfg, save_path="runs/table3")
     table3(cfg, args.labels_dir, args.baseline, args.finetune_steps, args.finetune_lr, args.finetune_weight_decay,
            args.only)
     return 0
