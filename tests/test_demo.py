@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,7 @@ def test_the_shipped_configs_are_valid():
     assert sum(len(requirement(r).aspects) == 1 for r in default.train_requirements) >= 2   # the matrix's subject
 
 
-def test_config_refusals(tmp_path):
+def test_config_refusals(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"colour": 1}))
     with pytest.raises(ValueError, match="unknown demo settings"):
@@ -163,10 +164,13 @@ def test_config_refusals(tmp_path):
     path.write_text(yaml.safe_dump({"train": {"learning_rate": 1}}))
     with pytest.raises(ValueError, match="unknown train.py settings"):
         DemoConfig.from_yaml(path)
-    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    capsys.readouterr()
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 1         # one error line, exit 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: demo config not found: {tmp_path / 'missing.yaml'}"]
 
 
-def test_shortened_demo_runs_end_to_end(tmp_path, capsys):
+def test_shortened_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     """Generation, both trainings, prompted evaluation, the prompt x labels matrix, the prompt effect, the targets,
     the plot and the scoring-CLI call."""
     config = {
@@ -235,3 +239,13 @@ def test_shortened_demo_runs_end_to_end(tmp_path, capsys):
             "SROCC >= 0.3 on blur_noise (unseen; its own prompt, its held-out set)"} <= whats
     md = (run / "results.md").read_text()
     assert "SROCC" in md and "over all 25 held-out images" in md
+    assert "| noise |" in md and md.count("| prompt \\ labels |") == 2            # both matrices, row by row
+    # determinism for a seed: the same config again (prompted model only) gives the same predictions and matrix.
+    # Alone, it would train on every core; side by side each model had its share, and float sums depend on that.
+    monkeypatch.setenv("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // 2)))
+    path.write_text(yaml.safe_dump({**config, "save_path": str(tmp_path / "again")}))
+    assert main(["--config", str(path), "--no_baseline"]) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())["models"]
+    assert set(again) == {"promptiqa"}
+    assert again["promptiqa"]["cross_srocc"] == prompted["cross_srocc"]
+    assert again["promptiqa"]["requirements"]["demo_ssim"]["pred_pool"] == a

@@ -453,6 +453,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = DemoConfig.from_yaml(args.config, full=args.full, overrides=overrides)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 1
     Demo(cfg).run()
     return 0
