@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import yaml
 
 from promptiqa.data.registry import load_dataset
 from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig, main
-from promptiqa.demo.synthetic import DISTORTIONS, REQUIREMENT_NAMES, generate
+from promptiqa.demo.synthetic import (DISTORTIONS, REQUIREMENT_NAMES, SINGLE_ASPECTS, example_set, generate,
+                                      read_images, requirement, requirement_labels, severity)
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble"]
 
@@ -42,24 +44,85 @@ def test_generator_writes_every_requirement_in_the_csv_kind(tiny):
     data = tiny / "a"
     meta = json.loads((data / "dataset.json").read_text())
     assert meta["images"] == 3 * 2 * len(DISTORTIONS) * 5 and len(meta["references"]) == 6
+    facts = _read(data / "images.csv")
+    images = [r["image"] for r in facts]
+    assert len(images) == 150 and all((data / name).is_file() for name in images)
     rows = {r: _read(data / f"{r}.csv") for r in REQUIREMENT_NAMES}
-    images = [r["image"] for r in rows["ssim"]]
-    assert all([r["image"] for r in v] == images for v in rows.values())      # same images, same order
-    assert all((data / name).is_file() for name in images)
+    for name in ("ssim", "dssim", "psnr"):          # the metric requirements list every image, in the same order
+        assert [r["image"] for r in rows[name]] == images
     ssim = np.array([float(r["score"]) for r in rows["ssim"]])
     assert np.allclose(np.array([float(r["score"]) for r in rows["dssim"]]), 1 - ssim)
     kinds = np.array([r["distortion"] for r in rows["ssim"]])
-    for single in ("noise", "blur"):
-        scores = np.array([float(r["score"]) for r in rows[single]])
-        assert (scores[kinds != single] == 1.0).all() and np.allclose(scores[kinds == single], ssim[kinds == single])
     levels = np.array([int(r["level"]) for r in rows["ssim"]])
     psnr = np.array([float(r["score"]) for r in rows["psnr"]])
     for kind in DISTORTIONS:       # stronger levels are worse on average under both metrics
         for metric in (ssim, psnr):
             means = [metric[(kinds == kind) & (levels == lv)].mean() for lv in range(1, 6)]
             assert means[0] > means[-1], (kind, means)
+    colour_loss = np.array([float(r["colour_loss"]) for r in facts])
+    means = [colour_loss[(kinds == "saturation") & (levels == lv)].mean() for lv in range(1, 6)]
+    assert all(a < b for a, b in zip(means, means[1:])), means      # desaturation loses colour level by level
     ds = load_dataset("demo_ssim", data / "ssim.csv")
     assert ds.split_by == "reference" and len(ds.units) == 6 and len(ds.records) == 150
+    assert len(load_dataset("demo_blur", data / "blur.csv").units) == 6     # every reference: the splits agree
+
+
+def test_aspect_requirements_penalise_only_their_aspect_with_one_score_distribution(tiny):
+    """Only the aspect's images score below 1, ranked by severity; every single-aspect requirement has the same
+    scores; the set holds as many other images, spread over the other distortions and levels."""
+    data = tiny / "a"
+    facts = {r["image"]: r for r in _read(data / "images.csv")}
+    marginals = []
+    for aspect in SINGLE_ASPECTS:
+        rows = _read(data / f"{aspect}.csv")
+        scores = np.array([float(r["score"]) for r in rows])
+        mine = np.array([r["distortion"] == aspect for r in rows])
+        assert mine.sum() == 30 and len(rows) == 60                    # 6 references x 5 levels, and as many others
+        assert (scores[~mine] == 1.0).all() and (scores[mine] < 1.0).all()
+        assert sorted(scores[mine]) == pytest.approx(np.arange(30) / 30)
+        loss = np.array([severity(facts[r["image"]]) for r in rows])[mine]
+        assert (np.diff(scores[mine][np.argsort(-loss, kind="stable")]) > 0).all()   # more severe, lower score
+        others = [(r["distortion"], r["level"]) for r in rows if r["distortion"] != aspect]
+        counts = [others.count((k, str(lv))) for k in DISTORTIONS if k != aspect for lv in range(1, 6)]
+        assert max(counts) - min(counts) <= 1 and sum(counts) == 30
+        dmos = np.array([float(r["score"]) for r in _read(data / f"{aspect}_dmos.csv")])
+        assert np.allclose(dmos, 1 - scores)
+        marginals.append(sorted(scores))
+    assert all(m == marginals[0] for m in marginals)
+    rows = _read(data / "blur_noise.csv")
+    scores = np.array([float(r["score"]) for r in rows])
+    both = np.array([r["distortion"] in ("blur", "noise") for r in rows])
+    assert both.sum() == 60 and len(rows) == 120 and (scores[~both] == 1).all() and (scores[both] < 1).all()
+
+
+def test_a_label_file_may_take_fewer_others(tmp_path):
+    """others_per_reference sets how many images of other distortions a training label file takes per reference;
+    the scores do not change, and the balanced set (what the demo evaluates on) stays available."""
+    meta = generate(tmp_path, size=32, crops_per_photo=2, seed=3, photos=PHOTOS[:2], requirements=["ssim", "noise"],
+                    others_per_reference=2, progress=False)
+    assert meta["requirements"]["noise"]["images"] == 4 * (5 + 2)
+    rows = _read(tmp_path / "noise.csv")
+    assert all(sum(r["reference"] == ref and r["distortion"] != "noise" for r in rows) == 2
+               for ref in meta["references"])
+    facts = read_images(tmp_path)
+    scores, balanced = requirement_labels("noise", facts)
+    assert balanced.sum() == 40
+    by_name = dict(zip([f["image"] for f in facts], scores))
+    assert all(float(r["score"]) == by_name[r["image"]] for r in rows)
+
+
+def test_interval_sampled_examples_show_the_penalised_aspect(tiny):
+    """An aspect requirement's interval-sampled ISPP (what the web app bundles) holds its aspect's images spread over
+    the severities and as many images of other distortions scored as clean."""
+    for aspect in SINGLE_ASPECTS:
+        pairs = example_set(tiny / "a", aspect, n=10)
+        assert len(pairs) == 10 and all(Path(p).is_file() for p, _ in pairs)
+        low = [Path(p).name for p, s in pairs if s < 1]
+        assert len(low) == 5 and all(f"_{aspect}" in name for name in low)
+        assert min(s for _, s in pairs) == 0.0
+        assert example_set(tiny / "a", f"{aspect}_dmos", n=10) == [(p, 1 - s) for p, s in pairs]  # reversed
+    with pytest.raises(ValueError, match="unknown requirement 'sharpness'"):
+        example_set(tiny / "a", "sharpness")
 
 
 def test_generator_is_deterministic_and_seeded(tiny):
@@ -86,10 +149,11 @@ def test_the_shipped_configs_are_valid():
     full = DemoConfig.from_yaml(DEFAULT_CONFIG, full=True)
     assert default.train["pretrained_backbone"] is False              # nothing is downloaded
     assert full.train["epochs"] > default.train["epochs"]
-    assert set(default.mirror) <= set(default.train_requirements) and default.unseen_requirements
+    assert set(default.mirror) <= set(default.requirements) and default.unseen_requirements
+    assert sum(len(requirement(r).aspects) == 1 for r in default.train_requirements) >= 2   # the matrix's subject
 
 
-def test_config_refusals(tmp_path):
+def test_config_refusals(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"colour": 1}))
     with pytest.raises(ValueError, match="unknown demo settings"):
@@ -100,15 +164,19 @@ def test_config_refusals(tmp_path):
     path.write_text(yaml.safe_dump({"train": {"learning_rate": 1}}))
     with pytest.raises(ValueError, match="unknown train.py settings"):
         DemoConfig.from_yaml(path)
-    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    capsys.readouterr()
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 1         # one error line, exit 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: demo config not found: {tmp_path / 'missing.yaml'}"]
 
 
-def test_shortened_demo_runs_end_to_end(tmp_path, capsys):
-    """Generation, both trainings, prompted evaluation, the prompt effect, the plot and the scoring-CLI call."""
+def test_shortened_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    """Generation, both trainings, prompted evaluation, the prompt x labels matrix, the prompt effect, the targets,
+    the plot and the scoring-CLI call."""
     config = {
         "data": {"out": str(tmp_path / "data"), "size": 32, "crops_per_photo": 1, "seed": 0, "photos": PHOTOS},
-        "train_requirements": ["ssim", "dssim", "psnr", "noise"], "unseen_requirements": ["blur"],
-        "mirror": ["ssim", "dssim"], "score_requirement": "ssim", "score_images": 3, "baseline": True,
+        "train_requirements": ["ssim", "dssim", "blur", "noise"], "unseen_requirements": ["blur_noise"],
+        "mirror": ["ssim", "dssim"], "score_requirement": "noise", "score_images": 3, "baseline": True,
         "save_path": str(tmp_path / "run"),
         "train": {"backbone": "vit_tiny_patch16_224", "image_size": 32, "pretrained_backbone": False,
                   "backbone_kwargs": {"depth": 4, "embed_dim": 32, "num_heads": 2, "patch_size": 8},
@@ -120,30 +188,64 @@ def test_shortened_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "prompt effect (ssim vs dssim prompt)" in out and "no (unseen)" in out
+    assert "PromptIQA SROCC, prompt of one requirement (rows) against the labels of each (columns)" in out
     run = tmp_path / "run"
-    for name in ("results.json", "results.md", "results.png", "prompt_ssim.csv", "scores_ssim.csv",
+    for name in ("results.json", "results.md", "results.png", "prompt_noise.csv", "scores_noise.csv",
                  "promptiqa/last.pth.tar", "promptiqa_wo_prompt/last.pth.tar"):
         assert (run / name).is_file(), name
     results = json.loads((run / "results.json").read_text())
     prompted, baseline = results["models"]["promptiqa"], results["models"]["promptiqa_wo_prompt"]
-    assert set(prompted["requirements"]) == {f"demo_{r}" for r in ["ssim", "dssim", "psnr", "noise", "blur"]}
+    reqs = ["ssim", "dssim", "blur", "noise", "blur_noise"]
+    assert set(prompted["requirements"]) == {f"demo_{r}" for r in reqs}
     assert results["n_test_images"] == 25                             # 1 of 5 references held out, 25 images
-    assert not prompted["requirements"]["demo_blur"]["seen"] and prompted["requirements"]["demo_ssim"]["seen"]
+    pool = prompted["test_images"]
+    noise = prompted["requirements"]["demo_noise"]
+    assert len(noise["images"]) == 10                                 # its 5 noisy images and 5 others
+    assert sum("_noise" in n for n in noise["images"]) == 5
+    assert not prompted["requirements"]["demo_blur_noise"]["seen"] and prompted["requirements"]["demo_ssim"]["seen"]
     assert baseline["prompt_effect"] == pytest.approx(1.0)            # no prompt: identical predictions
-    assert -1.0 <= prompted["prompt_effect"] <= 1.0
-    # the prompt effect is the Spearman correlation of the two prompts' predictions on the same images
     from scipy.stats import spearmanr
 
-    a = prompted["requirements"]["demo_ssim"]["pred"]
-    b = prompted["requirements"]["demo_dssim"]["pred"]
+    # the prompt effect is the Spearman correlation of the two prompts' predictions on the same images
+    a = prompted["requirements"]["demo_ssim"]["pred_pool"]
+    b = prompted["requirements"]["demo_dssim"]["pred_pool"]
     assert prompted["prompt_effect"] == pytest.approx(spearmanr(a, b)[0])
-    assert len(prompted["requirements"]["demo_ssim"]["prompt"]) == 10  # g - 1 ISPs, from the train split
+    # matrix entry (prompt P, labels L): P's predictions on L's held-out set against L's labels there ...
+    blur = prompted["requirements"]["demo_blur"]
+    at = [pool.index(n) for n in blur["images"]]
+    assert prompted["cross_srocc"]["demo_noise"]["demo_blur"] == pytest.approx(
+        spearmanr(np.array(noise["pred_pool"])[at], blur["gt"])[0])
+    assert prompted["cross_srocc"]["demo_noise"]["demo_noise"] == pytest.approx(noise["metrics"]["srocc"])
+    # ... and over every held-out image, against the generator's labels of them
+    facts = read_images(tmp_path / "data")
+    labels = dict(zip([r["image"] for r in facts], requirement_labels("blur", facts)[0]))
+    assert prompted["cross_srocc_pool"]["demo_noise"]["demo_blur"] == pytest.approx(
+        spearmanr(noise["pred_pool"], [labels[n] for n in pool])[0])
+    rows = list(baseline["cross_srocc"].values())                     # without a prompt every row is the same
+    assert all(r == pytest.approx(rows[0], nan_ok=True) for r in rows)
+    # the noise ISPP (g - 1 ISPs, interval-sampled from the train split) shows noisy images below clean ones
+    isp = noise["prompt"]
+    assert len(isp) == 10 and sum("_noise" in p["image"] and p["score"] < 1 for p in isp) >= 4
     # held-out images only: no test reference appears in the prompt
-    test_refs = {Path(n).name.split("_")[0] for n in prompted["test_images"]}
-    assert not test_refs & {Path(p["image"]).name.split("_")[0] for p in prompted["requirements"]["demo_ssim"]["prompt"]}
-    # the CLI scored held-out images on the SSIM scale given by the prompt's range
+    test_refs = {Path(n).name.split("_")[0] for n in pool}
+    assert not test_refs & {Path(p["image"]).name.split("_")[0] for p in isp}
+    # the CLI scored held-out images of the noise set on the prompt's scale
     scored = results["scored"]
-    assert len(scored) == 3
-    raw = [float(r["score"]) for r in _read(tmp_path / "data" / "ssim.csv")]
-    assert all(min(raw) - 1e-6 <= s["predicted"] <= max(raw) + 1e-6 for s in scored)
-    assert {t["what"] for t in results["targets"]} >= {"prompt effect <= -0.5", "SROCC >= 0.5 on ssim (its own prompt)"}
+    assert len(scored) == 3 and all(s["image"] in noise["images"] for s in scored)
+    assert all(-1e-6 <= s["predicted"] <= 1 + 1e-6 for s in scored)
+    whats = {t["what"] for t in results["targets"]}
+    assert {"prompt effect <= -0.5", "SROCC >= 0.6 on noise (its own prompt, its held-out set)",
+            "noise prompt: own SROCC - best other single-aspect SROCC >= 0.2",
+            "SROCC >= 0.3 on blur_noise (unseen; its own prompt, its held-out set)"} <= whats
+    md = (run / "results.md").read_text()
+    assert "SROCC" in md and "over all 25 held-out images" in md
+    assert "| noise |" in md and md.count("| prompt \\ labels |") == 2            # both matrices, row by row
+    # determinism for a seed: the same config again (prompted model only) gives the same predictions and matrix.
+    # Alone, it would train on every core; side by side each model had its share, and float sums depend on that.
+    monkeypatch.setenv("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // 2)))
+    path.write_text(yaml.safe_dump({**config, "save_path": str(tmp_path / "again")}))
+    assert main(["--config", str(path), "--no_baseline"]) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())["models"]
+    assert set(again) == {"promptiqa"}
+    assert again["promptiqa"]["cross_srocc"] == prompted["cross_srocc"]
+    assert again["promptiqa"]["requirements"]["demo_ssim"]["pred_pool"] == a

@@ -1,15 +1,24 @@
 """A synthetic-distortion IQA dataset built from the colour photographs that ship inside scikit-image.
 
-Reference crops of the bundled photographs are degraded by five distortion types at five levels and labelled under
-several *assessment requirements*, each computed by a full-reference metric (scikit-image's PSNR and SSIM). Every
-requirement is one label file in the ``csv`` dataset kind (``image,score,reference``), so each is a dataset of its
-own and all of them split alike by reference:
+Reference crops of the bundled photographs are degraded by five distortion types (blur, noise, JPEG, contrast
+reduction, desaturation) at five levels and labelled under several *assessment requirements*:
+
+- metric requirements score every image by a full-reference metric: ``ssim`` (MOS-like), ``dssim`` = 1 - SSIM
+  (its DMOS-like mirror), ``psnr``;
+- aspect requirements say which quality aspects matter: ``blur``, ``noise``, ``jpeg``, ``contrast``, ``saturation``
+  (only that distortion counts; the web app calls them sharpness, noise, JPEG, contrast, colourfulness) and the
+  combination ``blur_noise``, each also in a reversed DMOS-like form (``<name>_dmos``). Their labels are ranks, so
+  every single-aspect requirement has the same score distribution (see ``Requirement``).
+
+Every requirement is one label file in the ``csv`` dataset kind (``image,score,reference``), so each is a dataset of
+its own, and all of them split alike by reference (every file holds every reference):
 
     python -m promptiqa.demo.synthetic --out data/demo --seed 0
 
-Output: ``images/<reference>_<distortion><level>.png`` (lossless, at the model's input size), ``<requirement>.csv``
-per requirement, and ``dataset.json`` (the settings, the requirements' meanings and polarities, the file list).
-The output is a pure function of the settings and the seed.
+Output: ``images/<reference>_<distortion><level>.png`` (lossless, at the model's input size), ``images.csv`` (every
+image's distortion, level, SSIM, PSNR and colourfulness loss), ``<requirement>.csv`` per requirement, and
+``dataset.json`` (the settings and the requirements' meanings, polarities and sizes). The output is a pure function
+of the settings and the seed. ``example_set(folder, "noise")`` gives a requirement's ready-made 10-pair prompt.
 """
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # The colour photographs scikit-image ships in its wheel (no download); name -> loader.
 def _photo_loaders() -> Dict[str, Callable[[], np.ndarray]]:
@@ -55,26 +64,58 @@ LEVELS = {
 }
 DISTORTIONS = tuple(LEVELS)
 PSNR_CAP = 60.0     # dB: an unchanged image (PSNR infinite) and near-copies score this
+# What an aspect's images are ranked by (how much of the aspect a distortion removed, seen against the reference):
+# SSIM loss, except for saturation, which SSIM hardly sees: the loss of colourfulness (Hasler & Suesstrunk 2003).
+ASPECT_MEASURE = {"blur": "ssim", "noise": "ssim", "jpeg": "ssim", "contrast": "ssim", "saturation": "colour_loss"}
+FACTS = ("image", "reference", "distortion", "level", "ssim", "psnr", "colour_loss")     # the columns of images.csv
 
 
 @dataclass(frozen=True)
 class Requirement:
-    """An assessment requirement: how one full-reference metric scores a distorted image."""
+    """An assessment requirement: which images it scores and how.
+
+    With ``aspects`` empty it scores every image by a full-reference metric (``metric``). With ``aspects`` it is an
+    aspect requirement: only those distortions count. Each aspect's images get the scores 0, 1/n, ..., (n-1)/n by
+    rank of severity (most severe lowest; n images of that distortion), every other image 1; the requirement's
+    image set is its aspects' images plus as many others. So every single-aspect requirement has the same score
+    distribution, and only which image carries which score tells one from another.
+    """
 
     name: str
     description: str
     higher_is_better: bool
-    mirror_of: Optional[str] = None     # the MOS-like requirement this one is the DMOS-like mirror of
+    metric: Optional[str] = None          # "ssim" or "psnr", for a requirement without aspects
+    aspects: Tuple[str, ...] = ()
+    mirror_of: Optional[str] = None       # the requirement this one is the reversed (DMOS-like) form of
+
+    @property
+    def is_aspect(self) -> bool:
+        return bool(self.aspects)
+
+
+# What issue 23's web app calls the aspects: blur costs sharpness, desaturation costs colourfulness.
+ASPECT_WORDS = {"blur": "sharpness", "noise": "noise", "jpeg": "JPEG artefacts", "contrast": "contrast",
+                "saturation": "colourfulness"}
+
+
+def _aspect_requirements(aspects: Tuple[str, ...]) -> Tuple[Requirement, Requirement]:
+    name = "_".join(aspects)
+    words = " and ".join(ASPECT_WORDS[a] for a in aspects)
+    verb = "counts" if len(aspects) == 1 else "count"
+    return (Requirement(name, f"only {words} {verb}: {' and '.join(aspects)} images scored by rank of severity (0 the "
+                              f"most severe), every other image 1 (MOS-like)", True, aspects=aspects),
+            Requirement(f"{name}_dmos", f"the reversed form of {name}: 1 - its score (DMOS-like, lower is better)",
+                        False, aspects=aspects, mirror_of=name))
 
 
 REQUIREMENTS = (
-    Requirement("ssim", "SSIM to the reference (structure; MOS-like)", True),
-    Requirement("dssim", "1 - SSIM (a distance; DMOS-like, lower is better)", False, mirror_of="ssim"),
-    Requirement("psnr", "PSNR to the reference in dB (pixel fidelity)", True),
-    Requirement("noise", "only noise matters: SSIM for noisy images, 1 for every other distortion", True),
-    Requirement("blur", "only blur matters: SSIM for blurred images, 1 for every other distortion", True),
-)
+    Requirement("ssim", "SSIM to the reference (structure; MOS-like)", True, metric="ssim"),
+    Requirement("dssim", "1 - SSIM (a distance; DMOS-like, lower is better)", False, metric="ssim",
+                mirror_of="ssim"),
+    Requirement("psnr", "PSNR to the reference in dB (pixel fidelity)", True, metric="psnr"),
+) + tuple(r for aspects in [(k,) for k in DISTORTIONS] + [("blur", "noise")] for r in _aspect_requirements(aspects))
 REQUIREMENT_NAMES = tuple(r.name for r in REQUIREMENTS)
+SINGLE_ASPECTS = DISTORTIONS      # the single-aspect requirements (MOS form) are named after their distortion
 
 
 def requirement(name: str) -> Requirement:
@@ -143,42 +184,114 @@ def distort(img: np.ndarray, kind: str, level: int, rng: np.random.Generator) ->
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def colourfulness(img: np.ndarray) -> float:
+    """Hasler & Suesstrunk's colourfulness of an RGB image (0 for grey; about 100 for very colourful photographs)."""
+    x = img.astype(np.float64)
+    rg, yb = x[..., 0] - x[..., 1], 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
 def fr_metrics(ref: np.ndarray, img: np.ndarray) -> Dict[str, float]:
-    """Full-reference SSIM (over RGB, 7x7 windows) and PSNR (dB, capped at PSNR_CAP) of ``img`` against ``ref``,
-    by scikit-image."""
+    """Full-reference SSIM (over RGB, 7x7 windows), PSNR (dB, capped at PSNR_CAP), both by scikit-image, and the
+    colourfulness ``img`` lost against ``ref``."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+    colour_loss = colourfulness(ref) - colourfulness(img)
     if np.array_equal(ref, img):    # e.g. desaturating a grey patch: PSNR would be infinite
-        return {"ssim": 1.0, "psnr": PSNR_CAP}
+        return {"ssim": 1.0, "psnr": PSNR_CAP, "colour_loss": 0.0}
     return {"ssim": float(structural_similarity(ref, img, channel_axis=2, data_range=255)),
-            "psnr": min(PSNR_CAP, float(peak_signal_noise_ratio(ref, img, data_range=255)))}
+            "psnr": min(PSNR_CAP, float(peak_signal_noise_ratio(ref, img, data_range=255))),
+            "colour_loss": colour_loss}
 
 
-def requirement_score(name: str, metrics: Dict[str, float], kind: str) -> float:
-    """The score of one distorted image under requirement ``name``."""
-    if name == "ssim":
-        return metrics["ssim"]
-    if name == "dssim":
-        return 1.0 - metrics["ssim"]
-    if name == "psnr":
-        return metrics["psnr"]
-    if name in ("noise", "blur"):     # a single-distortion requirement: other distortions do not count
-        return metrics["ssim"] if kind == name else 1.0
-    raise ValueError(f"unknown requirement {name!r}; choose from {', '.join(REQUIREMENT_NAMES)}")
+def severity(row: dict) -> float:
+    """How much of its distortion's aspect an image lost (larger is worse), by ASPECT_MEASURE."""
+    measure = ASPECT_MEASURE[row["distortion"]]
+    return 1.0 - float(row["ssim"]) if measure == "ssim" else float(row[measure])
+
+
+def requirement_labels(name: str, rows: Sequence[dict], others: Optional[int] = None
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+    """(score of every row under requirement ``name``, whether the row belongs to the requirement's image set).
+
+    ``rows`` are all the images of a dataset (images.csv): an aspect requirement ranks each aspect's images among
+    all of that distortion's images; its set is its aspects' images plus ``others`` images of other distortions
+    per reference (default: as many as it has of its aspects, the balanced set the demo evaluates on)."""
+    req = requirement(name)
+    kinds = np.array([r["distortion"] for r in rows])
+    if not req.is_aspect:
+        scores = np.array([float(r[req.metric]) for r in rows])
+        return (1.0 - scores if req.mirror_of else scores), np.ones(len(rows), bool)
+    missing = sorted(set(req.aspects) - set(kinds))
+    if missing:
+        raise ValueError(f"requirement {name!r} needs the distortion(s) {missing}, which the dataset lacks")
+    scores = np.ones(len(rows))
+    for kind in req.aspects:
+        idx = np.flatnonzero(kinds == kind)
+        # ordinal ranks (ties in row order), so every aspect's scores are exactly 0, 1/n, ..., (n-1)/n
+        order = idx[np.argsort([-severity(rows[i]) for i in idx], kind="stable")]
+        scores[order] = np.arange(len(idx)) / len(idx)
+    members = np.isin(kinds, req.aspects) | _others(rows, req.aspects, others)
+    return (1.0 - scores if req.mirror_of else scores), members
+
+
+def _others(rows: Sequence[dict], aspects: Sequence[str], per_reference: Optional[int]) -> np.ndarray:
+    """The images an aspect requirement adds from the other distortions: ``per_reference`` per reference (default as
+    many as it has of its aspects; at most one per other distortion and level), taking (distortion, level) in turn
+    from reference to reference, so that every other distortion and level is equally represented (exactly so when
+    the references come in multiples of the turn's length)."""
+    kinds = [k for k in DISTORTIONS if any(r["distortion"] == k for r in rows) and k not in aspects]
+    levels = sorted({int(r["level"]) for r in rows})
+    combos = [(k, lv) for lv in levels for k in kinds]       # level-major: one reference's picks vary in kind
+    refs = list(dict.fromkeys(r["reference"] for r in rows))
+    m = min(len(combos), len(levels) * len(aspects) if per_reference is None else int(per_reference))
+    chosen = {(ref, *combos[(i * m + j) % len(combos)]) for i, ref in enumerate(refs) for j in range(m)}
+    return np.array([(r["reference"], r["distortion"], int(r["level"])) in chosen for r in rows])
+
+
+def read_images(folder: Path) -> List[dict]:
+    """The rows of a generated dataset's images.csv (every image with its distortion and full-reference facts)."""
+    with open(Path(folder) / "images.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def example_set(folder: Path, name: str, n: int = 10) -> List[Tuple[str, float]]:
+    """``n`` (image path, score) pairs of requirement ``name``, interval-sampled from its label file as an ISPP is:
+    a ready-made prompt (for an aspect requirement: its aspect's images spread over the severities, and as many
+    images of other distortions scored as clean). A reversed (DMOS-like) form gives the same images as the form it
+    mirrors, with its own scores."""
+    from ..data.sampling import sample_isps
+
+    folder = Path(folder)
+    req = requirement(name)
+
+    def read(which: str) -> List[dict]:
+        with open(folder / f"{which}.csv", newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    rows = read(req.name)
+    order = read(req.mirror_of) if req.mirror_of else rows
+    if [r["image"] for r in order] != [r["image"] for r in rows]:
+        raise ValueError(f"{folder}: {req.name}.csv and {req.mirror_of}.csv list different images (regenerate)")
+    picks = sample_isps(np.array([float(r["score"]) for r in order]), n)
+    return [(str(folder / rows[i]["image"]), float(rows[i]["score"])) for i in picks]
 
 
 def generate(out: Path, size: int = 64, crops_per_photo: int = 4, seed: int = 0,
              photos: Sequence[str] = PHOTOS, distortions: Sequence[str] = DISTORTIONS,
-             requirements: Sequence[str] = REQUIREMENT_NAMES, progress: bool = True) -> dict:
+             requirements: Sequence[str] = REQUIREMENT_NAMES, others_per_reference: Optional[int] = None,
+             progress: bool = True) -> dict:
     """Write the dataset into ``out`` and return its description (also written as ``dataset.json``).
 
     A folder already holding the same settings is left as it is (generation is deterministic)."""
     out = Path(out)
     settings = dict(format=FORMAT_VERSION, size=int(size), crops_per_photo=int(crops_per_photo), seed=int(seed),
                     photos=list(photos), distortions=list(distortions), requirements=list(requirements),
-                    levels={k: list(LEVELS[k]) for k in distortions})
+                    levels={k: list(LEVELS[k]) for k in distortions}, others_per_reference=others_per_reference)
     for name in requirements:
-        requirement(name)
+        missing = sorted(set(requirement(name).aspects) - set(distortions))
+        if missing:
+            raise ValueError(f"requirement {name!r} needs the distortion(s) {missing}, which are not generated")
     unknown = sorted(set(photos) - set(PHOTOS))
     if unknown:
         raise ValueError(f"unknown photo(s) {unknown}; choose from {', '.join(PHOTOS)}")
@@ -204,17 +317,26 @@ def generate(out: Path, size: int = 64, crops_per_photo: int = 4, seed: int = 0,
                     rows.append(dict(image=name, reference=ref_name, distortion=kind, level=level + 1,
                                      **fr_metrics(ref, img)))
                     bar.update(1)
+    _write_csv(out / "images.csv", FACTS, [[repr(r[c]) if isinstance(r[c], float) else r[c] for c in FACTS]
+                                           for r in rows])
+    sizes = {}
     for name in requirements:
-        with open(out / f"{name}.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["image", "score", "reference", "distortion", "level"])
-            for r in rows:
-                writer.writerow([r["image"], repr(requirement_score(name, r, r["distortion"])), r["reference"],
-                                 r["distortion"], r["level"]])
+        scores, members = requirement_labels(name, rows, others_per_reference)
+        _write_csv(out / f"{name}.csv", ("image", "score", "reference", "distortion", "level"),
+                   [[r["image"], repr(float(s)), r["reference"], r["distortion"], r["level"]]
+                    for r, s, m in zip(rows, scores, members) if m])
+        sizes[name] = int(members.sum())
     meta = dict(settings=settings, references=[n for n, _ in refs], images=len(rows),
-                requirements={n: asdict(requirement(n)) for n in requirements})
+                requirements={n: dict(asdict(requirement(n)), images=sizes[n]) for n in requirements})
     meta_path.write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -225,7 +347,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--crops_per_photo", type=int, default=4, help="references per photograph (1-5, default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seeds crop positions and noise (default 0)")
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=PHOTOS)
-    parser.add_argument("--requirements", nargs="+", default=list(REQUIREMENT_NAMES), choices=REQUIREMENT_NAMES)
+    parser.add_argument("--requirements", nargs="+", default=list(REQUIREMENT_NAMES), choices=REQUIREMENT_NAMES,
+                        metavar="NAME", help=f"label files to write (default all: {', '.join(REQUIREMENT_NAMES)})")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     meta = generate(Path(args.out), args.size, args.crops_per_photo, args.seed, args.photos,
