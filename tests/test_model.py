@@ -197,3 +197,24 @@ def test_pretrained_backbone_from_a_local_file(tmp_path):
         assert torch.equal(model.vit.state_dict()[key], value), key
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_model(preset="micro", pretrained_backbone=str(tmp_path / "missing.pth"))
+
+
+def test_the_architecture_is_set_once_and_both_models_share_one_constructor(model):
+    """model.config is read from a frozen Architecture (what checkpoints record); editing the dict changes nothing,
+    and PromptIQA and its ablation take MoNet's constructor arguments by the same names."""
+    import dataclasses
+    import inspect
+
+    from promptiqa.models import Architecture, MoNet, PromptIQAWithoutPrompt
+
+    config = model.config
+    config["arch"], config["image_size"] = "other", 1
+    assert model.config == dict(arch="promptiqa", **PRESETS["micro"])
+    assert isinstance(model.architecture, Architecture)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.architecture.arch = "other"
+    names = ["backbone", "pretrained_backbone", "image_size", "backbone_kwargs", "drop"]
+    for cls in (MoNet, PromptIQA, PromptIQAWithoutPrompt):
+        assert list(inspect.signature(cls).parameters) == names
+    ablation = build_model("promptiqa_wo_prompt", preset="micro")
+    assert ablation.config["arch"] == "promptiqa_wo_prompt" and not hasattr(ablation, "prompt_fusion")

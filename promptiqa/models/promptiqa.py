@@ -7,6 +7,7 @@ which is how tests and CPU demos run a small configuration of the same model.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Union
 
 import torch
@@ -84,11 +85,30 @@ def create_backbone(name: str, pretrained: Union[bool, str] = False, image_size:
     return vit
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What a model is, as checkpoints record it (``model.config``): the architecture's name, the timm backbone, its
+    input size and extra backbone arguments. Set once when the model is built; never changed afterwards."""
+
+    arch: str
+    backbone: str
+    image_size: int
+    backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The checkpoint's ``config`` entry (its key order, as before)."""
+        return {"backbone": self.backbone, "image_size": self.image_size,
+                "backbone_kwargs": dict(self.backbone_kwargs), "arch": self.arch}
+
+
 class MoNet(nn.Module):
     """The MoNet visual encoder: backbone views -> 3 MALs -> fusion MAL -> ViT block -> CNN head -> (B, 128).
 
-    Subclasses add the regressor; this class holds the image path shared by PromptIQA and its w/o-prompt ablation.
+    Subclasses name their ``arch`` and add what follows the image path in ``_build_head`` (PromptIQA: the prompt
+    encoder, ISPP fusion and regressor; the w/o-prompt ablation: the regressor), so the three share one constructor.
     """
+
+    arch = "monet"
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, pretrained_backbone: Union[bool, str] = False,
                  image_size: Optional[int] = None, backbone_kwargs: Optional[Dict[str, Any]] = None,
@@ -113,7 +133,16 @@ class MoNet(nn.Module):
             nn.Conv2d(256, 128, 3), nn.BatchNorm2d(128), nn.ReLU(inplace=True), nn.AvgPool2d(2),
             nn.Conv2d(128, FEATURE_DIM, 3), nn.BatchNorm2d(FEATURE_DIM), nn.ReLU(inplace=True), nn.AvgPool2d(3),
         )
-        self.config = dict(backbone=backbone, image_size=self.image_size, backbone_kwargs=backbone_kwargs)
+        self._build_head(drop)
+        self.architecture = Architecture(self.arch, backbone, self.image_size, backbone_kwargs)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The architecture as a checkpoint's ``config`` entry (a fresh dict: editing it changes nothing)."""
+        return self.architecture.as_dict()
+
+    def _build_head(self, drop: float) -> None:
+        """Modules after the image path (a subclass's); registered after MoNet's, as in the official order."""
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) images normalised to [-1, 1] -> (B, 128) quality features."""
@@ -158,15 +187,11 @@ class PromptIQA(MoNet):
 
     arch = "promptiqa"
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, pretrained_backbone: Union[bool, str] = False,
-                 image_size: Optional[int] = None, backbone_kwargs: Optional[Dict[str, Any]] = None,
-                 drop: float = 0.1):
-        super().__init__(backbone, pretrained_backbone, image_size, backbone_kwargs, drop)
+    def _build_head(self, drop: float) -> None:
         self.i_p_fusion = nn.Sequential(*[Block(FEATURE_DIM, 4) for _ in range(3)])
         self.mlp = nn.Sequential(nn.Linear(FEATURE_DIM, 64), nn.GELU(), nn.Linear(64, FEATURE_DIM))
         self.prompt_fusion = nn.Sequential(*[Block(FEATURE_DIM, 4) for _ in range(3)])
         self._add_regressor(drop)
-        self.config["arch"] = self.arch
 
     def _isp_features(self, features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Prompt encoder: per ISP, [image feature, score expanded to 128] -> 3 blocks -> token mean -> MLP."""
@@ -212,12 +237,8 @@ class PromptIQAWithoutPrompt(MoNet):
 
     arch = "promptiqa_wo_prompt"
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, pretrained_backbone: Union[bool, str] = False,
-                 image_size: Optional[int] = None, backbone_kwargs: Optional[Dict[str, Any]] = None,
-                 drop: float = 0.1):
-        super().__init__(backbone, pretrained_backbone, image_size, backbone_kwargs, drop)
+    def _build_head(self, drop: float) -> None:
         self._add_regressor(drop)
-        self.config["arch"] = self.arch
 
     def forward(self, images: torch.Tensor, scores: Optional[torch.Tensor] = None, groups: int = 1) -> torch.Tensor:
         """(B, 3, S, S) -> (B,) scores; ``scores`` and ``groups`` are accepted and ignored so both models share one
