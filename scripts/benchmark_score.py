@@ -3,8 +3,11 @@
 
     python scripts/benchmark_score.py                                  # official ViT-B/8 config, 32 JPEGs 512x384
     python scripts/benchmark_score.py --preset tiny micro -n 64 --batch_size 16 --device cuda --amp bf16
+    python scripts/benchmark_score.py --preset tiny -n 100 --amp both      # float32 vs bf16: speed and difference
 
-Prints one JSON line per preset: checkpoint load, prompt encoding (10 pairs) and scoring times, and images/s.
+Prints one JSON line per preset (and precision): checkpoint load, prompt encoding (10 pairs) and scoring times, and
+images/s; with --amp both also the largest absolute score difference bf16 makes and the SROCC between the two
+score lists.
 Model build time is not counted; the checkpoint is written to a temporary folder, never into the repository.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from scipy.stats import spearmanr
 
 from benchmark_data import write_synthetic_jpegs  # this script's folder is on sys.path when it runs
 from promptiqa.data.sampling import DEFAULT_ISP_NUM
@@ -35,7 +39,7 @@ def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, dev
     loaded = time.perf_counter()
     predictor.set_prompt(images[:DEFAULT_ISP_NUM], list(range(DEFAULT_ISP_NUM)), batch_size=batch_size)
     encoded = time.perf_counter()
-    predictor.score(images, batch_size=batch_size, workers=workers)
+    scores = predictor.score(images, batch_size=batch_size, workers=workers)
     if predictor.device.type == "cuda":
         torch.cuda.synchronize()
     scored = time.perf_counter()
@@ -44,7 +48,8 @@ def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, dev
     return dict(preset=preset, device=str(predictor.device), amp=amp, threads=torch.get_num_threads(),
                 images=len(images), batch_size=batch_size, workers=workers, load_s=round(loaded - start, 2),
                 prompt_s=round(encoded - loaded, 2), score_s=round(scored - encoded, 2),
-                images_per_s=round(len(images) / (scored - encoded), 3), fingerprint_s=round(hashed - scored, 2))
+                images_per_s=round(len(images) / (scored - encoded), 3), fingerprint_s=round(hashed - scored, 2),
+                scores=scores)
 
 
 def main(argv=None) -> int:
@@ -54,14 +59,22 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default=None, help="default: cuda when available")
-    parser.add_argument("--amp", choices=["bf16"], default=None)
+    parser.add_argument("--amp", choices=["bf16", "none", "both"], default="none",
+                        help="bf16 autocast, none (float32), or both (and compare the scores)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="promptiqa-bench-") as tmp:
         tmp = Path(tmp)
         images = write_synthetic_jpegs(tmp / "images", max(args.images, DEFAULT_ISP_NUM), height=384, width=512)
         for preset in args.preset:
-            print(json.dumps(benchmark(preset, images[:args.images], tmp, args.batch_size, args.workers,
-                                       args.device, args.amp)), flush=True)
+            runs = {}
+            for amp in (["none", "bf16"] if args.amp == "both" else [args.amp]):
+                runs[amp] = benchmark(preset, images[:args.images], tmp, args.batch_size, args.workers, args.device,
+                                      None if amp == "none" else amp)
+                print(json.dumps({**{k: v for k, v in runs[amp].items() if k != "scores"}, "amp": amp}), flush=True)
+            if len(runs) == 2:
+                fp32, bf16 = runs["none"]["scores"], runs["bf16"]["scores"]
+                print(json.dumps(dict(preset=preset, images=len(fp32), bf16_max_abs_diff=float(abs(fp32 - bf16).max()),
+                                      bf16_srocc=round(float(spearmanr(fp32, bf16)[0]), 6))), flush=True)
     print(f"cpu: {os.cpu_count()} cores, torch {torch.__version__}", file=sys.stderr)
     return 0
 

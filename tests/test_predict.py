@@ -512,3 +512,17 @@ def test_import_promptiqa_stays_light():
     assert proc.stdout.split() == [promptiqa.__version__, "False", "False", "promptiqa.predict", "True"]
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         promptiqa.Nope
+
+
+def test_score_benchmark_compares_float32_and_bf16(tmp_path):
+    """scripts/benchmark_score.py --amp both times both precisions on one model and reports what bf16 changes."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_score.py"), "--preset", "micro", "-n",
+                           "12", "--workers", "0", "--amp", "both"], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r.get("amp") for r in rows[:2]] == ["none", "bf16"] and all(r["images_per_s"] > 0 for r in rows[:2])
+    diff = rows[2]
+    # bf16 really ran (the scores moved) and moved them little; its SROCC against float32 is reported
+    assert diff["images"] == 12 and 0 < diff["bf16_max_abs_diff"] < 0.5 and "bf16_srocc" in diff
+    assert list(tmp_path.iterdir()) == []   # nothing written where it ran
