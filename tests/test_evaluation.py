@@ -441,8 +441,8 @@ def test_relabel_and_table3(data, checkpoints, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(relabel_module, "build_fr_metric", offline)
     labels = tmp_path / "relabelled"
-    assert relabel_module.main(["relabel", "--dataset", "tid2013", "kadid", *_roots(data, ("tid2013", "kadid")),
-                                "--out_dir", str(labels), "--device", "cpu"]) == 0
+    assert cli_main(["relabel", "--dataset", "tid2013", "kadid", *_roots(data, ("tid2013", "kadid")),
+                     "--out_dir", str(labels), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "Skipping LPIPS" in err and "skipped (see the warnings above): lpips" in err
     assert sorted(p.name for p in labels.glob("*.csv")) == ["kadid_fsim.csv", "kadid_ssim.csv", "tid2013_fsim.csv",
@@ -457,9 +457,9 @@ def test_relabel_and_table3(data, checkpoints, tmp_path, monkeypatch, capsys):
     assert mine.records[0].score == pytest.approx(float(piq.ssim(x, y, data_range=1.0)), abs=1e-6)
 
     out = tmp_path / "table3"
-    assert relabel_module.main(["table3", "--checkpoint", checkpoints["ours"], "--baseline", checkpoints["wo"],
-                                "--labels_dir", str(labels), "--isp_num", "5", "--finetune_steps", "2", "-j", "0",
-                                "--progress", "false", "--save_path", str(out)]) == 0
+    assert cli_main(["relabel-eval", "--checkpoint", checkpoints["ours"], "--baseline", checkpoints["wo"],
+                     "--labels_dir", str(labels), "--isp_num", "5", "--finetune_steps", "2", "-j", "0",
+                     "--progress", "false", "--save_path", str(out)]) == 0
     table = (out / "table3.md").read_text()
     assert "| method | TID2013 SSIM | TID2013 FSIM | KADID-10k SSIM | KADID-10k FSIM |" in table
     for method in ("w/o prompt (zero-shot)", "w/o prompt (fine-tuned on the 5 ISPs)", "PromptIQA"):
