@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from ..config import TrainConfig
+from ..engine import run_folder
 from ..evaluation.report import fmt, markdown_table, text_table
 from ..resources import config_file, python_env
 from .options import DEFAULT_CONFIG, add_arguments
@@ -176,7 +177,7 @@ class Demo:
             cfg = self.train_config(model)
             run_dir = Path(cfg.save_path)
             run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in ("metrics.csv", "log.txt", "last.pth.tar", "best_model.pth.tar", "summary.json"):
+            for stale in run_folder.RUN_FILES:   # a fresh run each time (train.py refuses a folder holding one)
                 (run_dir / stale).unlink(missing_ok=True)
             settings = run_dir / "demo_train.yaml"
             settings.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -194,7 +195,7 @@ class Demo:
         if parallel:
             for entry in procs:
                 self._wait(entry)
-        return {model: run_dir / "last.pth.tar" for model, _, _, run_dir in procs}
+        return {model: run_dir / run_folder.LAST for model, _, _, run_dir in procs}
 
     @staticmethod
     def _wait(entry) -> None:
@@ -376,12 +377,12 @@ class Demo:
         return out
 
     def plot(self, results: Dict[str, Any], path: Path) -> None:
-        from ..evaluation.report import _pyplot
+        from ..fileio import new_figure
 
-        plt = _pyplot()
         cfg = self.cfg
         reqs = cfg.requirements
-        fig, axes = plt.subplots(1, 3, figsize=(17, 5), gridspec_kw=dict(width_ratios=[1.2, 1.1, 0.9]))
+        fig = new_figure(figsize=(17, 5))
+        axes = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1.2, 1.1, 0.9]))
         x = np.arange(len(reqs))
         width = 0.8 / len(results)
         for i, (model, res) in enumerate(results.items()):
@@ -411,7 +412,6 @@ class Demo:
         axes[2].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
-        plt.close(fig)
 
 
 def _raw_scores(label_csv: Path) -> Dict[str, float]:

@@ -66,14 +66,6 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(out)
 
 
-def _pyplot():
-    """matplotlib.pyplot with the process's own backend (left for the demo's plot; the library draws with
-    fileio.new_figure, which never touches the backend)."""
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_scatter(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path) -> Optional[Path]:
     """Prediction vs ground truth, one panel per dataset (``panels[key] = {"gt", "pred", "srocc", "plcc"}``)."""
     if not panels:
