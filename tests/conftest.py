@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence
 
@@ -61,6 +62,13 @@ def micro_train_argv(roots: Mapping[str, str], save_path=None, keys: Optional[Se
     for key in keys:
         argv += ["--data_root", f"{key}={roots[key]}"]
     return argv
+
+
+def copy_of_run(run: Path, tmp_path: Path) -> Path:
+    """This test's own copy of a run trained once per session, at tmp_path/run (tests that resume it change it)."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")

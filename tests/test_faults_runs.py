@@ -24,7 +24,7 @@ from promptiqa.evaluation import runner
 from promptiqa.experiments import summary
 from promptiqa.evaluation.isp import isp_main
 from promptiqa.models import read_checkpoint
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_of_run
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 
@@ -51,9 +51,7 @@ def stopped(data, train_argv, tmp_path_factory):
 
 @pytest.fixture
 def run_copy(stopped, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(stopped, run)
-    return run
+    return copy_of_run(stopped, tmp_path)
 
 
 # ---------------------------------------------------------------- item 2: a folder holding a run

@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from promptiqa.engine.augment import PromptAugment
 from promptiqa.engine.trainer import launch
 from promptiqa.engine.virtual_ranks import plan_steps
 from promptiqa.models import load_model, read_checkpoint
+from tests.conftest import copy_of_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # Parameters whose true gradient is zero: they shift a channel by a constant right before a BatchNorm (the conv
@@ -72,9 +72,7 @@ def one_epoch_run(data, train_argv, tmp_path_factory):
 @pytest.fixture
 def one_epoch_copy(one_epoch_run, tmp_path):
     """This test's own copy of ``one_epoch_run``, as if it had just trained it into tmp_path/run."""
-    run = tmp_path / "run"
-    shutil.copytree(one_epoch_run, run)
-    return run
+    return copy_of_run(one_epoch_run, tmp_path)
 
 
 def test_single_process_run_writes_every_output(trained_run):
@@ -297,8 +295,7 @@ def test_resume_refusals(data, train_argv, one_epoch_run, tmp_path):
     (tmp_path / "corrupt.pth.tar").write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="not a readable checkpoint"):
         launch(resolve_config(train_argv(data, new, resume=tmp_path / "corrupt.pth.tar")))
-    run = tmp_path / "run"   # a finished 1-epoch run
-    shutil.copytree(one_epoch_run, run)
+    run = copy_of_run(one_epoch_run, tmp_path)   # a finished 1-epoch run
     with pytest.raises(TrainingError, match="not a resumable training checkpoint"):
         launch(resolve_config(train_argv(data, run, resume=run / "best_model.pth.tar")))
     with pytest.raises(TrainingError, match="architecture changed.*image_size: 64 -> 96"):
