@@ -13,8 +13,9 @@ import yaml
 
 from promptiqa.data.registry import load_dataset
 from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig, main
-from promptiqa.demo.synthetic import (DISTORTIONS, REQUIREMENT_NAMES, SINGLE_ASPECTS, example_set, generate,
-                                      read_images, requirement, requirement_labels, severity)
+from promptiqa.demo.synthetic import (DISTORTIONS, MAX_CROPS_PER_PHOTO, REQUIREMENT_NAMES, SINGLE_ASPECTS,
+                                      example_set, generate, read_images, reference_crops, requirement,
+                                      requirement_labels, severity)
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble"]
 
@@ -137,6 +138,21 @@ def test_generator_is_deterministic_and_seeded(tiny):
     assert (tiny / "b" / "ssim.csv").stat().st_mtime_ns == before
 
 
+def test_references_come_from_several_scales_and_more_crops_only_add_references():
+    """Each photo gives up to MAX_CROPS_PER_PHOTO distinct references (its 2 x 2, 3 x 3 and 4 x 4 grids); asking for
+    more crops keeps the earlier ones byte for byte, so a larger dataset extends a smaller one."""
+    few = reference_crops(32, 5, seed=0, photos=PHOTOS[:2])
+    many = reference_crops(32, MAX_CROPS_PER_PHOTO, seed=0, photos=PHOTOS[:2])
+    assert MAX_CROPS_PER_PHOTO == 30 and len(many) == 60
+    assert [n for n, _ in many[:5]] == [f"astronaut{k}" for k in range(1, 6)] and many[30][0] == "chelsea1"
+    by_name = dict(many)
+    assert all(np.array_equal(img, by_name[name]) for name, img in few)
+    assert all(img.shape == (32, 32, 3) for _, img in many)
+    assert len({img.tobytes() for _, img in many}) == 60
+    with pytest.raises(ValueError, match="crops per photo must be 1 to 30"):
+        reference_crops(32, 31, seed=0, photos=PHOTOS[:1])
+
+
 def test_generator_refuses_unknown_names(tmp_path):
     with pytest.raises(ValueError, match="unknown requirement 'sharpness'"):
         generate(tmp_path, size=32, requirements=["sharpness"], progress=False)
@@ -148,7 +164,9 @@ def test_the_shipped_configs_are_valid():
     default = DemoConfig.from_yaml(DEFAULT_CONFIG)
     full = DemoConfig.from_yaml(DEFAULT_CONFIG, full=True)
     assert default.train["pretrained_backbone"] is False              # nothing is downloaded
-    assert full.train["epochs"] > default.train["epochs"]
+    # --full trains longer: as many epochs over more references (or more epochs)
+    length = {c.save_path: c.train["epochs"] * c.data["crops_per_photo"] for c in (default, full)}
+    assert length[full.save_path] > length[default.save_path] and full.data["out"] != default.data["out"]
     assert set(default.mirror) <= set(default.requirements) and default.unseen_requirements
     assert sum(len(requirement(r).aspects) == 1 for r in default.train_requirements) >= 2   # the matrix's subject
 

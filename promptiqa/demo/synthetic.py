@@ -131,31 +131,45 @@ def _rng(seed: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32("/".join(map(str, parts)).encode())])
 
 
+# A photograph is cut into references at several scales, in turn: shrunk to a short side of k x size for each k
+# here, a k x k grid of cells (at k = 2 also a centred cell), one crop jittered inside each cell.
+CROP_SCALES = (2, 3, 4)
+MAX_CROPS_PER_PHOTO = sum(k * k for k in CROP_SCALES) + 1
+
+
 def reference_crops(size: int, crops_per_photo: int, seed: int,
                     photos: Sequence[str] = PHOTOS) -> List[Tuple[str, np.ndarray]]:
-    """(name, RGB uint8 size x size crop) per reference: each photo's central 80 % shrunk to a short side of 2 x size,
-    cut into a 2 x 2 grid of cells, and (for more than 4 crops) a centred cell, each crop jittered inside its cell."""
+    """(name, RGB uint8 size x size crop) per reference: the first ``crops_per_photo`` cells of each photo's central
+    80 %, taken scale by scale (CROP_SCALES: the 2 x 2 grid and a centred cell at a short side of 2 x size, then the
+    3 x 3 grid at 3 x size, the 4 x 4 grid at 4 x size), each crop jittered inside its cell."""
+    if not 1 <= crops_per_photo <= MAX_CROPS_PER_PHOTO:
+        raise ValueError(f"crops per photo must be 1 to {MAX_CROPS_PER_PHOTO}, got {crops_per_photo}")
     loaders = _photo_loaders()
     crops = []
     for photo in photos:
         img = np.ascontiguousarray(loaders[photo]()[..., :3])
         h, w = img.shape[:2]
-        img = img[int(0.1 * h):int(0.9 * h), int(0.1 * w):int(0.9 * w)]
-        h, w = img.shape[:2]
-        scale = 2 * size / min(h, w)
-        img = cv2.resize(img, (max(2 * size, round(w * scale)), max(2 * size, round(h * scale))),
-                         interpolation=cv2.INTER_AREA)
-        h, w = img.shape[:2]
-        cells = [(0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2), (h // 4, w // 4)]
-        if crops_per_photo > len(cells):
-            raise ValueError(f"at most {len(cells)} crops per photo, got {crops_per_photo}")
+        base = img[int(0.1 * h):int(0.9 * h), int(0.1 * w):int(0.9 * w)]
         rng = _rng(seed, "crop", photo)
-        for k, (top, left) in enumerate(cells[:crops_per_photo]):
-            cell_h, cell_w = h // 2, w // 2
-            y = top + int(rng.integers(0, max(1, cell_h - size + 1)))
-            x = left + int(rng.integers(0, max(1, cell_w - size + 1)))
-            y, x = min(y, h - size), min(x, w - size)
-            crops.append((f"{photo}{k + 1}", np.ascontiguousarray(img[y:y + size, x:x + size])))
+        count = 0
+        for k in CROP_SCALES:
+            h, w = base.shape[:2]
+            scale = k * size / min(h, w)
+            img = cv2.resize(base, (max(k * size, round(w * scale)), max(k * size, round(h * scale))),
+                             interpolation=cv2.INTER_AREA)
+            h, w = img.shape[:2]
+            cell_h, cell_w = h // k, w // k
+            cells = [(i * cell_h, j * cell_w) for i in range(k) for j in range(k)]
+            if k == 2:
+                cells.append((h // 4, w // 4))
+            for top, left in cells:
+                if count == crops_per_photo:
+                    break
+                y = top + int(rng.integers(0, max(1, cell_h - size + 1)))
+                x = left + int(rng.integers(0, max(1, cell_w - size + 1)))
+                y, x = min(y, h - size), min(x, w - size)
+                count += 1
+                crops.append((f"{photo}{count}", np.ascontiguousarray(img[y:y + size, x:x + size])))
     return crops
 
 
@@ -344,7 +358,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                                  "(scikit-image photographs, full-reference labels)")
     parser.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
     parser.add_argument("--size", type=int, default=64, help="side of the square images in pixels (default 64)")
-    parser.add_argument("--crops_per_photo", type=int, default=4, help="references per photograph (1-5, default 4)")
+    parser.add_argument("--crops_per_photo", type=int, default=4,
+                        help=f"references per photograph (1-{MAX_CROPS_PER_PHOTO}, default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seeds crop positions and noise (default 0)")
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=PHOTOS)
     parser.add_argument("--requirements", nargs="+", default=list(REQUIREMENT_NAMES), choices=REQUIREMENT_NAMES,
