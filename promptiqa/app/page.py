@@ -28,7 +28,7 @@ INTRO = ("Show the model a few images with the scores *you* would give them (any
          "the same way: that is a **requirement**. Keep several, and score the same images under each, side by side.")
 NO_MODEL = (
     "**No model is loaded**, so nothing can be scored yet. The page needs a PromptIQA checkpoint: run "
-    "`bash scripts/demo.sh` once (about 15 minutes on a CPU; it trains the demo's model, "
+    "`bash scripts/demo.sh` once (about 12 minutes on 2 CPU cores; it trains the demo's model, "
     "`runs/demo/promptiqa/last.pth.tar`, which this page then finds by itself), or fetch the authors' released "
     "weights once with `promptiqa app --checkpoint hf:Zevin2023/PromptIQA` (1.3 GB, kept in the Hugging Face cache "
     "and found there by itself afterwards, offline too), or pass any checkpoint with `--checkpoint FILE`. Then start "
