@@ -153,6 +153,8 @@ def reference_crops(size: int, crops_per_photo: int, seed: int,
         rng = _rng(seed, "crop", photo)
         count = 0
         for k in CROP_SCALES:
+            if count == crops_per_photo:     # no finer scale needed: skip its resize
+                break
             h, w = base.shape[:2]
             scale = k * size / min(h, w)
             img = cv2.resize(base, (max(k * size, round(w * scale)), max(k * size, round(h * scale))),
