@@ -50,6 +50,7 @@ class RuntimeSettings:
     workers: int = 4
     dist_url: str = "env://"
     dist_backend: Optional[str] = None  # nccl on GPUs, gloo on CPU
+    dist_timeout: Optional[float] = None  # seconds a collective waits (None: $PROMPTIQA_DIST_TIMEOUT, else 1 hour)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
     world_size: int = 1               # nodes, as the official code means it with --multiprocessing-distributed
     rank: int = 0                     # node rank
     nprocs: Optional[int] = None      # processes per node for --multiprocessing-distributed (default: GPU count)
+    ddp: bool = False                 # a process group and DDP even for one process (the NCCL/DDP path on one GPU)
     # how a step runs
     batch_groups: bool = False        # run a process's groups as one batch (faster, more memory)
     grad_checkpointing: bool = False
@@ -139,7 +141,7 @@ NUMBER_RULES: Dict[str, Range] = {
     "drop": Range(0, 1, below_high=True), "clip_grad": Range(0, above_low=True), "lr_warmup_steps": Range(0),
     "nprocs": Range(1), "groups_per_process": Range(1), "eval_every": Range(1), "eval_batch_size": Range(1),
     "log_every": Range(1), "stop_after_steps": Range(1), "isp_num": Range(1), "isp_seed": Range(0),
-    "draws": Range(1), "sizes": Range(1),
+    "draws": Range(1), "sizes": Range(1), "dist_timeout": Range(0, above_low=True),
 }
 # options whose command-line spelling is not --<field name> (the official ones)
 _FLAGS = {"world_size": "--world-size", "dist_url": "--dist-url", "dist_backend": "--dist-backend",
@@ -296,6 +298,12 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("-j", "--workers", type=int, help="data-loading workers per process (0: load in the main process)"),
     _opt("--dist-url", dest="dist_url"),
     _opt("--dist-backend", dest="dist_backend", choices=["nccl", "gloo"]),
+    _opt("--dist_timeout", type=float, metavar="SECONDS",
+         help="how long a rank waits in a collective for the others before the job fails (default: "
+              "$PROMPTIQA_DIST_TIMEOUT, else 3600)"),
+    _opt("--ddp", type=_flag, nargs="?", const=True,
+         help="build a process group and wrap the model in DistributedDataParallel even for one process (exercises "
+              "the NCCL/DDP path on one GPU)"),
     _opt("--multiprocessing-distributed", dest="multiprocessing_distributed", action="store_const", const=True),
     _opt("--world-size", dest="world_size", type=int, help="number of nodes (with --multiprocessing-distributed)"),
     _opt("--rank", type=int, help="node rank (with --multiprocessing-distributed)"),

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from promptiqa.engine.trainer import launch
 from promptiqa.engine.virtual_ranks import plan_steps
 from promptiqa.models import load_model, read_checkpoint
 from tests.conftest import copy_of_run
+from tests.fixtures.launchers import kill_node, start_nodes, torchrun, wait_nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 # Parameters whose true gradient is zero: they shift a channel by a constant right before a BatchNorm (the conv
@@ -44,13 +44,6 @@ def _assert_same_weights(a, b, atol=0.0, skip=()):
         if key in skip:
             continue
         torch.testing.assert_close(wa[key].float(), wb[key].float(), atol=atol, rtol=0, msg=key)
-
-
-def _torchrun(args, nproc=2, timeout=240):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(ROOT / "train.py"), *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -99,71 +92,9 @@ def test_single_process_run_writes_every_output(trained_run):
     assert all(k.startswith("module.") for k in raw["state_dict"])   # the official layout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node_commands(args, launcher: str, port: int, nodes: int = 2):
-    """One command (and environment) per node: torchrun with a static rendezvous, or what srun starts (one task
-    per node, SLURM_* variables, MASTER_ADDR/MASTER_PORT), as the README's multi-node lines say."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    for node in range(nodes):
-        if launcher == "torchrun":
-            yield [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--node_rank", str(node),
-                   "--rdzv_endpoint", f"127.0.0.1:{port}", "--nproc_per_node", "1", str(ROOT / "train.py"), *args], env
-        else:
-            yield [sys.executable, str(ROOT / "train.py"), *args], dict(
-                env, SLURM_PROCID=str(node), SLURM_NTASKS=str(nodes), SLURM_LOCALID="0", SLURM_NTASKS_PER_NODE="1",
-                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-
-
-def _start_nodes(args, launcher: str):
-    return [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True) for cmd, env in _node_commands(args, launcher, _free_port())]
-
-
-def _kill_node(proc) -> None:
-    """SIGKILL a node's launcher and every process under it (its workers are in their own sessions)."""
-    children: dict = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    todo, tree = [proc.pid], []
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _wait_nodes(procs, timeout: float = 240):
-    """Every node's (returncode, stdout, stderr); a node still running at the timeout is killed (CI never hangs)."""
-    deadline, results = time.time() + timeout, []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
-            results.append((proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                _kill_node(proc)
-                proc.communicate()
-    return results
-
-
 def test_torchrun_two_processes_hold_identical_weights(data, train_argv, tmp_path):
     run = tmp_path / "ddp"
-    proc = _torchrun(train_argv(data, run, epochs=1))
+    proc = torchrun(train_argv(data, run, epochs=1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert len(summary["rank_weight_digests"]) == 2 and len(set(summary["rank_weight_digests"])) == 1
@@ -172,10 +103,11 @@ def test_torchrun_two_processes_hold_identical_weights(data, train_argv, tmp_pat
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert {r["dataset"] for r in rows if r["split"] == "test"} == {"koniq10k", "csiq"}
     # two nodes of one process each, with --batch_size counting one node (4 = one group of 4 per node): the same
-    # step and groups as above, so the same weights and global step, bit for bit; only rank 0 writes
-    for launcher in ("torchrun", "slurm"):
-        nodes = tmp_path / launcher
-        results = _wait_nodes(_start_nodes(train_argv(data, nodes, epochs=1, batch_size=4), launcher))
+    # step and groups as above, so the same weights and global step, bit for bit; only rank 0 writes. Under srun
+    # the layout comes from SLURM_TASKS_PER_NODE when --ntasks-per-node (SLURM_NTASKS_PER_NODE) was not given.
+    for launcher in ("torchrun", "slurm:ntasks-per-node", "slurm:tasks-per-node"):
+        nodes = tmp_path / launcher.replace(":", "_")
+        results = wait_nodes(start_nodes(train_argv(data, nodes, epochs=1, batch_size=4), launcher))
         assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2][-3000:]
         assert "] promptiqa " not in results[1][1]                      # rank 1 logs nothing
         log = (nodes / "log.txt").read_text()
@@ -190,19 +122,19 @@ def test_torchrun_two_processes_hold_identical_weights(data, train_argv, tmp_pat
 def test_killing_one_node_ends_the_job_and_leaves_a_resumable_checkpoint(data, train_argv, tmp_path):
     run = tmp_path / "run"
     args = train_argv(data, run, epochs=50, batch_size=4, log_every=1)
-    procs = _start_nodes(args, "torchrun")
+    procs = start_nodes(args, "torchrun")
     try:
         deadline = time.time() + 180
         while time.time() < deadline and not (run / "last.pth.tar").exists():   # epoch 1 saved
             time.sleep(0.2)
         assert (run / "last.pth.tar").exists(), "no checkpoint within 180 s"
-        _kill_node(procs[1])
+        kill_node(procs[1])
         started = time.time()
-        (code, _, err), _ = _wait_nodes(procs, timeout=90)
+        (code, _, err), _ = wait_nodes(procs, timeout=90)
     finally:
         for proc in procs:
             if proc.poll() is None:
-                _kill_node(proc)
+                kill_node(proc)
     assert code != 0 and time.time() - started < 90                     # ended, no hang
     assert re.search(r"error: rank 0 lost another process of the job \(Connection (closed|reset) by peer.*\); every "
                      r"rank stops\. Relaunch every node with --resume .*last\.pth\.tar", err), err[-3000:]
@@ -210,16 +142,16 @@ def test_killing_one_node_ends_the_job_and_leaves_a_resumable_checkpoint(data, t
     epoch = state["epoch"]
     assert 1 <= epoch < 50 and state["global_step"] == 4 * epoch and state["step"] == 0
     resume = train_argv(data, run, epochs=epoch + 1, batch_size=4, resume=run / "last.pth.tar")
-    results = _wait_nodes(_start_nodes(resume, "torchrun"))
+    results = wait_nodes(start_nodes(resume, "torchrun"))
     assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:]
     assert read_checkpoint(run / "last.pth.tar")["global_step"] == 4 * (epoch + 1)
 
 
 def test_multiprocessing_distributed_on_cpu(data, train_argv, tmp_path):
     run = tmp_path / "mp"
-    port = 29600 + os.getpid() % 300
+    # no --dist-url: the spawned group meets on a port that is free now (no fixed port to collide with another job)
     cmd = [sys.executable, str(ROOT / "train.py"), *train_argv(data, run, epochs=1), "--multiprocessing-distributed",
-           "--nprocs", "2", "--dist-url", f"tcp://127.0.0.1:{port}"]
+           "--nprocs", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -231,7 +163,7 @@ def test_groups_per_process_equal_processes(data, train_argv, tmp_path):
     one = tmp_path / "k2"
     launch(resolve_config(train_argv(data, one, epochs=1, groups_per_process=2)))
     two = tmp_path / "p2"
-    proc = _torchrun(train_argv(data, two, epochs=1))
+    proc = torchrun(train_argv(data, two, epochs=1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     # same groups, same per-rank dropout/flip streams, gradients averaged, BatchNorm buffers from rank 0
     _assert_same_weights(one / "last.pth.tar", two / "last.pth.tar", atol=2e-5, skip=ZERO_GRADIENT)

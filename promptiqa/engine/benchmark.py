@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     size = model.image_size
     rows = []
     if not args.skip_train:
-        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=device.type == "cuda")
         step = TrainStep(net, model, optimizer, cfg, env, plan_steps(cfg.batch_size, 1, args.groups),
                          virtual_ranks(0, args.groups, cfg.seed, device),
                          PromptAugment(cfg.seed, cfg.random_scale_rate, cfg.random_flipping_rate))

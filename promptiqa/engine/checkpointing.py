@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Sequence
 
 from ..config import ARCHITECTURE_FIELDS, STATE_FIELDS
 from ..data import image_fingerprint
-from ..distributed import DistEnv, all_gather_objects
+from ..distributed import DistEnv, agreed, all_gather_objects
 from ..models import checkpoint_config, load_checkpoint, read_checkpoint, save_checkpoint
 from . import TrainingError
 from . import run_folder as files
@@ -32,24 +32,40 @@ class RunState:
     best: Dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": None, "metrics": None})
 
 
+def train_fingerprints(views: Sequence, env: DistEnv) -> Dict[str, List[str]]:
+    """{dataset: the content fingerprint of each train image, in split order}, for the checkpoints' leakage guard.
+
+    Read once before training, each rank reading every world_size-th image of every dataset, then gathered: on a
+    network file system ~51k files take minutes, which inside the epoch loop, on rank 0 alone, left the other ranks
+    waiting in a collective past its timeout. A rank that cannot read an image stops every rank."""
+    jobs = [(v.key, v.records.records[i].path) for v in views for i in v.split.train_indices]
+    mine = agreed(lambda: {n: image_fingerprint(path) for n, (_, path) in enumerate(jobs)
+                           if n % env.world_size == env.rank}, env, what="could not read a training image")
+    found: Dict[int, str] = {}
+    for part in all_gather_objects(mine, env):
+        found.update(part)
+    prints: Dict[str, List[str]] = {v.key: [] for v in views}
+    for n, (key, _) in enumerate(jobs):
+        prints[key].append(found[n])
+    return prints
+
+
 class Checkpoints:
     """Writes a run's checkpoints and restores one for --resume; every rank holds one (saving gathers every
     rank's random streams, and only the main rank writes)."""
 
-    def __init__(self, cfg, env: DistEnv, views: Sequence, isp_num: int, log: files.RunLog):
+    def __init__(self, cfg, env: DistEnv, views: Sequence, isp_num: int, log: files.RunLog,
+                 fingerprints: Dict[str, List[str]]):
         self.cfg, self.env, self.views, self.isp_num, self.log = cfg, env, list(views), isp_num, log
         self.folder = Path(cfg.save_path)
         self.last, self.best = self.folder / files.LAST, self.folder / files.BEST
-        self._fingerprints: Dict[str, List[str]] = {}
+        self._fingerprints = fingerprints   # train_fingerprints(views, env), computed before training
 
     def config_entry(self, model) -> dict:
         """The checkpoint's config: the model, prompt length, labels, and every dataset's split with the content
         fingerprints of its train images (the leakage guard recognises them under any dataset name or path)."""
         splits = {}
         for v in self.views:
-            if v.key not in self._fingerprints:   # read once per run
-                self._fingerprints[v.key] = [image_fingerprint(v.records.records[i].path)
-                                             for i in v.split.train_indices]
             splits[v.key] = {"seed": v.split.seed, "split_by": v.split.split_by, "train": list(v.split.train_units),
                              "test": list(v.split.test_units), "train_fingerprints": self._fingerprints[v.key]}
         return checkpoint_config(model, prompt_num=self.isp_num, label_norm=self.cfg.label_norm,

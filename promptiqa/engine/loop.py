@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..devices import autocast
-from ..distributed import DistEnv, all_gather_objects, any_rank
+from ..distributed import DistEnv, StopVote, all_gather_objects, any_rank
 from ..metrics import compute_metrics
 from . import TrainingError
 from .augment import PromptAugment, draw_flips, flip_batch
@@ -114,10 +114,12 @@ class EpochResult:
 
 
 def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, steps_before: int,
-                    keys: Sequence[str], stop_requested: Callable[[], bool], last_checkpoint) -> EpochResult:
+                    keys: Sequence[str], stop_requested: Callable[[], bool], last_checkpoint,
+                    vote: StopVote) -> EpochResult:
     """Run the rest of epoch ``state.epoch`` (from step ``state.step``), advancing ``state``; stops early, after a
-    step, when a stop is requested on any rank or --stop_after_steps is reached (``steps_before`` steps ran
-    earlier in this run). A non-finite loss raises TrainingError naming ``last_checkpoint``, which is intact."""
+    step, when --stop_after_steps is reached (``steps_before`` steps ran earlier in this run) or a stop is
+    requested on any rank: ``vote`` agrees it without a blocking sync, one step later on every rank (at once in a
+    single process). A non-finite loss raises TrainingError naming ``last_checkpoint``, which is intact."""
     cfg, env = step.cfg, step.env
     step.net.train()
     losses, step_keys, preds, gts, dsets = [], [], [], [], []
@@ -152,14 +154,16 @@ def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, 
             rate = images_done * env.world_size / max(time.time() - started, 1e-9)
             if bar is not None:
                 bar.set_postfix(loss=f"{float(losses[-1]):.4f}", img_s=f"{rate:.1f}")
-            if any_rank(stop_requested() or drill, env) and not last_step:
-                stopped = True
+        # every rank posts every step (the same number of votes); the drill is the same on every rank
+        if (vote.post(stop_requested()) or drill) and not last_step:
+            stopped = True
         if bar is not None:
             bar.update(1)
         if stopped:
             break
     if bar is not None:
         bar.close()
+    vote.collect()   # the last vote in flight; a stop it carries is seen by the epoch's end (stop_requested)
     _check_finite(losses, step_keys, checked, state, env, last_checkpoint)
     mean_loss = float(torch.stack([torch.as_tensor(l, dtype=torch.float32) for l in losses]).mean()) \
         if losses else float("nan")

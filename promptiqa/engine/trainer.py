@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import signal
+import time
+import traceback
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,13 +26,13 @@ from ..config import FIRST_EPOCH_MODES, TrainConfig
 from ..data import GroupSampler, ImageLoader, MultiDataset, resolve_roots, resolve_split
 from ..data.views import DatasetViews, load_views
 from ..devices import default_device
-from ..distributed import DistEnv, all_gather_objects, any_rank, cleanup, init_distributed, lost_peer
-from ..errors import PromptIQAError, one_line
+from ..distributed import (DistEnv, StopVote, agreed, all_gather_objects, any_rank, check_launch, cleanup, describe,
+                           free_port, init_distributed, local_main_first, lost_peer)
 from ..models import build_model
 from . import TrainingError
 from . import run_folder as files
 from .augment import PromptAugment
-from .checkpointing import Checkpoints, RunState
+from .checkpointing import Checkpoints, RunState, train_fingerprints
 from .inference import evaluate_test_splits
 from .loop import EpochResult, TrainStep, epoch_rows, train_one_epoch
 from .run_folder import best_epoch, selection_score
@@ -43,8 +45,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, env: DistEnv):
         self.cfg, self.env = cfg, env
-        self.plan = plan_steps(cfg.batch_size, env.local_world_size, cfg.groups_per_process,
-                               nodes=max(1, env.world_size // env.local_world_size))
+        self.plan = plan_steps(cfg.batch_size, env.local_world_size, cfg.groups_per_process, nodes=env.nodes)
         if cfg.first_epoch not in FIRST_EPOCH_MODES:
             raise TrainingError(f"first_epoch must be one of {', '.join(FIRST_EPOCH_MODES)}, got {cfg.first_epoch!r}")
         self.ranks = virtual_ranks(env.rank, cfg.groups_per_process, cfg.seed, env.device)
@@ -53,9 +54,6 @@ class Trainer:
         self.log = files.RunLog(cfg.save_path, env.is_main)
         self.isp_positions: Dict[str, np.ndarray] = {}   # each dataset's evaluation ISPP in its train split
         seed_process(cfg.seed, env.rank)
-        if env.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-            torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     # ---------------------------------------------------------------- wiring
     def build_data(self) -> List[DatasetViews]:
@@ -80,47 +78,49 @@ class Trainer:
 
     def _prepare(self):
         """Everything that can refuse the run, before anything is written: the run folder, the data, the model
-        and the resume file."""
+        and the resume file. Each phase is agreed by every rank (a refusal on one is raised on all), and the long
+        ones are shared out: the fingerprints of the train images over the ranks, the backbone download to one
+        process per node, so no rank waits in a collective while another works alone."""
         cfg, env = self.cfg, self.env
-        if env.is_main:   # only rank 0 writes there
-            files.check_save_path(cfg.save_path, cfg.resume, cfg.overwrite)
-        views = self.build_data()
-        model = build_training_model(cfg, env.device)
-        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-        self.checkpoints = Checkpoints(cfg, env, views, self.plan.isp_num, self.log)
-        state = self.checkpoints.resume(model, optimizer, self.augment, self.ranks) if cfg.resume else RunState()
-        return views, model, optimizer, state
 
-    def _agreed(self, step):
-        """Run ``step`` on every rank; if it refuses on any rank, every rank raises (none waits for the others in
-        a collective that never comes)."""
-        error, result = None, None
-        try:
-            result = step()
-        except (PromptIQAError, OSError) as err:
-            error = err
-        messages = all_gather_objects(None if error is None else one_line(error), self.env)
-        if error is not None:
-            raise error
-        failed = [(rank, m) for rank, m in enumerate(messages) if m]
-        if failed:
-            rank, message = failed[0]
-            raise TrainingError(f"rank {rank} refused to start: {message}")
-        return result
+        def data():
+            if env.is_main:   # only rank 0 writes there
+                files.check_save_path(cfg.save_path, cfg.resume, cfg.overwrite)
+            return self.build_data()
+
+        views = agreed(data, env)
+        started = time.time()
+        fingerprints = train_fingerprints(views, env)
+        self.log(f"fingerprinted {sum(map(len, fingerprints.values()))} training images in "
+                 f"{time.time() - started:.1f} s ({env.world_size} rank(s) sharing them), for the leakage guard")
+        build = lambda: build_training_model(cfg, env.device)   # noqa: E731
+        # the ImageNet weights come from the hub: one process per node fills the local cache, the others read it
+        model = local_main_first(build, env) if cfg.pretrained_backbone is True else agreed(build, env)
+
+        def rest():
+            optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=env.device.type == "cuda")
+            self.checkpoints = Checkpoints(cfg, env, views, self.plan.isp_num, self.log, fingerprints)
+            state = self.checkpoints.resume(model, optimizer, self.augment, self.ranks) if cfg.resume else RunState()
+            return optimizer, state
+
+        optimizer, state = agreed(rest, env)
+        return views, model, optimizer, state
 
     def run(self) -> dict:
         cfg, env = self.cfg, self.env
         self.log(f"promptiqa {__version__}: {self.plan.describe(cfg.batch_size)}; device {env.device}, "
-                 f"world size {env.world_size}")
-        views, model, optimizer, state = self._agreed(self._prepare)
+                 f"world size {env.world_size}, {describe(env)}")
+        views, model, optimizer, state = self._prepare()
         if env.is_main:
             files.open_run_folder(cfg.save_path, cfg.to_dict(), {v.key: v.split for v in views}, cfg.overwrite,
                                   self.log)
             files.write_history(cfg.save_path, state.history)
         net = torch.compile(model) if cfg.compile else model
         if env.distributed:
+            # gradients live in DDP's all-reduce buckets instead of beside them: one copy fewer (~1.2 GB per GPU)
             net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+                net, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                gradient_as_bucket_view=True)
         # The official code serves epoch 1 in each dataset's sample order (consecutive runs of it form the groups)
         # and regroups only after each epoch; "shuffled" regroups at random from the start.
         first_orders = [v.train_order for v in views] if cfg.first_epoch == "official" else None
@@ -131,16 +131,24 @@ class Trainer:
                  "sample order; regrouped at random from epoch 2" if first_orders else "regrouped at random every "
                  "epoch") + ")")
         data = MultiDataset([v.train for v in views])
-        with stop_on_signals(self.log) as stop:
+        vote = StopVote(env)
+        with stop_on_signals(self.log) as stop, cuda_settings(cfg, env.device):
             self.log(f"model selection: {files.BEST} is chosen by SROCC + PLCC summed over the datasets' TEST splits, "
                      "as the official code does (this selects on the test split); last epoch figures are kept too")
+            # workers ignore SIGINT/SIGTERM (a terminal's Ctrl-C and a scheduler's SIGTERM reach the whole process
+            # group): the main process finishes the step and saves, then ends them
             loader = ImageLoader(data, batch_sampler=ZipSampler(samplers), num_workers=cfg.workers,
-                                 pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0)
+                                 pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0,
+                                 worker_init_fn=ignore_stop_signals if cfg.workers > 0 else None)
             step = TrainStep(net, model, optimizer, cfg, env, self.plan, self.ranks, self.augment)
-            return self._epochs(step, loader, samplers, views, state, stop)
+            try:
+                return self._epochs(step, loader, samplers, views, state, stop, vote)
+            finally:
+                vote.close()
 
     # ---------------------------------------------------------------- the epoch loop
-    def _epochs(self, step: TrainStep, loader, samplers, views, state: RunState, stop: "StopRequest") -> dict:
+    def _epochs(self, step: TrainStep, loader, samplers, views, state: RunState, stop: "StopRequest",
+                vote: StopVote) -> dict:
         cfg, env, model = self.cfg, self.env, step.model
         keys = [v.key for v in views]
         steps_this_run = 0
@@ -150,7 +158,7 @@ class Trainer:
                 s.set_epoch(state.epoch, state.step)
             # the epoch's full step count (len() is what is left of it after a mid-epoch resume)
             result = train_one_epoch(step, loader, state, samplers[0].groups_per_rank, steps_this_run, keys,
-                                     lambda: stop.requested, self.checkpoints.last)
+                                     lambda: stop.requested, self.checkpoints.last, vote)
             steps_this_run += result.steps
             if result.stopped:
                 return self._stop(step, state)
@@ -177,7 +185,6 @@ class Trainer:
         if env.is_main:
             files.write_summary(cfg.save_path, state.best, [r for r in state.history if r["epoch"] == state.epoch],
                                 digests)
-        cleanup(env)
         return {"stopped": False, "best": state.best, "digests": digests}
 
     def _log_epoch(self, result: EpochResult, rows: List[dict], state: RunState) -> None:
@@ -204,7 +211,6 @@ class Trainer:
         if not saved:
             self.checkpoints.save_last(step.model, step.optimizer, state, self.augment, self.ranks)
         self.log(f"stopped at epoch {state.epoch + 1}, step {state.step}; resume with --resume {self.checkpoints.last}")
-        cleanup(self.env)
         return {"stopped": True, "epoch": state.epoch, "step": state.step}
 
 
@@ -217,6 +223,28 @@ def build_training_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Mod
     if cfg.grad_checkpointing:
         model.vit.set_grad_checkpointing(True)
     return model
+
+
+@contextmanager
+def cuda_settings(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
+    """Within, on CUDA: TF32 as ``cfg.tf32`` says, and cuDNN's autotuner (fixed input sizes: it picks the fastest
+    convolution once); restored on the way out."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start-up: leave SIGINT and SIGTERM to the main process, which stops the run cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @dataclass
@@ -259,21 +287,30 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
-    """Entry point of one process (spawned with a local index, or launched by torchrun/SLURM or alone)."""
+    """Entry point of one process (spawned with a local index, or launched by torchrun/SLURM or alone); the process
+    group it joins is torn down on every way out."""
     env = init_distributed(cfg, local_index)
-    with warnings.catch_warnings():
-        if not env.is_main:   # every rank would repeat rank 0's warnings; only for this run, not the process
-            warnings.simplefilter("ignore")
-        try:
-            return Trainer(cfg, env).run()
-        except RuntimeError as err:
-            reason = lost_peer(err, env)
-            if reason is None:
-                raise
-            last = Path(cfg.save_path) / files.LAST
-            raise TrainingError(f"rank {env.rank} lost another process of the job ({reason}); every rank stops. "
-                                f"Relaunch every node with --resume {last} (the last checkpoint, written whole)"
-                                ) from err
+    failed = True
+    try:
+        with warnings.catch_warnings():
+            if not env.is_main:   # every rank would repeat rank 0's warnings; only for this run, not the process
+                warnings.simplefilter("ignore")
+            result = Trainer(cfg, env).run()
+        failed = False
+        return result
+    except BaseException as err:
+        # The DDP wrapper in the failed frames holds the process group: let it go now (cleanup collects it), not
+        # at interpreter shutdown, where a gloo worker thread still holding tensors aborts the process.
+        traceback.clear_frames(err.__traceback__)
+        reason = lost_peer(err, env)
+        if reason is None:
+            raise
+        last = Path(cfg.save_path) / files.LAST
+        raise TrainingError(f"rank {env.rank} lost another process of the job ({reason}); every rank stops. "
+                            f"Relaunch every node with --resume {last} (the last checkpoint, written whole)"
+                            ) from err
+    finally:
+        cleanup(env, failed=failed)
 
 
 def main(argv=None) -> int:
@@ -287,13 +324,18 @@ def main(argv=None) -> int:
 def launch(cfg: TrainConfig) -> Optional[dict]:
     """Start training in the launch mode ``cfg`` asks for (after checking every setting); ``cfg`` is not changed."""
     cfg.validate()
+    check_launch(cfg)
     if cfg.multiprocessing_distributed:
+        import os
+
         import torch.multiprocessing as mp
 
+        # one node: a port free now on this host, unless the user named one (--dist-url, or MASTER_ADDR/PORT)
+        local = cfg.dist_url == "env://" and not os.environ.get("MASTER_ADDR")
         spawned = dataclasses.replace(
             cfg, nprocs=cfg.nprocs if cfg.nprocs is not None else
             (torch.cuda.device_count() if default_device().type == "cuda" else 1),
-            dist_url="tcp://127.0.0.1:29517" if cfg.dist_url == "env://" else cfg.dist_url)
+            dist_url=f"tcp://127.0.0.1:{free_port()}" if local else cfg.dist_url)
         mp.spawn(train_worker, nprocs=spawned.nprocs, args=(spawned,))
         return None
     return train_worker(None, cfg)

@@ -36,8 +36,8 @@ CHECKPOINT_SPLITS = "checkpoint"
 
 # train.py options test.py takes as they are (one declaration of each: promptiqa.config.OPTIONS)
 SHARED_OPTIONS = ("config", "dataset", "data_root", "datasets_config", "label_norm", "cache_dir", "backbone", "device",
-                  "gpu", "amp", "workers", "dist_url", "dist_backend", "flip_axis", "seed", "split_file",
-                  "test_prompt")
+                  "gpu", "amp", "workers", "dist_url", "dist_backend", "dist_timeout", "flip_axis", "seed",
+                  "split_file", "test_prompt")
 
 
 def _flag(value: str) -> bool:
