@@ -444,4 +444,5 @@ def test_launch_leaves_the_callers_config_unchanged(data, train_argv, tmp_path):
     assert launch(cfg) is None
     assert cfg.to_dict() == before and cfg.nprocs is None and cfg.dist_url == "env://"
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (saved["nprocs"], saved["dist_url"]) == (1, "tcp://127.0.0.1:29517")   # what the spawned rank ran with
+    # what the spawned rank ran with: a port that was free at launch
+    assert saved["nprocs"] == 1 and re.fullmatch(r"tcp://127\.0\.0\.1:\d+", saved["dist_url"])
