@@ -103,6 +103,7 @@ class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
     overwrite: bool = False           # replace the run already in save_path (refused without it)
     eval_every: int = 1
     eval_batch_size: int = 32
+    eval_amp: str = "none"            # the per-epoch evaluation's precision, so the best-model choice's: float32
     log_every: int = 10
     stop_after_steps: Optional[int] = None   # stop (resumably) after this many steps in this run: pre-emption drill
     config: Optional[str] = None
@@ -176,7 +177,7 @@ def validate_options(obj, origin: Optional[Mapping[str, str]] = None,
         where = f"{origin[f.name]}: {f.name}" if f.name in origin else _FLAGS.get(f.name, f"--{f.name}")
         if not _fits(value, hints[f.name]):
             raise ConfigError(f"{where}: expected {_describe(hints[f.name])}, got {type(value).__name__} {value!r}")
-        if f.name == "amp":   # one rule for every command's --amp (fp16 refused with the reason)
+        if f.name in ("amp", "eval_amp"):   # one rule for every --amp and --eval_amp (fp16 refused with the reason)
             check_amp(value, where)
         values = value if isinstance(value, list) else [value]
         for v in values:
@@ -326,6 +327,9 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--grad_checkpointing", type=_flag, nargs="?", const=True),
     _opt("--amp", type=_amp, choices=AMP_CHOICES,
          help="bf16 autocast, or none (float32); fp16 is refused: MAL's unscaled attention energies overflow it"),
+    _opt("--eval_amp", type=_amp, choices=AMP_CHOICES,
+         help="the precision of training's per-epoch evaluation, and so of the choice of the best model: none "
+              "(default: float32, TF32 as --tf32 sets it, whatever --amp is) or bf16 autocast"),
     _opt("--compile", type=_flag, nargs="?", const=True),
     _opt("--tf32", type=_flag, nargs="?", const=True,
          help="TF32 matrix multiplies and cuDNN convolutions on CUDA (default true; false for float32 numerics, as "
