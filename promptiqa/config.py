@@ -105,6 +105,7 @@ class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
     overwrite: bool = False           # replace the run already in save_path (refused without it)
     eval_every: int = 1
     eval_batch_size: int = 32
+    eval_amp: str = "none"            # the per-epoch evaluation's precision, so the best-model choice's: float32
     log_every: int = 10
     stop_after_steps: Optional[int] = None   # stop (resumably) after this many steps in this run: pre-emption drill
     config: Optional[str] = None
@@ -178,7 +179,7 @@ def validate_options(obj, origin: Optional[Mapping[str, str]] = None,
         where = f"{origin[f.name]}: {f.name}" if f.name in origin else _FLAGS.get(f.name, f"--{f.name}")
         if not _fits(value, hints[f.name]):
             raise ConfigError(f"{where}: expected {_describe(hints[f.name])}, got {type(value).__name__} {value!r}")
-        if f.name == "amp":   # one rule for every command's --amp (fp16 refused with the reason)
+        if f.name in ("amp", "eval_amp"):   # one rule for every --amp and --eval_amp (fp16 refused with the reason)
             check_amp(value, where)
         values = value if isinstance(value, list) else [value]
         for v in values:
@@ -334,6 +335,9 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--grad_checkpointing", type=_flag, nargs="?", const=True),
     _opt("--amp", type=_amp, choices=AMP_CHOICES,
          help="bf16 autocast, or none (float32); fp16 is refused: MAL's unscaled attention energies overflow it"),
+    _opt("--eval_amp", type=_amp, choices=AMP_CHOICES,
+         help="the precision of training's per-epoch evaluation, and so of the choice of the best model: none "
+              "(default: float32, TF32 as --tf32 sets it, whatever --amp is) or bf16 autocast"),
     _opt("--compile", type=_flag, nargs="?", const=True),
     _opt("--tf32", type=_flag, nargs="?", const=True,
          help="TF32 matrix multiplies and cuDNN convolutions on CUDA (default true; false for float32 numerics, as "
@@ -445,7 +449,9 @@ class EvalConfig(RuntimeSettings, DataSettings):
 
 def evaluation_config(cfg: TrainConfig, **changes: Any) -> EvalConfig:
     """test.py's settings for what ``cfg`` trains: its data and runtime parts and its label normalisation, its
-    evaluation batch size, and ``changes`` (the checkpoint, the split file, the output folder, ...)."""
+    evaluation batch size and precision (--eval_amp: float32 unless asked), and ``changes`` (the checkpoint, the
+    split file, the output folder, ...)."""
     shared = {f.name: copy.deepcopy(getattr(cfg, f.name))
               for part in (DataSettings, RuntimeSettings) for f in dataclasses.fields(part)}
-    return EvalConfig(**{**shared, "label_norm": cfg.label_norm, "batch_size": cfg.eval_batch_size, **changes})
+    return EvalConfig(**{**shared, "label_norm": cfg.label_norm, "batch_size": cfg.eval_batch_size,
+                         "amp": cfg.eval_amp, **changes})

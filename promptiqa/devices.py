@@ -43,6 +43,11 @@ def amp_dtype(amp: str):
     return getattr(torch, AMP_MODES[amp])
 
 
+def describe_amp(amp: Optional[str]) -> str:
+    """AMP mode ``amp`` in words, for logs: "float32" or "bf16 autocast"."""
+    return "float32" if amp in (None, "none") else f"{amp} autocast"
+
+
 def autocast(device, amp: Optional[str] = "none"):
     """torch.autocast on ``device`` for ``amp`` "bf16"; a no-op for "none" (or None)."""
     import torch

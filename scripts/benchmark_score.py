@@ -4,15 +4,20 @@
     python scripts/benchmark_score.py                                  # official ViT-B/8 config, 32 JPEGs 512x384
     python scripts/benchmark_score.py --preset tiny micro -n 64 --batch_size 16 --device cuda --amp bf16
     python scripts/benchmark_score.py --preset tiny -n 100 --amp both      # float32 vs bf16: speed and difference
+    python scripts/benchmark_score.py -n 30 --amp both --weights reference  # the same, well-conditioned weights
 
 Prints one JSON line per preset (and precision): checkpoint load, prompt encoding (10 pairs) and scoring times, and
 images/s; with --amp both also the largest absolute score difference bf16 makes and the SROCC between the two
-score lists.
+score lists (and the float32 scores' range).
 Model build time is not counted; the checkpoint is written to a temporary folder, never into the repository.
+``--weights reference`` fills the official model with the reference's synthetic weights (../shared/reference/
+fill_weights.py, seed 0; $PROMPTIQA_SHARED/reference or --reference DIR): unlike random initialisation they keep
+every softmax soft and spread the scores, so a float32-vs-bf16 comparison reflects the network's numerics.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -29,10 +34,21 @@ from promptiqa.models import build_model, save_checkpoint
 from promptiqa.predict import Predictor, default_workers
 
 
-def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, device, amp) -> dict:
-    """Time loading, prompt encoding and scoring of `images` with a randomly initialised `preset` model."""
+def reference_weights(folder: Path) -> dict:
+    """The official model's state dict filled by ``folder``/fill_weights.py from its manifest (seed 0)."""
+    spec = importlib.util.spec_from_file_location("fill_weights", folder / "fill_weights.py")
+    fill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill)
+    return fill.fill_state_dict(str(folder / "promptiqa_state_dict_manifest.json"), 0)
+
+
+def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, device, amp, weights=None) -> dict:
+    """Time loading, prompt encoding and scoring of `images` with a `preset` model: randomly initialised, or given
+    `weights` (a state dict)."""
     torch.manual_seed(0)
     model = build_model("promptiqa", preset=preset)
+    if weights is not None:
+        model.load_state_dict(weights, strict=True)
     ckpt = save_checkpoint(tmp / f"{preset}.pth.tar", model, prompt_num=DEFAULT_ISP_NUM)
     start = time.perf_counter()
     predictor = Predictor.from_checkpoint(ckpt, device=device, amp=amp)
@@ -61,7 +77,22 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda when available")
     parser.add_argument("--amp", choices=["bf16", "none", "both"], default="none",
                         help="bf16 autocast, none (float32), or both (and compare the scores)")
+    parser.add_argument("--weights", choices=["random", "reference"], default="random",
+                        help="random initialisation (torch seed 0), or the reference's synthetic weights (official "
+                             "preset only)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="the reference folder for --weights reference (default $PROMPTIQA_SHARED/reference, "
+                             "else ../shared/reference beside the checkout)")
     args = parser.parse_args(argv)
+    weights = None
+    if args.weights == "reference":
+        if args.preset != ["official"]:
+            parser.error("--weights reference fills the official model only: use --preset official")
+        shared = Path(os.environ.get("PROMPTIQA_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+        folder = args.reference or shared / "reference"
+        if not (folder / "fill_weights.py").is_file():
+            parser.error(f"--weights reference: no fill_weights.py in {folder} (give --reference DIR)")
+        weights = reference_weights(folder)
     with tempfile.TemporaryDirectory(prefix="promptiqa-bench-") as tmp:
         tmp = Path(tmp)
         images = write_synthetic_jpegs(tmp / "images", max(args.images, DEFAULT_ISP_NUM), height=384, width=512)
@@ -69,11 +100,14 @@ def main(argv=None) -> int:
             runs = {}
             for amp in (["none", "bf16"] if args.amp == "both" else [args.amp]):
                 runs[amp] = benchmark(preset, images[:args.images], tmp, args.batch_size, args.workers, args.device,
-                                      None if amp == "none" else amp)
-                print(json.dumps({**{k: v for k, v in runs[amp].items() if k != "scores"}, "amp": amp}), flush=True)
+                                      None if amp == "none" else amp, weights)
+                print(json.dumps({**{k: v for k, v in runs[amp].items() if k != "scores"}, "amp": amp,
+                                  "weights": args.weights}), flush=True)
             if len(runs) == 2:
                 fp32, bf16 = runs["none"]["scores"], runs["bf16"]["scores"]
-                print(json.dumps(dict(preset=preset, images=len(fp32), bf16_max_abs_diff=float(abs(fp32 - bf16).max()),
+                print(json.dumps(dict(preset=preset, images=len(fp32), weights=args.weights,
+                                      score_range=[round(float(fp32.min()), 4), round(float(fp32.max()), 4)],
+                                      bf16_max_abs_diff=float(abs(fp32 - bf16).max()),
                                       bf16_srocc=round(float(spearmanr(fp32, bf16)[0]), 6))), flush=True)
     print(f"cpu: {os.cpu_count()} cores, torch {torch.__version__}", file=sys.stderr)
     return 0

@@ -218,3 +218,60 @@ def test_the_architecture_is_set_once_and_both_models_share_one_constructor(mode
         assert list(inspect.signature(cls).parameters) == names
     ablation = build_model("promptiqa_wo_prompt", preset="micro")
     assert ablation.config["arch"] == "promptiqa_wo_prompt" and not hasattr(ablation, "prompt_fusion")
+
+
+def test_bf16_autocast_leaves_the_pixel_attention_energies_unrounded():
+    from promptiqa.models.layers import PixelSelfAttention
+
+    torch.manual_seed(0)
+    att = PixelSelfAttention(32)
+    with torch.no_grad():
+        att.gamma.fill_(1.0)
+        for conv in (att.qConv, att.kConv):
+            conv.weight.mul_(8)               # large unscaled energies, as the official q/k make them
+    x = torch.randn(2, 32, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = att(x)
+        q, k, v = (conv(x).flatten(2).transpose(1, 2) for conv in (att.qConv, att.kConv, att.vConv))
+    assert q.dtype == k.dtype == v.dtype == torch.bfloat16          # the 1x1 convolutions stay under autocast
+    energies = q.float() @ k.float().transpose(1, 2)
+    assert energies.abs().max() > 100                                 # where bf16 rounds by 0.5 or more
+    attended = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=1.0)
+    expected = x + attended.transpose(1, 2).reshape(x.shape)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_keeps_the_prompt_scores_in_float32(model, batch):
+    images, _ = batch
+    low, high = torch.tensor([0.5, 0.25]), torch.tensor([0.5009765625 + 1e-6, 0.25])
+    assert torch.equal(low.bfloat16(), high.bfloat16())                # bf16 cannot tell them apart
+    tokens = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: tokens.setdefault(m, []).append(args[0]))
+             for m in (model.i_p_fusion, model.prompt_fusion)]
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            prompts = [model.encode_prompt(images[:2], s) for s in (low, high)]
+            float32_prompt = prompts[1].float() + 1e-4                # e.g. one encoded in float32 or saved
+            model.score(images[2:4], float32_prompt)
+    finally:
+        for h in hooks:
+            h.remove()
+    stacked, fused = tokens[model.i_p_fusion][1], tokens[model.prompt_fusion][0]    # `high`'s pairs; the scoring
+    assert stacked.dtype == torch.float32 and torch.equal(stacked[:, 1], high[:, None].expand(-1, 128))
+    assert not torch.equal(prompts[0][0, 0], prompts[1][0, 0])          # the two scores encode differently
+    assert fused.dtype == torch.float32 and torch.equal(fused, float32_prompt)   # not rounded to bf16 for scoring
+
+
+def test_attention_kernels_names_the_backend_each_attention_takes(model):
+    from promptiqa.models.kernels import NO_SDPA, SDPA_KERNELS, attention_kernels
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    report = attention_kernels(model)
+    assert {"Attention", "RowAttention", "PixelSelfAttention"} <= set(report)
+    assert all(set(kernels.split("+")) <= {*SDPA_KERNELS.values(), NO_SDPA} for kernels in report.values())
+    # On a CPU the one-head MAL attentions take a fused kernel where their head sizes allow: q, k and v of one width
+    # (RowAttention); the pixel attention's v is 8 times wider than its q and k, so it takes the math path.
+    assert (report["RowAttention"], report["PixelSelfAttention"]) == ("flash_cpu", "math")
+    assert attention_kernels(model, amp="bf16", training=True)["PixelSelfAttention"] == "math"
+    assert not model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())

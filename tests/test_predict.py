@@ -526,3 +526,13 @@ def test_score_benchmark_compares_float32_and_bf16(tmp_path):
     # bf16 really ran (the scores moved) and moved them little; its SROCC against float32 is reported
     assert diff["images"] == 12 and 0 < diff["bf16_max_abs_diff"] < 0.5 and "bf16_srocc" in diff
     assert list(tmp_path.iterdir()) == []   # nothing written where it ran
+
+
+def test_score_benchmark_reference_weights_are_the_official_models_only(tmp_path):
+    """--weights reference (the reference's synthetic weights) is refused, before any work, where it cannot apply."""
+    script = [sys.executable, str(ROOT / "scripts" / "benchmark_score.py")]
+    for extra, message in ((["--preset", "micro"], "fills the official model only: use --preset official"),
+                           (["--reference", str(tmp_path / "none")], f"no fill_weights.py in {tmp_path / 'none'}")):
+        proc = subprocess.run(script + ["--weights", "reference", *extra], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stdout == ""

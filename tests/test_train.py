@@ -20,6 +20,7 @@ from promptiqa.engine import TrainingError, loop as loop_module
 from promptiqa.engine.augment import PromptAugment
 from promptiqa.engine.trainer import launch
 from promptiqa.engine.virtual_ranks import plan_steps
+from promptiqa.errors import ConfigError
 from promptiqa.models import load_model, read_checkpoint
 from tests.conftest import copy_of_run
 from tests.fixtures.launchers import kill_node, start_nodes, torchrun, wait_nodes
@@ -391,6 +392,43 @@ def test_bf16_autocast_and_the_official_test_prompt_mode(data, train_argv, tmp_p
     assert not result["stopped"]
     rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r["split"] == "test"]
     assert len(rows) == 2 and all(float(r["rmse"]) < 1 for r in rows)
+
+
+@pytest.mark.filterwarnings("ignore:correlation undefined")   # bf16 rounds the micro model's close scores to one
+def test_bf16_training_evaluates_and_so_chooses_the_best_model_in_float32_unless_eval_amp(data, train_argv, tmp_path,
+                                                                                         monkeypatch, capsys):
+    from promptiqa.models import PromptIQA
+
+    precisions = {"forward": set(), "score": set()}     # the autocast dtype each training / evaluation call ran in
+
+    def spy(name):
+        method = getattr(PromptIQA, name)
+
+        def wrapped(self, *args, **kwargs):
+            precisions[name].add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return method(self, *args, **kwargs)
+        return wrapped
+
+    for name in precisions:
+        monkeypatch.setattr(PromptIQA, name, spy(name))
+    for eval_amp, evaluated in ((None, None), ("bf16", torch.bfloat16)):
+        run = tmp_path / f"eval_{eval_amp}"
+        extra = {} if eval_amp is None else {"eval_amp": eval_amp}
+        for seen in precisions.values():
+            seen.clear()
+        launch(resolve_config(train_argv(data, run, keys=["koniq10k"], epochs=1, amp="bf16", **extra)))
+        assert precisions == {"forward": {torch.bfloat16}, "score": {evaluated}}
+        logged = "per-epoch evaluation, and so the choice of best_model.pth.tar, runs in float32 (--eval_amp none); " \
+                 "training in bf16 autocast (--amp bf16)"
+        assert (logged in (run / "log.txt").read_text()) == (eval_amp is None)
+        assert (run / "best_model.pth.tar").is_file()
+    with pytest.raises(SystemExit):
+        resolve_config(["--eval_amp", "fp16"])
+    assert "argument --eval_amp: fp16 is not offered" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text("eval_amp: fp16\n")
+    with pytest.raises(ConfigError, match=f"{config}: eval_amp: fp16 is not offered"):
+        resolve_config(["--config", str(config)])
 
 
 def test_clip_grad_bounds_the_gradient_the_optimiser_sees(data, train_argv, tmp_path):

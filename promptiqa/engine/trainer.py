@@ -25,7 +25,7 @@ from .. import __version__
 from ..config import FIRST_EPOCH_MODES, TrainConfig
 from ..data import GroupSampler, ImageLoader, MultiDataset, resolve_roots, resolve_split
 from ..data.views import DatasetViews, load_views
-from ..devices import default_device
+from ..devices import default_device, describe_amp
 from ..distributed import (DistEnv, StopVote, agreed, all_gather_objects, any_rank, check_launch, cleanup, describe,
                            free_port, init_distributed, local_main_first, lost_peer)
 from ..models import build_model
@@ -135,6 +135,10 @@ class Trainer:
         with stop_on_signals(self.log) as stop, cuda_settings(cfg, env.device):
             self.log(f"model selection: {files.BEST} is chosen by SROCC + PLCC summed over the datasets' TEST splits, "
                      "as the official code does (this selects on the test split); last epoch figures are kept too")
+            if cfg.eval_amp != cfg.amp:
+                self.log(f"per-epoch evaluation, and so the choice of {files.BEST}, runs in "
+                         f"{describe_amp(cfg.eval_amp)} (--eval_amp {cfg.eval_amp}); training in "
+                         f"{describe_amp(cfg.amp)} (--amp {cfg.amp})")
             # workers ignore SIGINT/SIGTERM (a terminal's Ctrl-C and a scheduler's SIGTERM reach the whole process
             # group): the main process finishes the step and saves, then ends them
             loader = ImageLoader(data, batch_sampler=ZipSampler(samplers), num_workers=cfg.workers,
@@ -166,7 +170,7 @@ class Trainer:
             self._log_epoch(result, rows, state)
             if (state.epoch + 1) % cfg.eval_every == 0 or state.epoch + 1 == cfg.epochs:
                 test = evaluate_test_splits(model, views, self.isp_positions, env, batch_size=cfg.eval_batch_size,
-                                            amp=cfg.amp, official_prompt=cfg.test_prompt == "official",
+                                            amp=cfg.eval_amp, official_prompt=cfg.test_prompt == "official",
                                             flip_axis=cfg.flip_axis)
                 rows += [dict(epoch=state.epoch + 1, dataset=k, split="test", loss=float("nan"), **m)
                          for k, m in test.items()]

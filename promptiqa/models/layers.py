@@ -77,12 +77,14 @@ class PixelSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        q = self.qConv(x).flatten(2).transpose(1, 2)
-        k = self.kConv(x).flatten(2).transpose(1, 2)
-        v = self.vConv(x).flatten(2).transpose(1, 2)
-        # The official energies are not scaled by 1/sqrt(d): scale=1 keeps trained weights valid.
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
-        return x + self.gamma * out.transpose(1, 2).reshape(B, C, H, W)
+        # one head (B, 1, H*W, d) with a unit last stride, as fused SDPA kernels take it
+        q, k, v = (conv(x).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+                   for conv in (self.qConv, self.kConv, self.vConv))
+        # The official energies are not scaled by 1/sqrt(d): scale=1 keeps trained weights valid. Unscaled, they are
+        # large, and bf16 would round them before the softmax: under autocast the attention itself runs in float32.
+        with torch.autocast(x.device.type, enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=1.0)
+        return x + self.gamma * out.squeeze(1).transpose(1, 2).reshape(B, C, H, W)
 
 
 class RowAttention(nn.Module):
@@ -97,7 +99,9 @@ class RowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, R, D = x.shape
-        out = F.scaled_dot_product_attention(self.c_q(x), self.c_k(x), self.c_v(x))
+        # one head (B, 1, R, D), as fused SDPA kernels take it (unsqueezing is free)
+        out = F.scaled_dot_product_attention(self.c_q(x).unsqueeze(1), self.c_k(x).unsqueeze(1),
+                                             self.c_v(x).unsqueeze(1)).squeeze(1)
         # The official block reshapes the (B, D, R) transpose straight to (B, R, D) instead of transposing it
         # back, which scrambles rows and columns; the released weights were trained with it, so it stays.
         out = out.transpose(1, 2).reshape(B, R, D)

@@ -195,9 +195,12 @@ class PromptIQA(MoNet):
 
     def _isp_features(self, features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Prompt encoder: per ISP, [image feature, score expanded to 128] -> 3 blocks -> token mean -> MLP."""
-        scores = scores.reshape(-1, 1).to(features.dtype).expand(-1, FEATURE_DIM)
-        pair = self.i_p_fusion(torch.stack([features, scores], dim=1))
-        return self.mlp(pair.mean(dim=1))
+        # Tokens are stacked in the weights' dtype: under bf16 autocast the features arrive in bf16, but a score in
+        # bf16 keeps about 3 significant digits; in float32 the residual stream carries it on unrounded.
+        dtype = self.norm.weight.dtype
+        scores = scores.reshape(-1, 1).to(dtype).expand(-1, FEATURE_DIM)
+        pair = self.i_p_fusion(torch.stack([features.to(dtype), scores], dim=1))
+        return self.mlp(pair.mean(dim=1)).to(dtype)
 
     def encode_prompt(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Encode n image-score pairs into a prompt (1, n, 128); scores in [0, 1]."""
@@ -213,7 +216,8 @@ class PromptIQA(MoNet):
             raise ValueError(f"prompt must be (1, n, {FEATURE_DIM}) or ({features.shape[0]}, n, {FEATURE_DIM}), "
                              f"got {tuple(prompt.shape)}")
         # ISPP fusion works per prompt, so a shared prompt is fused once and broadcast.
-        fused = self.prompt_fusion(prompt.to(features.dtype)).expand(features.shape[0], -1, -1)
+        # The prompt enters in the weights' dtype (a float32 prompt is not rounded to bf16 under autocast).
+        fused = self.prompt_fusion(prompt.to(self.norm.weight.dtype)).expand(features.shape[0], -1, -1)
         return self._regress(torch.cat([features.unsqueeze(1), fused], dim=1))
 
     def forward(self, images: torch.Tensor, scores: torch.Tensor, groups: int = 1) -> torch.Tensor:
