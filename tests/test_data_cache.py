@@ -123,7 +123,7 @@ def test_workers_map_the_cache_instead_of_receiving_pixels(tiny_ds, tmp_path):
     loader = DataLoader(images.IQAImages(c, np.zeros(5), image_size=64), batch_size=5, num_workers=2)
     (batch, _, index), = list(loader)
     assert index.tolist() == [0, 1, 2, 3, 4]
-    assert torch.equal(batch[3], images.to_tensor(images.read_image(tiny_ds.records[3].path, 64)))
+    assert torch.equal(batch[3], images.to_chw(images.read_image(tiny_ds.records[3].path, 64)))
 
 
 def test_prepare_cli_loads_the_dataset_from_the_registry(tiny_ds, tmp_path, monkeypatch, capsys):

@@ -302,6 +302,53 @@ def test_image_pipeline_is_bit_identical_to_the_official_one(tmp_path, suffix):
     assert tensor.min() >= -1 and tensor.max() <= 1
 
 
+def numpy_official(pixels_chw: np.ndarray) -> torch.Tensor:
+    """The float path the loaders used before batches crossed as uint8: float32 in NumPy, /255, -0.5, /0.5."""
+    x = pixels_chw.astype(np.float32)
+    x /= 255
+    x -= 0.5
+    x /= 0.5
+    return torch.from_numpy(x)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_normalisation_is_the_official_float32_arithmetic_bit_for_bit(tmp_path, device):
+    levels = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(images.normalise(levels.to(device)).cpu(), numpy_official(levels.numpy()))
+    assert images.NORMALISED_LEVELS.dtype == np.float32 and images.NORMALISED_LEVELS[[0, 255]].tolist() == [-1, 1]
+    path = tmp_path / "photo.jpg"
+    cv2.imwrite(str(path), np.random.default_rng(3).integers(0, 256, size=(300, 411, 3), dtype=np.uint8))
+    pixels = images.read_image(path, 224)
+    batch = torch.stack([images.to_chw(pixels), images.to_chw(pixels[::-1].copy())])
+    expected = torch.stack([official_style_tensor(path, 224), numpy_official(batch[1].numpy())])
+    on_device = images.normalise(batch.to(device))
+    assert on_device.dtype == torch.float32 and on_device.device.type == device
+    assert torch.equal(on_device.cpu(), expected)
+    assert torch.equal(images.normalise(batch.flip(2).to(device)).cpu(), expected.flip(2))   # strided views too
+    # the table lookup the other devices run, here on the CPU: the same bits
+    assert torch.equal(images._levels_on(torch.device("cpu"))[batch.long()], expected)
+    assert torch.equal(images.to_tensor(pixels), expected[0])
+    with pytest.raises(TypeError, match="expects uint8 images"):
+        images.normalise(expected)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_batches_cross_as_contiguous_uint8(tmp_path, workers):
+    paths = []
+    for k in range(5):
+        paths.append(str(tmp_path / f"{k}.png"))
+        cv2.imwrite(paths[-1], np.random.default_rng(k).integers(0, 256, size=(20 + k, 30, 3), dtype=np.uint8))
+    ds = images.IQAImages(paths, np.linspace(0, 1, 5), image_size=32)
+    batch, labels, index = next(iter(images.ImageLoader(ds, batch_size=4, num_workers=workers)))
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 32, 32) and batch.is_contiguous()
+    assert batch.numel() * batch.element_size() == 4 * 3 * 32 * 32   # a quarter of float32's bytes
+    assert torch.equal(images.normalise(batch), torch.stack([images.to_tensor(images.read_image(p, 32))
+                                                             for p in paths[:4]]))
+
+
 def test_read_image_names_the_file_it_cannot_read(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         images.read_image(tmp_path / "missing.png")
@@ -342,7 +389,7 @@ def test_samples_are_served_unflipped_and_draw_no_random_numbers():
     image = rows_and_columns_image()
     ds = images.IQAImages([image] * 4, np.zeros(4), image_size=6)
     state = torch.get_rng_state()
-    assert all(torch.equal(ds[i][0], images.to_tensor(image)) for i in range(4))
+    assert all(torch.equal(ds[i][0], images.to_chw(image)) for i in range(4))
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -354,6 +401,6 @@ def test_iqa_images_serves_a_subset_with_aligned_labels(tmp_path):
     ds = images.IQAImages(paths, [0.3, 0.1], image_size=16, indices=[3, 1])
     image, label, index = ds[0]
     assert len(ds) == 2 and index == 0 and label.item() == pytest.approx(0.3)
-    assert torch.equal(image, images.to_tensor(images.read_image(paths[3], 16)))
+    assert image.dtype == torch.uint8 and torch.equal(image, images.to_chw(images.read_image(paths[3], 16)))
     with pytest.raises(ValueError, match="3 labels for 2 images"):
         images.IQAImages(paths, [0.1, 0.2, 0.3], image_size=16, indices=[3, 1])

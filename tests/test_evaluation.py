@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from promptiqa.cli import main as cli_main
-from promptiqa.data import IQAImages, SPLIT_SEEDS, load_dataset, make_split, normalise_labels
+from promptiqa.data import IQAImages, SPLIT_SEEDS, load_dataset, make_split, normalise, normalise_labels
 from promptiqa.distributed import DistEnv
 from promptiqa.engine.inference import predict_split, stack_items
 from promptiqa.evaluation.features import FeatureBank
@@ -476,9 +476,10 @@ def test_few_shot_fine_tuning_fits_the_isps(checkpoints):
 
     model = load_model(checkpoints["wo"], device="cpu")
     torch.manual_seed(0)
-    images, scores = torch.randn(6, 3, 64, 64), torch.linspace(0.1, 0.9, 6)
+    pixels, scores = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8), torch.linspace(0.1, 0.9, 6)
+    images = normalise(pixels)
     before = torch.nn.functional.l1_loss(model(images), scores).item()
-    tuned = finetune_few_shot(model, images, scores, steps=8, lr=1e-3)
+    tuned = finetune_few_shot(model, pixels, scores, steps=8, lr=1e-3)   # the ISPs as an ISPP holds them: uint8
     assert not tuned.training and model is not tuned
     assert torch.nn.functional.l1_loss(tuned(images), scores).item() < before
     assert torch.equal(model(images), load_model(checkpoints["wo"], device="cpu")(images))   # the original is intact

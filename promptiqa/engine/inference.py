@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..data import ImageLoader, IQAImages, TestShardSampler
+from ..data.images import normalise
 from ..devices import autocast
 from ..distributed import DistEnv, all_gather_objects
 from ..metrics import compute_metrics
@@ -14,7 +15,8 @@ from .augment import flip_batch
 
 
 def stack_items(dataset: IQAImages, positions) -> tuple:
-    """Images (n, 3, S, S) and labels (n,) of ``dataset`` at ``positions`` (e.g. the sampled ISPs)."""
+    """uint8 images (n, 3, S, S) and float labels (n,) of ``dataset`` at ``positions`` (e.g. the sampled ISPs);
+    ``normalise`` the images on their device."""
     items = [dataset[int(i)] for i in positions]
     return torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]).float()
 
@@ -24,7 +26,8 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
                   prompt_scores: Optional[torch.Tensor] = None, batch_size: int = 32, workers: int = 0,
                   amp: str = "none", official_prompt: bool = False, flip_axis: str = "vertical",
                   progress=None) -> np.ndarray:
-    """Predictions for every item of ``dataset`` (in its order), each scored once across ranks and gathered.
+    """Predictions for every item of ``dataset`` (in its order), each scored once across ranks and gathered; the
+    prompt images uint8, as ``stack_items`` gives them.
 
     The prompt is encoded once (unflipped) by default; ``official_prompt`` re-encodes it, its images randomly
     flipped, for every test group of g = n + 1 consecutive images of this rank's shard (n prompt pairs), as the
@@ -36,7 +39,7 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
     uses_prompt = prompt_images is not None and hasattr(model, "encode_prompt")
     prompt = None
     if uses_prompt:
-        prompt_images, prompt_scores = prompt_images.to(device), prompt_scores.to(device)
+        prompt_images, prompt_scores = normalise(prompt_images.to(device)), prompt_scores.to(device)
         if not official_prompt:
             with autocast(device, amp):
                 prompt = model.encode_prompt(prompt_images, prompt_scores)
@@ -47,7 +50,7 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
     indices, preds = [], []
     done = 0   # images of this rank's shard scored so far
     for images, _, idx in loader:
-        images = images.to(device, non_blocking=True)
+        images = normalise(images.to(device, non_blocking=True))
         with autocast(device, amp):
             if group is None:
                 out = model.score(images, prompt)

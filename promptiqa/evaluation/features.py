@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.groups import TestShardSampler
+from ..data.images import normalise
 from ..distributed import DistEnv, all_gather_objects
 from ..devices import autocast
 
@@ -33,7 +34,7 @@ class FeatureBank:
         with torch.no_grad():
             for images, _, idx in loader:
                 with autocast(device, amp):
-                    feats.append(model.image_features(images.to(device, non_blocking=True)).float().cpu())
+                    feats.append(model.image_features(normalise(images.to(device, non_blocking=True))).float().cpu())
                 indices.append(idx)
                 if progress is not None:
                     progress.update(len(idx))
@@ -53,12 +54,13 @@ class FeatureBank:
     @torch.no_grad()
     def score(self, prompt_images: Optional[torch.Tensor], prompt_scores: Optional[torch.Tensor],
               chunk: int = 4096) -> np.ndarray:
-        """Predictions for every image under the prompt (None for a model without prompts)."""
+        """Predictions for every image under the prompt (None for a model without prompts; uint8 prompt images, as
+        ``stack_items`` gives them)."""
         model, device = self.model, self.env.device
         prompt = None
         with autocast(device, self.amp):
             if prompt_images is not None and hasattr(model, "encode_prompt"):
-                prompt = model.encode_prompt(prompt_images.to(device), prompt_scores.to(device))
+                prompt = model.encode_prompt(normalise(prompt_images.to(device)), prompt_scores.to(device))
             out = [model.score_features(self.features[i:i + chunk], prompt).float().cpu()
                    for i in range(0, len(self.features), chunk)]
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
