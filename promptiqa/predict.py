@@ -21,9 +21,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from promptiqa.data.images import normalise, read_image, resize_image, to_chw
+from promptiqa.data.images import (ImageLoader, explain_shared_memory_failures, normalise, read_image, resize_image,
+                                   to_chw)
 from promptiqa.errors import PromptIQAError
 from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
 from promptiqa.devices import AMP_MODES, FP16_REFUSAL, amp_dtype, default_device
@@ -480,8 +481,8 @@ class Predictor:
         """(input indices, normalised (B, 3, S, S) batch on the device or None), decoded by ``workers`` background
         processes (0: inline). An image that fails to decode is an ImageError unless ``skip(index, message)``
         takes it (returns True): then it is left out of its batch."""
-        loader = DataLoader(_ImageInputs(images, self.image_size), batch_size=batch_size, shuffle=False,
-                            num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
+        loader = ImageLoader(_ImageInputs(images, self.image_size), batch_size=batch_size, shuffle=False,
+                             num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
         for indices, batch, errors in loader:
             for index, message in errors:
                 if skip is None or not skip(index, message):
@@ -582,6 +583,7 @@ class Predictor:
         return ScoredFiles([f for f, k in zip(files, kept) if k], {n: v[kept] for n, v in zip(names, scores)},
                            [(files[i], message) for i, message in sorted(skipped.items())])
 
+    @explain_shared_memory_failures()
     def _predict(self, items: List[ImageInput], entries: List[EncodedPrompt], batch_size: int, workers: Optional[int],
                  progress: bool, skip: Optional[Callable[[int, str], bool]] = None) -> np.ndarray:
         """(prompts, images) scores in each prompt's scale; NaN where ``skip`` took an image that failed to decode."""

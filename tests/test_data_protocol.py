@@ -2,7 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +22,8 @@ from torch.utils.data import DataLoader
 from promptiqa.data import groups, images, sampling, splits
 from promptiqa.data.records import DatasetRecords, Record
 from promptiqa.engine.augment import flip_batch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_ds(tmp_path=None, key="toy", refs=("ref_a", "ref_b", "ref_c", "ref_d", "ref_e"), per_ref=3,
@@ -347,6 +358,85 @@ def test_loader_batches_cross_as_contiguous_uint8(tmp_path, workers):
     assert batch.numel() * batch.element_size() == 4 * 3 * 32 * 32   # a quarter of float32's bytes
     assert torch.equal(images.normalise(batch), torch.stack([images.to_tensor(images.read_image(p, 32))
                                                              for p in paths[:4]]))
+
+
+class _DiesOfSigbus(torch.utils.data.Dataset):
+    """A worker that reads item ``at`` dies of SIGBUS after ``delay`` s, as one writing a batch into a full /dev/shm."""
+
+    def __init__(self, at=3, delay=0.0, n=16):
+        self.at, self.delay, self.n = at, delay, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.at:
+            time.sleep(self.delay)
+            os.kill(os.getpid(), signal.SIGBUS)
+        return torch.zeros(2)
+
+
+def test_a_worker_killed_by_sigbus_is_one_line_about_shared_memory(capsys):
+    from promptiqa.errors import run_command
+
+    def fetch():   # the death is reported while the main process waits for a batch
+        for _ in images.ImageLoader(_DiesOfSigbus(), batch_size=1, num_workers=2):
+            pass
+
+    assert run_command(fetch) == 1
+    err, = capsys.readouterr().err.strip().splitlines()   # (the dying worker writes its own note to fd 2)
+    assert re.fullmatch(r"error: data loading ran out of shared memory \(/dev/shm; PyTorch: DataLoader worker \(pid "
+                        r"\d+\) is killed by signal: Bus error\): run the container with --shm-size=8g or --ipc=host, "
+                        r"or use fewer --workers", err), err
+
+    @images.explain_shared_memory_failures()
+    def consume():   # ... or while it is busy with the last batch (the engine's loops are marked like this)
+        for _ in images.ImageLoader(_DiesOfSigbus(at=2, delay=0.3), batch_size=1, num_workers=1):
+            time.sleep(2)
+
+    with pytest.raises(images.SharedMemoryError, match="Bus error"):
+        consume()
+    with pytest.raises(images.SharedMemoryError, match="Bus error"):
+        # a batch whose worker died before handing it over first shows as a reset connection
+        alive = iter(torch.utils.data.DataLoader(_DiesOfSigbus(at=0, delay=0.3), num_workers=1))
+        with images.explain_shared_memory_failures(fetching=True):
+            raise ConnectionResetError(104, "Connection reset by peer")
+    del alive
+    with pytest.raises(ConnectionResetError):   # no worker died: the error is left as it is
+        with images.explain_shared_memory_failures(fetching=True):
+            raise ConnectionResetError(104, "Connection reset by peer")
+    with pytest.raises(RuntimeError, match="^boom$"):
+        with images.explain_shared_memory_failures():
+            raise RuntimeError("boom")
+
+
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _unshare_works(),
+                    reason="needs a private mount namespace (unshare) for a small /dev/shm")
+def test_a_full_dev_shm_is_one_line_about_shared_memory():
+    # The real thing: the loader's workers write their batches into a 1 MB /dev/shm (Docker's default is 64 MB).
+    program = textwrap.dedent("""
+        import numpy as np
+        from promptiqa.data.images import ImageLoader, IQAImages
+        from promptiqa.errors import exit_with
+
+        data = IQAImages([np.full((224, 224, 3), i, np.uint8) for i in range(32)], np.zeros(32), 224)
+        exit_with(lambda: [None for _ in ImageLoader(data, batch_size=16, num_workers=2)] and None)
+    """)
+    shell = f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {shlex.quote(sys.executable)} -c {shlex.quote(program)}"
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", shell], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: data loading ran out of shared memory (/dev/shm; PyTorch: ") and \
+        line.endswith("): run the container with --shm-size=8g or --ipc=host, or use fewer --workers"), line
 
 
 def test_read_image_names_the_file_it_cannot_read(tmp_path):

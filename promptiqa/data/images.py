@@ -14,6 +14,9 @@ training and evaluation.
 from __future__ import annotations
 
 import functools
+import re
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -22,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..errors import PromptIQAError
 from .formats.common import ImageReadError, check_image_file
 
 DEFAULT_IMAGE_SIZE = 224
@@ -136,19 +140,82 @@ class _CollateUnlessFailed:
         return failed if failed is not None else self.collate(items)
 
 
+class SharedMemoryError(PromptIQAError, RuntimeError):
+    """DataLoader workers ran out of shared memory (/dev/shm), e.g. under Docker's 64 MB default."""
+
+
+# PyTorch's report of a worker killed by SIGBUS, which a full /dev/shm causes when the worker writes a batch into it;
+# its SIGCHLD handler raises it in the main thread wherever that thread is (fetching, or in the step).
+_WORKER_BUS_ERROR = re.compile(r"killed by signal: Bus error")
+# While fetching, also a worker's or the main process's failure to create, grow or map a shared-memory file.
+_SHM_FAILURE = re.compile(r"killed by signal: Bus error|out of shared memory|No space left on device"
+                          r"|unable to (allocate shared memory|write to file|mmap \d+ bytes from file)")
+
+
+def _failure_line(err: BaseException, pattern: re.Pattern) -> Optional[str]:
+    """The line of ``err``, or of what caused it, that ``pattern`` finds (its first sentence); else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:   # the SIGBUS report arrives as the cause of "exited unexpectedly"
+        seen.add(id(err))
+        for line in str(err).splitlines():
+            if pattern.search(line):
+                return re.sub(r"^\w*Error: ", "", line.strip()).split(". ")[0]
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _worker_death_report(wait: float) -> Optional[RuntimeError]:
+    """PyTorch's report of a dead worker, which its SIGCHLD handler raises in the main thread once the death is seen
+    (within ``wait`` seconds); None if no report comes."""
+    try:
+        time.sleep(wait)
+    except RuntimeError as report:
+        return report
+    return None
+
+
+@contextmanager
+def explain_shared_memory_failures(fetching: bool = False):
+    """Within (also as a decorator): a DataLoader worker killed by a full /dev/shm is raised as one SharedMemoryError;
+    with ``fetching`` (ImageLoader's own iteration), so are PyTorch's shared-memory write and map failures."""
+    try:
+        yield
+    except (RuntimeError, OSError) as err:
+        if isinstance(err, PromptIQAError):
+            raise
+        said = _failure_line(err, _SHM_FAILURE if fetching else _WORKER_BUS_ERROR)
+        if said is None and fetching and isinstance(err, ConnectionError):
+            # A batch whose worker died before handing it over shows first as a refused or reset connection; why
+            # the worker died comes a moment later.
+            report = _worker_death_report(1.0)
+            if report is None:
+                raise
+            said = _failure_line(report, _WORKER_BUS_ERROR)
+            if said is None:
+                raise report from err
+        if said is None:
+            raise
+        raise SharedMemoryError(f"data loading ran out of shared memory (/dev/shm; PyTorch: {said}): run the "
+                                f"container with --shm-size=8g or --ipc=host, or use fewer --workers") from err
+
+
 class ImageLoader(DataLoader):
-    """A DataLoader whose image read errors, in the main process or any worker, are raised in the main process as
-    one ImageReadError naming the file (a worker's own exception would arrive wrapped in its traceback)."""
+    """A DataLoader for image datasets: read errors, in the main process or any worker, are raised in the main
+    process as one ImageReadError naming the file (a worker's own exception would arrive wrapped in its traceback);
+    a worker death from a full /dev/shm while fetching is one SharedMemoryError saying how to give it more (the code
+    that consumes the batches marks itself with ``explain_shared_memory_failures`` for a death reported there)."""
 
     def __init__(self, dataset, *args, collate_fn=None, **kwargs):
         super().__init__(_CatchReadErrors(dataset), *args, collate_fn=_CollateUnlessFailed(collate_fn or
                                                                                           default_collate), **kwargs)
 
     def __iter__(self):
-        for batch in super().__iter__():
-            if isinstance(batch, _Failed):
-                raise ImageReadError(batch.message)
-            yield batch
+        with explain_shared_memory_failures(fetching=True):
+            batches = super().__iter__()   # kept alive, workers included, until a failure has been explained
+            for batch in batches:
+                if isinstance(batch, _Failed):
+                    raise ImageReadError(batch.message)
+                yield batch
 
 
 class IQAImages(Dataset):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..data import ImageLoader, IQAImages, TestShardSampler
-from ..data.images import normalise
+from ..data.images import explain_shared_memory_failures, normalise
 from ..devices import autocast
 from ..distributed import DistEnv, all_gather_objects
 from ..metrics import compute_metrics
@@ -22,6 +22,7 @@ def stack_items(dataset: IQAImages, positions) -> tuple:
 
 
 @torch.no_grad()
+@explain_shared_memory_failures()
 def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Optional[torch.Tensor] = None,
                   prompt_scores: Optional[torch.Tensor] = None, batch_size: int = 32, workers: int = 0,
                   amp: str = "none", official_prompt: bool = False, flip_axis: str = "vertical",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import normalise
+from ..data.images import explain_shared_memory_failures, normalise
 from ..devices import autocast
 from ..distributed import DistEnv, all_gather_objects, any_rank
 from ..metrics import compute_metrics
@@ -114,6 +114,7 @@ class EpochResult:
                 f"cover steps {self.first_step + 1}-{self.steps_total} only")
 
 
+@explain_shared_memory_failures()
 def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, steps_before: int,
                     keys: Sequence[str], stop_requested: Callable[[], bool], last_checkpoint) -> EpochResult:
     """Run the rest of epoch ``state.epoch`` (from step ``state.step``), advancing ``state``; stops early, after a

@@ -11,10 +11,9 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from ..data.groups import TestShardSampler
-from ..data.images import normalise
+from ..data.images import ImageLoader, explain_shared_memory_failures, normalise
 from ..distributed import DistEnv, all_gather_objects
 from ..devices import autocast
 
@@ -22,14 +21,15 @@ from ..devices import autocast
 class FeatureBank:
     """A dataset's image features under ``model`` (eval mode), every rank holding all of them."""
 
+    @explain_shared_memory_failures()
     def __init__(self, model, dataset, env: DistEnv, batch_size: int = 32, workers: int = 0, amp: str = "none",
                  progress=None):
         self.model, self.env, self.amp = model, env, amp
         model.eval()
         device = env.device
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
-                                                                                     env.world_size),
-                            num_workers=workers, pin_memory=device.type == "cuda")
+        loader = ImageLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
+                                                                                      env.world_size),
+                             num_workers=workers, pin_memory=device.type == "cuda")
         indices, feats = [], []
         with torch.no_grad():
             for images, _, idx in loader:
