@@ -360,6 +360,35 @@ def test_loader_batches_cross_as_contiguous_uint8(tmp_path, workers):
                                                              for p in paths[:4]]))
 
 
+class _Threads(torch.utils.data.Dataset):
+    """Reports, from the worker that reads it, OpenCV's and torch's thread counts and the user's init mark."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return cv2.getNumThreads(), torch.get_num_threads(), int(os.environ.get("PROMPTIQA_TEST_INIT", -1))
+
+
+def _mark_worker(worker_id):
+    os.environ["PROMPTIQA_TEST_INIT"] = str(100 + worker_id)
+
+
+def test_loader_workers_run_opencv_on_one_thread_and_the_users_init():
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    try:
+        # OpenCV's pool running in this process, as after decoding here: setting the thread count inside a forked
+        # worker then crashes or hangs it (it tears down pool threads the worker does not have)
+        cv2.resize(np.zeros((768, 1024), np.float32), (2048, 1536), interpolation=cv2.INTER_CUBIC)
+        loader = images.ImageLoader(_Threads(), batch_size=1, num_workers=2, worker_init_fn=_mark_worker)
+        for _ in range(2):   # fresh workers each pass
+            assert sorted(tuple(int(v) for v in batch) for batch in loader) == [(1, 1, 100), (1, 1, 101)]
+        assert cv2.getNumThreads() == 4 and "PROMPTIQA_TEST_INIT" not in os.environ   # this process as it was
+    finally:
+        cv2.setNumThreads(before)
+
+
 class _DiesOfSigbus(torch.utils.data.Dataset):
     """A worker that reads item ``at`` dies of SIGBUS after ``delay`` s, as one writing a batch into a full /dev/shm."""
 

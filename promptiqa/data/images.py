@@ -199,19 +199,52 @@ def explain_shared_memory_failures(fetching: bool = False):
                                 f"container with --shm-size=8g or --ipc=host, or use fewer --workers") from err
 
 
+@contextmanager
+def _one_opencv_thread(enabled: bool):
+    """Within: OpenCV on one thread in this process, its setting restored after. Workers forked meanwhile inherit the
+    one thread; setting it inside a forked worker instead can hang for good (OpenCV joins the parent's pool threads,
+    which the child does not have, and waits on whatever thread the child has reused their slots for)."""
+    before = cv2.getNumThreads() if enabled else 1
+    if before != 1:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            cv2.setNumThreads(before)
+
+
+class _WorkerInit:
+    """Each worker decodes on one OpenCV and one torch thread (the workers are the parallelism; nested thread pools
+    only contend for the same cores), then runs the user's worker_init_fn."""
+
+    def __init__(self, user_fn=None):
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        if cv2.getNumThreads() != 1:   # a spawned worker (a forked one inherits one thread): a fresh OpenCV, safe
+            cv2.setNumThreads(1)
+        torch.set_num_threads(1)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
 class ImageLoader(DataLoader):
     """A DataLoader for image datasets: read errors, in the main process or any worker, are raised in the main
     process as one ImageReadError naming the file (a worker's own exception would arrive wrapped in its traceback);
     a worker death from a full /dev/shm while fetching is one SharedMemoryError saying how to give it more (the code
-    that consumes the batches marks itself with ``explain_shared_memory_failures`` for a death reported there)."""
+    that consumes the batches marks itself with ``explain_shared_memory_failures`` for a death reported there);
+    workers decode on one OpenCV thread each."""
 
-    def __init__(self, dataset, *args, collate_fn=None, **kwargs):
+    def __init__(self, dataset, *args, collate_fn=None, worker_init_fn=None, **kwargs):
         super().__init__(_CatchReadErrors(dataset), *args, collate_fn=_CollateUnlessFailed(collate_fn or
-                                                                                          default_collate), **kwargs)
+                                                                                          default_collate),
+                         worker_init_fn=_WorkerInit(worker_init_fn), **kwargs)
 
     def __iter__(self):
         with explain_shared_memory_failures(fetching=True):
-            batches = super().__iter__()   # kept alive, workers included, until a failure has been explained
+            with _one_opencv_thread(self.num_workers > 0):
+                batches = super().__iter__()   # starts the workers; kept alive until a failure has been explained
             for batch in batches:
                 if isinstance(batch, _Failed):
                     raise ImageReadError(batch.message)
