@@ -504,6 +504,19 @@ def test_training_flips_the_chosen_images_along_the_chosen_axis(flip_axis):
     assert torch.equal(flip_batch(batch, np.zeros(3, bool), flip_axis), batch)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_flip_mask_reaches_the_gpu_without_a_blocking_copy():
+    batch = images.normalise(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)).cuda()
+    flips = np.array([True, False, True, False])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")   # a copy from pageable memory would synchronise: an error here
+    try:
+        out = flip_batch(batch, flips, "vertical")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(out.cpu(), flip_batch(batch.cpu(), flips, "vertical"))
+
+
 def test_samples_are_served_unflipped_and_draw_no_random_numbers():
     image = rows_and_columns_image()
     ds = images.IQAImages([image] * 4, np.zeros(4), image_size=6)
