@@ -211,6 +211,35 @@ def test_feature_bank_scores_like_predict_split(data, checkpoints):
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+def test_evaluation_reads_with_workers_and_scores_alike(data, checkpoints, monkeypatch):
+    import promptiqa.engine.inference as inference
+    from promptiqa.data.views import load_views
+
+    def seed_2024(records):
+        return make_split(records, 2024), "seed 2024"
+
+    views = [load_views(key, data[key], seed_2024, 64) for key in ("koniq10k", "tid2013")]
+    positions = {v.key: v.isp_positions(4) for v in views}
+    model = load_model(checkpoints["ours"], device="cpu")
+    p_images, p_scores = stack_items(views[0].train, positions["koniq10k"])
+    assert p_images.dtype == torch.uint8 and p_images.shape == (4, 3, 64, 64)   # normalised on the device
+    inline = predict_split(model, views[0].test, DistEnv(), p_images, p_scores, batch_size=3, workers=0)
+    assert np.array_equal(predict_split(model, views[0].test, DistEnv(), p_images, p_scores, batch_size=3, workers=2),
+                          inline) and np.isfinite(inline).all()
+    loaders = []
+
+    def recorded(*args, **kwargs):
+        loaders.append(kwargs["num_workers"])
+        return images_loader(*args, **kwargs)
+
+    images_loader = inference.ImageLoader
+    monkeypatch.setattr(inference, "ImageLoader", recorded)
+    with_workers = inference.evaluate_test_splits(model, views, positions, DistEnv(), batch_size=5, workers=2)
+    assert loaders == [2, 2]
+    assert with_workers == inference.evaluate_test_splits(model, views, positions, DistEnv(), batch_size=5)
+    assert loaders == [2, 2, 0, 0]
+
+
 def test_official_test_prompt_is_re_encoded_per_test_group_whatever_the_batch_size(data, checkpoints):
     ds = load_dataset("tid2013", data["tid2013"])
     split = make_split(ds, 2024)

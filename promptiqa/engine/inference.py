@@ -28,7 +28,8 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
                   amp: str = "none", official_prompt: bool = False, flip_axis: str = "vertical",
                   progress=None) -> np.ndarray:
     """Predictions for every item of ``dataset`` (in its order), each scored once across ranks and gathered; the
-    prompt images uint8, as ``stack_items`` gives them.
+    prompt images uint8, as ``stack_items`` gives them. Read by ``workers`` loader processes; the predictions stay on
+    the device until the shard is done (no host synchronisation per batch).
 
     The prompt is encoded once (unflipped) by default; ``official_prompt`` re-encodes it, its images randomly
     flipped, for every test group of g = n + 1 consecutive images of this rank's shard (n prompt pairs), as the
@@ -66,12 +67,13 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
                     start = end
                 out = torch.cat(parts)
         done += len(images)
-        preds.append(out.float().cpu())
+        preds.append(out.float())
         indices.append(idx)
         if progress is not None:
             progress.update(len(idx))
     model.train(was_training)
-    local = (torch.cat(indices).tolist() if indices else [], torch.cat(preds).tolist() if preds else [])
+    # indices arrive on the CPU with their batch; the predictions cross to it once, here
+    local = (torch.cat(indices).tolist() if indices else [], torch.cat(preds).cpu().tolist() if preds else [])
     result = np.full(len(dataset), np.nan)
     for idx, pred in all_gather_objects(local, env):
         result[np.asarray(idx, dtype=int)] = pred
@@ -89,14 +91,16 @@ def broadcast_buffers(model: torch.nn.Module, env: DistEnv) -> None:
 
 
 def evaluate_test_splits(model, views, positions, env: DistEnv, batch_size: int = 32, amp: str = "none",
-                         official_prompt: bool = False, flip_axis: str = "vertical") -> Dict[str, Dict[str, float]]:
+                         official_prompt: bool = False, flip_axis: str = "vertical", workers: int = 0
+                         ) -> Dict[str, Dict[str, float]]:
     """Training's evaluation: each dataset's test split scored under the ISPP at ``positions[key]`` of its train
-    split, with rank 0's BatchNorm statistics on every rank; {dataset: SROCC, PLCC, KRCC, RMSE}."""
+    split, with rank 0's BatchNorm statistics on every rank, read by ``workers`` loader processes; {dataset:
+    SROCC, PLCC, KRCC, RMSE}."""
     broadcast_buffers(model, env)
     results = {}
     for v in views:
         images, scores = stack_items(v.train, positions[v.key])
-        pred = predict_split(model, v.test, env, images, scores, batch_size=batch_size, amp=amp,
+        pred = predict_split(model, v.test, env, images, scores, batch_size=batch_size, workers=workers, amp=amp,
                              official_prompt=official_prompt, flip_axis=flip_axis)
         results[v.key] = compute_metrics(pred, v.test.labels)
     return results

@@ -159,7 +159,7 @@ class Trainer:
             if (state.epoch + 1) % cfg.eval_every == 0 or state.epoch + 1 == cfg.epochs:
                 test = evaluate_test_splits(model, views, self.isp_positions, env, batch_size=cfg.eval_batch_size,
                                             amp=cfg.amp, official_prompt=cfg.test_prompt == "official",
-                                            flip_axis=cfg.flip_axis)
+                                            flip_axis=cfg.flip_axis, workers=cfg.workers)
                 rows += [dict(epoch=state.epoch + 1, dataset=k, split="test", loss=float("nan"), **m)
                          for k, m in test.items()]
                 self._keep_best(model, test, state)

@@ -34,12 +34,12 @@ class FeatureBank:
         with torch.no_grad():
             for images, _, idx in loader:
                 with autocast(device, amp):
-                    feats.append(model.image_features(normalise(images.to(device, non_blocking=True))).float().cpu())
+                    feats.append(model.image_features(normalise(images.to(device, non_blocking=True))).float())
                 indices.append(idx)
                 if progress is not None:
                     progress.update(len(idx))
         local = (torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64),
-                 torch.cat(feats).numpy() if feats else np.zeros((0, 0), dtype=np.float32))
+                 torch.cat(feats).cpu().numpy() if feats else np.zeros((0, 0), dtype=np.float32))
         full = None
         for idx, f in all_gather_objects(local, env):
             if len(idx):
