@@ -144,7 +144,8 @@ def test_data_benchmark_prints_its_table_and_enforces_min_speedup(capsys):
     bench = load_script("benchmark_data")
     assert bench.main(["-n", "2", "--repeats", "1"]) == 0
     row = capsys.readouterr().out.splitlines()[-1]
-    assert re.match(r"\| 2 \| 1024x768 \| 224 \| [\d.]+ \| [\d.]+ \| [\d.]+x \| \d+ us/img", row), row
+    assert re.match(r"\| 2 \| 1024x768 \| 224 \| [\d.]+ \| [\d.]+ \| [\d.]+x \| \d+ us/img \([\d.]+%\) \| [\d.]+ \| "
+                    r"0\.29 \|$", row), row                   # the loader's batch: 2 uint8 images of 3 x 224 x 224
     assert bench.main(["-n", "2", "--repeats", "1", "--min_speedup", "1e9"]) == 1
     err = capsys.readouterr().err.strip().splitlines()   # the cache's progress bar, then the error
     assert re.fullmatch(r"error: the cache is [\d.]+x the direct path, below --min_speedup 1e\+09", err[-1]), err
