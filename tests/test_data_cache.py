@@ -108,6 +108,30 @@ def test_missing_cache_falls_back_to_disk_with_a_hint(tiny_ds, tmp_path):
     assert isinstance(source, images.DiskImages) and len(source) == 5
 
 
+def test_training_on_a_gpu_without_a_cache_warns_how_to_make_one(tiny_ds, tmp_path, recwarn):
+    assert isinstance(cache.open_image_source(tiny_ds, 32, feeds_gpu=False), images.DiskImages) and not recwarn
+    hint = (f"no --cache_dir: 'toy' is decoded from disk every epoch, which starves a GPU .*python -m promptiqa "
+            f"prepare --dataset toy --root {re.escape(tiny_ds.root)} --cache_dir data/cache --image_size 32 -j 8, then "
+            f"train with --cache_dir data/cache")
+    with pytest.warns(UserWarning, match=hint):
+        assert isinstance(cache.open_image_source(tiny_ds, 32, feeds_gpu=True), images.DiskImages)
+    cache.prepare_cache(tiny_ds, 32, tmp_path / "cache")
+    recwarn.clear()
+    assert isinstance(cache.open_image_source(tiny_ds, 32, tmp_path / "cache", feeds_gpu=True), cache.ImageCache)
+    assert not recwarn   # a valid cache: nothing to say
+
+
+def test_the_paper_configs_train_from_the_image_cache():
+    from promptiqa.config import load_yaml
+
+    for name in ("paper.yaml", "paper_fast.yaml"):
+        text = (SCRIPTS.parent / "configs" / name).read_text()
+        assert load_yaml(SCRIPTS.parent / "configs" / name)["cache_dir"] == "data/cache"
+        assert "python -m promptiqa prepare --dataset $d --root data/$d --cache_dir data/cache" in text
+    assert set(re.search(r"for d in ([\w ]+); do", text).group(1).split()) == set(load_yaml(
+        SCRIPTS.parent / "configs" / "paper.yaml")["dataset"])   # the loop prepares every dataset of the run
+
+
 def test_prepare_skips_an_up_to_date_cache(tiny_ds, tmp_path):
     path = cache.prepare_cache(tiny_ds, 32, tmp_path / "cache")
     before = (path / "images.npy").stat().st_mtime_ns

@@ -71,7 +71,8 @@ class Trainer:
 
         views = []
         for key in cfg.dataset:
-            v = load_views(key, roots[key], choose_split, cfg.image_size, cfg.label_norm, cfg.cache_dir)
+            v = load_views(key, roots[key], choose_split, cfg.image_size, cfg.label_norm, cfg.cache_dir,
+                           feeds_gpu=self.env.device.type == "cuda")
             self.isp_positions[key] = v.isp_positions(self.plan.isp_num)
             views.append(v)
             self.log(f"dataset {key}: {len(v.train)} train / {len(v.test)} test images ({v.records.split_by} split, "
