@@ -3,8 +3,8 @@
 read_image: OpenCV decode (BGR, EXIF orientation applied) -> 224x224 bicubic resize of the uint8 image (no crop,
 aspect not kept) -> RGB. Samples stay uint8 (CHW, ``to_chw``) through the DataLoader, a quarter of float32's bytes
 through shared and pinned memory; every consumer calls ``normalise`` after the copy to the device: /255 ->
-(x - 0.5) / 0.5 -> float32, looked up in one 256-entry table computed in the official float32 order, so the result
-is bit-identical to the official loader (which also resizes the uint8 BGR image and converts to float32 only
+(x - 0.5) / 0.5 -> float32 in the official order (on a GPU, looked up in a 256-entry table computed that way), so the
+result is bit-identical to the official loader (which also resizes the uint8 BGR image and converts to float32 only
 afterwards) on every device. ``to_tensor`` does both on the CPU.
 
 Samples are served unflipped: training flips whole batches of CHW tensors on its own random stream (the engine's
@@ -48,16 +48,17 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def _official_table() -> np.ndarray:
-    """float32 value of each uint8 level after /255 -> (x - 0.5) / 0.5, in the official order of operations."""
-    levels = np.arange(256).astype(np.float32)
-    levels /= 255
-    levels -= 0.5
-    levels /= 0.5
-    return levels
+def _official_normalisation(pixels: np.ndarray) -> np.ndarray:
+    """uint8 values -> float32 (x / 255 - 0.5) / 0.5 in the official order of operations: the one statement of the
+    input normalisation (NumPy's float32 steps are each correctly rounded, whatever the array's shape)."""
+    x = pixels.astype(np.float32)
+    x /= 255
+    x -= 0.5
+    x /= 0.5
+    return x
 
 
-NORMALISED_LEVELS = _official_table()   # the one statement of the input normalisation
+NORMALISED_LEVELS = _official_normalisation(np.arange(256, dtype=np.uint8))   # each level's value, for devices
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,12 +68,14 @@ def _levels_on(device: torch.device) -> torch.Tensor:
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (any shape, e.g. (B, 3, S, S)) -> float32 in [-1, 1] on their device, bit-identical to
-    (x / 255 - 0.5) / 0.5 in float32 (a table lookup: CUDA's division by a scalar multiplies by the reciprocal)."""
+    (x / 255 - 0.5) / 0.5 in float32: computed on the CPU, looked up in NORMALISED_LEVELS elsewhere (CUDA's division
+    by a scalar multiplies by the reciprocal, which is not bit-identical)."""
     if images.dtype != torch.uint8:
         raise TypeError(f"normalise expects uint8 images (as the loaders serve them), got {images.dtype}")
     if images.device.type == "cpu":
-        # NumPy's take: one pass, no intra-op thread pool (torch's CPU indexing was ~10x slower here).
-        return torch.from_numpy(np.take(NORMALISED_LEVELS, images.numpy()))
+        # The arithmetic itself, in NumPy: no intra-op thread pool, and 2x faster than a lookup here (12 vs 28 ms for a
+        # 66-image step; torch's CPU indexing took 100-200 ms).
+        return torch.from_numpy(_official_normalisation(images.numpy()))
     return _levels_on(images.device)[images.long()]   # long indices: a uint8 index would be read as a mask
 
 
