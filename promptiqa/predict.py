@@ -4,7 +4,7 @@ A requirement is a prompt of image-score pairs in the user's own scale (1-5 star
 is better). A ScoreScale maps those scores onto the model's [0, 1] labels and predictions back; the prompt is
 encoded once into a (1, n, 128) tensor, which can be saved to a small file and reused without its images.
 Images go through the training pipeline: files are decoded by ``read_image``; PIL images and arrays get the same
-bicubic resize of the uint8 image; then ``to_tensor``.
+bicubic resize of the uint8 image; batches cross the loader as uint8 and are ``normalise``d on the device.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from promptiqa.data.images import read_image, resize_image, to_tensor
+from promptiqa.data.images import (ImageLoader, explain_shared_memory_failures, normalise, read_image, resize_image,
+                                   to_chw)
 from promptiqa.errors import PromptIQAError
 from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
 from promptiqa.devices import AMP_MODES, FP16_REFUSAL, amp_dtype, default_device
@@ -174,8 +175,8 @@ def _describe_image(image: Any, i: int) -> str:
 
 
 class _ImageInputs(Dataset):
-    """(index, CHW tensor or None, error message or None): errors travel as data so worker processes report them
-    cleanly, instead of as exceptions that the DataLoader re-raises wrapped in a worker traceback."""
+    """(index, uint8 CHW tensor or None, error message or None): errors travel as data so worker processes report
+    them cleanly, instead of as exceptions that the DataLoader re-raises wrapped in a worker traceback."""
 
     def __init__(self, images: Sequence[ImageInput], size: int):
         self.images = images
@@ -186,7 +187,7 @@ class _ImageInputs(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, to_tensor(load_rgb(self.images[i], self.size)), None
+            return i, to_chw(load_rgb(self.images[i], self.size)), None
         except (OSError, ValueError, cv2.error) as err:
             message = str(err) if isinstance(self.images[i], (str, os.PathLike)) else \
                 f"{_describe_image(self.images[i], i)}: {err}"
@@ -480,13 +481,13 @@ class Predictor:
         """(input indices, normalised (B, 3, S, S) batch on the device or None), decoded by ``workers`` background
         processes (0: inline). An image that fails to decode is an ImageError unless ``skip(index, message)``
         takes it (returns True): then it is left out of its batch."""
-        loader = DataLoader(_ImageInputs(images, self.image_size), batch_size=batch_size, shuffle=False,
-                            num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
+        loader = ImageLoader(_ImageInputs(images, self.image_size), batch_size=batch_size, shuffle=False,
+                             num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
         for indices, batch, errors in loader:
             for index, message in errors:
                 if skip is None or not skip(index, message):
                     raise ImageError(message, index=index)
-            yield indices, None if batch is None else batch.to(self.device, non_blocking=True)
+            yield indices, None if batch is None else normalise(batch.to(self.device, non_blocking=True))
 
     def set_prompt(self, images, scores: Sequence[float], name: str = DEFAULT_PROMPT,
                    score_range: Optional[Tuple[float, float]] = None, higher_is_better: bool = True,
@@ -582,6 +583,7 @@ class Predictor:
         return ScoredFiles([f for f, k in zip(files, kept) if k], {n: v[kept] for n, v in zip(names, scores)},
                            [(files[i], message) for i, message in sorted(skipped.items())])
 
+    @explain_shared_memory_failures()
     def _predict(self, items: List[ImageInput], entries: List[EncodedPrompt], batch_size: int, workers: Optional[int],
                  progress: bool, skip: Optional[Callable[[int, str], bool]] = None) -> np.ndarray:
         """(prompts, images) scores in each prompt's scale; NaN where ``skip`` took an image that failed to decode."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Images/s of the two input paths, single process: direct (decode + resize + to_tensor) and cache (memmap + to_tensor),
-and the cost of the truncated-JPEG check the direct path makes before each decode.
+"""Images/s of the two input paths, single process: direct (decode + resize + to_chw) and cache (memmap + to_chw), the
+cost of the truncated-JPEG check the direct path makes before each decode, and the training loader on the cache
+(ImageLoader batches of --batch_size uint8 images from --workers processes; MiB per batch as it crosses to the device).
 
     python scripts/benchmark_data.py                       # 200 synthetic 1024x768 JPEGs (KonIQ's size), quality 90
     python scripts/benchmark_data.py --images DIR -n 500   # the first 500 images of a folder of your own
@@ -20,7 +21,7 @@ import numpy as np
 
 from promptiqa.data.cache import ImageCache, prepare_cache
 from promptiqa.data.formats.common import image_file_problem
-from promptiqa.data.images import read_image, to_tensor
+from promptiqa.data.images import ImageLoader, IQAImages, read_image, to_chw
 from promptiqa.data.records import DatasetRecords, Record
 
 
@@ -71,16 +72,32 @@ def images_per_second(load, n: int, repeats: int = 1) -> float:
     return n / best
 
 
-def benchmark(paths: Sequence[Path], image_size: int, cache_dir: Path, repeats: int = 1) -> dict:
-    """Measure both paths on `paths`; the cache is prepared first (not timed)."""
+def loader_images_per_second(cache: ImageCache, batch_size: int, workers: int, repeats: int = 1):
+    """Best-of-`repeats` images/s of an ImageLoader over the whole cache, and the bytes of its largest batch's
+    images. Its workers persist, as training's do: the first pass also times their start."""
+    data = IQAImages(cache, np.zeros(len(cache)), cache.image_size)
+    loader = ImageLoader(data, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+    best, batch_bytes = float("inf"), 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for images, _, _ in loader:
+            batch_bytes = max(batch_bytes, images.numel() * images.element_size())
+        best = min(best, time.perf_counter() - start)
+    return len(data) / best, batch_bytes
+
+
+def benchmark(paths: Sequence[Path], image_size: int, cache_dir: Path, repeats: int = 1, batch_size: int = 66,
+              workers: int = 2) -> dict:
+    """Measure both paths and the loader on `paths`; the cache is prepared first (not timed)."""
     ds = folder_records(paths)
     cache = ImageCache(prepare_cache(ds, image_size, cache_dir))
     cache[0]  # map the file before timing
-    direct = images_per_second(lambda i: to_tensor(read_image(paths[i], image_size)), len(paths), repeats)
-    cached = images_per_second(lambda i: to_tensor(cache[i]), len(paths), repeats)
+    direct = images_per_second(lambda i: to_chw(read_image(paths[i], image_size)), len(paths), repeats)
+    cached = images_per_second(lambda i: to_chw(cache[i]), len(paths), repeats)
     check = images_per_second(lambda i: image_file_problem(paths[i]), len(paths), repeats)
+    loader, batch_bytes = loader_images_per_second(cache, batch_size, workers, repeats)
     return {"images": len(paths), "direct": direct, "cache": cached, "speedup": cached / direct,
-            "check_us": 1e6 / check, "check_share": direct / check}
+            "check_us": 1e6 / check, "check_share": direct / check, "loader": loader, "batch_mib": batch_bytes / 2**20}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -90,9 +107,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("-n", type=int, default=200, help="number of images")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3, help="timing passes; the best is reported")
+    parser.add_argument("--batch_size", type=int, default=66, help="loader batch (default 66: the paper's step)")
+    parser.add_argument("-j", "--workers", type=int, default=2, help="loader worker processes (0: the main one)")
     parser.add_argument("--min_speedup", type=float, default=None,
                         help="fail (exit 1) when the cache is less than this many times faster than decoding")
     args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.workers < 0:
+        parser.error(f"--batch_size must be at least 1 and --workers at least 0, got {args.batch_size} and "
+                     f"{args.workers}")
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.images:
@@ -103,12 +125,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             paths = write_synthetic_jpegs(Path(tmp) / "images", args.n)
         source = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
-        result = benchmark(paths, args.image_size, Path(tmp) / "cache", args.repeats)
+        result = benchmark(paths, args.image_size, Path(tmp) / "cache", args.repeats, args.batch_size, args.workers)
     print("| images | first image | size | direct img/s | cache img/s | speed-up | truncation check (share of "
-          "direct) |")
+          f"direct) | loader img/s (batch {args.batch_size}, -j {args.workers}) | MiB/batch |")
     print(f"| {result['images']} | {source.shape[1]}x{source.shape[0]} | {args.image_size} | {result['direct']:.1f} "
           f"| {result['cache']:.1f} | {result['speedup']:.1f}x | {result['check_us']:.0f} us/img "
-          f"({100 * result['check_share']:.2f}%) |")
+          f"({100 * result['check_share']:.2f}%) | {result['loader']:.1f} | {result['batch_mib']:.2f} |")
     if args.min_speedup is not None and result["speedup"] < args.min_speedup:
         print(f"error: the cache is {result['speedup']:.1f}x the direct path, below --min_speedup "
               f"{args.min_speedup:g}", file=sys.stderr)

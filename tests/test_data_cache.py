@@ -108,6 +108,30 @@ def test_missing_cache_falls_back_to_disk_with_a_hint(tiny_ds, tmp_path):
     assert isinstance(source, images.DiskImages) and len(source) == 5
 
 
+def test_training_on_a_gpu_without_a_cache_warns_how_to_make_one(tiny_ds, tmp_path, recwarn):
+    assert isinstance(cache.open_image_source(tiny_ds, 32, feeds_gpu=False), images.DiskImages) and not recwarn
+    hint = (f"no --cache_dir: 'toy' is decoded from disk every epoch, which starves a GPU .*python -m promptiqa "
+            f"prepare --dataset toy --root {re.escape(tiny_ds.root)} --cache_dir data/cache --image_size 32 -j 8, then "
+            f"train with --cache_dir data/cache")
+    with pytest.warns(UserWarning, match=hint):
+        assert isinstance(cache.open_image_source(tiny_ds, 32, feeds_gpu=True), images.DiskImages)
+    cache.prepare_cache(tiny_ds, 32, tmp_path / "cache")
+    recwarn.clear()
+    assert isinstance(cache.open_image_source(tiny_ds, 32, tmp_path / "cache", feeds_gpu=True), cache.ImageCache)
+    assert not recwarn   # a valid cache: nothing to say
+
+
+def test_the_paper_configs_train_from_the_image_cache():
+    from promptiqa.config import load_yaml
+
+    for name in ("paper.yaml", "paper_fast.yaml"):
+        text = (SCRIPTS.parent / "configs" / name).read_text()
+        assert load_yaml(SCRIPTS.parent / "configs" / name)["cache_dir"] == "data/cache"
+        assert "python -m promptiqa prepare --dataset $d --root data/$d --cache_dir data/cache" in text
+    assert set(re.search(r"for d in ([\w ]+); do", text).group(1).split()) == set(load_yaml(
+        SCRIPTS.parent / "configs" / "paper.yaml")["dataset"])   # the loop prepares every dataset of the run
+
+
 def test_prepare_skips_an_up_to_date_cache(tiny_ds, tmp_path):
     path = cache.prepare_cache(tiny_ds, 32, tmp_path / "cache")
     before = (path / "images.npy").stat().st_mtime_ns
@@ -123,7 +147,7 @@ def test_workers_map_the_cache_instead_of_receiving_pixels(tiny_ds, tmp_path):
     loader = DataLoader(images.IQAImages(c, np.zeros(5), image_size=64), batch_size=5, num_workers=2)
     (batch, _, index), = list(loader)
     assert index.tolist() == [0, 1, 2, 3, 4]
-    assert torch.equal(batch[3], images.to_tensor(images.read_image(tiny_ds.records[3].path, 64)))
+    assert torch.equal(batch[3], images.to_chw(images.read_image(tiny_ds.records[3].path, 64)))
 
 
 def test_prepare_cli_loads_the_dataset_from_the_registry(tiny_ds, tmp_path, monkeypatch, capsys):
@@ -144,7 +168,8 @@ def test_data_benchmark_prints_its_table_and_enforces_min_speedup(capsys):
     bench = load_script("benchmark_data")
     assert bench.main(["-n", "2", "--repeats", "1"]) == 0
     row = capsys.readouterr().out.splitlines()[-1]
-    assert re.match(r"\| 2 \| 1024x768 \| 224 \| [\d.]+ \| [\d.]+ \| [\d.]+x \| \d+ us/img", row), row
+    assert re.match(r"\| 2 \| 1024x768 \| 224 \| [\d.]+ \| [\d.]+ \| [\d.]+x \| \d+ us/img \([\d.]+%\) \| [\d.]+ \| "
+                    r"0\.29 \|$", row), row                   # the loader's batch: 2 uint8 images of 3 x 224 x 224
     assert bench.main(["-n", "2", "--repeats", "1", "--min_speedup", "1e9"]) == 1
     err = capsys.readouterr().err.strip().splitlines()   # the cache's progress bar, then the error
     assert re.fullmatch(r"error: the cache is [\d.]+x the direct path, below --min_speedup 1e\+09", err[-1]), err

@@ -2,7 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +22,8 @@ from torch.utils.data import DataLoader
 from promptiqa.data import groups, images, sampling, splits
 from promptiqa.data.records import DatasetRecords, Record
 from promptiqa.engine.augment import flip_batch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_ds(tmp_path=None, key="toy", refs=("ref_a", "ref_b", "ref_c", "ref_d", "ref_e"), per_ref=3,
@@ -302,6 +313,161 @@ def test_image_pipeline_is_bit_identical_to_the_official_one(tmp_path, suffix):
     assert tensor.min() >= -1 and tensor.max() <= 1
 
 
+def numpy_official(pixels_chw: np.ndarray) -> torch.Tensor:
+    """The float path the loaders used before batches crossed as uint8: float32 in NumPy, /255, -0.5, /0.5."""
+    x = pixels_chw.astype(np.float32)
+    x /= 255
+    x -= 0.5
+    x /= 0.5
+    return torch.from_numpy(x)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_normalisation_is_the_official_float32_arithmetic_bit_for_bit(tmp_path, device):
+    levels = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(images.normalise(levels.to(device)).cpu(), numpy_official(levels.numpy()))
+    assert images.NORMALISED_LEVELS.dtype == np.float32 and images.NORMALISED_LEVELS[[0, 255]].tolist() == [-1, 1]
+    path = tmp_path / "photo.jpg"
+    cv2.imwrite(str(path), np.random.default_rng(3).integers(0, 256, size=(300, 411, 3), dtype=np.uint8))
+    pixels = images.read_image(path, 224)
+    batch = torch.stack([images.to_chw(pixels), images.to_chw(pixels[::-1].copy())])
+    expected = torch.stack([official_style_tensor(path, 224), numpy_official(batch[1].numpy())])
+    on_device = images.normalise(batch.to(device))
+    assert on_device.dtype == torch.float32 and on_device.device.type == device
+    assert torch.equal(on_device.cpu(), expected)
+    assert torch.equal(images.normalise(batch.flip(2).to(device)).cpu(), expected.flip(2))   # strided views too
+    # the table lookup the other devices run, here on the CPU: the same bits
+    assert torch.equal(images._levels_on(torch.device("cpu"))[batch.long()], expected)
+    assert torch.equal(images.to_tensor(pixels), expected[0])
+    with pytest.raises(TypeError, match="expects uint8 images"):
+        images.normalise(expected)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_batches_cross_as_contiguous_uint8(tmp_path, workers):
+    paths = []
+    for k in range(5):
+        paths.append(str(tmp_path / f"{k}.png"))
+        cv2.imwrite(paths[-1], np.random.default_rng(k).integers(0, 256, size=(20 + k, 30, 3), dtype=np.uint8))
+    ds = images.IQAImages(paths, np.linspace(0, 1, 5), image_size=32)
+    batch, labels, index = next(iter(images.ImageLoader(ds, batch_size=4, num_workers=workers)))
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 32, 32) and batch.is_contiguous()
+    assert batch.numel() * batch.element_size() == 4 * 3 * 32 * 32   # a quarter of float32's bytes
+    assert torch.equal(images.normalise(batch), torch.stack([images.to_tensor(images.read_image(p, 32))
+                                                             for p in paths[:4]]))
+
+
+class _Threads(torch.utils.data.Dataset):
+    """Reports, from the worker that reads it, OpenCV's and torch's thread counts and the user's init mark."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return cv2.getNumThreads(), torch.get_num_threads(), int(os.environ.get("PROMPTIQA_TEST_INIT", -1))
+
+
+def _mark_worker(worker_id):
+    os.environ["PROMPTIQA_TEST_INIT"] = str(100 + worker_id)
+
+
+def test_loader_workers_run_opencv_on_one_thread_and_the_users_init():
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    try:
+        # OpenCV's pool running in this process, as after decoding here: setting the thread count inside a forked
+        # worker then crashes or hangs it (it tears down pool threads the worker does not have)
+        cv2.resize(np.zeros((768, 1024), np.float32), (2048, 1536), interpolation=cv2.INTER_CUBIC)
+        loader = images.ImageLoader(_Threads(), batch_size=1, num_workers=2, worker_init_fn=_mark_worker)
+        for _ in range(2):   # fresh workers each pass
+            assert sorted(tuple(int(v) for v in batch) for batch in loader) == [(1, 1, 100), (1, 1, 101)]
+        assert cv2.getNumThreads() == 4 and "PROMPTIQA_TEST_INIT" not in os.environ   # this process as it was
+    finally:
+        cv2.setNumThreads(before)
+
+
+class _DiesOfSigbus(torch.utils.data.Dataset):
+    """A worker that reads item ``at`` dies of SIGBUS after ``delay`` s, as one writing a batch into a full /dev/shm."""
+
+    def __init__(self, at=3, delay=0.0, n=16):
+        self.at, self.delay, self.n = at, delay, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.at:
+            time.sleep(self.delay)
+            os.kill(os.getpid(), signal.SIGBUS)
+        return torch.zeros(2)
+
+
+def test_a_worker_killed_by_sigbus_is_one_line_about_shared_memory(capsys):
+    from promptiqa.errors import run_command
+
+    def fetch():   # the death is reported while the main process waits for a batch
+        for _ in images.ImageLoader(_DiesOfSigbus(), batch_size=1, num_workers=2):
+            pass
+
+    assert run_command(fetch) == 1
+    err, = capsys.readouterr().err.strip().splitlines()   # (the dying worker writes its own note to fd 2)
+    assert re.fullmatch(r"error: data loading ran out of shared memory \(/dev/shm; PyTorch: DataLoader worker \(pid "
+                        r"\d+\) is killed by signal: Bus error\): run the container with --shm-size=8g or --ipc=host, "
+                        r"or use fewer --workers", err), err
+
+    @images.explain_shared_memory_failures()
+    def consume():   # ... or while it is busy with the last batch (the engine's loops are marked like this)
+        for _ in images.ImageLoader(_DiesOfSigbus(at=2, delay=0.3), batch_size=1, num_workers=1):
+            time.sleep(2)
+
+    with pytest.raises(images.SharedMemoryError, match="Bus error"):
+        consume()
+    with pytest.raises(images.SharedMemoryError, match="Bus error"):
+        # a batch whose worker died before handing it over first shows as a reset connection
+        alive = iter(torch.utils.data.DataLoader(_DiesOfSigbus(at=0, delay=0.3), num_workers=1))
+        with images.explain_shared_memory_failures(fetching=True):
+            raise ConnectionResetError(104, "Connection reset by peer")
+    del alive
+    with pytest.raises(ConnectionResetError):   # no worker died: the error is left as it is
+        with images.explain_shared_memory_failures(fetching=True):
+            raise ConnectionResetError(104, "Connection reset by peer")
+    with pytest.raises(RuntimeError, match="^boom$"):
+        with images.explain_shared_memory_failures():
+            raise RuntimeError("boom")
+
+
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _unshare_works(),
+                    reason="needs a private mount namespace (unshare) for a small /dev/shm")
+def test_a_full_dev_shm_is_one_line_about_shared_memory():
+    # The real thing: the loader's workers write their batches into a 1 MB /dev/shm (Docker's default is 64 MB).
+    program = textwrap.dedent("""
+        import numpy as np
+        from promptiqa.data.images import ImageLoader, IQAImages
+        from promptiqa.errors import exit_with
+
+        data = IQAImages([np.full((224, 224, 3), i, np.uint8) for i in range(32)], np.zeros(32), 224)
+        exit_with(lambda: [None for _ in ImageLoader(data, batch_size=16, num_workers=2)] and None)
+    """)
+    shell = f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {shlex.quote(sys.executable)} -c {shlex.quote(program)}"
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", shell], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: data loading ran out of shared memory (/dev/shm; PyTorch: ") and \
+        line.endswith("): run the container with --shm-size=8g or --ipc=host, or use fewer --workers"), line
+
+
 def test_read_image_names_the_file_it_cannot_read(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         images.read_image(tmp_path / "missing.png")
@@ -338,11 +504,24 @@ def test_training_flips_the_chosen_images_along_the_chosen_axis(flip_axis):
     assert torch.equal(flip_batch(batch, np.zeros(3, bool), flip_axis), batch)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_flip_mask_reaches_the_gpu_without_a_blocking_copy():
+    batch = images.normalise(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)).cuda()
+    flips = np.array([True, False, True, False])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")   # a copy from pageable memory would synchronise: an error here
+    try:
+        out = flip_batch(batch, flips, "vertical")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(out.cpu(), flip_batch(batch.cpu(), flips, "vertical"))
+
+
 def test_samples_are_served_unflipped_and_draw_no_random_numbers():
     image = rows_and_columns_image()
     ds = images.IQAImages([image] * 4, np.zeros(4), image_size=6)
     state = torch.get_rng_state()
-    assert all(torch.equal(ds[i][0], images.to_tensor(image)) for i in range(4))
+    assert all(torch.equal(ds[i][0], images.to_chw(image)) for i in range(4))
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -354,6 +533,6 @@ def test_iqa_images_serves_a_subset_with_aligned_labels(tmp_path):
     ds = images.IQAImages(paths, [0.3, 0.1], image_size=16, indices=[3, 1])
     image, label, index = ds[0]
     assert len(ds) == 2 and index == 0 and label.item() == pytest.approx(0.3)
-    assert torch.equal(image, images.to_tensor(images.read_image(paths[3], 16)))
+    assert image.dtype == torch.uint8 and torch.equal(image, images.to_chw(images.read_image(paths[3], 16)))
     with pytest.raises(ValueError, match="3 labels for 2 images"):
         images.IQAImages(paths, [0.1, 0.2, 0.3], image_size=16, indices=[3, 1])

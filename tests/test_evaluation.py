@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from promptiqa.cli import main as cli_main
-from promptiqa.data import IQAImages, SPLIT_SEEDS, load_dataset, make_split, normalise_labels
+from promptiqa.data import IQAImages, SPLIT_SEEDS, load_dataset, make_split, normalise, normalise_labels
 from promptiqa.distributed import DistEnv
 from promptiqa.engine.inference import predict_split, stack_items
 from promptiqa.evaluation.features import FeatureBank
@@ -209,6 +209,35 @@ def test_feature_bank_scores_like_predict_split(data, checkpoints):
         expected = predict_split(model, test, env, p_images, p_scores, batch_size=3)
         got = FeatureBank(model, test, env, batch_size=2).score(p_images, p_scores)
         np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_evaluation_reads_with_workers_and_scores_alike(data, checkpoints, monkeypatch):
+    import promptiqa.engine.inference as inference
+    from promptiqa.data.views import load_views
+
+    def seed_2024(records):
+        return make_split(records, 2024), "seed 2024"
+
+    views = [load_views(key, data[key], seed_2024, 64) for key in ("koniq10k", "tid2013")]
+    positions = {v.key: v.isp_positions(4) for v in views}
+    model = load_model(checkpoints["ours"], device="cpu")
+    p_images, p_scores = stack_items(views[0].train, positions["koniq10k"])
+    assert p_images.dtype == torch.uint8 and p_images.shape == (4, 3, 64, 64)   # normalised on the device
+    inline = predict_split(model, views[0].test, DistEnv(), p_images, p_scores, batch_size=3, workers=0)
+    assert np.array_equal(predict_split(model, views[0].test, DistEnv(), p_images, p_scores, batch_size=3, workers=2),
+                          inline) and np.isfinite(inline).all()
+    loaders = []
+
+    def recorded(*args, **kwargs):
+        loaders.append(kwargs["num_workers"])
+        return images_loader(*args, **kwargs)
+
+    images_loader = inference.ImageLoader
+    monkeypatch.setattr(inference, "ImageLoader", recorded)
+    with_workers = inference.evaluate_test_splits(model, views, positions, DistEnv(), batch_size=5, workers=2)
+    assert loaders == [2, 2]
+    assert with_workers == inference.evaluate_test_splits(model, views, positions, DistEnv(), batch_size=5)
+    assert loaders == [2, 2, 0, 0]
 
 
 def test_official_test_prompt_is_re_encoded_per_test_group_whatever_the_batch_size(data, checkpoints):
@@ -476,9 +505,10 @@ def test_few_shot_fine_tuning_fits_the_isps(checkpoints):
 
     model = load_model(checkpoints["wo"], device="cpu")
     torch.manual_seed(0)
-    images, scores = torch.randn(6, 3, 64, 64), torch.linspace(0.1, 0.9, 6)
+    pixels, scores = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8), torch.linspace(0.1, 0.9, 6)
+    images = normalise(pixels)
     before = torch.nn.functional.l1_loss(model(images), scores).item()
-    tuned = finetune_few_shot(model, images, scores, steps=8, lr=1e-3)
+    tuned = finetune_few_shot(model, pixels, scores, steps=8, lr=1e-3)   # the ISPs as an ISPP holds them: uint8
     assert not tuned.training and model is not tuned
     assert torch.nn.functional.l1_loss(tuned(images), scores).item() < before
     assert torch.equal(model(images), load_model(checkpoints["wo"], device="cpu")(images))   # the original is intact

@@ -13,7 +13,8 @@ _EXPORTS = {
                "resolve_split", "save_splits", "split_from_units", "split_units", "SplitError"),
     "sampling": ("sample_isps",),
     "groups": ("GroupSampler", "MultiDataset", "TestShardSampler"),
-    "images": ("ImageLoader", "ImageReadError", "IQAImages", "check_image_file", "read_image", "to_tensor"),
+    "images": ("ImageLoader", "ImageReadError", "IQAImages", "SharedMemoryError", "check_image_file", "normalise",
+               "read_image", "to_chw", "to_tensor"),
     "cache": ("ImageCache", "open_image_source", "prepare_cache"),
     "views": ("DatasetViews", "load_views"),
 }

@@ -180,10 +180,16 @@ def _write_images(tmp: Path, source: DiskImages, n: int, image_size: int, worker
 
 
 def open_image_source(ds: DatasetRecords, image_size: int = DEFAULT_IMAGE_SIZE,
-                      cache_dir: Union[str, Path, None] = None):
-    """Record i's uint8 HWC image by index: from the cache when present and valid, else decoded from disk."""
+                      cache_dir: Union[str, Path, None] = None, feeds_gpu: bool = False):
+    """Record i's uint8 HWC image by index: from the cache when present and valid, else decoded from disk (with a
+    warning when a cache was asked for, or when the images feed a GPU: ``feeds_gpu``)."""
     disk = DiskImages([r.path for r in ds.records], image_size, dataset=ds.key)
     if cache_dir is None:
+        if feeds_gpu:
+            warnings.warn(f"no --cache_dir: '{ds.key}' is decoded from disk every epoch, which starves a GPU "
+                          f"(decoding a 1024x768 JPEG costs 25-40x reading the cache); prepare a cache once with: "
+                          f"python -m promptiqa prepare --dataset {ds.key} --root {ds.root} --cache_dir data/cache "
+                          f"--image_size {image_size} -j 8, then train with --cache_dir data/cache", stacklevel=2)
         return disk
     path = cache_path(ds, image_size, cache_dir)
     if not (path / RECORDS_FILE).is_file():

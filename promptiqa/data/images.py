@@ -1,8 +1,11 @@
 """The official image pipeline, split at the uint8 boundary so the direct and the cached paths share the tail.
 
 read_image: OpenCV decode (BGR, EXIF orientation applied) -> 224x224 bicubic resize of the uint8 image (no crop,
-aspect not kept) -> RGB. to_tensor: /255 -> (x - 0.5) / 0.5 -> float32 CHW. This is bit-identical to the
-official loader, which also resizes the uint8 BGR image and converts to float32 only afterwards.
+aspect not kept) -> RGB. Samples stay uint8 (CHW, ``to_chw``) through the DataLoader, a quarter of float32's bytes
+through shared and pinned memory; every consumer calls ``normalise`` after the copy to the device: /255 ->
+(x - 0.5) / 0.5 -> float32 in the official order (on a GPU, looked up in a 256-entry table computed that way), so the
+result is bit-identical to the official loader (which also resizes the uint8 BGR image and converts to float32 only
+afterwards) on every device. ``to_tensor`` does both on the CPU.
 
 Samples are served unflipped: training flips whole batches of CHW tensors on its own random stream (the engine's
 flip_batch; the official flip is vertical, see docs/datasets.md#images-and-the-flip), so the same dataset serves
@@ -10,6 +13,11 @@ training and evaluation.
 """
 from __future__ import annotations
 
+import functools
+import re
+import signal
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -18,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..errors import PromptIQAError
 from .formats.common import ImageReadError, check_image_file
 
 DEFAULT_IMAGE_SIZE = 224
@@ -40,17 +49,47 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 HWC RGB -> float32 CHW in [-1, 1]: (x / 255 - 0.5) / 0.5, in the official order of operations."""
+def _official_normalisation(pixels: np.ndarray) -> np.ndarray:
+    """uint8 values -> float32 (x / 255 - 0.5) / 0.5 in the official order of operations: the one statement of the
+    input normalisation (NumPy's float32 steps are each correctly rounded, whatever the array's shape)."""
+    x = pixels.astype(np.float32)
+    x /= 255
+    x -= 0.5
+    x /= 0.5
+    return x
+
+
+NORMALISED_LEVELS = _official_normalisation(np.arange(256, dtype=np.uint8))   # each level's value, for devices
+
+
+@functools.lru_cache(maxsize=None)
+def _levels_on(device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(NORMALISED_LEVELS).to(device)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any shape, e.g. (B, 3, S, S)) -> float32 in [-1, 1] on their device, bit-identical to
+    (x / 255 - 0.5) / 0.5 in float32: computed on the CPU, looked up in NORMALISED_LEVELS elsewhere (CUDA's division
+    by a scalar multiplies by the reciprocal, which is not bit-identical)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalise expects uint8 images (as the loaders serve them), got {images.dtype}")
+    if images.device.type == "cpu":
+        # The arithmetic itself, in NumPy: no intra-op thread pool, and 2x faster than a lookup here (12 vs 28 ms for a
+        # 66-image step; torch's CPU indexing took 100-200 ms).
+        return torch.from_numpy(_official_normalisation(images.numpy()))
+    return _levels_on(images.device)[images.long()]   # long indices: a uint8 index would be read as a mask
+
+
+def to_chw(image: np.ndarray) -> torch.Tensor:
+    """uint8 HWC RGB -> contiguous uint8 CHW tensor: what the datasets serve."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} with shape {image.shape}")
-    # NumPy rather than torch ops: the same float32 arithmetic as the official code, and no intra-op thread
-    # pool, which made these tiny ops ~50x slower on a busy 2-core machine.
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
-    chw /= 255
-    chw -= 0.5
-    chw /= 0.5
-    return torch.from_numpy(chw)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 HWC RGB -> float32 CHW in [-1, 1] on the CPU: ``normalise(to_chw(image))``."""
+    return normalise(to_chw(image))
 
 
 class DiskImages:
@@ -105,23 +144,126 @@ class _CollateUnlessFailed:
         return failed if failed is not None else self.collate(items)
 
 
-class ImageLoader(DataLoader):
-    """A DataLoader whose image read errors, in the main process or any worker, are raised in the main process as
-    one ImageReadError naming the file (a worker's own exception would arrive wrapped in its traceback)."""
+class SharedMemoryError(PromptIQAError, RuntimeError):
+    """DataLoader workers ran out of shared memory (/dev/shm), e.g. under Docker's 64 MB default."""
 
-    def __init__(self, dataset, *args, collate_fn=None, **kwargs):
+
+# PyTorch's report of a worker killed by SIGBUS, which a full /dev/shm causes when the worker writes a batch into it;
+# its SIGCHLD handler raises it in the main thread wherever that thread is (fetching, or in the step).
+_WORKER_BUS_ERROR = re.compile(r"killed by signal: Bus error")
+# While fetching, also a worker's or the main process's failure to create, grow or map a shared-memory file.
+_SHM_FAILURE = re.compile(r"killed by signal: Bus error|out of shared memory|No space left on device"
+                          r"|unable to (allocate shared memory|write to file|mmap \d+ bytes from file)")
+
+
+def _failure_line(err: BaseException, pattern: re.Pattern) -> Optional[str]:
+    """The line of ``err``, or of what caused it, that ``pattern`` finds (its first sentence); else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:   # the SIGBUS report arrives as the cause of "exited unexpectedly"
+        seen.add(id(err))
+        for line in str(err).splitlines():
+            if pattern.search(line):
+                return re.sub(r"^\w*Error: ", "", line.strip()).split(". ")[0]
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _worker_death_report(wait: float) -> Optional[RuntimeError]:
+    """PyTorch's report of a dead worker, which its SIGCHLD handler raises in the main thread once the death is seen
+    (within ``wait`` seconds); None if no report comes."""
+    try:
+        time.sleep(wait)
+    except RuntimeError as report:
+        return report
+    return None
+
+
+@contextmanager
+def explain_shared_memory_failures(fetching: bool = False):
+    """Within (also as a decorator): a DataLoader worker killed by a full /dev/shm is raised as one SharedMemoryError;
+    with ``fetching`` (ImageLoader's own iteration), so are PyTorch's shared-memory write and map failures."""
+    try:
+        yield
+    except (RuntimeError, OSError) as err:
+        if isinstance(err, PromptIQAError):
+            raise
+        said = _failure_line(err, _SHM_FAILURE if fetching else _WORKER_BUS_ERROR)
+        if said is None and fetching and isinstance(err, ConnectionError):
+            # A batch whose worker died before handing it over shows first as a refused or reset connection; why
+            # the worker died comes a moment later.
+            report = _worker_death_report(1.0)
+            if report is None:
+                raise
+            said = _failure_line(report, _WORKER_BUS_ERROR)
+            if said is None:
+                raise report from err
+        if said is None:
+            raise
+        raise SharedMemoryError(f"data loading ran out of shared memory (/dev/shm; PyTorch: {said}): run the "
+                                f"container with --shm-size=8g or --ipc=host, or use fewer --workers") from err
+
+
+@contextmanager
+def _one_opencv_thread(enabled: bool):
+    """Within: OpenCV on one thread in this process, its setting restored after. Workers forked meanwhile inherit the
+    one thread; setting it inside a forked worker instead can hang for good (OpenCV joins the parent's pool threads,
+    which the child does not have, and waits on whatever thread the child has reused their slots for)."""
+    before = cv2.getNumThreads() if enabled else 1
+    if before != 1:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            cv2.setNumThreads(before)
+
+
+class _WorkerInit:
+    """Each worker decodes on one OpenCV and one torch thread (the workers are the parallelism; nested thread pools
+    only contend for the same cores) and leaves SIGINT and SIGTERM to the main process, then runs the user's
+    worker_init_fn."""
+
+    def __init__(self, user_fn=None):
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        if cv2.getNumThreads() != 1:   # a spawned worker (a forked one inherits one thread): a fresh OpenCV, safe
+            cv2.setNumThreads(1)
+        torch.set_num_threads(1)
+        # A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job: the main process decides
+        # (training finishes its step and saves a checkpoint) and ends the workers; a worker killed by the signal
+        # would instead fail the run from PyTorch's SIGCHLD handler. A worker still exits when its parent dies.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+class ImageLoader(DataLoader):
+    """A DataLoader for image datasets: read errors, in the main process or any worker, are raised in the main
+    process as one ImageReadError naming the file (a worker's own exception would arrive wrapped in its traceback);
+    a worker death from a full /dev/shm while fetching is one SharedMemoryError saying how to give it more (the code
+    that consumes the batches marks itself with ``explain_shared_memory_failures`` for a death reported there);
+    workers decode on one OpenCV thread each and ignore SIGINT/SIGTERM (the main process acts on them)."""
+
+    def __init__(self, dataset, *args, collate_fn=None, worker_init_fn=None, **kwargs):
         super().__init__(_CatchReadErrors(dataset), *args, collate_fn=_CollateUnlessFailed(collate_fn or
-                                                                                          default_collate), **kwargs)
+                                                                                          default_collate),
+                         worker_init_fn=_WorkerInit(worker_init_fn), **kwargs)
 
     def __iter__(self):
-        for batch in super().__iter__():
-            if isinstance(batch, _Failed):
-                raise ImageReadError(batch.message)
-            yield batch
+        with explain_shared_memory_failures(fetching=True):
+            with _one_opencv_thread(self.num_workers > 0):
+                batches = super().__iter__()   # starts the workers; kept alive until a failure has been explained
+            for batch in batches:
+                if isinstance(batch, _Failed):
+                    raise ImageReadError(batch.message)
+                yield batch
 
 
 class IQAImages(Dataset):
-    """(image, label, index) samples: image float32 CHW, label float32 scalar, index the position in this dataset.
+    """(image, label, index) samples: image uint8 CHW (``normalise`` it on the device), label float32 scalar, index
+    the position in this dataset.
 
     `paths_or_source` is a list of image paths or anything indexable returning uint8 HWC images (an ImageCache,
     DiskImages); `indices` picks the source entries to serve (e.g. a split's record indices), aligned with
@@ -152,4 +294,4 @@ class IQAImages(Dataset):
         if pixels.shape != (self.image_size, self.image_size, 3):
             raise ValueError(f"image source entry {self.indices[i]} has shape {pixels.shape}, "
                              f"expected ({self.image_size}, {self.image_size}, 3)")
-        return to_tensor(pixels), torch.tensor(self.labels[i]), i
+        return to_chw(pixels), torch.tensor(self.labels[i]), i

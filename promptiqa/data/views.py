@@ -46,11 +46,13 @@ class DatasetViews:
 
 
 def load_views(key: str, root: Union[str, Path], choose_split: SplitChoice, image_size: int,
-               label_norm: str = "official", cache_dir: Union[str, Path, None] = None) -> DatasetViews:
-    """Read dataset ``key`` at ``root``, split it with ``choose_split`` and open its train and test views."""
+               label_norm: str = "official", cache_dir: Union[str, Path, None] = None,
+               feeds_gpu: bool = False) -> DatasetViews:
+    """Read dataset ``key`` at ``root``, split it with ``choose_split`` and open its train and test views
+    (``feeds_gpu``: warn when its images are decoded from disk, see ``open_image_source``)."""
     records = load_dataset(key, root, label_norm=label_norm)
     split, source = choose_split(records)
-    images = open_image_source(records, image_size, cache_dir)
+    images = open_image_source(records, image_size, cache_dir, feeds_gpu)
     train = IQAImages(images, normalise_labels(records, split.train_indices), image_size, indices=split.train_indices)
     test = IQAImages(images, normalise_labels(records, split.test_indices), image_size, indices=split.test_indices)
     return DatasetViews(key, records, split, source, train, test, official_train_order(records, split))

@@ -61,7 +61,10 @@ def flip_batch(images: torch.Tensor, flips, flip_axis: str) -> torch.Tensor:
     """Flip the images whose entry in ``flips`` is true; "vertical" reverses rows (the official flip)."""
     if flip_axis == "none" or not bool(np.any(flips)):
         return images
-    mask = torch.as_tensor(np.asarray(flips), device=images.device).view(-1, 1, 1, 1)
+    mask = torch.from_numpy(np.asarray(flips, dtype=bool))
+    if images.device.type == "cuda":   # from pinned memory the copy does not block the host (pageable memory would)
+        mask = mask.pin_memory()
+    mask = mask.to(images.device, non_blocking=True).view(-1, 1, 1, 1)
     return torch.where(mask, images.flip(FLIP_DIMS[flip_axis]), images)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.images import explain_shared_memory_failures, normalise
 from ..devices import autocast
 from ..distributed import DistEnv, StopVote, all_gather_objects, any_rank
 from ..metrics import compute_metrics
@@ -113,6 +114,7 @@ class EpochResult:
                 f"cover steps {self.first_step + 1}-{self.steps_total} only")
 
 
+@explain_shared_memory_failures()
 def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, steps_before: int,
                     keys: Sequence[str], stop_requested: Callable[[], bool], last_checkpoint,
                     vote: StopVote) -> EpochResult:
@@ -134,7 +136,7 @@ def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, 
     for images, labels, _, dataset_idx in _closing_bar_on_error(loader, bar):
         set_learning_rate(step.optimizer, learning_rate(cfg.lr, cfg.epochs, state.epoch, state.global_step,
                                                         cfg.lr_warmup_steps))
-        images = images.to(env.device, non_blocking=True)
+        images = normalise(images.to(env.device, non_blocking=True))   # uint8 through the loader, float32 here
         labels = labels.to(env.device, non_blocking=True).float()
         loss, pred = step(images, labels)
         losses.append(loss)

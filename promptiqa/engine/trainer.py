@@ -69,7 +69,8 @@ class Trainer:
 
         views = []
         for key in cfg.dataset:
-            v = load_views(key, roots[key], choose_split, cfg.image_size, cfg.label_norm, cfg.cache_dir)
+            v = load_views(key, roots[key], choose_split, cfg.image_size, cfg.label_norm, cfg.cache_dir,
+                           feeds_gpu=self.env.device.type == "cuda")
             self.isp_positions[key] = v.isp_positions(self.plan.isp_num)
             views.append(v)
             self.log(f"dataset {key}: {len(v.train)} train / {len(v.test)} test images ({v.records.split_by} split, "
@@ -139,11 +140,9 @@ class Trainer:
                 self.log(f"per-epoch evaluation, and so the choice of {files.BEST}, runs in "
                          f"{describe_amp(cfg.eval_amp)} (--eval_amp {cfg.eval_amp}); training in "
                          f"{describe_amp(cfg.amp)} (--amp {cfg.amp})")
-            # workers ignore SIGINT/SIGTERM (a terminal's Ctrl-C and a scheduler's SIGTERM reach the whole process
-            # group): the main process finishes the step and saves, then ends them
+            # (ImageLoader's workers ignore SIGINT/SIGTERM: a stop reaches this process, which saves, then ends them)
             loader = ImageLoader(data, batch_sampler=ZipSampler(samplers), num_workers=cfg.workers,
-                                 pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0,
-                                 worker_init_fn=ignore_stop_signals if cfg.workers > 0 else None)
+                                 pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0)
             step = TrainStep(net, model, optimizer, cfg, env, self.plan, self.ranks, self.augment)
             try:
                 return self._epochs(step, loader, samplers, views, state, stop, vote)
@@ -171,7 +170,7 @@ class Trainer:
             if (state.epoch + 1) % cfg.eval_every == 0 or state.epoch + 1 == cfg.epochs:
                 test = evaluate_test_splits(model, views, self.isp_positions, env, batch_size=cfg.eval_batch_size,
                                             amp=cfg.eval_amp, official_prompt=cfg.test_prompt == "official",
-                                            flip_axis=cfg.flip_axis)
+                                            flip_axis=cfg.flip_axis, workers=cfg.workers)
                 rows += [dict(epoch=state.epoch + 1, dataset=k, split="test", loss=float("nan"), **m)
                          for k, m in test.items()]
                 self._keep_best(model, test, state)
@@ -243,12 +242,6 @@ def cuda_settings(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker start-up: leave SIGINT and SIGTERM to the main process, which stops the run cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @dataclass

@@ -27,7 +27,7 @@ class SampledISPP:
     """The ISPP one dataset is evaluated with, as sampled from its train split (and perturbed): image and score
     tensors for the model plus what to record about them. (predict.EncodedPrompt is a requirement already encoded.)"""
 
-    images: torch.Tensor           # (n, 3, S, S)
+    images: torch.Tensor           # (n, 3, S, S) uint8: data.images.normalise on the device
     scores: torch.Tensor           # (n,) in [0, 1]
     positions: List[int]           # train-split positions of the prompt images (after any image replacement)
     sampled: List[int]             # the positions the ISP sampling chose

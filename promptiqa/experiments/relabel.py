@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from ..config import add_options
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
+from ..data.images import normalise
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..devices import autocast, default_device
 from ..errors import ConfigError, PromptIQAError
@@ -223,14 +224,15 @@ def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def finetune_few_shot(model, images: torch.Tensor, scores: torch.Tensor, steps: int, lr: float = 1e-5,
                       weight_decay: float = 1e-5, seed: int = 0, amp: str = "none", env=None):
-    """A copy of a w/o-prompt model fine-tuned on the ISPs: ``steps`` full-batch Adam steps, L1 loss, train mode."""
+    """A copy of a w/o-prompt model fine-tuned on the ISPs (uint8 images, as an ISPP holds them): ``steps``
+    full-batch Adam steps, L1 loss, train mode."""
     tuned = copy.deepcopy(model)
     device = next(tuned.parameters()).device
     tuned.train()
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(tuned.parameters(), lr=lr, weight_decay=weight_decay)
-    x, y = images.to(device), scores.to(device).float()
+    x, y = normalise(images.to(device)), scores.to(device).float()
     for _ in range(steps):
         with autocast(device, amp):
             pred = tuned(x)
