@@ -107,12 +107,15 @@ def _child(run: Callable[[Context], Any], context: Context, result_path: str, lo
     sys.stderr.flush()
 
 
-def _kill_session(pid: int) -> None:
-    """SIGKILL every process of the session ``pid`` leads (the item and what it started); nothing if none is left."""
+def _kill_session(process) -> None:
+    """SIGKILL every process of the session the item's ``process`` leads (the item and what it started), and the
+    item itself should it not lead one yet; nothing if none is left."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    if process.is_alive():
+        process.kill()
 
 
 def _last_line(path: Path) -> str:
@@ -156,16 +159,19 @@ class Runner:
             result.unlink()
         process = self._context.Process(target=_child, args=(run, context, str(result), str(log)), name=name)
         start = time.monotonic()
-        process.start()
+        try:
+            process.start()
+        except Exception as err:   # e.g. the fork server could not start: this row says so, the others still try
+            return CRASH, f"could not start: {_first_line(err)}", 0.0
         try:
             process.join(limit)
         except KeyboardInterrupt:
-            _kill_session(process.pid)
+            _kill_session(process)
             process.join()
             return INTERRUPTED, "interrupted (Ctrl-C)", time.monotonic() - start
         seconds = time.monotonic() - start
         timed_out = process.is_alive()
-        _kill_session(process.pid)   # a time-out, or anything the item left running
+        _kill_session(process)   # a time-out, or anything the item left running
         process.join()
         if timed_out:
             return TIMEOUT, f"timed out after {limit:.0f} s (log: logs/{log.name})", seconds
