@@ -157,3 +157,21 @@ def test_without_a_gpu_the_gpu_mode_is_one_line_error(tmp_path):
                           env=python_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: no CUDA device here")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_resume_comparison_sees_any_changed_weight_or_counter(tmp_path):
+    import torch
+
+    from promptiqa.engine.gpu_check.checks import _error_line, _max_weight_difference
+
+    state = {"w": torch.zeros(3, 2), "bn.num_batches_tracked": torch.tensor(4)}
+    same, moved, counted = (tmp_path / f"{name}.pth.tar" for name in ("same", "moved", "counted"))
+    torch.save({"state_dict": state}, same)
+    torch.save({"state_dict": {**state, "w": state["w"].clone().index_fill_(0, torch.tensor([1]), 2 ** -30)}}, moved)
+    torch.save({"state_dict": {**state, "bn.num_batches_tracked": torch.tensor(5)}}, counted)
+    assert _max_weight_difference(same, same) == (0.0, 6, [])
+    assert _max_weight_difference(same, moved) == (2 ** -30, 6, [])
+    assert _max_weight_difference(same, counted) == (0.0, 6, ["bn.num_batches_tracked"])
+    # a failed training run is reported by its error line, not by the last line it printed
+    assert _error_line("Traceback\n  File x\nRuntimeError: no deterministic kernel\n\n[W] shutting down\n") == \
+        "RuntimeError: no deterministic kernel"
