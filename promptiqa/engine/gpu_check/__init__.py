@@ -131,7 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     code = exit_code(rows)
     head = [f"{facts.pop('device')}"] + [f"{k}: {v}" for k, v in facts.items()]
     head.append(f"mode: {'--cpu (micro model, gloo)' if args.cpu else 'GPU (official model)'}; "
-                f"reference material: {reference or 'not found'}; wall time {wall:.0f} s of a {budget:g} s budget; "
+                f"reference material: {'not used' if args.cpu else reference or 'not found'}; wall time {wall:.0f} s "
+                f"of a {budget:g} s budget; "
                 f"exit code {code}")
     report = markdown("GPU check" + (" (--cpu)" if args.cpu else ""), head, rows)
     atomic_write_text(out / "gpu_check.md", report)

@@ -87,7 +87,7 @@ def _child(run: Callable[[Context], Any], context: Context, result_path: str, lo
     """The item's process: a session of its own (killed as a whole on time-out), its output in ``log_path``, what it
     returns (or the first line of its error) in ``result_path`` as JSON."""
     os.setsid()
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log, 1)
