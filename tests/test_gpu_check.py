@@ -36,7 +36,7 @@ def _table(text: str) -> dict:
 def test_cpu_run_prints_and_writes_every_row_and_none_fails(tmp_path):
     out = tmp_path / "report"
     started = time.monotonic()
-    # about a minute on a quiet 2-core machine; the larger budget keeps a loaded CI machine from skipping checks
+    # under a minute on a quiet 2-core machine; the larger budget keeps a loaded CI machine from skipping checks
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--cpu", "--out", str(out),
                            "--budget", "900"], env=python_env(PYTHON=sys.executable), capture_output=True, text=True,
                           timeout=1200)

@@ -41,7 +41,7 @@ from ...fileio import atomic_write_text, check_writable
 from .runner import Check, Context, Runner, exit_code, markdown, run_checks
 
 GPU_BUDGET_S = 480.0    # the acceptance command's 8 minutes
-CPU_BUDGET_S = 300.0    # a bound for CI; the --cpu run takes about a minute on a quiet 2-core machine
+CPU_BUDGET_S = 300.0    # a bound for CI; the --cpu run takes under a minute on a quiet 2-core machine
 REFERENCE_FILES = ("fill_weights.py", "vector_public.npz", "promptiqa_state_dict_manifest.json")
 
 

@@ -260,7 +260,7 @@ def train_compiled(context: Context) -> Dict[str, RowResult]:
                   "new_graph_breaks_after_warmup": new_breaks, "warmup_s": warm_s}
     clean = new_graphs == 0 and new_breaks == 0
     row7 = RowResult(PASS if clean else WARN,
-                     f"after {s.warmup} warm-up steps: {new_graphs} graphs compiled and {new_breaks} graph breaks over "
+                     f"after {s.warmup} warm-up step(s): {new_graphs} graphs compiled and {new_breaks} graph breaks over "
                      f"{steps} steps (0 expected); during warm-up: {at_warmup['graphs']} graphs, "
                      f"{at_warmup['graph_breaks']} graph breaks; backend {backend}, {s.preset}, "
                      f"{s.groups}x{s.group_size} images/step" + ("" if clean else " (reasons: the log)"),
