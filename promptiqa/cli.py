@@ -307,6 +307,8 @@ COMMANDS: Dict[str, Union[Command, Delegated]] = {
     # measuring
     "benchmark": Delegated("training and inference images/s and peak memory of a configuration on this machine "
                            "(scripts/benchmark.py)", "promptiqa.engine.benchmark:main"),
+    "gpu-check": Delegated("the acceptance checks for a GPU in one table: fidelity, speed, memory, resume, syncs, "
+                           "recompiles (scripts/gpu_check.sh; --cpu on the CPU)", "promptiqa.engine.gpu_check:main"),
     # the web app
     "app": Command(app_command.HELP, app_command.add_arguments, app_command.run),
 }

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"train": "--batch_size", "test": "--checkpoint", "score": "--prompt", "isp": "--isp_num",
             "check": "--no-images", "prepare": "--dataset", "demo": "--full", "ten-splits": "--seed_index",
             "ablation": "--variant", "relabel": "--out_dir", "relabel-eval": "--baseline",
-            "isp-experiments": "selection", "summarise": "--out", "benchmark": "--group_size"}
+            "isp-experiments": "selection", "summarise": "--out", "benchmark": "--group_size",
+            "gpu-check": "--cpu"}
 
 
 def test_top_level_help_lists_every_command_with_one_line(capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import signal
 import time
 import traceback
@@ -228,20 +229,35 @@ def build_training_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Mod
     return model
 
 
+# Set (to 1) by gpu-check's resume drill: deterministic CUDA kernels, so that a resumed run can be compared with an
+# uninterrupted one bit for bit (cuDNN's autotuner, atomic adds and memory-efficient attention's backward differ from
+# run to run). An op that has no deterministic kernel then raises, naming itself. Needs CUBLAS_WORKSPACE_CONFIG=:4096:8
+# in the environment too.
+DETERMINISTIC_ENV = "PROMPTIQA_DETERMINISTIC"
+
+
 @contextmanager
 def cuda_settings(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
     """Within, on CUDA: TF32 as ``cfg.tf32`` says, and cuDNN's autotuner (fixed input sizes: it picks the fastest
-    convolution once); restored on the way out."""
+    convolution once), or deterministic kernels when $PROMPTIQA_DETERMINISTIC is 1; restored on the way out."""
     if device.type != "cuda":
         yield
         return
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    deterministic = os.environ.get(DETERMINISTIC_ENV, "") not in ("", "0")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+         torch.backends.cudnn.deterministic) = saved[:4]
+        torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
 
 
 @dataclass
