@@ -100,6 +100,7 @@ class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
     grad_checkpointing: bool = False
     compile: bool = False
     tf32: bool = True
+    deterministic: bool = False       # CUDA: deterministic kernels, cuDNN autotuning off (bit-exact reruns, slower)
     # the run
     resume: Optional[str] = None
     overwrite: bool = False           # replace the run already in save_path (refused without it)
@@ -342,6 +343,9 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--tf32", type=_flag, nargs="?", const=True,
          help="TF32 matrix multiplies and cuDNN convolutions on CUDA (default true; false for float32 numerics, as "
               "configs/paper.yaml sets)"),
+    _opt("--deterministic", type=_flag, nargs="?", const=True,
+         help="on CUDA: deterministic kernels and no cuDNN autotuning, so a rerun or a resume is bit-exact (slower; "
+              "an operation without a deterministic kernel stops the run naming it)"),
     _opt("--resume", help="last.pth.tar of a run to continue"),
     _opt("--overwrite", action="store_const", const=True,
          help="replace the run already in --save_path (its checkpoints, metrics and log); refused without it"),

@@ -233,17 +233,14 @@ def build_training_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Mod
 # uninterrupted one bit for bit (cuDNN's autotuner, atomic adds and memory-efficient attention's backward differ from
 # run to run). An op that has no deterministic kernel then raises, naming itself. Needs CUBLAS_WORKSPACE_CONFIG=:4096:8
 # in the environment too.
-DETERMINISTIC_ENV = "PROMPTIQA_DETERMINISTIC"
-
-
 @contextmanager
 def cuda_settings(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
     """Within, on CUDA: TF32 as ``cfg.tf32`` says, and cuDNN's autotuner (fixed input sizes: it picks the fastest
-    convolution once), or deterministic kernels when $PROMPTIQA_DETERMINISTIC is 1; restored on the way out."""
+    convolution once), or deterministic kernels with ``cfg.deterministic``; restored on the way out."""
     if device.type != "cuda":
         yield
         return
-    deterministic = os.environ.get(DETERMINISTIC_ENV, "") not in ("", "0")
+    deterministic = cfg.deterministic
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
              torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
@@ -302,6 +299,8 @@ def weights_digest(model: torch.nn.Module) -> str:
 def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
     """Entry point of one process (spawned with a local index, or launched by torchrun/SLURM or alone); the process
     group it joins is torn down on every way out."""
+    if cfg.deterministic:   # deterministic cuBLAS needs a fixed workspace, set before its first call
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     env = init_distributed(cfg, local_index)
     failed = True
     try:
@@ -339,8 +338,6 @@ def launch(cfg: TrainConfig) -> Optional[dict]:
     cfg.validate()
     check_launch(cfg)
     if cfg.multiprocessing_distributed:
-        import os
-
         import torch.multiprocessing as mp
 
         # one node: a port free now on this host, unless the user named one (--dist-url, or MASTER_ADDR/PORT)

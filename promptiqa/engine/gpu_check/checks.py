@@ -364,7 +364,8 @@ def _train_options(context: Context, labels: Path) -> List[str]:
             "--seed", "2024",
             "--backbone", micro["backbone"], "--image_size", str(s.drill_image_size),
             "--backbone_kwargs", json.dumps(micro["backbone_kwargs"]), "--pretrained_backbone", "false",
-            "--workers", "0" if context.cpu else "2", "--lr", "1e-4", "--log_every", "2", "--ddp"]
+            "--workers", "0" if context.cpu else "2", "--lr", "1e-4", "--log_every", "2", "--ddp",
+            *([] if context.cpu else ["--deterministic"])]
 
 
 def _launch_command(context: Context, save_path: Path, options: List[str]) -> Tuple[List[str], Dict[str, str]]:
@@ -384,7 +385,7 @@ def _launch_command(context: Context, save_path: Path, options: List[str]) -> Tu
         raise FileNotFoundError(f"train.sh is not beside the package ({Path(__file__).parents[3]}): run the GPU check "
                                 f"from a checkout")
     env = python_env(GPUS="0", BATCH_SIZE=step[0], GROUPS_PER_PROCESS=step[1], SAVE_PATH=str(save_path),
-                     PYTHON=sys.executable, PROMPTIQA_DETERMINISTIC="1", CUBLAS_WORKSPACE_CONFIG=":4096:8")
+                     PYTHON=sys.executable)
     return ["sh", str(root / "train.sh"), *options], env
 
 
@@ -426,8 +427,8 @@ def _max_weight_difference(a: Path, b: Path) -> Tuple[float, int, List[str]]:
 def resume(context: Context) -> Dict[str, RowResult]:
     """Row 5: the micro model trained by train.sh on one GPU (NCCL group of one, DDP), once uninterrupted and once
     stopped after a few steps (Sizes.drill_stop) and resumed: the weights must be equal bit for bit. On CUDA the
-    runs use deterministic kernels (PROMPTIQA_DETERMINISTIC=1: cuDNN autotuning off,
-    torch.use_deterministic_algorithms); with --cpu, train.py with gloo."""
+    runs use deterministic kernels (--deterministic: cuDNN autotuning off, torch.use_deterministic_algorithms);
+    with --cpu, train.py with gloo."""
     from ...models import read_checkpoint
 
     s = sizes(context)
@@ -451,7 +452,7 @@ def resume(context: Context) -> Dict[str, RowResult]:
     problems = ([] if stopped else ["the drill did not stop"]) + ([] if grouped else [f"no 'process group "
                                                                                        f"{backend}' in log.txt"])
     how = ("train.py, gloo" if context.cpu else
-           "train.sh GPUS=0, NCCL, deterministic kernels (PROMPTIQA_DETERMINISTIC=1: cuDNN autotuning off)")
+           "train.sh GPUS=0, NCCL, deterministic kernels (--deterministic: cuDNN autotuning off)")
     text = (f"{'exact' if exact else 'NOT exact'}: max |Δw| {worst:.3g} over {count:,} weights"
             + (f", {len(odd)} other tensors differ" if odd else "")
             + f"; stopped after {s.drill_stop} of {steps[0]} steps, resumed, vs uninterrupted; {how}, DDP, micro "
@@ -494,8 +495,9 @@ def host_syncs(context: Context) -> Dict[str, RowResult]:
     cfg.log_every = 10 ** 9     # logging steps synchronise on purpose; not counted
     model, step = build_train_step(cfg, device)
     images, labels = synthetic_batch(cfg.batch_size, model.image_size, device)
-    # what the DataLoader hands train_one_epoch: pinned CPU tensors (images, labels, indices, dataset indices)
-    batch = (images.cpu().pin_memory(), labels.cpu().pin_memory(), torch.arange(len(labels)),
+    # what the DataLoader hands train_one_epoch: pinned CPU tensors (uint8 images, labels, indices, dataset indices)
+    pixels = torch.randint(0, 256, tuple(images.shape), dtype=torch.uint8)
+    batch = (pixels.pin_memory(), labels.cpu().pin_memory(), torch.arange(len(labels)),
              torch.zeros(len(labels), dtype=torch.long))
     measured = 3
 
@@ -528,30 +530,18 @@ def host_syncs(context: Context) -> Dict[str, RowResult]:
 # ---------------------------------------------------------------------------------------------------- 8: attention
 
 def attention(context: Context) -> Dict[str, RowResult]:
-    """Row 8: the scaled-dot-product-attention backend each attention module takes, float32 and bf16, as
-    ``promptiqa.models.attention_backends(model, device, dtype) -> {module: backend}`` reports it."""
-    try:
-        from ...models import attention_backends
-    except ImportError:
-        return {"8": RowResult(NA, "not available: promptiqa.models has no attention_backends(model, device, "
-                                   "dtype) yet")}
+    """Row 8: the scaled-dot-product-attention backend each attention class takes, float32 and bf16
+    (``promptiqa.models.kernels.attention_kernels``)."""
     from ...models import build_model
+    from ...models.kernels import attention_kernels
 
     s = sizes(context)
     device = torch.device(context.device)
-    with device:
-        model = build_model("promptiqa", preset=s.preset, pretrained_backbone=False).eval()
-    found = {str(dtype).replace("torch.", ""): attention_backends(model, device, dtype)
-             for dtype in (torch.float32, torch.bfloat16)}
-    parts = []
-    for dtype, backends in found.items():
-        if isinstance(backends, dict):
-            counts = collections.Counter(map(str, backends.values()))
-            parts.append(f"{dtype}: " + ", ".join(f"{k} x{v}" for k, v in counts.most_common()))
-        else:
-            parts.append(f"{dtype}: {backends}")
-    return {"8": RowResult(INFO, "; ".join(parts) + f" ({s.preset})",
-                           {k: v if isinstance(v, dict) else str(v) for k, v in found.items()})}
+    model = build_model("promptiqa", preset=s.preset, pretrained_backbone=False).to(device).eval()
+    found = {amp: attention_kernels(model, amp=amp) for amp in ("none", "bf16")}
+    text = "; ".join(f"{'float32' if amp == 'none' else amp}: " + ", ".join(f"{k} {v}" for k, v in kernels.items())
+                     for amp, kernels in found.items())
+    return {"8": RowResult(INFO, f"{text} ({s.preset})", found)}
 
 
 # ---------------------------------------------------------------------------------------------------- the registry
