@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -199,6 +200,37 @@ def test_a_stop_signal_to_the_whole_process_group_with_loader_workers_stops_clea
     resumed = launch(resolve_config(train_argv(data, run, epochs=state["epoch"] + 1, workers=2,
                                                resume=run / "last.pth.tar")))
     assert not resumed["stopped"]
+
+
+def test_loader_workers_ignore_a_strangers_sigterm_but_not_their_parents(tmp_path):
+    """A scheduler's SIGTERM leaves the workers running; their parent still ends one that is stuck (a hung read)
+    when it gives up, and the process exits instead of waiting for it forever."""
+    program = textwrap.dedent("""
+        import multiprocessing, subprocess, sys, time
+        import torch
+        from promptiqa.data.images import ImageLoader
+
+        class Stuck(torch.utils.data.Dataset):
+            def __len__(self):
+                return 100
+            def __getitem__(self, i):
+                if i >= 4:
+                    time.sleep(1000)   # a read that never returns
+                return torch.zeros(3)
+
+        batches = iter(ImageLoader(Stuck(), batch_size=2, num_workers=2))
+        next(batches), next(batches)   # one batch from each worker: both have started
+        workers = multiprocessing.active_children()
+        subprocess.run(["kill", "-TERM", *[str(w.pid) for w in workers]], check=True)   # sent by another process
+        time.sleep(1.5)
+        print("alive after a stranger's SIGTERM:", sum(w.is_alive() for w in workers), flush=True)
+        sys.exit(3)   # giving up with a worker stuck: the loader and multiprocessing end them with SIGTERM
+    """)
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=job_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3 and "alive after a stranger's SIGTERM: 2" in proc.stdout, proc.stderr[-2000:]
+    assert time.time() - started < 60 and proc.stderr == ""
 
 
 def test_one_process_can_train_through_a_process_group_and_ddp(data, train_argv, tmp_path):

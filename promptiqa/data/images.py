@@ -14,8 +14,10 @@ training and evaluation.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -218,6 +220,30 @@ def _one_opencv_thread(enabled: bool):
             cv2.setNumThreads(before)
 
 
+def _leave_stop_signals_to_the_parent() -> None:
+    """In a loader worker: ignore SIGINT, and SIGTERM unless the worker's parent sent it.
+
+    A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job: the main process decides (training
+    finishes its step and saves a checkpoint) and then ends its workers; a worker killed by the signal would instead
+    fail the run from PyTorch's SIGCHLD handler, wherever the main process was. But the parent itself ends a worker
+    that does not stop with SIGTERM (``Process.terminate``, at shutdown and at exit), so that one must still work: a
+    thread waits for SIGTERM (blocked in every other thread) and ends the worker when its parent was the sender,
+    with status 0: it stopped as asked (PyTorch's SIGCHLD handler, still armed at exit after a failure, would report
+    any other status as a second error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):   # no sender to tell apart (macOS): SIGTERM keeps its default
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def watch() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="promptiqa-sigterm", daemon=True).start()
+
+
 class _WorkerInit:
     """Each worker decodes on one OpenCV and one torch thread (the workers are the parallelism; nested thread pools
     only contend for the same cores) and leaves SIGINT and SIGTERM to the main process, then runs the user's
@@ -227,14 +253,10 @@ class _WorkerInit:
         self.user_fn = user_fn
 
     def __call__(self, worker_id: int) -> None:
+        _leave_stop_signals_to_the_parent()   # first: threads started later inherit its signal mask
         if cv2.getNumThreads() != 1:   # a spawned worker (a forked one inherits one thread): a fresh OpenCV, safe
             cv2.setNumThreads(1)
         torch.set_num_threads(1)
-        # A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job: the main process decides
-        # (training finishes its step and saves a checkpoint) and ends the workers; a worker killed by the signal
-        # would instead fail the run from PyTorch's SIGCHLD handler. A worker still exits when its parent dies.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if self.user_fn is not None:
             self.user_fn(worker_id)
 
