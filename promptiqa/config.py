@@ -108,6 +108,7 @@ class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
     eval_batch_size: int = 32
     eval_amp: str = "none"            # the per-epoch evaluation's precision, so the best-model choice's: float32
     log_every: int = 10
+    log: List[str] = field(default_factory=list)   # experiment tracking backends (LOG_BACKENDS); none by default
     stop_after_steps: Optional[int] = None   # stop (resumably) after this many steps in this run: pre-emption drill
     config: Optional[str] = None
 
@@ -237,6 +238,7 @@ def _from_yaml(value: Any, hint: Any) -> Any:
 
 
 FIRST_EPOCH_MODES = ("official", "shuffled")
+LOG_BACKENDS = ("tensorboard",)   # --log: experiment tracking (engine/tracking.py); "none" turns a config's off
 
 # Fields that change what is trained (resuming with another value is refused) vs. only how.
 ARCHITECTURE_FIELDS = ("model", "backbone", "backbone_kwargs", "image_size")
@@ -352,6 +354,10 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--eval_every", type=int),
     _opt("--eval_batch_size", type=int),
     _opt("--log_every", type=int),
+    _opt("--log", nargs="+", choices=[*LOG_BACKENDS, "none"], metavar="BACKEND",
+         help="experiment tracking: tensorboard writes TensorBoard event files (loss, learning rate, images/s every "
+              "--log_every steps; each evaluation's SROCC/PLCC) in SAVE_PATH/tensorboard, from rank 0 (needs pip "
+              "install tensorboard); none (default): no tracking"),
     _opt("--stop_after_steps", type=int, help="stop resumably after this many steps (a pre-emption drill)"),
 )}
 CHOICES: Dict[str, Sequence] = {name: o.kwargs["choices"] for name, o in OPTIONS.items() if "choices" in o.kwargs}

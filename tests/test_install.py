@@ -135,7 +135,8 @@ def test_scoring_needs_only_the_core_dependencies(installed, tmp_path):
     ckpt = _micro_checkpoint(tmp_path / "micro.pth.tar")
     prompts = [_write_image(tmp_path / f"p{i}.png", seed=100 + i) for i in range(3)]
     (tmp_path / "prompt.csv").write_text("image,score\n" + "".join(f"{p.name},{i}\n" for i, p in enumerate(prompts)))
-    extras = ["scipy", "openpyxl", "xlrd", "matplotlib", "piq", "skimage", "gradio", "gradio_client", "selenium"]
+    extras = ["scipy", "openpyxl", "xlrd", "matplotlib", "piq", "skimage", "gradio", "gradio_client", "selenium",
+              "tensorboard"]
     code = ("import sys\n"
             "class Block:\n"
             f"    def find_spec(self, name, path=None, target=None):\n"

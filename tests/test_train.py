@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,8 @@ import torch
 from promptiqa.config import TrainConfig, resolve_config
 from promptiqa.engine import TrainingError, loop as loop_module
 from promptiqa.engine.augment import PromptAugment
+from promptiqa.engine.run_folder import TENSORBOARD
+from promptiqa.engine.tracking import event_files
 from promptiqa.engine.trainer import launch
 from promptiqa.engine.virtual_ranks import plan_steps
 from promptiqa.errors import ConfigError
@@ -95,8 +98,16 @@ def test_single_process_run_writes_every_output(trained_run):
 
 def test_torchrun_two_processes_hold_identical_weights(data, train_argv, tmp_path):
     run = tmp_path / "ddp"
-    proc = torchrun(train_argv(data, run, epochs=1))
+    tensorboard = importlib.util.find_spec("tensorboard") is not None   # an optional dependency
+    proc = torchrun(train_argv(data, run, epochs=1, **({"log": ["tensorboard"]} if tensorboard else {})))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if tensorboard:   # rank 0 alone writes events: one file, each logging step (2 and 4) and the evaluation once
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+        (events,) = event_files(run / TENSORBOARD)
+        points = [(v.tag, e.step) for e in EventFileLoader(str(events)).Load() for v in e.summary.value]
+        assert sorted(points) == sorted(set(points)) and {s for t, s in points if t == "train/loss"} == {2, 4}
+        assert {s for t, s in points if t.startswith("test/")} == {4}
     summary = json.loads((run / "summary.json").read_text())
     assert len(summary["rank_weight_digests"]) == 2 and len(set(summary["rank_weight_digests"])) == 1
     log = (run / "log.txt").read_text()

@@ -11,7 +11,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from . import TrainingError
 from .augment import PromptAugment, draw_flips, flip_batch
 from .checkpointing import RunState
 from .schedule import learning_rate, set_learning_rate
+from .tracking import Tracker
 from .virtual_ranks import StepPlan, VirtualRank, batchnorm_groups, group_batchnorm_layers
 
 
@@ -117,11 +118,12 @@ class EpochResult:
 @explain_shared_memory_failures()
 def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, steps_before: int,
                     keys: Sequence[str], stop_requested: Callable[[], bool], last_checkpoint,
-                    vote: StopVote) -> EpochResult:
+                    vote: StopVote, tracker: Optional[Tracker] = None) -> EpochResult:
     """Run the rest of epoch ``state.epoch`` (from step ``state.step``), advancing ``state``; stops early, after a
     step, when --stop_after_steps is reached (``steps_before`` steps ran earlier in this run) or a stop is
     requested on any rank: ``vote`` agrees it without a blocking sync, one step later on every rank (at once in a
-    single process). A non-finite loss raises TrainingError naming ``last_checkpoint``, which is intact."""
+    single process). A non-finite loss raises TrainingError naming ``last_checkpoint``, which is intact. ``tracker``
+    (--log) gets the logging steps' loss, learning rate and images/s."""
     cfg, env = step.cfg, step.env
     step.net.train()
     losses, step_keys, preds, gts, dsets = [], [], [], [], []
@@ -133,6 +135,8 @@ def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, 
                    dynamic_ncols=True, file=sys.stderr)
     started, images_done, stopped, checked = time.time(), 0, False, 0
     first_step = state.step
+    tracker, tracked = tracker or Tracker(), 0   # the steps before losses[tracked] are in the tracker
+    tracker.epoch_started()
     for images, labels, _, dataset_idx in _closing_bar_on_error(loader, bar):
         set_learning_rate(step.optimizer, learning_rate(cfg.lr, cfg.epochs, state.epoch, state.global_step,
                                                         cfg.lr_warmup_steps))
@@ -156,6 +160,10 @@ def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, 
             rate = images_done * env.world_size / max(time.time() - started, 1e-9)
             if bar is not None:
                 bar.set_postfix(loss=f"{float(losses[-1]):.4f}", img_s=f"{rate:.1f}")
+            if state.step % cfg.log_every == 0 or last_step:   # not the drill's stop: a resumed run logs these steps
+                tracker.training_step(state.global_step, losses[tracked:], step.optimizer.param_groups[0]["lr"],
+                                      (len(losses) - tracked) * len(images) * env.world_size)
+                tracked = len(losses)
         # every rank posts every step (the same number of votes); the drill is the same on every rank
         if (vote.post(stop_requested()) or drill) and not last_step:
             stopped = True

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import platform
+import shutil
 import subprocess
 import time
 import warnings
@@ -30,6 +31,7 @@ METRICS, CURVES, SUMMARY = "metrics.csv", "curves.png", "summary.json"
 BEST, LAST = "best_model.pth.tar", "last.pth.tar"
 RUN_FILES = (CONFIG, SPLITS, ENVIRONMENT, LOG, METRICS, CURVES, SUMMARY, BEST, LAST)
 CHECKPOINTS = (BEST, LAST)
+TENSORBOARD = "tensorboard"   # --log tensorboard's event files (engine/tracking.py), a folder of the run
 
 # "note" says what a row's figures do not cover (an epoch resumed mid-way: its training figures)
 METRICS_COLUMNS = ("epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss", "note")
@@ -54,9 +56,9 @@ class MetricsError(ConfigError):
 
 
 def existing_run_files(folder) -> List[str]:
-    """The run files (RUN_FILES) already in ``folder``."""
+    """The run files (RUN_FILES, and the TENSORBOARD folder) already in ``folder``."""
     folder = Path(folder)
-    return [name for name in RUN_FILES if (folder / name).exists()]
+    return [name for name in (*RUN_FILES, TENSORBOARD) if (folder / name).exists()]
 
 
 def check_save_path(save_path, resume: Optional[str], overwrite: bool) -> None:
@@ -86,7 +88,10 @@ def clear_run(folder) -> List[str]:
     folder = Path(folder)
     removed = existing_run_files(folder)
     for name in removed:
-        (folder / name).unlink()
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name)
+        else:
+            (folder / name).unlink()
     for name in RUN_FILES:
         remove_orphans(folder / name)
     return removed

@@ -38,6 +38,7 @@ from .inference import evaluate_test_splits
 from .loop import EpochResult, TrainStep, epoch_rows, train_one_epoch
 from .run_folder import best_epoch, selection_score
 from .schedule import build_optimizer, learning_rate
+from .tracking import Tracker, check_backends
 from .virtual_ranks import GroupBatchNorm2d, ZipSampler, plan_steps, seed_process, virtual_ranks
 
 
@@ -54,6 +55,7 @@ class Trainer:
                                      cfg.random_flipping_warmup)
         self.log = files.RunLog(cfg.save_path, env.is_main)
         self.isp_positions: Dict[str, np.ndarray] = {}   # each dataset's evaluation ISPP in its train split
+        self.tracker = Tracker()   # --log's, opened with the run folder
         seed_process(cfg.seed, env.rank)
 
     # ---------------------------------------------------------------- wiring
@@ -145,10 +147,13 @@ class Trainer:
             loader = ImageLoader(data, batch_sampler=ZipSampler(samplers), num_workers=cfg.workers,
                                  pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0)
             step = TrainStep(net, model, optimizer, cfg, env, self.plan, self.ranks, self.augment)
+            self.tracker = Tracker(cfg.log, cfg.save_path, env.is_main, state.global_step if cfg.resume else None,
+                                   self.log)
             try:
                 return self._epochs(step, loader, samplers, views, state, stop, vote)
             finally:
                 vote.close()
+                self.tracker.close()
 
     # ---------------------------------------------------------------- the epoch loop
     def _epochs(self, step: TrainStep, loader, samplers, views, state: RunState, stop: "StopRequest",
@@ -162,7 +167,7 @@ class Trainer:
                 s.set_epoch(state.epoch, state.step)
             # the epoch's full step count (len() is what is left of it after a mid-epoch resume)
             result = train_one_epoch(step, loader, state, samplers[0].groups_per_rank, steps_this_run, keys,
-                                     lambda: stop.requested, self.checkpoints.last, vote)
+                                     lambda: stop.requested, self.checkpoints.last, vote, self.tracker)
             steps_this_run += result.steps
             if result.stopped:
                 return self._stop(step, state)
@@ -174,6 +179,7 @@ class Trainer:
                                             flip_axis=cfg.flip_axis, workers=cfg.workers)
                 rows += [dict(epoch=state.epoch + 1, dataset=k, split="test", loss=float("nan"), **m)
                          for k, m in test.items()]
+                self.tracker.evaluation(state.global_step, test)
                 self._keep_best(model, test, state)
             state.history.extend(rows)
             state.epoch, state.step = state.epoch + 1, 0
@@ -337,6 +343,7 @@ def launch(cfg: TrainConfig) -> Optional[dict]:
     """Start training in the launch mode ``cfg`` asks for (after checking every setting); ``cfg`` is not changed."""
     cfg.validate()
     check_launch(cfg)
+    check_backends(cfg.log)
     if cfg.multiprocessing_distributed:
         import torch.multiprocessing as mp
 
