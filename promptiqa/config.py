@@ -108,7 +108,7 @@ class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
     eval_batch_size: int = 32
     eval_amp: str = "none"            # the per-epoch evaluation's precision, so the best-model choice's: float32
     log_every: int = 10
-    log: List[str] = field(default_factory=list)   # experiment tracking backends (LOG_BACKENDS); none by default
+    log_to: List[str] = field(default_factory=list)   # experiment tracking backends (LOG_BACKENDS); none by default
     stop_after_steps: Optional[int] = None   # stop (resumably) after this many steps in this run: pre-emption drill
     config: Optional[str] = None
 
@@ -238,7 +238,9 @@ def _from_yaml(value: Any, hint: Any) -> Any:
 
 
 FIRST_EPOCH_MODES = ("official", "shuffled")
-LOG_BACKENDS = ("tensorboard",)   # --log: experiment tracking (engine/tracking.py); "none" turns a config's off
+# --log_to: experiment tracking (engine/tracking.py); "none" turns a config file's off. Not "--log": torchrun takes
+# that for an abbreviation of its own --log-dir/--log_dir and refuses the whole command line as ambiguous.
+LOG_BACKENDS = ("tensorboard",)
 
 # Fields that change what is trained (resuming with another value is refused) vs. only how.
 ARCHITECTURE_FIELDS = ("model", "backbone", "backbone_kwargs", "image_size")
@@ -354,7 +356,7 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--eval_every", type=int),
     _opt("--eval_batch_size", type=int),
     _opt("--log_every", type=int),
-    _opt("--log", nargs="+", choices=[*LOG_BACKENDS, "none"], metavar="BACKEND",
+    _opt("--log_to", nargs="+", choices=[*LOG_BACKENDS, "none"], metavar="BACKEND",
          help="experiment tracking: tensorboard writes TensorBoard event files (loss, learning rate, images/s every "
               "--log_every steps; each evaluation's SROCC/PLCC) in SAVE_PATH/tensorboard, from rank 0 (needs pip "
               "install tensorboard); none (default): no tracking"),

@@ -1,5 +1,5 @@
-"""--log tensorboard: the event files a tiny run writes, read back as TensorBoard reads them; a resumed run shows each
-step once, also when the interrupted run wrote events after its last checkpoint; only rank 0 writes; a missing
+"""--log_to tensorboard: the event files a tiny run writes, read back as TensorBoard reads them; a resumed run shows
+each step once, also when the interrupted run wrote events after its last checkpoint; only rank 0 writes; a missing
 package is one line before any work (CPU, micro model)."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from promptiqa.engine.tracking import Tracker, cut_events_after, event_files
 from promptiqa.errors import ConfigError
 from tests.conftest import copy_of_run
 
-pytest.importorskip("tensorboard", reason="--log tensorboard needs the tensorboard package")
+pytest.importorskip("tensorboard", reason="--log_to tensorboard needs the tensorboard package")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader, RawEventFileLoader  # noqa: E402
 
@@ -26,7 +26,7 @@ TEST_TAGS = {"test/koniq10k/srocc", "test/koniq10k/plcc", "test/srocc_mean", "te
 
 def _options(**extra):
     # one dataset of 19 train images, 8 per step: 2 steps an epoch; logging steps 2 and 4, evaluations at 2 and 4
-    return dict(keys=["koniq10k"], log=["tensorboard"], **extra)
+    return dict(keys=["koniq10k"], log_to=["tensorboard"], **extra)
 
 
 def _read(run):
@@ -84,7 +84,8 @@ def test_a_resumed_run_shows_every_step_once_even_after_events_written_past_its_
     points, before = _read(run), resumed[2]
     assert set(_raw_points(run).values()) == {1}   # the files themselves hold each step once, for any reader
     # the same steps and, resume being exact, the same figures (but the speed)
-    assert {tag: [s for s, _ in p] for tag, p in points.items()} == {tag: [s for s, _ in p] for tag, p in before.items()}
+    steps = (lambda read: {tag: [s for s, _ in p] for tag, p in read.items()})   # noqa: E731
+    assert steps(points) == steps(before)
     assert {tag: p for tag, p in points.items() if tag != "train/images_per_s"} == \
            {tag: p for tag, p in before.items() if tag != "train/images_per_s"}
 
@@ -118,12 +119,12 @@ def test_a_missing_tensorboard_is_one_line_before_any_work(data, train_argv, tmp
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)   # what an environment without it raises
     run = tmp_path / "run"
-    with pytest.raises(ConfigError, match=r"--log tensorboard needs the tensorboard package .*; pip install "
+    with pytest.raises(ConfigError, match=r"--log_to tensorboard needs the tensorboard package .*; pip install "
                                           r"tensorboard \(or pip install \"\.\[tensorboard\]\"\)"):
         launch(resolve_config(train_argv(data, run, **_options())))
     assert main(["train", *train_argv(data, run, **_options())]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --log tensorboard needs the tensorboard package")
+    assert len(err) == 1 and err[0].startswith("error: --log_to tensorboard needs the tensorboard package")
     assert not run.exists()
     with pytest.raises(SystemExit):
-        resolve_config(["--log", "wandb"])
+        resolve_config(["--log_to", "wandb"])

@@ -99,7 +99,7 @@ def test_single_process_run_writes_every_output(trained_run):
 def test_torchrun_two_processes_hold_identical_weights(data, train_argv, tmp_path):
     run = tmp_path / "ddp"
     tensorboard = importlib.util.find_spec("tensorboard") is not None   # an optional dependency
-    proc = torchrun(train_argv(data, run, epochs=1, **({"log": ["tensorboard"]} if tensorboard else {})))
+    proc = torchrun(train_argv(data, run, epochs=1, **({"log_to": ["tensorboard"]} if tensorboard else {})))
     assert proc.returncode == 0, proc.stderr[-3000:]
     if tensorboard:   # rank 0 alone writes events: one file, each logging step (2 and 4) and the evaluation once
         from tensorboard.backend.event_processing.event_file_loader import EventFileLoader

@@ -123,7 +123,7 @@ def train_one_epoch(step: TrainStep, loader, state: RunState, steps_total: int, 
     step, when --stop_after_steps is reached (``steps_before`` steps ran earlier in this run) or a stop is
     requested on any rank: ``vote`` agrees it without a blocking sync, one step later on every rank (at once in a
     single process). A non-finite loss raises TrainingError naming ``last_checkpoint``, which is intact. ``tracker``
-    (--log) gets the logging steps' loss, learning rate and images/s."""
+    (--log_to) gets the logging steps' loss, learning rate and images/s."""
     cfg, env = step.cfg, step.env
     step.net.train()
     losses, step_keys, preds, gts, dsets = [], [], [], [], []

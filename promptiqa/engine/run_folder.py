@@ -31,7 +31,7 @@ METRICS, CURVES, SUMMARY = "metrics.csv", "curves.png", "summary.json"
 BEST, LAST = "best_model.pth.tar", "last.pth.tar"
 RUN_FILES = (CONFIG, SPLITS, ENVIRONMENT, LOG, METRICS, CURVES, SUMMARY, BEST, LAST)
 CHECKPOINTS = (BEST, LAST)
-TENSORBOARD = "tensorboard"   # --log tensorboard's event files (engine/tracking.py), a folder of the run
+TENSORBOARD = "tensorboard"   # --log_to tensorboard's event files (engine/tracking.py), a folder of the run
 
 # "note" says what a row's figures do not cover (an epoch resumed mid-way: its training figures)
 METRICS_COLUMNS = ("epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss", "note")

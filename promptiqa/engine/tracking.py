@@ -1,4 +1,4 @@
-"""Experiment tracking (--log): TensorBoard event files in the run folder, written by rank 0 only.
+"""Experiment tracking (--log_to): TensorBoard event files in the run folder, written by rank 0 only.
 
 The x axis is the global step (optimiser steps since the run began). A resumed run continues after its
 checkpoint's step: the events the interrupted run wrote after that checkpoint are cut out of the event files before
@@ -23,12 +23,12 @@ INSTALL_HINT = 'pip install tensorboard (or pip install ".[tensorboard]")'
 
 
 def check_backends(backends: Sequence[str]) -> None:
-    """Refuse, before any work, a --log backend whose package is not installed (one line naming the install)."""
+    """Refuse, before any work, a --log_to backend whose package is not installed (one line naming the install)."""
     if "tensorboard" in backends:
         try:
             import torch.utils.tensorboard  # noqa: F401
         except ImportError as err:
-            raise ConfigError(f"--log tensorboard needs the tensorboard package ({err}); {INSTALL_HINT}") from None
+            raise ConfigError(f"--log_to tensorboard needs the tensorboard package ({err}); {INSTALL_HINT}") from None
 
 
 def event_files(folder) -> list:

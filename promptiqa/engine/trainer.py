@@ -55,7 +55,7 @@ class Trainer:
                                      cfg.random_flipping_warmup)
         self.log = files.RunLog(cfg.save_path, env.is_main)
         self.isp_positions: Dict[str, np.ndarray] = {}   # each dataset's evaluation ISPP in its train split
-        self.tracker = Tracker()   # --log's, opened with the run folder
+        self.tracker = Tracker()   # --log_to's, opened with the run folder
         seed_process(cfg.seed, env.rank)
 
     # ---------------------------------------------------------------- wiring
@@ -147,7 +147,7 @@ class Trainer:
             loader = ImageLoader(data, batch_sampler=ZipSampler(samplers), num_workers=cfg.workers,
                                  pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0)
             step = TrainStep(net, model, optimizer, cfg, env, self.plan, self.ranks, self.augment)
-            self.tracker = Tracker(cfg.log, cfg.save_path, env.is_main, state.global_step if cfg.resume else None,
+            self.tracker = Tracker(cfg.log_to, cfg.save_path, env.is_main, state.global_step if cfg.resume else None,
                                    self.log)
             try:
                 return self._epochs(step, loader, samplers, views, state, stop, vote)
@@ -343,7 +343,7 @@ def launch(cfg: TrainConfig) -> Optional[dict]:
     """Start training in the launch mode ``cfg`` asks for (after checking every setting); ``cfg`` is not changed."""
     cfg.validate()
     check_launch(cfg)
-    check_backends(cfg.log)
+    check_backends(cfg.log_to)
     if cfg.multiprocessing_distributed:
         import torch.multiprocessing as mp
 
