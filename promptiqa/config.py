@@ -238,8 +238,9 @@ def _from_yaml(value: Any, hint: Any) -> Any:
 
 
 FIRST_EPOCH_MODES = ("official", "shuffled")
-# --log_to: experiment tracking (engine/tracking.py); "none" turns a config file's off. Not "--log": torchrun takes
-# that for an abbreviation of its own --log-dir/--log_dir and refuses the whole command line as ambiguous.
+# --log_to (also --log): experiment tracking (engine/tracking.py); "none" turns a config file's off. --log is the short
+# name for python train.py and train.sh, but torchrun takes it for an abbreviation of its own --log-dir/--log_dir and
+# refuses the whole command line as ambiguous: under torchrun write --log_to.
 LOG_BACKENDS = ("tensorboard",)
 
 # Fields that change what is trained (resuming with another value is refused) vs. only how.
@@ -356,10 +357,11 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--eval_every", type=int),
     _opt("--eval_batch_size", type=int),
     _opt("--log_every", type=int),
-    _opt("--log_to", nargs="+", choices=[*LOG_BACKENDS, "none"], metavar="BACKEND",
+    _opt("--log", "--log_to", dest="log_to", nargs="+", choices=[*LOG_BACKENDS, "none"], metavar="BACKEND",
          help="experiment tracking: tensorboard writes TensorBoard event files (loss, learning rate, images/s every "
               "--log_every steps; each evaluation's SROCC/PLCC) in SAVE_PATH/tensorboard, from rank 0 (needs pip "
-              "install tensorboard); none (default): no tracking"),
+              "install tensorboard); none (default): no tracking. Under torchrun write --log_to (torchrun takes "
+              "--log for its own --log-dir)"),
     _opt("--stop_after_steps", type=int, help="stop resumably after this many steps (a pre-emption drill)"),
 )}
 CHOICES: Dict[str, Sequence] = {name: o.kwargs["choices"] for name, o in OPTIONS.items() if "choices" in o.kwargs}

@@ -128,3 +128,5 @@ def test_a_missing_tensorboard_is_one_line_before_any_work(data, train_argv, tmp
     assert not run.exists()
     with pytest.raises(SystemExit):
         resolve_config(["--log_to", "wandb"])
+    # --log is the short name (torchrun refuses it, so --log_to is the one that works everywhere)
+    assert resolve_config(["--log", "tensorboard"]).log_to == ["tensorboard"]
