@@ -351,7 +351,8 @@ def test_summariser_medians_against_hand_computed_values(tmp_path):
     assert cells["best"]["live"]["srocc"].median == pytest.approx(0.97)
     assert cells["best"]["live"]["srocc"].n == 3 and cells["best"]["live"]["srocc"].seeds == [2024, 2025, 2026]
     columns, rows = _rows(tmp_path / "out" / "summary.csv")
-    assert columns == ["label", "selection", "task", "dataset", "metric", "median", "mean", "std", "n", "seeds"]
+    assert columns == ["label", "selection", "task", "dataset", "metric", "median", "mean", "std", "n", "seeds",
+                       "paper_row", "paper", "delta", "flag"]
     row = next(r for r in rows if r["selection"] == "best" and r["dataset"] == "live" and r["metric"] == "srocc")
     assert float(row["median"]) == pytest.approx(0.97) and row["seeds"] == "2024 2025 2026"
     markdown = (tmp_path / "out" / "summary.md").read_text()
@@ -372,6 +373,86 @@ def test_summariser_selects_the_best_epoch_per_run_for_one_model_per_dataset(tmp
     run = read_seed_run(seed)
     assert run.finished and run.epochs["best"] == {"live": 1, "csiq": 2} and run.epochs["last"] == {"live": 2,
                                                                                                    "csiq": 2}
+
+
+def _paper_csv():
+    """{(table, row, dataset, metric): value} read straight from the shipped file (not through promptiqa.paper)."""
+    from promptiqa.paper import PAPER_FILE
+
+    with open(PAPER_FILE, newline="") as fh:
+        return {(r["table"], r["row"], r["dataset"], r["metric"]): float(r["value"]) for r in csv.DictReader(fh)}
+
+
+def test_summary_sets_the_papers_figures_beside_ours(tmp_path, capsys):
+    figures = _paper_csv()
+    table2 = {(d, m): v for (t, row, d, m), v in figures.items() if t == "table2"}
+    keys = [d for d, m in table2 if m == "srocc" and not d.endswith("_average")]
+    assert len(keys) == 12 and figures["table2", "promptiqa", "live", "srocc"] == 0.9359
+    # a ten-splits run whose every seed scores exactly the paper's figures: Δ 0, nothing flagged
+    root = tmp_path / "ten"
+    for seed in (2024, 2025, 2026):
+        _write_run(root / f"seed_{seed}", [(1, k, table2[k, "srocc"], table2[k, "plcc"]) for k in keys], seed=seed)
+    # the w/o-prompt ablation (Table 6: PLCC on four datasets): tid2013 0.05 above the paper with a std of 0.0082
+    # over seeds (flagged), spaq 0.004 above with a std of 0.0082 (not flagged)
+    ablation = tmp_path / "wo_prompt"
+    for seed, jitter in zip((2024, 2025, 2026), (-0.01, 0.0, 0.01)):
+        _write_run(ablation / f"seed_{seed}", [(1, "tid2013", 0.5, figures["table6", "wo_prompt", "tid2013", "plcc"]
+                                                  + 0.05 + jitter),
+                                                 (1, "spaq", 0.5, figures["table6", "wo_prompt", "spaq", "plcc"]
+                                                  + 0.004 + jitter)], seed=seed)
+    assert cli_main(["summarise", str(root), str(ablation), "--out", str(tmp_path / "out" / "summary")]) == 0
+    out = capsys.readouterr().out
+    assert "Paper: the published figure of each median (ten: table2/promptiqa; wo_prompt: table6/wo_prompt" in out
+    header = next(line for line in out.splitlines() if line.startswith("| method |")).split(" | ")
+    row = next(line for line in out.splitlines() if line.startswith("| ten | paper SROCC |")).split(" | ")
+    assert row[header.index("live")] == "0.9359" and row[header.index("uwiqa")] == f"{table2['uwiqa', 'srocc']:.4f}"
+    delta = next(line for line in out.splitlines() if line.startswith("| ten | Δ PLCC |")).split(" | ")
+    assert delta[header.index("kadid")] == "+0.0000" and delta[header.index("synthetic avg")] in ("+0.0000", "-0.0000")
+    assert "| wo_prompt | Δ PLCC |" in out and "+0.0500 !" in out and "+0.0040 |" in out
+
+    _, rows = _rows(tmp_path / "out" / "summary.csv")
+    ours = {(r["label"], r["selection"], r["dataset"], r["metric"]): r for r in rows}
+    for (key, metric), value in table2.items():   # every Table 2 figure, the task averages included
+        column = key.replace("_average", " avg")
+        for selection in SELECTIONS:
+            r = ours["ten", selection, column, metric]
+            assert float(r["paper"]) == value and r["paper_row"] == "table2/promptiqa" and r["flag"] == "0"
+            assert abs(float(r["delta"])) <= (0 if column == key else 5e-5)   # averages: the paper's rounding
+    flagged = ours["wo_prompt", "last", "tid2013", "plcc"]
+    assert flagged["paper_row"] == "table6/wo_prompt" and flagged["flag"] == "1"
+    assert float(flagged["delta"]) == pytest.approx(0.05) and float(flagged["std"]) == pytest.approx(np.std([-.01, 0, .01]))
+    assert ours["wo_prompt", "last", "spaq", "plcc"]["flag"] == "0"
+    # Table 6 gives no SROCC and no task average: empty, not 0
+    assert {k: ours["wo_prompt", "last", "tid2013", "srocc"][k] for k in ("paper", "delta", "flag")} == dict.fromkeys(
+        ("paper", "delta", "flag"), "")
+    assert ours["wo_prompt", "last", "synthetic avg", "plcc"]["paper"] == ""
+
+    from openpyxl import load_workbook
+
+    sheet = load_workbook(tmp_path / "out" / "summary.xlsx")["best epoch"]
+    names = [c.value for c in sheet[3]]
+    by_statistic = {(r[0].value, r[1].value): r for r in sheet.iter_rows(min_row=4) if r[0].value}
+    assert by_statistic["ten", "paper SROCC"][names.index("live")].value == 0.9359
+    assert by_statistic["ten", "Δ SROCC"][names.index("live")].value == 0
+    cell = by_statistic["wo_prompt", "Δ PLCC"][names.index("tid2013")]
+    assert cell.value == pytest.approx(0.05) and cell.fill.fgColor.rgb.endswith("F4CCCC")
+    assert by_statistic["wo_prompt", "Δ PLCC"][names.index("spaq")].fill.fill_type is None
+
+
+def test_one_seed_is_flagged_against_the_stated_tolerance(tmp_path):
+    from promptiqa.paper import TOLERANCE, Comparison, figure
+
+    paper_live = _paper_csv()["table2", "promptiqa", "live", "srocc"]
+    _write_run(tmp_path / "run", [(1, "live", paper_live - TOLERANCE / 2, 0.9), (1, "csiq", 0.5, 0.5)], seed=2024)
+    summary = summarise_roots({"PromptIQA": [tmp_path / "run"]}, tmp_path / "summary")
+    near = summary.comparison("PromptIQA", "last", "synthetic", "live", "srocc")
+    far = summary.comparison("PromptIQA", "last", "synthetic", "csiq", "srocc")
+    assert near.spread is None and near.delta == pytest.approx(-TOLERANCE / 2) and not near.flagged
+    assert far.flagged and far.delta_text().endswith(" !")
+    # the full model of the ablations is Table 2's row, whose PLCCs Table 6 repeats
+    for key in ("tid2013", "spaq", "gfiqa_20k", "uwiqa"):
+        assert figure(("table6", "full_model"), key, "plcc").value == figure(("table2", "promptiqa"), key, "plcc").value
+    assert Comparison(float("nan"), figure(("table2", "promptiqa"), "live", "srocc")).fields()["delta"] is None
 
 
 def test_ten_splits_trains_tests_skips_and_summarises(data, train_argv, tmp_path, capsys):
