@@ -576,6 +576,20 @@ def test_relabel_and_table3(data, checkpoints, tmp_path, monkeypatch, capsys):
         assert f"| {method} |" in table
     _, rows = _rows(out / "table3.csv")
     assert len(rows) == 12 and {r["source"] for r in rows} == {"tid2013", "kadid"}
+    # beside each PLCC the paper's Table 3 figure of a mixed-trained model (both checkpoints record two datasets)
+    figures = _paper_csv()
+    paper_rows = {"PromptIQA": "promptiqa_mdt_few_shot", "w/o prompt (zero-shot)": "monet_mdt_zero_shot",
+                  "w/o prompt (fine-tuned on the 5 ISPs)": "monet_mdt_ft_few_shot"}
+    for r in rows:
+        value = figures["table3", paper_rows[r["method"]], f"{r['source']}:{r['requirement']}", "plcc"]
+        assert r["paper_row"] == f"table3/{paper_rows[r['method']]}" and float(r["paper_plcc"]) == value
+        assert float(r["delta_plcc"]) == pytest.approx(float(r["plcc"]) - value, abs=1e-12)
+        assert r["flag"] == str(int(abs(float(r["delta_plcc"])) > 0.02))
+    assert figures["table3", "promptiqa_mdt_few_shot", "tid2013:ssim", "plcc"] == 0.5992
+    header = table.splitlines()[2].split(" | ")
+    line = next(x for x in table.splitlines() if x.startswith("| PromptIQA: paper |")).split(" | ")
+    assert line[header.index("TID2013 SSIM")] == "0.5992" and "| PromptIQA: Δ |" in table
+    assert "PromptIQA: table3/promptiqa_mdt_few_shot" in table
     # the relabelled tid2013 test split is the source's seed-2024 test split: disjoint from the recorded training
     leakage = json.loads((out / "table3.json").read_text())["leakage"]
     assert leakage["tid2013_ssim"]["status"] == "disjoint" and leakage["kadid_ssim"]["status"] == "not_trained"

@@ -26,7 +26,7 @@ COLUMNS = ("table", "row", "dataset", "metric", "value")
 TOLERANCE = 0.02          # the spread assumed for one figure (one checkpoint, one seed)
 ROUNDING = 0.00005        # half the last digit the paper prints (4 decimals)
 FLAG = "!"
-# what each command's CSV adds beside a figure of ours
+# what each command's CSV adds beside a figure of ours (see field_names for a row holding several metrics)
 FIELDS = ("paper_row", "paper", "delta", "flag")
 
 Key = Tuple[str, str]     # (table, row) of paper_tables.csv
@@ -176,13 +176,20 @@ class Comparison:
             return None
         return f"{delta:+.4f}" + (f" {FLAG}" if self.flagged else "")
 
-    def fields(self) -> dict:
-        """``FIELDS`` for a CSV row; empty where the paper has no figure (never 0)."""
+    def fields(self, metric: Optional[str] = None) -> dict:
+        """``field_names(metric)`` for a CSV row; empty where the paper has no figure (never 0); flag 1 or 0."""
+        names = field_names(metric)
         if self.paper is None:
-            return dict.fromkeys(FIELDS)
+            return dict.fromkeys(names)
         delta = self.delta
-        return dict(paper_row=self.paper.source, paper=self.paper.csv_value(), delta=delta,
-                    flag=None if delta is None else int(self.flagged))
+        return dict(zip(names, (self.paper.source, self.paper.csv_value(), delta,
+                                None if delta is None else int(self.flagged))))
+
+
+def field_names(metric: Optional[str] = None) -> Tuple[str, ...]:
+    """``FIELDS``; for a CSV row holding several metrics, the paper's and Δ named after the one compared
+    (paper_plcc, delta_plcc)."""
+    return FIELDS if metric is None else ("paper_row", f"paper_{metric}", f"delta_{metric}", "flag")
 
 
 def spread_of(n: int, std: float) -> Optional[float]:
