@@ -181,19 +181,46 @@ def test_prompt_perturbations(data):
     plain = build_prompt(train, 5, "interval", seed=3)
     assert plain.positions == plain.sampled and plain.scores.tolist() == pytest.approx(
         train.labels[plain.sampled].tolist())
-    images = build_prompt(train, 5, "interval", seed=3, perturb=["random_images"])
-    assert not set(images.positions) & set(plain.sampled) and torch.equal(images.scores, plain.scores)
-    assert not torch.equal(images.images, plain.images)
+    # other_images: other real images of the train split, the scores kept
+    others = build_prompt(train, 5, "interval", seed=3, perturb=["other_images"])
+    assert not set(others.positions) & set(plain.sampled) and torch.equal(others.scores, plain.scores)
+    assert torch.equal(others.images, stack_items(train, others.positions)[0])
     inverted = build_prompt(train, 5, "interval", seed=3, perturb=["inverted_scores"])
     assert torch.allclose(inverted.scores, 1 - plain.scores) and torch.equal(inverted.images, plain.images)
-    scores = build_prompt(train, 5, "interval", seed=3, perturb=["random_scores", "random_images"])
-    again = build_prompt(train, 5, "interval", seed=3, perturb=["random_images", "random_scores"])
+    scores = build_prompt(train, 5, "interval", seed=3, perturb=["random_scores", "other_images"])
+    again = build_prompt(train, 5, "interval", seed=3, perturb=["other_images", "random_scores"])
     assert torch.equal(scores.scores, again.scores) and scores.positions == again.positions   # seeded, fixed order
     assert ((scores.scores >= 0) & (scores.scores <= 1)).all() and not torch.allclose(scores.scores, plain.scores)
     with pytest.raises(ValueError, match="unknown prompt perturbation"):
         build_prompt(train, 5, perturb=["shuffle"])
+    with pytest.raises(ValueError, match="random_images and other_images both replace the prompt images"):
+        build_prompt(train, 5, perturb=["other_images", "random_images"])
     with pytest.raises(ValueError, match="koniq10k: cannot sample 40"):
         build_prompt(train, 40, key="koniq10k")
+
+
+def test_random_images_are_seeded_uniform_random_pixels(data):
+    ds = load_dataset("koniq10k", data["koniq10k"])
+    split = make_split(ds, 2024)
+    train = IQAImages([r.path for r in ds.records], normalise_labels(ds, split.train_indices), 64,
+                      indices=split.train_indices)
+    plain = build_prompt(train, 5, "interval", seed=3)
+    noise = build_prompt(train, 5, "interval", seed=3, perturb=["random_images"])
+    assert noise.images.dtype == torch.uint8 and noise.images.shape == plain.images.shape == (5, 3, 64, 64)
+    assert torch.equal(noise.scores, plain.scores) and noise.positions == [None] * 5 and noise.sampled == plain.sampled
+    assert [d["image"] for d in noise.describe(["x"] * len(train))] == ["random pixels"] * 5
+    # uniform integers 0..255, every pixel and channel drawn on its own: the whole range, flat histogram
+    counts = np.bincount(noise.images.flatten().numpy(), minlength=256)
+    assert counts.size == 256 and counts.min() > 0 and counts.max() < 2 * counts.mean()
+    assert abs(noise.images.double().mean().item() - 127.5) < 1
+    assert not torch.equal(noise.images[:, 0], noise.images[:, 1]) and not torch.equal(noise.images[0], noise.images[1])
+    # seeded by the ISP seed: the same seed gives the same images, another seed others
+    assert torch.equal(build_prompt(train, 5, "interval", seed=3, perturb=["random_images"]).images, noise.images)
+    assert not torch.equal(build_prompt(train, 5, "interval", seed=4, perturb=["random_images"]).images, noise.images)
+    # the images have their own stream: adding them leaves the seed's random scores unchanged
+    both = build_prompt(train, 5, "interval", seed=3, perturb=["random_images", "random_scores"])
+    assert torch.equal(both.scores, build_prompt(train, 5, "interval", seed=3, perturb=["random_scores"]).scores)
+    assert torch.equal(both.images, noise.images)
 
 
 def test_feature_bank_scores_like_predict_split(data, checkpoints):
@@ -508,6 +535,25 @@ def test_ablation_variants_and_their_summary(data, train_argv, tmp_path, capsys)
 # ---------------------------------------------------------------- ISP experiments
 
 
+def test_paper_rows_of_our_names_exist():
+    from promptiqa.evaluation.prompts import PERTURBATIONS
+    from promptiqa.experiments.protocol import VARIANTS
+    from promptiqa.experiments.relabel import METHOD_TITLES
+    from promptiqa.paper import figures as paper
+
+    rows = {(t, row) for t, row, _, _ in _paper_csv()}
+    assert set(paper.VARIANT_ROWS) == set(VARIANTS) and set(paper.VARIANT_ROWS.values()) <= rows
+    assert set(paper.TABLE3_ROWS) == set(METHOD_TITLES)
+    assert {("table3", r.format(training=t)) for r in paper.TABLE3_ROWS.values() for t in ("sdt", "mdt")} <= rows
+    assert {("table4", r) for r in [*paper.TABLE4_ROWS.values(), paper.TABLE4_RANDOM_STD]} <= rows
+    assert {("table5", r) for r in [*paper.TABLE5_ROWS.values(), *paper.TABLE5_RANDOM]} <= rows
+    assert set(paper.RANDOM_PERTURBATIONS) | set(paper.TABLE5_ROWS) - {"none"} <= set(PERTURBATIONS)
+    assert paper.table3_training(["tid2013"], "tid2013") == "sdt" and paper.table3_training([], "kadid") == "mdt"
+    assert paper.table3_training(["koniq10k"], "kadid") is None
+    assert paper.paper_value("table2", "promptiqa", "live", "srocc") == 0.9359
+    assert paper.paper_value("table2", "promptiqa", "live", "krcc") is None
+
+
 def test_isp_experiments_write_tables_and_plot(data, checkpoints, tmp_path):
     common = ["--checkpoint", checkpoints["ours"], "--dataset", "koniq10k", "tid2013",
               *_roots(data, ("koniq10k", "tid2013")), "-j", "0", "--progress", "false", "--save_path", str(tmp_path)]
@@ -518,15 +564,54 @@ def test_isp_experiments_write_tables_and_plot(data, checkpoints, tmp_path):
     std = np.std([float(r["plcc"]) for r in randoms])
     table = (tmp_path / "isp_selection.md").read_text()
     assert f"± {std:.4f}" in table and "random PLCC (3 draws)" in table
+    # Table 4's figures beside ours: koniq10k is in Table 4, tid2013 is not
+    figures = _paper_csv()
+    interval = next(r for r in rows if r["dataset"] == "koniq10k" and r["strategy"] == "interval")
+    assert figures["table4", "interval", "koniq10k", "srocc"] == 0.9287
+    assert (f"| koniq10k: paper | 0.9287 | {figures['table4', 'interval', 'koniq10k', 'plcc']:.4f} | 0.9201 ± 0.0156 "
+            f"| {figures['table4', 'random_mean', 'koniq10k', 'plcc']:.4f} ± "
+            f"{figures['table4', 'random_std', 'koniq10k', 'plcc']:.4f} |") in table
+    assert f"| koniq10k: Δ | {float(interval['srocc']) - 0.9287:+.4f}" in table and "tid2013: paper" not in table
+    _, compared = _rows(tmp_path / "isp_selection_paper.csv")
+    got = {(r["dataset"], r["strategy"], r["metric"]): r for r in compared}
+    random_plcc = got["koniq10k", "random", "plcc"]
+    assert float(random_plcc["paper"]) == figures["table4", "random_mean", "koniq10k", "plcc"]
+    assert float(random_plcc["spread"]) == pytest.approx(std) and random_plcc["n"] == "3"
+    assert float(random_plcc["delta"]) == pytest.approx(float(random_plcc["ours"]) - float(random_plcc["paper"]))
+    assert random_plcc["flag"] == str(int(abs(float(random_plcc["delta"])) > max(std, 5e-5)))
+    assert got["koniq10k", "interval", "srocc"]["paper_row"] == "table4/interval"
+    assert got["tid2013", "interval", "srocc"]["paper"] == got["tid2013", "interval", "srocc"]["delta"] == ""
     assert isp_main(["size", *common, "--sizes", "3", "5", "7"]) == 0
     _, rows = _rows(tmp_path / "isp_size.csv")
     assert [r["isp_num"] for r in rows if r["dataset"] == "tid2013"] == ["3", "5", "7"]
     assert (tmp_path / "isp_size.png").stat().st_size > 1000 and "| average |" in (tmp_path / "isp_size.md").read_text()
+    assert "Fig. 3 only as a plot" in (tmp_path / "isp_size.md").read_text()
+    assert not (tmp_path / "isp_size_paper.csv").exists()
     assert isp_main(["perturb", *common, "--conditions", "none", "inverted_scores",
-                     "random_images+random_scores"]) == 0
+                     "random_images+random_scores", "other_images"]) == 0
     _, rows = _rows(tmp_path / "isp_perturbations.csv")
     assert [r["condition"] for r in rows if r["dataset"] == "koniq10k"] == ["none", "inverted_scores",
-                                                                             "random_images+random_scores"]
+                                                                             "random_images+random_scores",
+                                                                             "other_images"]
+    # Table 5's figures beside ours; a random condition beside the range of the paper's three random rows
+    _, compared = _rows(tmp_path / "isp_perturbations_paper.csv")
+    got = {(r["dataset"], r["condition"], r["metric"]): r for r in compared}
+    for key in ("koniq10k", "tid2013"):
+        for metric in ("srocc", "plcc"):
+            assert float(got[key, "none", metric]["paper"]) == figures["table5", "standard", key, metric]
+            assert float(got[key, "inverted_scores", metric]["paper"]) == figures["table5", "inverted_scores", key,
+                                                                                  metric]
+            randoms = [figures["table5", f"random_row{i}", key, metric] for i in (1, 2, 3)]
+            r = got[key, "random_images+random_scores", metric]
+            assert r["paper"] == f"{min(randoms)!r}..{max(randoms)!r}" and r["paper_row"] == "table5/random_row1..3"
+            ours = float(r["ours"])
+            outside = ours - min(max(ours, min(randoms)), max(randoms))
+            assert float(r["delta"]) == pytest.approx(outside) and r["flag"] == str(int(abs(outside) > 0.02))
+            assert got[key, "other_images", metric]["paper"] == ""   # not the paper's experiment
+    assert figures["table5", "standard", "tid2013", "srocc"] == 0.903
+    table = (tmp_path / "isp_perturbations.md").read_text()
+    assert "| none: paper | 0.9287 |" in table and "| random_images+random_scores: paper | 0.0299..0.4374 |" in table
+    assert "other_images: paper" not in table
     # the unperturbed condition reproduces test.py's numbers
     assert evaluate_cli(common[:-1] + [str(tmp_path / "t"), "--plot", "false"]) == 0
     plain = {r["dataset"]: r for r in _rows(tmp_path / "t" / "results.csv")[1]}
