@@ -447,7 +447,8 @@ def test_summary_sets_the_papers_figures_beside_ours(tmp_path, capsys):
             assert abs(float(r["delta"])) <= (0 if column == key else 5e-5)   # averages: the paper's rounding
     flagged = ours["wo_prompt", "last", "tid2013", "plcc"]
     assert flagged["paper_row"] == "table6/wo_prompt" and flagged["flag"] == "1"
-    assert float(flagged["delta"]) == pytest.approx(0.05) and float(flagged["std"]) == pytest.approx(np.std([-.01, 0, .01]))
+    assert float(flagged["delta"]) == pytest.approx(0.05)
+    assert float(flagged["std"]) == pytest.approx(np.std([-0.01, 0, 0.01]))
     assert ours["wo_prompt", "last", "spaq", "plcc"]["flag"] == "0"
     # Table 6 gives no SROCC and no task average: empty, not 0
     assert {k: ours["wo_prompt", "last", "tid2013", "srocc"][k] for k in ("paper", "delta", "flag")} == dict.fromkeys(
@@ -535,7 +536,7 @@ def test_ablation_variants_and_their_summary(data, train_argv, tmp_path, capsys)
 # ---------------------------------------------------------------- ISP experiments
 
 
-def test_paper_rows_of_our_names_exist():
+def test_paper_rows_of_our_names_exist(tmp_path):
     from promptiqa.evaluation.prompts import PERTURBATIONS
     from promptiqa.experiments.protocol import VARIANTS
     from promptiqa.experiments.relabel import METHOD_TITLES
@@ -552,6 +553,15 @@ def test_paper_rows_of_our_names_exist():
     assert paper.table3_training(["koniq10k"], "kadid") is None
     assert paper.paper_value("table2", "promptiqa", "live", "srocc") == 0.9359
     assert paper.paper_value("table2", "promptiqa", "live", "krcc") is None
+    # a damaged copy of the file: one line naming it and what was expected
+    bad = tmp_path / "paper_tables.csv"
+    bad.write_text("table,row,dataset,metric,value\ntable2,promptiqa,live,srocc,high\n")
+    with pytest.raises(ValueError, match=r"paper_tables.csv, line 2: expected table,row,dataset,metric,value with a "
+                                         r"number as value"):
+        paper.paper_table(bad)
+    bad.write_text("dataset,value\n")
+    with pytest.raises(ValueError, match="paper_tables.csv: expected the header table,row,dataset,metric,value"):
+        paper.paper_table(bad)
 
 
 def test_isp_experiments_write_tables_and_plot(data, checkpoints, tmp_path):

@@ -149,7 +149,7 @@ class Comparison:
 
     @property
     def delta(self) -> Optional[float]:
-        """ours − paper (for a range: − the nearest end, 0 inside); None without a paper figure or a figure of ours."""
+        """ours − paper (a range: ours − its nearest end, 0 inside); None without a paper figure or one of ours."""
         if self.paper is None or self.ours is None or math.isnan(self.ours):
             return None
         return self.ours - min(max(self.ours, self.paper.low), self.paper.high)
