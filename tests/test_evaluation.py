@@ -181,19 +181,46 @@ def test_prompt_perturbations(data):
     plain = build_prompt(train, 5, "interval", seed=3)
     assert plain.positions == plain.sampled and plain.scores.tolist() == pytest.approx(
         train.labels[plain.sampled].tolist())
-    images = build_prompt(train, 5, "interval", seed=3, perturb=["random_images"])
-    assert not set(images.positions) & set(plain.sampled) and torch.equal(images.scores, plain.scores)
-    assert not torch.equal(images.images, plain.images)
+    # other_images: other real images of the train split, the scores kept
+    others = build_prompt(train, 5, "interval", seed=3, perturb=["other_images"])
+    assert not set(others.positions) & set(plain.sampled) and torch.equal(others.scores, plain.scores)
+    assert torch.equal(others.images, stack_items(train, others.positions)[0])
     inverted = build_prompt(train, 5, "interval", seed=3, perturb=["inverted_scores"])
     assert torch.allclose(inverted.scores, 1 - plain.scores) and torch.equal(inverted.images, plain.images)
-    scores = build_prompt(train, 5, "interval", seed=3, perturb=["random_scores", "random_images"])
-    again = build_prompt(train, 5, "interval", seed=3, perturb=["random_images", "random_scores"])
+    scores = build_prompt(train, 5, "interval", seed=3, perturb=["random_scores", "other_images"])
+    again = build_prompt(train, 5, "interval", seed=3, perturb=["other_images", "random_scores"])
     assert torch.equal(scores.scores, again.scores) and scores.positions == again.positions   # seeded, fixed order
     assert ((scores.scores >= 0) & (scores.scores <= 1)).all() and not torch.allclose(scores.scores, plain.scores)
     with pytest.raises(ValueError, match="unknown prompt perturbation"):
         build_prompt(train, 5, perturb=["shuffle"])
+    with pytest.raises(ValueError, match="random_images and other_images both replace the prompt images"):
+        build_prompt(train, 5, perturb=["other_images", "random_images"])
     with pytest.raises(ValueError, match="koniq10k: cannot sample 40"):
         build_prompt(train, 40, key="koniq10k")
+
+
+def test_random_images_are_seeded_uniform_random_pixels(data):
+    ds = load_dataset("koniq10k", data["koniq10k"])
+    split = make_split(ds, 2024)
+    train = IQAImages([r.path for r in ds.records], normalise_labels(ds, split.train_indices), 64,
+                      indices=split.train_indices)
+    plain = build_prompt(train, 5, "interval", seed=3)
+    noise = build_prompt(train, 5, "interval", seed=3, perturb=["random_images"])
+    assert noise.images.dtype == torch.uint8 and noise.images.shape == plain.images.shape == (5, 3, 64, 64)
+    assert torch.equal(noise.scores, plain.scores) and noise.positions == [None] * 5 and noise.sampled == plain.sampled
+    assert [d["image"] for d in noise.describe(["x"] * len(train))] == ["random pixels"] * 5
+    # uniform integers 0..255, every pixel and channel drawn on its own: the whole range, flat histogram
+    counts = np.bincount(noise.images.flatten().numpy(), minlength=256)
+    assert counts.size == 256 and counts.min() > 0 and counts.max() < 2 * counts.mean()
+    assert abs(noise.images.double().mean().item() - 127.5) < 1
+    assert not torch.equal(noise.images[:, 0], noise.images[:, 1]) and not torch.equal(noise.images[0], noise.images[1])
+    # seeded by the ISP seed: the same seed gives the same images, another seed others
+    assert torch.equal(build_prompt(train, 5, "interval", seed=3, perturb=["random_images"]).images, noise.images)
+    assert not torch.equal(build_prompt(train, 5, "interval", seed=4, perturb=["random_images"]).images, noise.images)
+    # the images have their own stream: adding them leaves the seed's random scores unchanged
+    both = build_prompt(train, 5, "interval", seed=3, perturb=["random_images", "random_scores"])
+    assert torch.equal(both.scores, build_prompt(train, 5, "interval", seed=3, perturb=["random_scores"]).scores)
+    assert torch.equal(both.images, noise.images)
 
 
 def test_feature_bank_scores_like_predict_split(data, checkpoints):
@@ -351,7 +378,8 @@ def test_summariser_medians_against_hand_computed_values(tmp_path):
     assert cells["best"]["live"]["srocc"].median == pytest.approx(0.97)
     assert cells["best"]["live"]["srocc"].n == 3 and cells["best"]["live"]["srocc"].seeds == [2024, 2025, 2026]
     columns, rows = _rows(tmp_path / "out" / "summary.csv")
-    assert columns == ["label", "selection", "task", "dataset", "metric", "median", "mean", "std", "n", "seeds"]
+    assert columns == ["label", "selection", "task", "dataset", "metric", "median", "mean", "std", "n", "seeds",
+                       "paper_row", "paper", "delta", "flag"]
     row = next(r for r in rows if r["selection"] == "best" and r["dataset"] == "live" and r["metric"] == "srocc")
     assert float(row["median"]) == pytest.approx(0.97) and row["seeds"] == "2024 2025 2026"
     markdown = (tmp_path / "out" / "summary.md").read_text()
@@ -372,6 +400,87 @@ def test_summariser_selects_the_best_epoch_per_run_for_one_model_per_dataset(tmp
     run = read_seed_run(seed)
     assert run.finished and run.epochs["best"] == {"live": 1, "csiq": 2} and run.epochs["last"] == {"live": 2,
                                                                                                    "csiq": 2}
+
+
+def _paper_csv():
+    """{(table, row, dataset, metric): value} read straight from the shipped file (not through promptiqa.paper)."""
+    from promptiqa.paper import PAPER_FILE
+
+    with open(PAPER_FILE, newline="") as fh:
+        return {(r["table"], r["row"], r["dataset"], r["metric"]): float(r["value"]) for r in csv.DictReader(fh)}
+
+
+def test_summary_sets_the_papers_figures_beside_ours(tmp_path, capsys):
+    figures = _paper_csv()
+    table2 = {(d, m): v for (t, row, d, m), v in figures.items() if t == "table2"}
+    keys = [d for d, m in table2 if m == "srocc" and not d.endswith("_average")]
+    assert len(keys) == 12 and figures["table2", "promptiqa", "live", "srocc"] == 0.9359
+    # a ten-splits run whose every seed scores exactly the paper's figures: Δ 0, nothing flagged
+    root = tmp_path / "ten"
+    for seed in (2024, 2025, 2026):
+        _write_run(root / f"seed_{seed}", [(1, k, table2[k, "srocc"], table2[k, "plcc"]) for k in keys], seed=seed)
+    # the w/o-prompt ablation (Table 6: PLCC on four datasets): tid2013 0.05 above the paper with a std of 0.0082
+    # over seeds (flagged), spaq 0.004 above with a std of 0.0082 (not flagged)
+    ablation = tmp_path / "wo_prompt"
+    for seed, jitter in zip((2024, 2025, 2026), (-0.01, 0.0, 0.01)):
+        _write_run(ablation / f"seed_{seed}", [(1, "tid2013", 0.5, figures["table6", "wo_prompt", "tid2013", "plcc"]
+                                                  + 0.05 + jitter),
+                                                 (1, "spaq", 0.5, figures["table6", "wo_prompt", "spaq", "plcc"]
+                                                  + 0.004 + jitter)], seed=seed)
+    assert cli_main(["summarise", str(root), str(ablation), "--out", str(tmp_path / "out" / "summary")]) == 0
+    out = capsys.readouterr().out
+    assert "Paper: the published figure of each median (ten: table2/promptiqa; wo_prompt: table6/wo_prompt" in out
+    header = next(line for line in out.splitlines() if line.startswith("| method |")).split(" | ")
+    row = next(line for line in out.splitlines() if line.startswith("| ten | paper SROCC |")).split(" | ")
+    assert row[header.index("live")] == "0.9359" and row[header.index("uwiqa")] == f"{table2['uwiqa', 'srocc']:.4f}"
+    delta = next(line for line in out.splitlines() if line.startswith("| ten | Δ PLCC |")).split(" | ")
+    assert delta[header.index("kadid")] == "+0.0000" and delta[header.index("synthetic avg")] in ("+0.0000", "-0.0000")
+    assert "| wo_prompt | Δ PLCC |" in out and "+0.0500 !" in out and "+0.0040 |" in out
+
+    _, rows = _rows(tmp_path / "out" / "summary.csv")
+    ours = {(r["label"], r["selection"], r["dataset"], r["metric"]): r for r in rows}
+    for (key, metric), value in table2.items():   # every Table 2 figure, the task averages included
+        column = key.replace("_average", " avg")
+        for selection in SELECTIONS:
+            r = ours["ten", selection, column, metric]
+            assert float(r["paper"]) == value and r["paper_row"] == "table2/promptiqa" and r["flag"] == "0"
+            assert abs(float(r["delta"])) <= (0 if column == key else 5e-5)   # averages: the paper's rounding
+    flagged = ours["wo_prompt", "last", "tid2013", "plcc"]
+    assert flagged["paper_row"] == "table6/wo_prompt" and flagged["flag"] == "1"
+    assert float(flagged["delta"]) == pytest.approx(0.05)
+    assert float(flagged["std"]) == pytest.approx(np.std([-0.01, 0, 0.01]))
+    assert ours["wo_prompt", "last", "spaq", "plcc"]["flag"] == "0"
+    # Table 6 gives no SROCC and no task average: empty, not 0
+    assert {k: ours["wo_prompt", "last", "tid2013", "srocc"][k] for k in ("paper", "delta", "flag")} == dict.fromkeys(
+        ("paper", "delta", "flag"), "")
+    assert ours["wo_prompt", "last", "synthetic avg", "plcc"]["paper"] == ""
+
+    from openpyxl import load_workbook
+
+    sheet = load_workbook(tmp_path / "out" / "summary.xlsx")["best epoch"]
+    names = [c.value for c in sheet[3]]
+    by_statistic = {(r[0].value, r[1].value): r for r in sheet.iter_rows(min_row=4) if r[0].value}
+    assert by_statistic["ten", "paper SROCC"][names.index("live")].value == 0.9359
+    assert by_statistic["ten", "Δ SROCC"][names.index("live")].value == 0
+    cell = by_statistic["wo_prompt", "Δ PLCC"][names.index("tid2013")]
+    assert cell.value == pytest.approx(0.05) and cell.fill.fgColor.rgb.endswith("F4CCCC")
+    assert by_statistic["wo_prompt", "Δ PLCC"][names.index("spaq")].fill.fill_type is None
+
+
+def test_one_seed_is_flagged_against_the_stated_tolerance(tmp_path):
+    from promptiqa.paper import TOLERANCE, Comparison, figure
+
+    paper_live = _paper_csv()["table2", "promptiqa", "live", "srocc"]
+    _write_run(tmp_path / "run", [(1, "live", paper_live - TOLERANCE / 2, 0.9), (1, "csiq", 0.5, 0.5)], seed=2024)
+    summary = summarise_roots({"PromptIQA": [tmp_path / "run"]}, tmp_path / "summary")
+    near = summary.comparison("PromptIQA", "last", "synthetic", "live", "srocc")
+    far = summary.comparison("PromptIQA", "last", "synthetic", "csiq", "srocc")
+    assert near.spread is None and near.delta == pytest.approx(-TOLERANCE / 2) and not near.flagged
+    assert far.flagged and far.delta_text().endswith(" !")
+    # the full model of the ablations is Table 2's row, whose PLCCs Table 6 repeats
+    for key in ("tid2013", "spaq", "gfiqa_20k", "uwiqa"):
+        assert figure(("table6", "full_model"), key, "plcc").value == figure(("table2", "promptiqa"), key, "plcc").value
+    assert Comparison(float("nan"), figure(("table2", "promptiqa"), "live", "srocc")).fields()["delta"] is None
 
 
 def test_ten_splits_trains_tests_skips_and_summarises(data, train_argv, tmp_path, capsys):
@@ -427,6 +536,34 @@ def test_ablation_variants_and_their_summary(data, train_argv, tmp_path, capsys)
 # ---------------------------------------------------------------- ISP experiments
 
 
+def test_paper_rows_of_our_names_exist(tmp_path):
+    from promptiqa.evaluation.prompts import PERTURBATIONS
+    from promptiqa.experiments.protocol import VARIANTS
+    from promptiqa.experiments.relabel import METHOD_TITLES
+    from promptiqa.paper import figures as paper
+
+    rows = {(t, row) for t, row, _, _ in _paper_csv()}
+    assert set(paper.VARIANT_ROWS) == set(VARIANTS) and set(paper.VARIANT_ROWS.values()) <= rows
+    assert set(paper.TABLE3_ROWS) == set(METHOD_TITLES)
+    assert {("table3", r.format(training=t)) for r in paper.TABLE3_ROWS.values() for t in ("sdt", "mdt")} <= rows
+    assert {("table4", r) for r in [*paper.TABLE4_ROWS.values(), paper.TABLE4_RANDOM_STD]} <= rows
+    assert {("table5", r) for r in [*paper.TABLE5_ROWS.values(), *paper.TABLE5_RANDOM]} <= rows
+    assert set(paper.RANDOM_PERTURBATIONS) | set(paper.TABLE5_ROWS) - {"none"} <= set(PERTURBATIONS)
+    assert paper.table3_training(["tid2013"], "tid2013") == "sdt" and paper.table3_training([], "kadid") == "mdt"
+    assert paper.table3_training(["koniq10k"], "kadid") is None
+    assert paper.paper_value("table2", "promptiqa", "live", "srocc") == 0.9359
+    assert paper.paper_value("table2", "promptiqa", "live", "krcc") is None
+    # a damaged copy of the file: one line naming it and what was expected
+    bad = tmp_path / "paper_tables.csv"
+    bad.write_text("table,row,dataset,metric,value\ntable2,promptiqa,live,srocc,high\n")
+    with pytest.raises(ValueError, match=r"paper_tables.csv, line 2: expected table,row,dataset,metric,value with a "
+                                         r"number as value"):
+        paper.paper_table(bad)
+    bad.write_text("dataset,value\n")
+    with pytest.raises(ValueError, match="paper_tables.csv: expected the header table,row,dataset,metric,value"):
+        paper.paper_table(bad)
+
+
 def test_isp_experiments_write_tables_and_plot(data, checkpoints, tmp_path):
     common = ["--checkpoint", checkpoints["ours"], "--dataset", "koniq10k", "tid2013",
               *_roots(data, ("koniq10k", "tid2013")), "-j", "0", "--progress", "false", "--save_path", str(tmp_path)]
@@ -437,15 +574,54 @@ def test_isp_experiments_write_tables_and_plot(data, checkpoints, tmp_path):
     std = np.std([float(r["plcc"]) for r in randoms])
     table = (tmp_path / "isp_selection.md").read_text()
     assert f"± {std:.4f}" in table and "random PLCC (3 draws)" in table
+    # Table 4's figures beside ours: koniq10k is in Table 4, tid2013 is not
+    figures = _paper_csv()
+    interval = next(r for r in rows if r["dataset"] == "koniq10k" and r["strategy"] == "interval")
+    assert figures["table4", "interval", "koniq10k", "srocc"] == 0.9287
+    assert (f"| koniq10k: paper | 0.9287 | {figures['table4', 'interval', 'koniq10k', 'plcc']:.4f} | 0.9201 ± 0.0156 "
+            f"| {figures['table4', 'random_mean', 'koniq10k', 'plcc']:.4f} ± "
+            f"{figures['table4', 'random_std', 'koniq10k', 'plcc']:.4f} |") in table
+    assert f"| koniq10k: Δ | {float(interval['srocc']) - 0.9287:+.4f}" in table and "tid2013: paper" not in table
+    _, compared = _rows(tmp_path / "isp_selection_paper.csv")
+    got = {(r["dataset"], r["strategy"], r["metric"]): r for r in compared}
+    random_plcc = got["koniq10k", "random", "plcc"]
+    assert float(random_plcc["paper"]) == figures["table4", "random_mean", "koniq10k", "plcc"]
+    assert float(random_plcc["spread"]) == pytest.approx(std) and random_plcc["n"] == "3"
+    assert float(random_plcc["delta"]) == pytest.approx(float(random_plcc["ours"]) - float(random_plcc["paper"]))
+    assert random_plcc["flag"] == str(int(abs(float(random_plcc["delta"])) > max(std, 5e-5)))
+    assert got["koniq10k", "interval", "srocc"]["paper_row"] == "table4/interval"
+    assert got["tid2013", "interval", "srocc"]["paper"] == got["tid2013", "interval", "srocc"]["delta"] == ""
     assert isp_main(["size", *common, "--sizes", "3", "5", "7"]) == 0
     _, rows = _rows(tmp_path / "isp_size.csv")
     assert [r["isp_num"] for r in rows if r["dataset"] == "tid2013"] == ["3", "5", "7"]
     assert (tmp_path / "isp_size.png").stat().st_size > 1000 and "| average |" in (tmp_path / "isp_size.md").read_text()
+    assert "Fig. 3 only as a plot" in (tmp_path / "isp_size.md").read_text()
+    assert not (tmp_path / "isp_size_paper.csv").exists()
     assert isp_main(["perturb", *common, "--conditions", "none", "inverted_scores",
-                     "random_images+random_scores"]) == 0
+                     "random_images+random_scores", "other_images"]) == 0
     _, rows = _rows(tmp_path / "isp_perturbations.csv")
     assert [r["condition"] for r in rows if r["dataset"] == "koniq10k"] == ["none", "inverted_scores",
-                                                                             "random_images+random_scores"]
+                                                                             "random_images+random_scores",
+                                                                             "other_images"]
+    # Table 5's figures beside ours; a random condition beside the range of the paper's three random rows
+    _, compared = _rows(tmp_path / "isp_perturbations_paper.csv")
+    got = {(r["dataset"], r["condition"], r["metric"]): r for r in compared}
+    for key in ("koniq10k", "tid2013"):
+        for metric in ("srocc", "plcc"):
+            assert float(got[key, "none", metric]["paper"]) == figures["table5", "standard", key, metric]
+            assert float(got[key, "inverted_scores", metric]["paper"]) == figures["table5", "inverted_scores", key,
+                                                                                  metric]
+            randoms = [figures["table5", f"random_row{i}", key, metric] for i in (1, 2, 3)]
+            r = got[key, "random_images+random_scores", metric]
+            assert r["paper"] == f"{min(randoms)!r}..{max(randoms)!r}" and r["paper_row"] == "table5/random_row1..3"
+            ours = float(r["ours"])
+            outside = ours - min(max(ours, min(randoms)), max(randoms))
+            assert float(r["delta"]) == pytest.approx(outside) and r["flag"] == str(int(abs(outside) > 0.02))
+            assert got[key, "other_images", metric]["paper"] == ""   # not the paper's experiment
+    assert figures["table5", "standard", "tid2013", "srocc"] == 0.903
+    table = (tmp_path / "isp_perturbations.md").read_text()
+    assert "| none: paper | 0.9287 |" in table and "| random_images+random_scores: paper | 0.0299..0.4374 |" in table
+    assert "other_images: paper" not in table
     # the unperturbed condition reproduces test.py's numbers
     assert evaluate_cli(common[:-1] + [str(tmp_path / "t"), "--plot", "false"]) == 0
     plain = {r["dataset"]: r for r in _rows(tmp_path / "t" / "results.csv")[1]}
@@ -495,6 +671,20 @@ def test_relabel_and_table3(data, checkpoints, tmp_path, monkeypatch, capsys):
         assert f"| {method} |" in table
     _, rows = _rows(out / "table3.csv")
     assert len(rows) == 12 and {r["source"] for r in rows} == {"tid2013", "kadid"}
+    # beside each PLCC the paper's Table 3 figure of a mixed-trained model (both checkpoints record two datasets)
+    figures = _paper_csv()
+    paper_rows = {"PromptIQA": "promptiqa_mdt_few_shot", "w/o prompt (zero-shot)": "monet_mdt_zero_shot",
+                  "w/o prompt (fine-tuned on the 5 ISPs)": "monet_mdt_ft_few_shot"}
+    for r in rows:
+        value = figures["table3", paper_rows[r["method"]], f"{r['source']}:{r['requirement']}", "plcc"]
+        assert r["paper_row"] == f"table3/{paper_rows[r['method']]}" and float(r["paper_plcc"]) == value
+        assert float(r["delta_plcc"]) == pytest.approx(float(r["plcc"]) - value, abs=1e-12)
+        assert r["flag"] == str(int(abs(float(r["delta_plcc"])) > 0.02))
+    assert figures["table3", "promptiqa_mdt_few_shot", "tid2013:ssim", "plcc"] == 0.5992
+    header = table.splitlines()[2].split(" | ")
+    line = next(x for x in table.splitlines() if x.startswith("| PromptIQA: paper |")).split(" | ")
+    assert line[header.index("TID2013 SSIM")] == "0.5992" and "| PromptIQA: Δ |" in table
+    assert "PromptIQA: table3/promptiqa_mdt_few_shot" in table
     # the relabelled tid2013 test split is the source's seed-2024 test split: disjoint from the recorded training
     leakage = json.loads((out / "table3.json").read_text())["leakage"]
     assert leakage["tid2013_ssim"]["status"] == "disjoint" and leakage["kadid_ssim"]["status"] == "not_trained"

@@ -73,6 +73,7 @@ def test_wheel_ships_the_configs_and_declares_the_command(installed):
         entry_points = zf.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     shipped = {Path(n).name for n in names if n.startswith("promptiqa/configs/")}
     assert shipped == {p.name for p in (ROOT / "configs").glob("*.yaml")} and "demo.yaml" in shipped
+    assert {"promptiqa/paper/paper_tables.csv", "promptiqa/paper/README.md"} <= names   # the paper's figures
     assert not any(n.startswith(("tests/", "scripts/", "configs/")) for n in names)
     assert re.search(r"^promptiqa = promptiqa\.cli:main$", entry_points, re.M)
     # requirements.txt installs everything: the wheel's core and extras together, pin for pin
@@ -94,9 +95,11 @@ def test_installed_command_runs_from_an_empty_folder(installed, tmp_path):
              "from promptiqa.cli import COMMANDS, main\n"
              "from promptiqa.config import load_yaml\n"
              "from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig\n"
+             "from promptiqa.paper import PAPER_FILE, paper_value\n"
              "print(json.dumps(dict(codes=[main([name, '--help']) for name in COMMANDS], package=promptiqa.__file__,\n"
              "    demo=str(DEFAULT_CONFIG), save_path=DemoConfig.from_yaml(DEFAULT_CONFIG).save_path,\n"
-             "    paper=[load_yaml('configs/paper.yaml')['batch_size'], load_yaml('paper')['epochs']])))\n")
+             "    paper=[load_yaml('configs/paper.yaml')['batch_size'], load_yaml('paper')['epochs']],\n"
+             "    figures=[str(PAPER_FILE), paper_value('table2', 'promptiqa', 'live', 'srocc')])))\n")
     proc = _run([bin_dir / "python", "-c", check], cwd=empty)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -105,6 +108,7 @@ def test_installed_command_runs_from_an_empty_folder(installed, tmp_path):
     assert result["package"].startswith(venv)                                  # the installed copy, not the checkout
     assert result["demo"].startswith(venv) and result["demo"].endswith(os.path.join("promptiqa", "configs", "demo.yaml"))
     assert result["save_path"] == "runs/demo" and result["paper"] == [66, 100]  # configs by path and by name
+    assert result["figures"][0].startswith(venv) and result["figures"][1] == 0.9359  # the paper's, from the wheel
     proc = _run([bin_dir / "python", "-m", "promptiqa.demo", "--help"], cwd=empty)
     assert proc.returncode == 0 and "--full" in proc.stdout, proc.stderr
     assert sorted(os.listdir(empty)) == []                                      # --help writes nothing

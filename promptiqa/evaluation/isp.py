@@ -3,7 +3,8 @@
 Every experiment scores the same test images under many ISPPs, so each dataset's test features are computed once
 (``features.FeatureBank``) and each ISPP costs only its own encoding and the fusion blocks. ISPPs always come from
 the dataset's train split; random sampling is repeated over ``--draws`` seeds (isp_seed, isp_seed + 1, ...) and
-reported as mean ± std (numpy, ddof=0).
+reported as mean ± std (numpy, ddof=0). Tables 4 and 5 set the paper's figures and Δ = ours − paper beside ours
+(``promptiqa.paper``), also written as ``<name>_paper.csv``; the paper gives Fig. 3 only as a plot.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .. import paper
 from ..config import check_number
 from ..data.views import DatasetViews
 from ..errors import ConfigError
@@ -26,9 +28,13 @@ from .report import markdown_table, mean_std, plot_lines, pm, write_csv, write_j
 from .runner import EvalSession, add_eval_options, config_from_args
 
 DEFAULT_SIZES = (3, 5, 7, 8, 10)
-DEFAULT_CONDITIONS = ("none", "random_images", "random_scores", "inverted_scores")
+# the paper's Table 5: as sampled, its three random rows (images, scores, both: compared as a set) and inverted
+DEFAULT_CONDITIONS = ("none", "random_images", "random_scores", "random_images+random_scores", "inverted_scores")
 LONG_COLUMNS = ("experiment", "dataset", "condition", "strategy", "isp_num", "draw", "isp_seed", "srocc", "plcc",
                 "krcc", "rmse", "n")
+# <name>_paper.csv: each figure of the Markdown table beside the paper's
+PAPER_COLUMNS = ("dataset", "condition", "strategy", "metric", "ours", "spread", "n", *paper.FIELDS)
+METRICS = ("srocc", "plcc")
 
 
 class ISPExperiments:
@@ -73,23 +79,47 @@ def _random_rows(exp: ISPExperiments, experiment: str, data: DatasetViews, isp_n
                  exp.run(data, isp_num, "random", seed0 + d, perturb)) for d in range(draws)]
 
 
+def _compared(key: str, condition: str, strategy: str, metric: str, n: int, comparison: paper.Comparison) -> dict:
+    return dict(dataset=key, condition=condition, strategy=strategy, metric=metric, ours=comparison.ours,
+                spread=comparison.spread, n=n, **comparison.fields())
+
+
+def _paper_lines(name: str, found: Sequence[paper.Comparison]) -> List[list]:
+    """The table rows '<name>: paper' and '<name>: Δ' under a row of ours (none when the paper has no figure)."""
+    if not any(x.paper is not None for x in found):
+        return []
+    return [[f"{name}: paper"] + [x.paper_text() for x in found], [f"{name}: Δ"] + [x.delta_text() for x in found]]
+
+
 def selection(exp: ISPExperiments, draws: int) -> Dict[str, object]:
-    """Table 4: interval sampling vs random sampling (mean ± std over ``draws``), n = the session's ISPP size."""
+    """Table 4: interval sampling vs random sampling (mean ± std over ``draws``), n = the session's ISPP size; the
+    paper's figures beside them."""
     s = exp.session
-    rows, table = [], []
+    rows, table, compared = [], [], []
     for data in s.datasets:
         interval = _row("selection", data, "none", "interval", s.isp_num, 0, None,
                         exp.run(data, s.isp_num, "interval", 0))
         randoms = _random_rows(exp, "selection", data, s.isp_num, draws)
         rows += [interval] + randoms
-        r = {m: mean_std([x[m] for x in randoms]) for m in ("srocc", "plcc")}
+        r = {m: mean_std([x[m] for x in randoms]) for m in METRICS}
         table.append([data.key, interval["srocc"], interval["plcc"], pm(r["srocc"]["mean"], r["srocc"]["std"]),
                       pm(r["plcc"]["mean"], r["plcc"]["std"])])
+        found = []   # in the table's column order
+        for m in METRICS:
+            found.append(paper.Comparison(interval[m], paper.table4_figure("interval", data.key, m)))
+            compared.append(_compared(data.key, "none", "interval", m, 1, found[-1]))
+        for m in METRICS:
+            found.append(paper.Comparison(r[m]["mean"], paper.table4_figure("random", data.key, m),
+                                          paper.spread_of(draws, r[m]["std"])))
+            compared.append(_compared(data.key, "none", "random", m, draws, found[-1]))
+        table += _paper_lines(data.key, found)
     header = ["dataset", "interval SROCC", "interval PLCC", f"random SROCC ({draws} draws)",
               f"random PLCC ({draws} draws)"]
-    return {"rows": rows, "markdown": markdown_table(header, table),
+    return {"rows": rows, "markdown": markdown_table(header, table), "paper": compared,
             "caption": f"ISP selection (Table 4): {s.isp_num} ISPs from the train split; random sampling as mean ± "
-                       f"std over {draws} draws (seeds {s.cfg.isp_seed}..{s.cfg.isp_seed + draws - 1})"}
+                       f"std over {draws} draws (seeds {s.cfg.isp_seed}..{s.cfg.isp_seed + draws - 1}). Paper: "
+                       f"Table 4 (random: the mean ± std over the paper's draws; Δ from the means). "
+                       f"{paper.rule('draws')}."}
 
 
 def sizes(exp: ISPExperiments, isp_nums: Sequence[int], strategy: str, draws: int, plot_path: Optional[Path] = None
@@ -121,27 +151,36 @@ def sizes(exp: ISPExperiments, isp_nums: Sequence[int], strategy: str, draws: in
         plot_lines(list(isp_nums), curves, plot_path, xlabel="ISPP size n", title="PromptIQA vs ISPP size:")
     what = "interval sampling" if strategy == "interval" else f"random sampling, mean over {draws} draws"
     return {"rows": rows, "markdown": markdown_table(header, table),
-            "caption": f"ISPP size (Fig. 3): n in {list(isp_nums)}, {what}"}
+            "caption": f"ISPP size (Fig. 3): n in {list(isp_nums)}, {what}. The paper gives Fig. 3 only as a plot: "
+                       f"no paper figures to set beside these"}
 
 
 def perturbations(exp: ISPExperiments, conditions: Sequence[str]) -> Dict[str, object]:
-    """Table 5: the ISPP as sampled vs perturbed (each condition a perturbation or several joined with '+')."""
+    """Table 5: the ISPP as sampled vs perturbed (each condition a perturbation or several joined with '+'); the
+    paper's figures beside them, its three random rows as a set."""
     s = exp.session
-    rows, table = [], []
+    rows, table, compared = [], [], []
     keys = [d.key for d in s.datasets]
     for condition in conditions:
         perturb = check_perturbations([p for p in condition.split("+")])
-        line = [condition]
+        line, found = [condition], []
         for data in s.datasets:
             metrics = exp.run(data, s.isp_num, s.cfg.isp_strategy, s.cfg.isp_seed, perturb)
             rows.append(_row("perturb", data, condition, s.cfg.isp_strategy, s.isp_num, 0, s.cfg.isp_seed, metrics))
             line += [metrics["srocc"], metrics["plcc"]]
-        table.append(line)
+            for m in METRICS:
+                found.append(paper.Comparison(metrics[m], paper.table5_figure(condition, data.key, m)))
+                compared.append(_compared(data.key, condition, s.cfg.isp_strategy, m, 1, found[-1]))
+        table += [line] + _paper_lines(condition, found)
     header = ["ISPP"] + [f"{k} {m}" for k in keys for m in ("SROCC", "PLCC")]
-    return {"rows": rows, "markdown": markdown_table(header, table),
+    return {"rows": rows, "markdown": markdown_table(header, table), "paper": compared,
             "caption": f"Prompt perturbations (Table 5): {s.isp_num} ISPs, {s.cfg.isp_strategy} sampling, seed "
-                       f"{s.cfg.isp_seed}; random_images: other train-split images of the same dataset, random_scores: "
-                       f"U(0,1), inverted_scores: 1 - s"}
+                       f"{s.cfg.isp_seed}; random_images: images of uniform random pixels 0..255 (the paper's random "
+                       f"images), other_images: other train-split images of the same dataset, random_scores: U(0,1), "
+                       f"inverted_scores: 1 - s. Paper: Table 5 (none: its standard row); a condition of random "
+                       f"perturbations only stands beside the range low..high of the paper's three random rows, "
+                       f"which are compared as a set (the paper's text does not say which row randomises what), Δ "
+                       f"being the distance outside that range (0 inside). {paper.rule('seeds')}."}
 
 
 def build_isp_parser() -> argparse.ArgumentParser:
@@ -158,7 +197,8 @@ def build_isp_parser() -> argparse.ArgumentParser:
             sp.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES), help="ISPP sizes n")
         if name == "perturb":
             sp.add_argument("--conditions", nargs="+", default=list(DEFAULT_CONDITIONS),
-                            help=f"none, {', '.join(PERTURBATIONS)}, or several joined with '+'")
+                            help=f"none, {', '.join(PERTURBATIONS)}, or several joined with '+' (default: "
+                                 f"{' '.join(DEFAULT_CONDITIONS)})")
     return p
 
 
@@ -190,6 +230,8 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
             result = perturbations(exp, args.conditions)
         if session.env.is_main:
             write_csv(out / f"{name}.csv", LONG_COLUMNS, result["rows"])
+            if "paper" in result:
+                write_csv(out / f"{name}_paper.csv", PAPER_COLUMNS, result["paper"])
             write_lines(out / f"{name}.md", [result["caption"], "", result["markdown"]])
             leakage = {d.key: session.leakage[d.key].to_dict() for d in session.datasets}
             write_json(out / f"{name}.json", {"config": cfg.to_dict(), "checkpoint": session.describe(),
@@ -200,7 +242,7 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
                 if session.leakage[d.key].warns:
                     session.warn(session.leakage[d.key].message)
             files = [f"{name}.csv", f"{name}.md", f"{name}.json"] + ([f"{name}.png"] if args.experiment == "size"
-                                                                       else [])
+                                                                       else [f"{name}_paper.csv"])
             print("wrote " + ", ".join(str(out / f) for f in files))
     finally:
         session.close()

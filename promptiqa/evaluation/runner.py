@@ -60,8 +60,9 @@ def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool 
     a("--isp_num", type=int, help="ISPP size n (default: the checkpoint's prompt_num, else 10)")
     a("--isp_seed", type=int, help="seed of random ISP sampling and of the perturbations (default 0)")
     a("--perturb", nargs="+", choices=list(PERTURBATIONS) + ["none"], metavar="NAME",
-      help="prompt perturbations (Table 5), alone or combined: random_images (other images of the train split), "
-           "random_scores (U(0,1)), inverted_scores (1 - s)")
+      help="prompt perturbations (Table 5), alone or combined: random_images (images of uniform random pixels "
+           "0..255, the paper's), other_images (other images of the train split), random_scores (U(0,1)), "
+           "inverted_scores (1 - s)")
     a("--batch_size", type=int, help="test images per forward pass per process (default 32)")
     a("--save_path", help="output folder (default runs/test)")
     a("--plcc_logistic", type=_flag, nargs="?", const=True,

@@ -20,6 +20,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Dict, List, Optional, Sequence
 
+from .. import paper
 from ..config import EvalConfig, TrainConfig, evaluation_config, resolve_config
 from ..data import SPLIT_SEEDS
 from ..engine import run_folder
@@ -218,15 +219,16 @@ def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
         present = [v for v in VARIANTS if (root / v).is_dir()]
         if not present:
             raise ProtocolError(f"no variant folders under {root}")
-        _summarise_with_notes({VARIANT_TITLES[v]: [root / v] for v in present}, root / "summary", "Ablations (Table 6)")
+        _summarise_with_notes({VARIANT_TITLES[v]: [root / v] for v in present}, root / "summary", "Ablations (Table 6)",
+                              {VARIANT_TITLES[v]: paper.summary_row(v) for v in present})
     return 0
 
 
-def _summarise_with_notes(roots: Dict[str, List], prefix: Path, title: str) -> None:
+def _summarise_with_notes(roots: Dict[str, List], prefix: Path, title: str, paper_rows=None) -> None:
     """Write and print the summary over the finished seeds; what it skipped (unfinished runs) becomes 'note:' lines."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = summarise_roots(roots, prefix, title)
+        summary = summarise_roots(roots, prefix, title, paper_rows=paper_rows)
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
     print_summary(summary, prefix, title)

@@ -13,7 +13,10 @@ original dataset (csv units are sorted reference names, as are TID2013's and KAD
 train split, and the paper's baselines from a w/o-prompt checkpoint: zero-shot, and fine-tuned on the same 10 ISPs
 (few-shot: all weights, Adam with the training defaults lr 1e-5 and weight decay 1e-5, ``--finetune_steps`` full-batch
 steps on the 10 images, L1 loss, train mode). Scores are the raw metric values: no polarity flip, so the requirement
-(e.g. DMOS-like LPIPS) is exactly what the prompt says. Output: PLCC in Table 3 layout, plus all metrics in CSV.
+(e.g. DMOS-like LPIPS) is exactly what the prompt says. Output: PLCC in Table 3 layout, plus all metrics in CSV,
+each PLCC beside the paper's Table 3 figure with Δ (``promptiqa.paper``): PromptIQA's row, and for our w/o-prompt
+baselines the paper's MoNet rows (MoNet is PromptIQA's image encoder); sdt or mdt as the checkpoint was trained
+on the source dataset alone or on a mix.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import paper
 from ..config import add_options
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
@@ -48,6 +52,9 @@ FR_METRICS: "OrderedDict[str, tuple]" = OrderedDict(ssim=("MOS", True), fsim=("M
 REFERENCE_FILES = {"live": ("refimgs", ".bmp"), "csiq": ("src_imgs", ".png"),
                    "tid2013": ("reference_images", ".bmp"), "kadid": ("images", ".png")}
 TITLES = {"live": "LIVE", "csiq": "CSIQ", "tid2013": "TID2013", "kadid": "KADID-10k"}
+# Table 3's methods by the name paper.TABLE3_ROWS knows them by: the title of each row ({n}: the ISPP size)
+METHOD_TITLES = OrderedDict(zero_shot="w/o prompt (zero-shot)", fine_tuned="w/o prompt (fine-tuned on the {n} ISPs)",
+                            promptiqa="PromptIQA")
 
 
 class MetricUnavailable(PromptIQAError, RuntimeError):
@@ -283,6 +290,7 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
         if not session.uses_prompt:
             raise ConfigError("--checkpoint must be a PromptIQA model (the w/o-prompt model goes to --baseline)")
         base, base_info = None, None
+        trained_on = {"promptiqa": session.describe()["trained_on"]}
         if baseline:
             base, base_info = load_model(baseline, device=session.env.device, with_info=True)
             if hasattr(base, "encode_prompt"):
@@ -290,20 +298,24 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
                                  f"(scripts/ablation.py --variant wo_prompt)")
             if int(base.image_size) != session.image_size:
                 raise ConfigError(f"--baseline takes {base.image_size}px images, --checkpoint {session.image_size}px")
+            trained_on["zero_shot"] = trained_on["fine_tuned"] = sorted((base_info.get("config") or {}).get("splits")
+                                                                        or {})
         results: Dict[str, Dict[str, dict]] = {}
         for data in session.datasets:
             prompt = session.prompt(data)
-            rows = {"PromptIQA": evaluate_dataset(session, data, prompt)}
+            rows = {"promptiqa": evaluate_dataset(session, data, prompt)}
             if base is not None:
                 leak = check_leakage(data.records, data.split, base_info, trained_key=found[data.key][0])
                 if leak.warns:
                     session.warn(f"baseline: {leak.message}")
-                rows["w/o prompt (zero-shot)"] = evaluate_dataset(session, data, None, model=base)
+                rows["zero_shot"] = evaluate_dataset(session, data, None, model=base)
                 tuned = finetune_few_shot(base, prompt.images, prompt.scores, finetune_steps, finetune_lr,
                                           finetune_weight_decay, seed=cfg.isp_seed, amp=cfg.amp, env=session.env)
-                rows[f"w/o prompt (fine-tuned on the {len(prompt.scores)} ISPs)"] = \
-                    evaluate_dataset(session, data, None, model=tuned)
-            results[data.key] = rows
+                rows["fine_tuned"] = evaluate_dataset(session, data, None, model=tuned)
+            for method, result in rows.items():
+                result.update(method=method, comparison=paper.Comparison(result["metrics"]["plcc"], paper.table3_figure(
+                    method, paper.table3_training(trained_on[method], found[data.key][0]), *found[data.key][:2])))
+            results[data.key] = {METHOD_TITLES[m].format(n=len(prompt.scores)): r for m, r in rows.items()}
         if session.env.is_main:
             _write_table3(session, found, results, Path(cfg.save_path), dict(
                 baseline=baseline, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
@@ -315,19 +327,31 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
 
 def _write_table3(session, found, results, out: Path, extra: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    methods = list(dict.fromkeys(m for rows in results.values() for m in rows))
-    order = [m for m in methods if m != "PromptIQA"] + ["PromptIQA"]
+    order = list(dict.fromkeys(m for rows in results.values() for m in rows))   # METHOD_TITLES' order
+    order = [m for m in order if m != METHOD_TITLES["promptiqa"]] + [METHOD_TITLES["promptiqa"]]
     columns = list(results)
     header = ["method"] + [f"{TITLES[found[c][0]]} {found[c][1].upper()}" for c in columns]
-    table = [[m] + [results[c][m]["metrics"]["plcc"] if m in results[c] else None for c in columns] for m in order]
+    table, sources = [], []
+    for m in order:
+        cells = [results[c].get(m) for c in columns]
+        table.append([m] + [r["metrics"]["plcc"] if r else None for r in cells])
+        compared = [r["comparison"] if r else paper.Comparison(float("nan"), None) for r in cells]
+        if any(x.paper is not None for x in compared):
+            table += [[f"{m}: paper"] + [x.paper_text() for x in compared], [f"{m}: Δ"] + [x.delta_text() for x in
+                                                                                          compared]]
+            sources.append(f"{m}: {', '.join(dict.fromkeys(x.paper.source for x in compared if x.paper))}")
     caption = (f"New requirements (Table 3): PLCC on the relabelled test splits; ISPPs of {session.isp_num} ISPs "
                f"({session.cfg.isp_strategy} sampling) from each relabelled train split; SSIM and FSIM are MOS-like, "
                f"LPIPS DMOS-like (lower is better, scores not flipped).")
+    if sources:
+        caption += (f" Paper: {'; '.join(sources)} (our w/o-prompt baselines beside the paper's MoNet rows; – where "
+                    f"the paper has no figure). {paper.rule('seeds')}.")
     write_lines(out / "table3.md", [caption, "", markdown_table(header, table)])
     rows = [dict(method=m, dataset=c, source=found[c][0], requirement=found[c][1], **results[c][m]["metrics"],
-                 n=results[c][m]["n"]) for c in columns for m in order if m in results[c]]
-    write_csv(out / "table3.csv", ("method", "dataset", "source", "requirement", "srocc", "plcc", "krcc", "rmse", "n"),
-              rows)
+                 n=results[c][m]["n"], **results[c][m]["comparison"].fields("plcc"))
+            for c in columns for m in order if m in results[c]]
+    write_csv(out / "table3.csv", ("method", "dataset", "source", "requirement", "srocc", "plcc", "krcc", "rmse", "n",
+                                   *paper.field_names("plcc")), rows)
     write_json(out / "table3.json", dict(config=session.cfg.to_dict(), checkpoint=session.describe(), **extra,
                                          leakage={d.key: session.leakage[d.key].to_dict() for d in session.datasets}))
     print(caption)

@@ -10,6 +10,10 @@ Columns are datasets grouped by task (synthetic, authentic, face, AI-generated, 
 dataset), each group followed by its average. An average cell is the mean of the row's dataset values, as the
 paper averages its columns; its ± is the standard deviation over seeds of the per-seed task average (seeds that
 have every dataset of the task). Standard deviations are numpy's (ddof=0).
+
+Beside each median stands the paper's figure and Δ = median − paper (``promptiqa.paper``): Table 2's PromptIQA row,
+or Table 6's row for a label that names an ablation variant (wo_prompt, ...); Δ is flagged when larger than the std
+over the seeds (one seed: ``paper.TOLERANCE``).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import paper
 from ..engine.run_folder import CONFIG, METRICS, SUMMARY, best_epoch, read_metrics, selection_score
 from ..errors import ConfigError, run_command
 from ..fileio import atomic_write
@@ -182,26 +187,47 @@ class Cell:
         return sum(not math.isnan(v) for v in self.values)
 
 
+def average_column(task: str) -> str:
+    """The column of a task's average."""
+    return f"{task} avg"
+
+
 @dataclass
 class Summary:
-    """cells[label][selection][column][metric]; columns are dataset keys and "<task> avg"."""
+    """cells[label][selection][column][metric]; columns are dataset keys and "<task> avg"; paper_rows[label]: the
+    paper row (table, row) each label is compared with."""
 
     labels: List[str]
     groups: List[Tuple[str, List[str]]]
     cells: Dict[str, Dict[str, Dict[str, Dict[str, Cell]]]]
     runs: Dict[str, List[SeedRun]]
+    paper_rows: Dict[str, Tuple[str, str]] = field(default_factory=dict)
 
     @property
     def columns(self) -> List[Tuple[str, str]]:
         """(task, column) in table order: each group's datasets, then its average."""
         out = []
         for task, keys in self.groups:
-            out += [(task, k) for k in keys] + [(task, f"{task} avg")]
+            out += [(task, k) for k in keys] + [(task, average_column(task))]
         return out
 
+    def comparison(self, label: str, selection: str, task: str, column: str, metric: str) -> paper.Comparison:
+        """The median of a cell beside the paper's figure, flagged against the std over the seeds."""
+        cell = self.cells[label][selection][column][metric]
+        dataset = paper.summary_column(task, column, column == average_column(task))
+        key = self.paper_rows.get(label) or paper.summary_row(label)
+        return paper.Comparison(cell.median, paper.figure(key, dataset, metric), paper.spread_of(cell.n, cell.std))
 
-def seed_statistics(groups: Mapping[str, Sequence[SeedRun]]) -> Summary:
-    """Medians, means and stds over seeds per (label, selection, dataset, metric), with task averages."""
+    def has_paper(self, label: str) -> bool:
+        """Whether the paper has a figure for any column of ``label``."""
+        return any(self.comparison(label, "last", task, column, metric).paper is not None
+                   for task, column in self.columns for metric in SUMMARY_METRICS)
+
+
+def seed_statistics(groups: Mapping[str, Sequence[SeedRun]],
+                    paper_rows: Optional[Mapping[str, Tuple[str, str]]] = None) -> Summary:
+    """Medians, means and stds over seeds per (label, selection, dataset, metric), with task averages; each label is
+    compared with ``paper_rows[label]`` (default ``paper.summary_row(label)``)."""
     datasets = [d for runs in groups.values() for run in runs for sel in run.values.values() for d in sel]
     layout = column_groups(datasets)
     cells: Dict[str, Dict[str, Dict[str, Dict[str, Cell]]]] = {}
@@ -214,9 +240,11 @@ def seed_statistics(groups: Mapping[str, Sequence[SeedRun]]) -> Summary:
                     table[key] = {m: Cell([r.values[selection].get(key, {}).get(m, float("nan")) for r in runs],
                                           [r.seed for r in runs]) for m in SUMMARY_METRICS}
             for task, keys in layout:
-                table[f"{task} avg"] = {m: _average_cell(table, keys, runs, selection, m) for m in SUMMARY_METRICS}
+                table[average_column(task)] = {m: _average_cell(table, keys, runs, selection, m)
+                                                for m in SUMMARY_METRICS}
             cells[label][selection] = table
-    return Summary(list(groups), layout, cells, dict(groups))
+    rows = {label: (paper_rows or {}).get(label) or paper.summary_row(label) for label in groups}
+    return Summary(list(groups), layout, cells, dict(groups), rows)
 
 
 def _average_cell(table, keys, runs, selection, metric) -> Cell:
@@ -239,12 +267,21 @@ def _nanmean(values: Sequence[float]) -> float:
 # ---------------------------------------------------------------- outputs
 
 
+def _paper_cell(comparison: paper.Comparison, what: str) -> Optional[str]:
+    return comparison.paper_text() if what == "paper" else comparison.delta_text()
+
+
 def to_markdown(summary: Summary, title: str = "") -> str:
     """Table 2 layout, one table per selection: rows are (label, statistic, metric), columns datasets by task."""
     lines = [f"# {title}", ""] if title else []
     groups = "; ".join(f"{task}: {', '.join(keys)}" for task, keys in summary.groups)
     lines += [f"Columns by task ({groups}); 'avg' is the mean of the row's dataset values. Medians over seeds, "
               "mean ± std (numpy, ddof=0) below them.", ""]
+    compared = [label for label in summary.labels if summary.has_paper(label)]
+    if compared:
+        sources = "; ".join(f"{label}: {'/'.join(summary.paper_rows[label])}" for label in compared)
+        lines += [f"Paper: the published figure of each median ({sources}; – where the paper has none). "
+                  f"{paper.rule('seeds')}.", ""]
     columns = summary.columns
     for selection, caption in SELECTIONS.items():
         seeds = {label: [r.seed for r in summary.runs[label]] for label in summary.labels}
@@ -257,6 +294,12 @@ def to_markdown(summary: Summary, title: str = "") -> str:
             table = summary.cells[label][selection]
             for metric in SUMMARY_METRICS:
                 rows.append([label, f"median {metric.upper()}"] + [table[c][metric].median for _, c in columns])
+            if label in compared:
+                for what in ("paper", "Δ"):
+                    for metric in SUMMARY_METRICS:
+                        rows.append([label, f"{what} {metric.upper()}"] + [
+                            _paper_cell(summary.comparison(label, selection, task, c, metric), what)
+                            for task, c in columns])
             for metric in SUMMARY_METRICS:
                 rows.append([label, f"mean ± std {metric.upper()}"] +
                             [f"{fmt(table[c][metric].mean)} ± {fmt(table[c][metric].std)}" for _, c in columns])
@@ -264,7 +307,8 @@ def to_markdown(summary: Summary, title: str = "") -> str:
     return "\n".join(lines)
 
 
-LONG_COLUMNS = ("label", "selection", "task", "dataset", "metric", "median", "mean", "std", "n", "seeds")
+LONG_COLUMNS = ("label", "selection", "task", "dataset", "metric", "median", "mean", "std", "n", "seeds",
+                *paper.FIELDS)
 
 
 def long_rows(summary: Summary) -> List[dict]:
@@ -277,18 +321,21 @@ def long_rows(summary: Summary) -> List[dict]:
                     c = summary.cells[label][selection][column][metric]
                     rows.append(dict(label=label, selection=selection, task=task, dataset=column, metric=metric,
                                      median=c.median, mean=c.mean, std=c.std, n=c.n,
-                                     seeds=" ".join(str(s) for s, v in zip(c.seeds, c.values) if not math.isnan(v))))
+                                     seeds=" ".join(str(s) for s, v in zip(c.seeds, c.values) if not math.isnan(v)),
+                                     **summary.comparison(label, selection, task, column, metric).fields()))
     return rows
 
 
 def write_xlsx(summary: Summary, path: Path) -> Path:
-    """A sheet per selection in Table 2 layout (task headers merged over their columns), and the per-seed values."""
+    """A sheet per selection in Table 2 layout (task headers merged over their columns; the paper's figures and Δ
+    under the medians, flagged Δ cells filled red), and the per-seed values."""
     from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font
+    from openpyxl.styles import Alignment, Font, PatternFill
 
     book = Workbook()
     book.remove(book.active)
     bold = Font(bold=True)
+    flagged = PatternFill("solid", fgColor="F4CCCC")
     for selection, caption in SELECTIONS.items():
         sheet = book.create_sheet(f"{selection} epoch")
         sheet.append([caption])
@@ -306,13 +353,28 @@ def write_xlsx(summary: Summary, path: Path) -> Path:
                 cell.font = bold
         for label in summary.labels:
             table = summary.cells[label][selection]
-            for stat in ("median", "mean", "std"):
+            for stat in ("median", "paper", "Δ", "mean", "std"):
+                if stat in ("paper", "Δ") and not summary.has_paper(label):
+                    continue
                 for metric in SUMMARY_METRICS:
-                    values = [getattr(table[c][metric], stat) for _, c in columns]
-                    sheet.append([label, f"{stat} {metric.upper()}"] + [None if math.isnan(v) else v for v in values])
+                    if stat in ("paper", "Δ"):
+                        found = [summary.comparison(label, selection, task, c, metric) for task, c in columns]
+                        values = [(x.paper.value if x.paper else None) if stat == "paper" else x.delta
+                                  for x in found]
+                    else:
+                        values = [getattr(table[c][metric], stat) for _, c in columns]
+                    sheet.append([label, f"{stat} {metric.upper()}"] +
+                                 [None if v is None or math.isnan(v) else v for v in values])
+                    if stat == "Δ":
+                        for cell, x in zip(sheet[sheet.max_row][2:], found):
+                            if x.flagged:
+                                cell.fill = flagged
         for row in sheet.iter_rows(min_row=4, min_col=3):
             for cell in row:
                 cell.number_format = "0.0000"
+        if any(summary.has_paper(label) for label in summary.labels):
+            sheet.append([])
+            sheet.append([f"paper: {paper.rule('seeds')} (flagged Δ cells are filled red)"])
     seeds = book.create_sheet("per seed")
     seeds.append(["label", "selection", "seed", "dataset", "epoch", "srocc", "plcc", "krcc", "rmse", "run"])
     for label in summary.labels:
@@ -336,16 +398,17 @@ def write_summary(summary: Summary, prefix, title: str = "") -> Dict[str, Path]:
     return {"markdown": md, "csv": table, "xlsx": xlsx}
 
 
-def summarise_roots(roots: Mapping[str, Sequence], prefix, title: str = "", partial: bool = False) -> Summary:
-    """Read every label's roots (10-split folders or single runs), compute the statistics over seeds, write the three
-    files."""
+def summarise_roots(roots: Mapping[str, Sequence], prefix, title: str = "", partial: bool = False,
+                    paper_rows: Optional[Mapping[str, Tuple[str, str]]] = None) -> Summary:
+    """Read every label's roots (10-split folders or single runs), compute the statistics over seeds beside the
+    paper's figures (``paper_rows[label]``, default by label), write the three files."""
     groups = {}
     for label, paths in roots.items():
         runs = [run for p in paths for run in read_group(p, partial=partial)]
         if not runs:
             warnings.warn(f"{label}: no finished run found in {', '.join(map(str, paths))}")
         groups[label] = runs
-    summary = seed_statistics(groups)
+    summary = seed_statistics(groups, paper_rows)
     write_summary(summary, prefix, title)
     return summary
 
@@ -361,9 +424,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description="Median (mean ± std) SROCC/PLCC over split seeds, in Table 2 layout "
-                                            "(Markdown, CSV, XLSX), from the runs' metrics.csv")
+                                            "(Markdown, CSV, XLSX), from the runs' metrics.csv, beside the paper's "
+                                            "figures with Δ = median − paper")
     p.add_argument("roots", nargs="+", help="10-split folders (holding seed_*/) or single run folders; each is a row "
-                                            "group, or LABEL=FOLDER")
+                                            "group, or LABEL=FOLDER. A label (or folder name) naming an ablation "
+                                            f"variant ({', '.join(paper.figures.VARIANT_ROWS)}) is compared with its "
+                                            "Table 6 row, any other with Table 2's PromptIQA row")
     p.add_argument("--out", default=None, help="output prefix (default <first root>/summary)")
     p.add_argument("--title", default="PromptIQA over split seeds")
     p.add_argument("--partial", action="store_true", help="include unfinished runs at their latest epoch")
