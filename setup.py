@@ -7,4 +7,4 @@ from setuptools import find_packages, setup
 
 setup(packages=find_packages(include=["promptiqa", "promptiqa.*"]) + ["promptiqa.configs"],
       package_dir={"promptiqa.configs": "configs"},
-      package_data={"promptiqa.configs": ["*.yaml"]})
+      package_data={"promptiqa.configs": ["*.yaml"], "promptiqa.data": ["published_splits.json.gz"]})

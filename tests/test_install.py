@@ -74,6 +74,7 @@ def test_wheel_ships_the_configs_and_declares_the_command(installed):
     shipped = {Path(n).name for n in names if n.startswith("promptiqa/configs/")}
     assert shipped == {p.name for p in (ROOT / "configs").glob("*.yaml")} and "demo.yaml" in shipped
     assert not any(n.startswith(("tests/", "scripts/", "configs/")) for n in names)
+    assert "promptiqa/data/published_splits.json.gz" in names   # `promptiqa check --splits` needs no checkout
     assert re.search(r"^promptiqa = promptiqa\.cli:main$", entry_points, re.M)
     # requirements.txt installs everything: the wheel's core and extras together, pin for pin
     declared = {m.group(1).replace(" ", "") for m in re.finditer(r"^Requires-Dist: ([^;\n]+)", meta, re.M)}
