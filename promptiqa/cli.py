@@ -285,6 +285,8 @@ COMMANDS: Dict[str, Union[Command, Delegated]] = {
     # data
     "check": Delegated("check that a dataset's label file and images are where and what they should be",
                        "promptiqa.data.check:main"),
+    "publish-splits": Delegated("write the published splits (every public dataset at the 10 split seeds) from "
+                                "label files", "promptiqa.data.published:main"),
     "prepare": Delegated("decode a dataset's images once into a cache that training and testing read fast",
                          "promptiqa.data.prepare:main"),
     # the embedded demo

@@ -75,6 +75,7 @@ def test_wheel_ships_the_configs_and_declares_the_command(installed):
     assert shipped == {p.name for p in (ROOT / "configs").glob("*.yaml")} and "demo.yaml" in shipped
     assert {"promptiqa/paper/paper_tables.csv", "promptiqa/paper/README.md"} <= names   # the paper's figures
     assert not any(n.startswith(("tests/", "scripts/", "configs/")) for n in names)
+    assert "promptiqa/data/published_splits.json.gz" in names   # `promptiqa check --splits` needs no checkout
     assert re.search(r"^promptiqa = promptiqa\.cli:main$", entry_points, re.M)
     # requirements.txt installs everything: the wheel's core and extras together, pin for pin
     declared = {m.group(1).replace(" ", "") for m in re.finditer(r"^Requires-Dist: ([^;\n]+)", meta, re.M)}

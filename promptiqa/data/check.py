@@ -1,29 +1,40 @@
-"""Validate a dataset root before training: counts, score range, label type, and every problem found.
+"""Validate a dataset root before training: counts, score range, label type, and every problem found; or whether
+a run's splits equal the published ones (promptiqa.data.published).
 
     python -m promptiqa.data.check --dataset live --root /datasets/databaserelease2 [--no-images] [--json]
+    python -m promptiqa.data.check --splits RUN_FOLDER | SPLIT_FILE.json | CHECKPOINT [--json]
 
-Exit status 0 when the dataset is complete, 1 when a problem was found (2 for a usage error). With --json the last
-line of output is one JSON object (dataset, images, references, score_min, score_max, ..., problems, ok).
+Exit status 0 when the dataset is complete (the splits equal the published ones), 1 when a problem was found (a
+split differs), 2 for a usage error. With --json the last line of output is one JSON object (dataset, images,
+references, score_min, score_max, ..., problems, ok; for --splits: splits, published, datasets, ok).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from typing import List, Optional, Sequence
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 from promptiqa.data.formats.common import DatasetError, image_file_problem
 from promptiqa.data.labels import normalise_labels, official_rule
+from promptiqa.data.published import PUBLISHED_FILE, compare_splits, read_published
 from promptiqa.data.registry import DATASET_KEYS, DATASET_SPECS, LABEL_NORMS, load_dataset, locate_images
+from promptiqa.data.splits import SplitError, load_splits
 from promptiqa.errors import run_command
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m promptiqa.data.check", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True,
-                        help=f"a registry key ({', '.join(DATASET_KEYS)}) or, with a .csv root, your dataset's name")
-    parser.add_argument("--root", required=True, help="the dataset root folder, or the label file of a csv dataset")
+    parser.add_argument("--dataset", help=f"a registry key ({', '.join(DATASET_KEYS)}) or, with a .csv root, your "
+                                          f"dataset's name (required unless --splits)")
+    parser.add_argument("--root", help="the dataset root folder, or the label file of a csv dataset (required unless "
+                                       "--splits)")
+    parser.add_argument("--splits", metavar="PATH",
+                        help="instead of a dataset: whether the splits of a run folder (its splits.json), a split "
+                             "file or a checkpoint (its recorded splits) equal the published splits")
     parser.add_argument("--no-images", "--no_images", dest="no_images", action="store_true",
                         help="check the label files only: no image or reference folder is listed or required")
     parser.add_argument("--json", action="store_true", help="end the output with one line of JSON")
@@ -124,10 +135,103 @@ def _print_report(report: dict) -> None:
     print("OK: the dataset is complete" if report["ok"] else f"FAILED: {len(report['problems'])} problem(s)")
 
 
+def recorded_splits(path: str) -> Dict[str, dict]:
+    """The splits a run folder (its splits.json), a split file or a checkpoint records: {key: {"seed", "split_by",
+    "train", "test"}}."""
+    # A run folder's file name and the checkpoint layout belong to engine and models; imported only for --splits.
+    from promptiqa.engine.run_folder import SPLITS
+
+    target = Path(os.path.expanduser(path))
+    if not target.exists() and not path.startswith("hf:"):
+        raise SplitError(f"--splits {path}: not found (expected a training run's folder, a split file .json or a "
+                         f"checkpoint)")
+    if target.is_dir():
+        if not (target / SPLITS).is_file():
+            raise SplitError(f"--splits {path}: the folder has no {SPLITS} (expected a training run's folder)")
+        return load_splits(target / SPLITS)
+    if target.suffix.lower() == ".json":
+        return load_splits(target)
+    from promptiqa.models.checkpoint import read_checkpoint
+
+    config = read_checkpoint(path).get("config")
+    splits = config.get("splits") if isinstance(config, dict) else None
+    if not splits:
+        raise SplitError(f"--splits {path}: the checkpoint records no splits (the authors' release and "
+                         f"official-format files record none; expected a checkpoint saved by this project's training)")
+    return splits
+
+
+def _comparison_line(c: dict) -> str:
+    """One dataset's line (and its notes) of the --splits report."""
+    if not c["published"]:
+        return f"{c['key']:<12} {'':<10} " + "; ".join(c["notes"])
+    seed = f"seed {c['compared_seed']}" if c["compared_seed"] is not None else ""
+    unit = c["split_by"]
+    if c["equal"]:
+        what = f"equal ({c['units']} {unit}s" + (f", {c['images']} images)" if unit == "reference" else ")")
+    else:
+        parts = []
+        if c["other_side_units"]:
+            parts.append(f"{c['other_side_units']} {unit}(s)" + (f" ({c['other_side_images']} images)"
+                                                                  if unit == "reference" else "") + " on the other side")
+        if c["missing"]:
+            parts.append(f"{c['missing']} published {unit}(s) on neither side")
+        if c["unknown"]:
+            parts.append(f"{c['unknown']} {unit}(s) not in the published dataset, e.g. {c['unknown_examples'][0]!r} "
+                         f"(another version of the dataset, or not the real one?)")
+        what = "DIFFERS" + (": " + "; ".join(parts) if parts else "")
+        if c["differing_images"]:
+            what += f" -> {c['differing_images']} of the {c['images']} published images differ"
+    return f"{c['key']:<12} {seed:<10} {what}" + "".join(f"\n{'':<23} note: {n}" for n in c["notes"])
+
+
+def check_splits(path: str, published: Optional[str] = None) -> dict:
+    """Compare the splits `path` records with the published ones; the --json report (never raises for a split
+    that differs)."""
+    document = read_published(published or PUBLISHED_FILE)
+    comparisons = compare_splits(recorded_splits(path), document)
+    compared = [c for c in comparisons if c.published]
+    return {"splits": path, "published": str(published or PUBLISHED_FILE), "seeds": document["seeds"],
+            "datasets": [dict(dataclasses.asdict(c), differing_images=c.differing_images) for c in comparisons],
+            "compared": len(compared), "ok": bool(compared) and all(c.equal for c in compared)}
+
+
+def _print_splits_report(report: dict) -> None:
+    seeds = report["seeds"]
+    print(f"splits of   {report['splits']}")
+    print(f"published   {report['published']} (seeds {seeds[0]}..{seeds[-1]}, 80/20 by the official rule)")
+    for entry in report["datasets"]:
+        print(_comparison_line(entry))
+    differ = sum(1 for d in report["datasets"] if d["published"] and not d["equal"])
+    if report["ok"]:
+        print(f"OK: the splits of all {report['compared']} published dataset(s) equal the published ones")
+    elif not report["compared"]:
+        print("FAILED: none of its datasets has a published split")
+    else:
+        print(f"FAILED: {differ} of {report['compared']} published dataset(s) differ")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the check; returns the exit status (0 complete, 1 problems found)."""
-    args = _parser().parse_args(argv)
+    """Run the check; returns the exit status (0 complete or equal to the published splits, 1 problems found or a
+    split differs)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.splits is not None and (args.dataset or args.root):
+        parser.error("give either --splits or --dataset and --root, not both")
+    if args.splits is None and not (args.dataset and args.root):
+        parser.error("the following arguments are required: --dataset, --root (or --splits PATH)")
     options = {"higher_is_better": False} if args.lower_is_better else {}
+
+    def run_splits() -> int:
+        report = check_splits(args.splits)
+        _print_splits_report(report)
+        if args.json:
+            sys.stdout.flush()
+            print(json.dumps(report), flush=True)
+        return 0 if report["ok"] else 1
+
+    if args.splits is not None:
+        return run_command(run_splits)
 
     def run() -> int:
         report = inspect_dataset(args.dataset, args.root, label_norm=args.label_norm,
