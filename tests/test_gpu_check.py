@@ -17,7 +17,7 @@ from promptiqa.engine.gpu_check.checks import CHECKS
 from promptiqa.engine.gpu_check.runner import (CRASH, FAIL, FAILING, NA, PASS, SKIPPED, TIMEOUT, Check, Context, Row,
                                                RowResult, Runner, exit_code, markdown, row_order, run_checks)
 from promptiqa.errors import ConfigError
-from promptiqa.resources import python_env
+from promptiqa.resources import REFERENCE_FIXTURES, python_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [row for check in CHECKS for row, _ in check.rows]
@@ -165,7 +165,7 @@ def test_row_1_reads_the_checkouts_vector_or_the_one_given(tmp_path):
     from promptiqa.engine.gpu_check import find_vector, main
     from promptiqa.models.reference_weights import ReferenceError
 
-    fixture = ROOT / "tests" / "fixtures" / "reference" / "vector_public.npz"
+    fixture = ROOT / REFERENCE_FIXTURES / "vector_public.npz"
     assert find_vector() == fixture
     assert find_vector(str(fixture.parent)) == find_vector(str(fixture)) == fixture
     with pytest.raises(ConfigError, match=f"--reference {tmp_path / 'none'}: no such file; expected a test vector"):
@@ -183,7 +183,7 @@ def test_row_1_passes_with_the_reference_weights_on_the_cpu():
 
     from promptiqa.engine.gpu_check.checks import _reference_vector
 
-    result = _reference_vector(ROOT / "tests" / "fixtures" / "reference" / "vector_public.npz", torch.device("cpu"))
+    result = _reference_vector(ROOT / REFERENCE_FIXTURES / "vector_public.npz", torch.device("cpu"))
     assert result.status == PASS and max(result.figures["max_abs_error"].values()) <= 1e-5, result.result
     assert result.result.startswith("official model, reference weights, on cpu: max |Δ| ")
 

@@ -10,8 +10,9 @@ import pytest
 from promptiqa.models import PromptIQA
 from promptiqa.models.reference_weights import (FIDELITY_TOLERANCE, MANIFEST_FILE, VECTOR_FILE, read_vector,
                                                 reference_state_dict, vector_errors, weights_abs_sum)
+from promptiqa.resources import REFERENCE_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference"
+FIXTURES = Path(__file__).resolve().parents[1] / REFERENCE_FIXTURES
 pytestmark = pytest.mark.slow   # the full-size official model: deselect with -m 'not slow' for a quick loop
 
 

@@ -15,8 +15,9 @@ import torch
 from promptiqa.models import build_model
 from promptiqa.models.reference_weights import (MANIFEST_FILE, RULES_VERSION, VECTOR_FILE, ReferenceError,
                                                 read_manifest, read_vector, reference_state_dict, reference_tensor)
+from promptiqa.resources import REFERENCE_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference"
+FIXTURES = Path(__file__).resolve().parents[1] / REFERENCE_FIXTURES
 
 
 def _bits(tensor: torch.Tensor) -> bytes:
@@ -93,8 +94,11 @@ def test_the_rules_by_key_name():
         assert values.std().item() == pytest.approx(std, rel=0.03), key
 
 
-def test_bit_identical_to_the_official_filler_on_the_micro_model(official_filler, micro_state):
-    """Every rule the micro model's keys reach (its keys are the official names at smaller shapes), two seeds."""
+def test_bit_identical_to_the_official_filler_on_the_micro_model(official_filler, shared_dir, micro_state):
+    """Every rule the micro model's keys reach (its keys are the official names at smaller shapes), two seeds; and
+    tests/fixtures/reference holds the same bytes as the material it was copied from."""
+    for name in (VECTOR_FILE, MANIFEST_FILE):
+        assert (FIXTURES / name).read_bytes() == (shared_dir / "reference" / name).read_bytes(), name
     for seed in (0, 2024):
         ours = reference_state_dict(micro_state, seed)
         theirs = official_filler.fill_state_dict(micro_state, seed)
@@ -116,14 +120,6 @@ def test_bit_identical_to_the_official_filler_on_the_official_manifest(official_
             if ours.dtype != theirs.dtype or ours.shape != theirs.shape or _bits(ours) != _bits(theirs):
                 differ.append(entry["key"])
         assert differ == [], f"seed {seed}"
-
-
-def test_the_fixtures_are_the_official_material(shared_dir):
-    """tests/fixtures/reference holds the same bytes as the material it was taken from (when that is present)."""
-    for name in (VECTOR_FILE, MANIFEST_FILE):
-        source = shared_dir / "reference" / name
-        if source.is_file():
-            assert (FIXTURES / name).read_bytes() == source.read_bytes(), name
 
 
 def test_a_manifest_or_vector_that_is_not_one_is_one_clear_error(tmp_path):

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from ...models.reference_weights import FIDELITY_TOLERANCE
+from ...models.reference_weights import FIDELITY_TOLERANCE, read_vector, reference_state_dict, vector_errors
 from .runner import FAIL, INFO, NA, PASS, WARN, Check, Context, RowResult
 
 TRAIN_TARGET = 150.0             # images/s at the paper's step, bf16 + compile, one H100 (README, "Speed")
@@ -129,7 +129,6 @@ def fidelity(context: Context) -> Dict[str, RowResult]:
 
 def _reference_vector(path: Path, device: torch.device) -> RowResult:
     from ...models import PromptIQA
-    from ...models.reference_weights import read_vector, reference_state_dict, vector_errors
 
     vector = read_vector(path)
     with device:
