@@ -11,6 +11,8 @@ from typing import Dict, Optional, Union
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_SUFFIX = ".yaml"
+# The official model's test vector and state-dict manifest: repository files (1 MB) that the wheel does not carry.
+REFERENCE_FIXTURES = Path("tests") / "fixtures" / "reference"
 
 
 def configs_dir() -> Path:
@@ -50,6 +52,13 @@ def checkout_root() -> Optional[Path]:
     """
     root = PACKAGE_DIR.parent
     return root if (root / "pyproject.toml").is_file() and (root / "configs").is_dir() else None
+
+
+def reference_fixtures() -> Optional[Path]:
+    """The checkout's tests/fixtures/reference (the official model's test vector and state-dict manifest), or None for
+    an installed package, which does not carry them."""
+    root = checkout_root()
+    return root / REFERENCE_FIXTURES if root is not None and (root / REFERENCE_FIXTURES).is_dir() else None
 
 
 def python_env(**extra: str) -> Dict[str, str]:

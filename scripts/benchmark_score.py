@@ -10,14 +10,13 @@ Prints one JSON line per preset (and precision): checkpoint load, prompt encodin
 images/s; with --amp both also the largest absolute score difference bf16 makes and the SROCC between the two
 score lists (and the float32 scores' range).
 Model build time is not counted; the checkpoint is written to a temporary folder, never into the repository.
-``--weights reference`` fills the official model with the reference's synthetic weights (../shared/reference/
-fill_weights.py, seed 0; $PROMPTIQA_SHARED/reference or --reference DIR): unlike random initialisation they keep
-every softmax soft and spread the scores, so a float32-vs-bf16 comparison reflects the network's numerics.
+``--weights reference`` fills the official model with the reference weights (promptiqa/models/reference_weights.py,
+seed 0, the fidelity tests' weights): unlike random initialisation they keep every softmax soft and spread the
+scores, so a float32-vs-bf16 comparison reflects the network's numerics.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -31,24 +30,18 @@ from scipy.stats import spearmanr
 from benchmark_data import write_synthetic_jpegs  # this script's folder is on sys.path when it runs
 from promptiqa.data.sampling import DEFAULT_ISP_NUM
 from promptiqa.models import build_model, save_checkpoint
+from promptiqa.models.reference_weights import reference_state_dict
 from promptiqa.predict import Predictor, default_workers
 
 
-def reference_weights(folder: Path) -> dict:
-    """The official model's state dict filled by ``folder``/fill_weights.py from its manifest (seed 0)."""
-    spec = importlib.util.spec_from_file_location("fill_weights", folder / "fill_weights.py")
-    fill = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fill)
-    return fill.fill_state_dict(str(folder / "promptiqa_state_dict_manifest.json"), 0)
-
-
-def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, device, amp, weights=None) -> dict:
-    """Time loading, prompt encoding and scoring of `images` with a `preset` model: randomly initialised, or given
-    `weights` (a state dict)."""
+def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, device, amp,
+              weights: str = "random") -> dict:
+    """Time loading, prompt encoding and scoring of `images` with a `preset` model: randomly initialised (torch seed
+    0), or with the reference weights (seed 0)."""
     torch.manual_seed(0)
     model = build_model("promptiqa", preset=preset)
-    if weights is not None:
-        model.load_state_dict(weights, strict=True)
+    if weights == "reference":
+        model.load_state_dict(reference_state_dict(model, 0), strict=True)
     ckpt = save_checkpoint(tmp / f"{preset}.pth.tar", model, prompt_num=DEFAULT_ISP_NUM)
     start = time.perf_counter()
     predictor = Predictor.from_checkpoint(ckpt, device=device, amp=amp)
@@ -78,21 +71,12 @@ def main(argv=None) -> int:
     parser.add_argument("--amp", choices=["bf16", "none", "both"], default="none",
                         help="bf16 autocast, none (float32), or both (and compare the scores)")
     parser.add_argument("--weights", choices=["random", "reference"], default="random",
-                        help="random initialisation (torch seed 0), or the reference's synthetic weights (official "
-                             "preset only)")
-    parser.add_argument("--reference", type=Path, default=None,
-                        help="the reference folder for --weights reference (default $PROMPTIQA_SHARED/reference, "
-                             "else ../shared/reference beside the checkout)")
+                        help="random initialisation (torch seed 0), or the reference weights of the fidelity tests "
+                             "(official preset only)")
     args = parser.parse_args(argv)
-    weights = None
-    if args.weights == "reference":
-        if args.preset != ["official"]:
-            parser.error("--weights reference fills the official model only: use --preset official")
-        shared = Path(os.environ.get("PROMPTIQA_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-        folder = args.reference or shared / "reference"
-        if not (folder / "fill_weights.py").is_file():
-            parser.error(f"--weights reference: no fill_weights.py in {folder} (give --reference DIR)")
-        weights = reference_weights(folder)
+    # the rules are the official model's; on another preset's keys they would give weights nobody compares with
+    if args.weights == "reference" and args.preset != ["official"]:
+        parser.error("--weights reference fills the official model only: use --preset official")
     with tempfile.TemporaryDirectory(prefix="promptiqa-bench-") as tmp:
         tmp = Path(tmp)
         images = write_synthetic_jpegs(tmp / "images", max(args.images, DEFAULT_ISP_NUM), height=384, width=512)
@@ -100,7 +84,7 @@ def main(argv=None) -> int:
             runs = {}
             for amp in (["none", "bf16"] if args.amp == "both" else [args.amp]):
                 runs[amp] = benchmark(preset, images[:args.images], tmp, args.batch_size, args.workers, args.device,
-                                      None if amp == "none" else amp, weights)
+                                      None if amp == "none" else amp, args.weights)
                 print(json.dumps({**{k: v for k, v in runs[amp].items() if k != "scores"}, "amp": amp,
                                   "weights": args.weights}), flush=True)
             if len(runs) == 2:

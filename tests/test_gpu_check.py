@@ -17,7 +17,7 @@ from promptiqa.engine.gpu_check.checks import CHECKS
 from promptiqa.engine.gpu_check.runner import (CRASH, FAIL, FAILING, NA, PASS, SKIPPED, TIMEOUT, Check, Context, Row,
                                                RowResult, Runner, exit_code, markdown, row_order, run_checks)
 from promptiqa.errors import ConfigError
-from promptiqa.resources import python_env
+from promptiqa.resources import REFERENCE_FIXTURES, python_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [row for check in CHECKS for row, _ in check.rows]
@@ -157,6 +157,35 @@ def test_without_a_gpu_the_gpu_mode_is_one_line_error(tmp_path):
                           env=python_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: no CUDA device here")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_row_1_reads_the_checkouts_vector_or_the_one_given(tmp_path):
+    """--reference takes a test vector or a folder holding vector_public.npz; by default, the checkout's fixture. A
+    path that is not a vector is one error before anything runs or is written."""
+    from promptiqa.engine.gpu_check import find_vector, main
+    from promptiqa.models.reference_weights import ReferenceError
+
+    fixture = ROOT / REFERENCE_FIXTURES / "vector_public.npz"
+    assert find_vector() == fixture
+    assert find_vector(str(fixture.parent)) == find_vector(str(fixture)) == fixture
+    with pytest.raises(ConfigError, match=f"--reference {tmp_path / 'none'}: no such file; expected a test vector"):
+        main(["--cpu", "--out", str(tmp_path / "out"), "--reference", str(tmp_path / "none")])
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ReferenceError, match=f"{tmp_path / 'bad.npz'}: cannot read the test vector"):
+        main(["--cpu", "--out", str(tmp_path / "out"), "--reference", str(tmp_path / "bad.npz")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_row_1_passes_with_the_reference_weights_on_the_cpu():
+    """Row 1's GPU path (the official model, the reference weights, the vector), run on the CPU."""
+    import torch
+
+    from promptiqa.engine.gpu_check.checks import _reference_vector
+
+    result = _reference_vector(ROOT / REFERENCE_FIXTURES / "vector_public.npz", torch.device("cpu"))
+    assert result.status == PASS and max(result.figures["max_abs_error"].values()) <= 1e-5, result.result
+    assert result.result.startswith("official model, reference weights, on cpu: max |Δ| ")
 
 
 def test_the_resume_comparison_sees_any_changed_weight_or_counter(tmp_path):

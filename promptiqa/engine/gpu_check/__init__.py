@@ -7,8 +7,9 @@ hangs says so in its rows and the others go on.
 
 Rows (the official model at the paper's step, 6 groups of 11, on a GPU; the micro model at 2 groups of 3 with --cpu):
 
-1. fidelity: the official model with the reference's synthetic weights against its expected outputs, float32, TF32
-   off, within 1e-5 (without the reference material: the random model in float32 on the device against float64 on
+1. fidelity: the official model with the reference weights (promptiqa/models/reference_weights.py) against the
+   official model's outputs in the test vector (tests/fixtures/reference, or --reference), float32, TF32 off, within
+   1e-5 (without a vector, i.e. an installed package: the random model in float32 on the device against float64 on
    the CPU, same tolerance). pass/fail.
 2. training images/s and peak memory at the step: a float32 (TF32 off), b TF32, c bf16 (info), d bf16 +
    torch.compile (pass when it meets the targets, 150 images/s and 40 GB on one H100, else warn).
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -42,27 +42,23 @@ from .runner import Check, Context, Runner, exit_code, markdown, run_checks
 
 GPU_BUDGET_S = 480.0    # the acceptance command's 8 minutes
 CPU_BUDGET_S = 300.0    # a bound for CI; the --cpu run takes under a minute on a quiet 2-core machine
-REFERENCE_FILES = ("fill_weights.py", "vector_public.npz", "promptiqa_state_dict_manifest.json")
 
 
-def find_reference(given: Optional[str] = None) -> Optional[Path]:
-    """The reference material's folder: ``given``, else $PROMPTIQA_SHARED/reference, ../shared/reference and
-    ./shared/reference (from the working folder, then from the checkout); None when none holds its files."""
-    from ...resources import PACKAGE_DIR
+def find_vector(given: Optional[str] = None) -> Optional[Path]:
+    """The test vector row 1 checks: ``given`` (an .npz file, or a folder holding vector_public.npz), else the
+    checkout's tests/fixtures/reference/vector_public.npz; None for an installed package without ``given``."""
+    from ...models.reference_weights import VECTOR_FILE, read_vector
+    from ...resources import reference_fixtures
 
     if given:
-        path = Path(given)
-        missing = [name for name in REFERENCE_FILES if not (path / name).is_file()]
-        if missing:
-            raise ConfigError(f"--reference {given}: {', '.join(missing)} not found there")
-        return path
-    candidates = [Path(os.environ["PROMPTIQA_SHARED"]) / "reference"] if os.environ.get("PROMPTIQA_SHARED") else []
-    for base in (Path.cwd(), PACKAGE_DIR.parent):
-        candidates += [base.parent / "shared" / "reference", base / "shared" / "reference"]
-    for path in candidates:
-        if all((path / name).is_file() for name in REFERENCE_FILES):
-            return path.resolve()
-    return None
+        path = Path(given) / VECTOR_FILE if Path(given).is_dir() else Path(given)
+        if not path.is_file():
+            raise ConfigError(f"--reference {given}: no such file; expected a test vector (.npz, the format of "
+                              f"tests/fixtures/reference/{VECTOR_FILE}) or a folder holding {VECTOR_FILE}")
+        read_vector(path)   # refuses a file that is not a vector now, not minutes later in row 1
+        return path.resolve()
+    fixtures = reference_fixtures()
+    return fixtures / VECTOR_FILE if fixtures is not None and (fixtures / VECTOR_FILE).is_file() else None
 
 
 def select(checks: Sequence[Check], only: Optional[Sequence[str]]) -> List[Check]:
@@ -87,9 +83,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help=f"time for the whole command (default {GPU_BUDGET_S:g} on a GPU, {CPU_BUDGET_S:g} with --cpu); "
                         f"checks left when it is spent are marked skipped")
     p.add_argument("--only", nargs="+", metavar="ROW", help="run only the checks filling these rows (1 2a ... 8)")
-    p.add_argument("--reference", default=None,
-                   help="the reference material (fill_weights.py, vector_public.npz, the manifest); default: "
-                        "$PROMPTIQA_SHARED/reference, ../shared/reference, ./shared/reference")
+    p.add_argument("--reference", default=None, metavar="VECTOR",
+                   help="row 1's test vector: an .npz in the format of tests/fixtures/reference/vector_public.npz "
+                        "(or a folder holding vector_public.npz); default: that file in the checkout")
     p.add_argument("--keep_work", action="store_true",
                    help="keep the checks' scratch files (datasets, training runs) in OUT/work")
     args = p.parse_args(argv)
@@ -97,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .checks import CHECKS, device_facts
 
     checks = select(CHECKS, args.only)
-    reference = find_reference(args.reference)
+    reference = find_vector(args.reference)
     if not args.cpu:
         import torch
 
@@ -131,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     code = exit_code(rows)
     head = [f"{facts.pop('device')}"] + [f"{k}: {v}" for k, v in facts.items()]
     head.append(f"mode: {'--cpu (micro model, gloo)' if args.cpu else 'GPU (official model)'}; "
-                f"reference material: {'not used' if args.cpu else reference or 'not found'}; wall time {wall:.0f} s "
+                f"test vector: {'not used' if args.cpu else reference or 'not found'}; wall time {wall:.0f} s "
                 f"of a {budget:g} s budget; "
                 f"exit code {code}")
     report = markdown("GPU check" + (" (--cpu)" if args.cpu else ""), head, rows)

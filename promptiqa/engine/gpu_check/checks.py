@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import importlib.util
 import json
 import os
 import platform
@@ -23,9 +22,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ...models.reference_weights import FIDELITY_TOLERANCE, read_vector, reference_state_dict, vector_errors
 from .runner import FAIL, INFO, NA, PASS, WARN, Check, Context, RowResult
 
-FIDELITY_TOLERANCE = 1e-5        # absolute, float32, TF32 off: the reference's contract (its own noise is ~3e-7)
 TRAIN_TARGET = 150.0             # images/s at the paper's step, bf16 + compile, one H100 (README, "Speed")
 TRAIN_MEMORY_TARGET_GIB = 40.0
 INFERENCE_TARGET = 500.0         # images/s, bf16, prompt encoded once
@@ -118,9 +117,9 @@ def _nvidia_smi(query: str) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------------- 1: fidelity
 
 def fidelity(context: Context) -> Dict[str, RowResult]:
-    """Row 1: float32, TF32 off. On a GPU with the reference material: the official model with the reference's
-    synthetic weights against its expected outputs. Otherwise the same random-initialised model in float32 on the
-    device against float64 on the CPU."""
+    """Row 1: float32, TF32 off. On a GPU with a test vector: the official model with the reference weights against
+    the official model's outputs. Otherwise the same random-initialised model in float32 on the device against
+    float64 on the CPU."""
     device = torch.device(context.device)
     _tf32(False)
     if context.reference and not context.cpu:
@@ -128,38 +127,20 @@ def fidelity(context: Context) -> Dict[str, RowResult]:
     return {"1": _against_float64(sizes(context).preset, device)}
 
 
-def _images(array) -> torch.Tensor:
-    """uint8 (B, H, W, 3) RGB -> the official normalisation (x/255 - 0.5)/0.5, CHW."""
-    return torch.from_numpy(array).float().div(255).sub(0.5).div(0.5).permute(0, 3, 1, 2).contiguous()
-
-
-def _reference_vector(ref: Path, device: torch.device) -> RowResult:
-    import numpy as np
-
+def _reference_vector(path: Path, device: torch.device) -> RowResult:
     from ...models import PromptIQA
 
-    spec = importlib.util.spec_from_file_location("fill_weights", ref / "fill_weights.py")
-    fill = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fill)
-    vector = np.load(ref / "vector_public.npz")
-    manifest = json.loads((ref / "promptiqa_state_dict_manifest.json").read_text())
+    vector = read_vector(path)
     with device:
         model = PromptIQA(pretrained_backbone=False)
-    model.load_state_dict(fill.fill_state_dict(manifest, int(vector["seed"])), strict=True)
-    model.eval()
-    with torch.no_grad():
-        loo = model(_images(vector["loo_images"]).to(device), torch.from_numpy(vector["loo_scores"]).to(device))
-        prompt = model.encode_prompt(_images(vector["prompt_images"]).to(device),
-                                     torch.from_numpy(vector["prompt_scores"]).to(device))
-        query = model.score(_images(vector["query_images"]).to(device), prompt)
-    errors = {"leave-one-out": float(np.abs(loo.double().cpu().numpy() - vector["loo_expected"]).max()),
-              "prompted": float(np.abs(query.double().cpu().numpy() - vector["prompt_expected"]).max())}
+    model.load_state_dict(reference_state_dict(model, int(vector["seed"])), strict=True)
+    errors = vector_errors(model.eval(), vector, device)
     ok = max(errors.values()) <= FIDELITY_TOLERANCE
     return RowResult(PASS if ok else FAIL,
                      f"official model, reference weights, on {device.type}: max |Δ| "
                      + ", ".join(f"{v:.1e} {k}" for k, v in errors.items())
-                     + f" {'≤' if ok else '>'} {FIDELITY_TOLERANCE:g} against the reference vector ({ref})",
-                     {"max_abs_error": errors, "tolerance": FIDELITY_TOLERANCE, "reference": str(ref)})
+                     + f" {'≤' if ok else '>'} {FIDELITY_TOLERANCE:g} against the test vector ({path})",
+                     {"max_abs_error": errors, "tolerance": FIDELITY_TOLERANCE, "reference": str(path)})
 
 
 def _against_float64(preset: str, device: torch.device) -> RowResult:
@@ -185,7 +166,7 @@ def _against_float64(preset: str, device: torch.device) -> RowResult:
     errors = {"leave-one-out": float((got[0] - exact[0]).abs().max()),
               "prompted": float((got[1] - exact[1]).abs().max())}
     ok = max(errors.values()) <= FIDELITY_TOLERANCE
-    missing = "" if device.type == "cpu" else " (no reference material found: --reference DIR)"
+    missing = "" if device.type == "cpu" else " (no test vector: run from a checkout, or --reference VECTOR)"
     return RowResult(PASS if ok else FAIL,
                      f"{preset} model, random weights: float32 on {device.type} vs float64 on the CPU, max |Δ| "
                      + ", ".join(f"{v:.1e} {k}" for k, v in errors.items())

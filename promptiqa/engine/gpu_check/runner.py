@@ -30,8 +30,8 @@ MIN_LIMIT_S = 5.0   # an item is not started with less than this left in the bud
 
 @dataclass
 class Context:
-    """What an item is told: where it runs and with which sizes, its own scratch folder, the reference material
-    (None when absent) and the checkout holding train.sh and train.py (None for an installed package)."""
+    """What an item is told: where it runs and with which sizes, its own scratch folder, row 1's test vector (None
+    when absent) and the checkout holding train.sh and train.py (None for an installed package)."""
 
     cpu: bool
     work: str
