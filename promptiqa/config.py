@@ -107,6 +107,7 @@ class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
     eval_every: int = 1
     eval_batch_size: int = 32
     eval_amp: str = "none"            # the per-epoch evaluation's precision, so the best-model choice's: float32
+    val_fraction: float = 0.0         # > 0: a validation part of each train split selects best_val_model.pth.tar
     log_every: int = 10
     log_to: List[str] = field(default_factory=list)   # experiment tracking backends (LOG_BACKENDS); none by default
     stop_after_steps: Optional[int] = None   # stop (resumably) after this many steps in this run: pre-emption drill
@@ -145,6 +146,7 @@ NUMBER_RULES: Dict[str, Range] = {
     "nprocs": Range(1), "groups_per_process": Range(1), "eval_every": Range(1), "eval_batch_size": Range(1),
     "log_every": Range(1), "stop_after_steps": Range(1), "isp_num": Range(1), "isp_seed": Range(0),
     "draws": Range(1), "sizes": Range(1), "dist_timeout": Range(0, above_low=True),
+    "val_fraction": Range(0, 1, below_high=True),
 }
 # options whose command-line spelling is not --<field name> (the official ones)
 _FLAGS = {"world_size": "--world-size", "dist_url": "--dist-url", "dist_backend": "--dist-backend",
@@ -355,6 +357,11 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--overwrite", action="store_const", const=True,
          help="replace the run already in --save_path (its checkpoints, metrics and log); refused without it"),
     _opt("--eval_every", type=int),
+    _opt("--val_fraction", type=float, metavar="F",
+         help="carve a validation part (this fraction of each train split's units: reference images or images) "
+              "out of training, and keep best_val_model.pth.tar, the best epoch on it, beside best_model.pth.tar "
+              "(best on the test split, as the official code) (default 0: no validation part, the official "
+              "protocol)"),
     _opt("--eval_batch_size", type=int),
     _opt("--log_every", type=int),
     _opt("--log", "--log_to", dest="log_to", nargs="+", choices=[*LOG_BACKENDS, "none"], metavar="BACKEND",

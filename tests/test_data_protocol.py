@@ -133,6 +133,59 @@ def test_split_file_errors_are_clear(tmp_path):
         splits.load_splits(path)
 
 
+def test_validation_part_comes_out_of_the_train_side_by_unit(tmp_path):
+    refs = tuple(f"ref_{i:02d}" for i in range(20))
+    for ds in (synthetic_ds(refs=refs), synthetic_ds(refs=refs, split_by="image")):
+        plain = splits.make_split(ds, 2027)
+        carved = splits.resolve_split(ds, seed=2027, val_fraction=0.25)
+        n = len(plain.train_units)                     # 16 references, or 48 images
+        assert len(carved.val_units) == int(round(0.25 * n))
+        # the tail of the seed's shuffled train units: deterministic, no random stream of its own
+        assert carved.train_units + carved.val_units == plain.train_units
+        assert carved.test_units == plain.test_units and carved.test_indices == plain.test_indices
+        assert not set(carved.train_indices) & set(carved.val_indices)
+        assert sorted(carved.train_indices + carved.val_indices) == plain.train_indices
+        for i in carved.val_indices:                   # every image of a validation unit, and only those
+            unit = ds.records[i].reference if ds.split_by == "reference" else ds.records[i].name
+            assert unit in carved.val_units
+        assert splits.resolve_split(ds, seed=2027, val_fraction=0.25) == carved
+        assert splits.resolve_split(ds, seed=2027, val_fraction=0.0) == plain
+        # the train order (ISP ties, the official first epoch) lists the remaining train units only
+        order = splits.official_train_order(ds, carved)
+        assert sorted(order) == list(range(len(carved.train_indices)))
+
+    # recorded in the split file, which reproduces it; a file without one is written as before
+    ds = synthetic_ds(key="csiq", refs=refs)
+    carved = splits.resolve_split(ds, seed=2027, val_fraction=0.25)
+    path = tmp_path / "splits.json"
+    splits.save_splits(path, {"csiq": carved})
+    assert json.loads(path.read_text())["splits"]["csiq"]["val"] == carved.val_units
+    assert splits.resolve_split(ds, split_file=path) == carved
+    assert splits.resolve_split(ds, split_file=path, val_fraction=0.25) == carved
+    with pytest.raises(splits.SplitError, match=r"holds a validation part of 4 of the 16 training units of csiq, not "
+                                                r"what --val_fraction 0.5 gives \(8\); drop --val_fraction"):
+        splits.resolve_split(ds, split_file=path, val_fraction=0.5)
+    splits.save_splits(path, {"csiq": splits.make_split(ds, 2027)})
+    assert "val" not in json.loads(path.read_text())["splits"]["csiq"]
+    assert splits.resolve_split(ds, split_file=path, val_fraction=0.25) == carved   # carved from the file's train
+    with pytest.raises(splits.SplitError, match="units on both the train and the validation side"):
+        splits.split_from_units(ds, carved.train_units, carved.test_units, val_units=carved.train_units[:1])
+
+
+@pytest.mark.parametrize("fraction,message", [
+    (0.02, r"--val_fraction 0.02 leaves 4 training and 0 validation units of the 4 training units of toy \(split by "
+           r"reference\); each side needs at least one, so 4 x F must round to between 1 and 3"),
+    (0.9, "leaves 0 training and 4 validation units"),
+    (1.0, "--val_fraction must be above 0 and below 1, got 1.0"),
+])
+def test_validation_fraction_that_leaves_a_side_empty_is_refused(fraction, message):
+    with pytest.raises(splits.SplitError, match=message):
+        splits.resolve_split(synthetic_ds(), seed=2024, val_fraction=fraction)
+    by_image = synthetic_ds(refs=("ref_a",), per_ref=4, split_by="image")   # 3 train images: 1 validation image
+    with pytest.raises(splits.SplitError, match="validation part of a single image; it needs at least 2"):
+        splits.resolve_split(by_image, seed=2024, val_fraction=0.3)
+
+
 def test_resolve_split_defaults_to_the_official_seed():
     ds = synthetic_ds()
     assert splits.resolve_split(ds) == splits.make_split(ds, 2024)

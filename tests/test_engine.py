@@ -99,6 +99,8 @@ def test_summary_reads_the_best_epoch_by_the_same_rule(tmp_path):
         (1, "live", 0.5, 0.5), (1, "csiq", 0.5, 0.5), (2, "live", 0.9, 0.9), (2, "csiq", 0.1, 0.1),
         (3, "live", 0.7, 0.7), (3, "csiq", float("nan"), 0.1)]]
     assert select_epochs(rows) == {"last": 3, "best": 1}                  # 2.0 at epochs 1 and 2: the earlier
+    val = [dict(r, split="val", srocc=r["epoch"] / 4, plcc=r["epoch"] / 4) for r in rows]   # rises: epoch 3
+    assert select_epochs(rows, val) == {"last": 3, "best": 1, "best_val": 3}
 
 
 def test_plots_leave_the_matplotlib_backend_alone(tmp_path):

@@ -334,7 +334,7 @@ def test_ten_splits_under_torchrun_shares_one_process_group(data, train_argv, tm
 
 
 
-def _write_run(folder: Path, rows, finished=True, seed=None):
+def _write_run(folder: Path, rows, finished=True, seed=None, val_rows=()):
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "metrics.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -342,6 +342,8 @@ def _write_run(folder: Path, rows, finished=True, seed=None):
         for epoch, key, s, p in rows:
             writer.writerow([epoch, key, "test", s, p, 0.5, 0.1, "nan"])
             writer.writerow([epoch, key, "train", 0.0, 0.0, 0.0, 0.1, 0.2])    # train rows are ignored
+        for epoch, key, s, p in val_rows:
+            writer.writerow([epoch, key, "val", s, p, 0.5, 0.1, "nan"])
     if finished:
         (folder / "summary.json").write_text("{}")
     if seed is not None:
@@ -481,6 +483,55 @@ def test_one_seed_is_flagged_against_the_stated_tolerance(tmp_path):
     for key in ("tid2013", "spaq", "gfiqa_20k", "uwiqa"):
         assert figure(("table6", "full_model"), key, "plcc").value == figure(("table2", "promptiqa"), key, "plcc").value
     assert Comparison(float("nan"), figure(("table2", "promptiqa"), "live", "srocc")).fields()["delta"] is None
+
+
+def test_summariser_adds_the_best_epoch_on_validation_beside_last_and_best(tmp_path):
+    root = tmp_path / "ten"
+    # test figures of live at epochs 1, 2, 3; the best on test is epoch 3 for both seeds
+    test = {2024: [0.60, 0.70, 0.90], 2025: [0.50, 0.55, 0.80]}
+    # validation picks epoch 2 for seed 2024 and epoch 1 for seed 2025 (a tie with epoch 3: the earlier)
+    val = {2024: [0.1, 0.9, 0.5], 2025: [0.8, 0.2, 0.8]}
+    for seed in test:
+        _write_run(root / f"seed_{seed}", [(e + 1, "live", v, v) for e, v in enumerate(test[seed])], seed=seed,
+                   val_rows=[(e + 1, "live", v, v) for e, v in enumerate(val[seed])])
+    summary = summarise_roots({"PromptIQA": [root]}, tmp_path / "out" / "summary")
+    assert summary.selections == ["last", "best", "best_val"]
+    assert [r.epochs["best_val"]["live"] for r in summary.runs["PromptIQA"]] == [2, 1]
+    assert [r.epochs["best"]["live"] for r in summary.runs["PromptIQA"]] == [3, 3]
+    cells = summary.cells["PromptIQA"]
+    assert cells["best_val"]["live"]["srocc"].median == pytest.approx((0.70 + 0.50) / 2)   # their test figures
+    assert cells["best"]["live"]["srocc"].median == pytest.approx((0.90 + 0.80) / 2)
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    assert f"## {SELECTIONS['best_val']}" in markdown and f"## {SELECTIONS['best']}" in markdown
+    _, rows = _rows(tmp_path / "out" / "summary.csv")
+    assert {r["selection"] for r in rows} == {"last", "best", "best_val"}
+    from openpyxl import load_workbook
+
+    assert load_workbook(tmp_path / "out" / "summary.xlsx").sheetnames == ["last epoch", "best epoch",
+                                                                           "best_val epoch", "per seed"]
+
+
+def test_ten_splits_passes_val_fraction_through_and_tests_the_val_selected_checkpoint(data, train_argv, tmp_path,
+                                                                                      capsys):
+    root = tmp_path / "ten"
+    argv = ["--seeds", "2024", "--save_path", str(root), *train_argv(data, **{**TRAIN, "epochs": 2}),
+            "--val_fraction", "0.25"]
+    assert cli_main(["ten-splits", "--tests", "best_val", *argv[2:-2]]) == 1     # no validation part, no checkpoint
+    assert "--tests best_val needs --val_fraction" in capsys.readouterr().err
+    assert ten_splits_main(argv) == 0
+    folder = root / "seed_2024"
+    assert json.loads((folder / "DONE.json").read_text())["tests"] == ["last", "best", "best_val"]
+    chosen = json.loads((folder / "summary.json").read_text())["best_val"]
+    metrics = {r["dataset"]: r for r in _rows(folder / "metrics.csv")[1]
+               if r["split"] == "test" and int(r["epoch"]) == chosen["epoch"]}
+    results = {r["dataset"]: r for r in _rows(folder / "test_best_val" / "results.csv")[1]}
+    assert set(results) == {"koniq10k", "tid2013"} and {r["leakage"] for r in results.values()} == {"disjoint"}
+    for key, r in results.items():   # test.py on best_val_model.pth.tar reproduces that epoch's test figures
+        assert float(r["srocc"]) == pytest.approx(float(metrics[key]["srocc"]), abs=1e-6)
+        assert float(r["plcc"]) == pytest.approx(float(metrics[key]["plcc"]), abs=1e-5)
+        assert float(r["srocc"]) == pytest.approx(chosen["test"][key]["srocc"], abs=1e-6)
+    assert read_seed_run(folder).epochs["best_val"] == {"koniq10k": chosen["epoch"], "tid2013": chosen["epoch"]}
+    assert f"## {SELECTIONS['best_val']}" in capsys.readouterr().out
 
 
 def test_ten_splits_trains_tests_skips_and_summarises(data, train_argv, tmp_path, capsys):

@@ -149,7 +149,7 @@ def test_summariser_reads_what_older_trainers_wrote_and_says_so(tmp_path):
     (HEADER + "one,live,test,0.5,0.5,0.4,0.1,nan\n", "line 2: epoch 'one' is not a whole number"),
     (HEADER + "1,live,test,high,0.5,0.4,0.1,nan\n", "line 2: srocc 'high' is not a number"),
     (HEADER + "1,live,test,0.5\n1,live,train,0.5,0.5,0.4,0.1,0.2\n", "line 2: expected the 8 columns of the header"),
-    (HEADER + "1,live,valid,0.5,0.5,0.4,0.1,nan\n", "line 2: split 'valid' is neither 'train' nor 'test'"),
+    (HEADER + "1,live,valid,0.5,0.5,0.4,0.1,nan\n", "line 2: split 'valid' is not one of train, test, val"),
 ])
 def test_summarise_refuses_a_malformed_metrics_csv_in_one_line(tmp_path, capsys, text, message):
     run = _metrics(tmp_path / "run", text)

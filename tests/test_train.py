@@ -282,6 +282,91 @@ def test_sigterm_leaves_a_resumable_checkpoint(data, train_argv, tmp_path):
     assert "stopped at epoch" in (run / "log.txt").read_text()
 
 
+@pytest.fixture(scope="module")
+def val_run(data, train_argv, tmp_path_factory):
+    """A finished 2-epoch run with --val_fraction 0.25 (read it, never write into it)."""
+    run = tmp_path_factory.mktemp("val") / "run"
+    return run, launch(resolve_config(train_argv(data, run, val_fraction=0.25)))
+
+
+def test_val_fraction_selects_an_epoch_on_validation_and_reports_its_test_figures(data, val_run):
+    from promptiqa.data import load_dataset, make_split
+    from promptiqa.engine.run_folder import best_epoch, selection_score
+
+    run, result = val_run
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    for key, root in data.items():   # validation and train parts: disjoint units that make up the seed's train side
+        entry, seed_split = splits[key], make_split(load_dataset(key, root), 2024)
+        assert entry["val"] and not set(entry["val"]) & set(entry["train"])
+        assert entry["train"] + entry["val"] == seed_split.train_units and entry["test"] == seed_split.test_units
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    figures = {(int(r["epoch"]), r["dataset"], r["split"]): {m: float(r[m]) for m in ("srocc", "plcc", "krcc", "rmse")}
+               for r in rows}
+    assert {k for k in figures if k[2] == "val"} == {(e, d, "val") for e in (1, 2) for d in data}
+    chosen = best_epoch({e: selection_score({d: figures[e, d, "val"] for d in data}) for e in (1, 2)})
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_val"]["epoch"] == result["best_val"]["epoch"] == chosen
+    assert summary["best"]["epoch"] != chosen      # here the two rules disagree: the test below relies on it
+    assert summary["best_val"]["val"] == {d: figures[chosen, d, "val"] for d in data}
+    assert summary["best_val"]["test"] == {d: figures[chosen, d, "test"] for d in data}
+    saved = read_checkpoint(run / "best_val_model.pth.tar")
+    assert saved["epoch"] == chosen and saved["metrics"] == summary["best_val"]["test"]
+    assert saved["config"]["splits"]["csiq"]["val"] == splits["csiq"]["val"]
+    assert read_checkpoint(run / "best_model.pth.tar")["epoch"] == summary["best"]["epoch"]
+    log = (run / "log.txt").read_text()
+    assert "validation / " in log and "best_val_model.pth.tar is chosen by the same rule" in log
+    assert re.search(rf"test figures by selection: last epoch 2: .* \| best on test \(epoch {summary['best']['epoch']}, "
+                     rf"best_model.pth.tar\): .* \| best on validation \(epoch {chosen}, best_val_model.pth.tar\): "
+                     rf"koniq10k SROCC {figures[chosen, 'koniq10k', 'test']['srocc']:.4f}", log)
+
+
+def test_resumed_validation_run_keeps_its_selection(data, train_argv, val_run, tmp_path):
+    full = val_run[0]
+    part = tmp_path / "part"
+    stopped = launch(resolve_config(train_argv(data, part, val_fraction=0.25, stop_after_steps=3)))   # mid-epoch 2
+    assert stopped["stopped"] and (stopped["epoch"], stopped["step"]) == (1, 1)
+    assert read_checkpoint(part / "last.pth.tar")["best_val"]["epoch"] == 1
+    with pytest.raises(TrainingError, match=r"the koniq10k split of --seed 2024 is not the one the run trained on "
+                                            r"\(seed 2024, validation part of 5 units\).*--val_fraction"):
+        launch(resolve_config(train_argv(data, part, resume=part / "last.pth.tar")))
+    launch(resolve_config(train_argv(data, part, val_fraction=0.25, resume=part / "last.pth.tar")))
+    # epoch 1 stays the best on validation (the best on test is epoch 2): the state came back from last.pth.tar
+    assert json.loads((part / "summary.json").read_text())["best_val"] == \
+        json.loads((full / "summary.json").read_text())["best_val"]
+    _assert_same_weights(full / "best_val_model.pth.tar", part / "best_val_model.pth.tar")
+    _assert_same_weights(full / "last.pth.tar", part / "last.pth.tar")
+    # --split_file with the run's splits.json reproduces the validation part without --val_fraction
+    cfg = resolve_config(train_argv(data, tmp_path / "again", split_file=full / "splits.json"))
+    from promptiqa.data import load_dataset, resolve_split
+    split = resolve_split(load_dataset("csiq", data["csiq"]), split_file=cfg.split_file)
+    assert split.val_units == json.loads((full / "splits.json").read_text())["splits"]["csiq"]["val"]
+
+
+def test_val_fraction_zero_leaves_the_run_unchanged(data, train_argv, one_epoch_run, tmp_path):
+    run = tmp_path / "zero"
+    launch(resolve_config(train_argv(data, run, epochs=1, val_fraction=0)))
+    for name in ("splits.json", "metrics.csv"):
+        assert (run / name).read_bytes() == (one_epoch_run / name).read_bytes(), name
+    _assert_same_weights(one_epoch_run / "last.pth.tar", run / "last.pth.tar")
+    assert not (run / "best_val_model.pth.tar").exists() and "best_val" not in read_checkpoint(run / "last.pth.tar")
+    assert "best_val" not in json.loads((run / "summary.json").read_text())
+
+
+def test_bad_val_fraction_is_refused_in_one_line(data, train_argv, tmp_path):
+    with pytest.raises(ConfigError, match="^--val_fraction must be at least 0 and below 1, got 1.5$"):
+        resolve_config(train_argv(data, tmp_path / "run", val_fraction=1.5))
+    # csiq's train side holds 4 references: 0.1 x 4 rounds to no validation reference
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_argv(data, tmp_path / "run",
+                                                                          val_fraction=0.1)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: --val_fraction 0.1 leaves 4 training and 0 validation units of the 4 training units of csiq (split by "
+        "reference); each side needs at least one, so 4 x F must round to between 1 and 3"]
+    assert not (tmp_path / "run").exists()   # refused before anything was written
+
+
 def test_prompt_augmentations():
     labels = torch.tensor([0.2, 0.5, 0.8])
     scaled, scale = PromptAugment.apply(labels, t=0.5, flip=False)

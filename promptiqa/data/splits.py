@@ -3,13 +3,17 @@
 The rule is the official one: shuffle ``range(N)`` with Python's ``random`` seeded by the run seed and take the
 first ``int(round(0.8 * N))`` as train. It runs over ``ds.units`` (reference names for LIVE, CSIQ, TID2013 and
 KADID, image names otherwise), so every distorted image of a reference lands on its reference's side.
+
+With --val_fraction F (ours; the official code has no validation part) the last ``int(round(F * n))`` of the
+seed's n shuffled train units become a validation part, held out from training: by the same unit, a pure function
+of (dataset, seed, F), no random stream of its own.
 """
 from __future__ import annotations
 
 import json
 import numbers
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -42,6 +46,9 @@ class Split:
     train_indices: List[int]     # indices into ds.records, ascending
     test_indices: List[int]
     split_by: str                # "reference" or "image", copied from the dataset
+    # the validation part carved out of the train side (--val_fraction): not trained on; empty without it
+    val_units: List[str] = field(default_factory=list)
+    val_indices: List[int] = field(default_factory=list)
 
 
 def _n_train(n: int) -> int:
@@ -78,13 +85,14 @@ def _examples(names) -> str:
 
 
 def split_from_units(ds: DatasetRecords, train_units: Sequence[str], test_units: Sequence[str],
-                     seed: Optional[int] = None) -> Split:
-    """Build a Split from unit names (e.g. read from a split file), checking they are exactly the dataset's units."""
+                     seed: Optional[int] = None, val_units: Sequence[str] = ()) -> Split:
+    """Build a Split from unit names (e.g. read from a split file), checking they are exactly the dataset's units;
+    ``val_units``, a validation part held out from training, come out of the train side."""
     known = set(ds.units)
     if len(known) != len(ds.units):
         raise SplitError(f"dataset '{ds.key}' lists some split units more than once")
-    train, test = list(train_units), list(test_units)
-    for side, names in (("train", train), ("test", test)):
+    train, test, val = list(train_units), list(test_units), list(val_units)
+    for side, names in (("train", train), ("test", test), ("validation", val)):
         if len(set(names)) != len(names):
             raise SplitError(f"split for '{ds.key}': the {side} list names some units more than once")
         unknown = set(names) - known
@@ -94,25 +102,54 @@ def split_from_units(ds: DatasetRecords, train_units: Sequence[str], test_units:
     both = set(train) & set(test)
     if both:
         raise SplitError(f"split for '{ds.key}': units on both the train and the test side: {_examples(both)}")
-    missing = known - set(train) - set(test)
+    for side, names in (("train", train), ("test", test)):
+        both = set(names) & set(val)
+        if both:
+            raise SplitError(f"split for '{ds.key}': units on both the {side} and the validation side: "
+                             f"{_examples(both)}")
+    missing = known - set(train) - set(test) - set(val)
     if missing:
         raise SplitError(f"split for '{ds.key}': dataset units on neither side: {_examples(missing)}")
 
-    train_set = set(train)
-    train_idx, test_idx = [], []
+    train_set, val_set = set(train), set(val)
+    train_idx, test_idx, val_idx = [], [], []
     for i in range(len(ds.records)):
         unit = _record_unit(ds, i)
         if unit not in known:
             raise SplitError(f"dataset '{ds.key}': record {ds.records[i].name!r} has unit {unit!r}, "
                              f"which is not in ds.units")
-        (train_idx if unit in train_set else test_idx).append(i)
-    return Split(ds.key, seed, train, test, train_idx, test_idx, ds.split_by)
+        (train_idx if unit in train_set else val_idx if unit in val_set else test_idx).append(i)
+    return Split(ds.key, seed, train, test, train_idx, test_idx, ds.split_by, val, val_idx)
 
 
 def make_split(ds: DatasetRecords, seed: int) -> Split:
     """The official 80/20 split of `ds` for `seed`."""
     train, test = split_units(ds.units, seed)
     return split_from_units(ds, train, test, seed=int(seed))
+
+
+def carve_validation(ds: DatasetRecords, split: Split, fraction: float) -> Split:
+    """``split`` with the last ``int(round(fraction * n))`` of its n train units (in split order, which for a seed
+    is its shuffle) moved to a validation part; refuses a fraction that leaves no unit on either side, or fewer than
+    two validation images (a correlation needs two)."""
+    if not fraction:
+        return split
+    if split.val_units:
+        raise SplitError(f"split for '{ds.key}' already holds a validation part of {len(split.val_units)} units")
+    if not 0 < fraction < 1:
+        raise SplitError(f"--val_fraction must be above 0 and below 1, got {fraction}")
+    n = len(split.train_units)
+    n_val = int(round(fraction * n))
+    if not 1 <= n_val <= n - 1:
+        raise SplitError(f"--val_fraction {fraction} leaves {n - n_val} training and {n_val} validation units of the "
+                         f"{n} training units of {ds.key} (split by {ds.split_by}); each side needs at least one, so "
+                         f"{n} x F must round to between 1 and {n - 1}")
+    train, val = split.train_units[:n - n_val], split.train_units[n - n_val:]
+    carved = split_from_units(ds, train, split.test_units, seed=split.seed, val_units=val)
+    if len(carved.val_indices) < 2:
+        raise SplitError(f"--val_fraction {fraction} gives {ds.key} a validation part of a single image; it needs at "
+                         f"least 2 (a correlation needs two): give a larger fraction")
+    return carved
 
 
 def official_train_order(ds: DatasetRecords, split: Split) -> List[int]:
@@ -138,14 +175,17 @@ def save_splits(path: Union[str, Path], splits: Dict[str, Split]) -> None:
     payload = {
         "format": SPLIT_FILE_FORMAT,
         "version": SPLIT_FILE_VERSION,
+        # "val" only where there is a validation part: a run without one writes the file it always wrote
         "splits": {key: {"seed": s.seed, "split_by": s.split_by, "train": list(s.train_units),
-                         "test": list(s.test_units)} for key, s in splits.items()},
+                         "test": list(s.test_units), **({"val": list(s.val_units)} if s.val_units else {})}
+                   for key, s in splits.items()},
     }
     atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 def load_splits(path: Union[str, Path]) -> Dict[str, dict]:
-    """Read a split file: {key: {"seed", "split_by", "train", "test"}}."""
+    """Read a split file: {key: {"seed", "split_by", "train", "test", "val"}} ("val" empty without a validation
+    part)."""
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
@@ -167,16 +207,20 @@ def load_splits(path: Union[str, Path]) -> Dict[str, dict]:
                                                   all(isinstance(u, str) for u in entry[side])
                                                   for side in ("train", "test")):
             raise SplitError(f"split file {path}: entry '{key}' needs 'train' and 'test' lists of unit names")
+        val = entry.get("val", [])
+        if not isinstance(val, list) or not all(isinstance(u, str) for u in val):
+            raise SplitError(f"split file {path}: entry '{key}': 'val' must be a list of unit names")
         out[key] = {"seed": entry.get("seed"), "split_by": entry.get("split_by"),
-                    "train": entry["train"], "test": entry["test"]}
+                    "train": entry["train"], "test": entry["test"], "val": val}
     return out
 
 
 def resolve_split(ds: DatasetRecords, seed: Optional[int] = None,
-                  split_file: Union[str, Path, None] = None) -> Split:
-    """The split a run uses: from `split_file` when given, else the official rule with `seed` (default 2024)."""
+                  split_file: Union[str, Path, None] = None, val_fraction: float = 0.0) -> Split:
+    """The split a run uses: from `split_file` when given (with its validation part, if it has one), else the
+    official rule with `seed` (default 2024); `val_fraction` carves a validation part out of the train side."""
     if split_file is None:
-        return make_split(ds, OFFICIAL_SEED if seed is None else seed)
+        return carve_validation(ds, make_split(ds, OFFICIAL_SEED if seed is None else seed), val_fraction)
     if seed is not None:
         raise SplitError("give either a split seed or a split file, not both")
     splits = load_splits(split_file)
@@ -187,4 +231,13 @@ def resolve_split(ds: DatasetRecords, seed: Optional[int] = None,
     if entry["split_by"] not in (None, ds.split_by):
         raise SplitError(f"split file {split_file}: '{ds.key}' was split by {entry['split_by']}, "
                          f"but the dataset splits by {ds.split_by}")
-    return split_from_units(ds, entry["train"], entry["test"], seed=entry["seed"])
+    split = split_from_units(ds, entry["train"], entry["test"], seed=entry["seed"], val_units=entry["val"])
+    if val_fraction and split.val_units:
+        # the file's own validation part stands; a fraction that would not have made it is a contradiction
+        n, n_val = len(split.train_units) + len(split.val_units), len(split.val_units)
+        if int(round(val_fraction * n)) != n_val:
+            raise SplitError(f"split file {split_file} holds a validation part of {n_val} of the {n} training units "
+                             f"of {ds.key}, not what --val_fraction {val_fraction} gives "
+                             f"({int(round(val_fraction * n))}); drop --val_fraction to use the file's")
+        return split
+    return carve_validation(ds, split, val_fraction)

@@ -22,7 +22,8 @@ SplitChoice = Callable[[DatasetRecords], Tuple[Split, str]]
 
 @dataclass
 class DatasetViews:
-    """A dataset's records, its split, and the train and test IQAImages of that split."""
+    """A dataset's records, its split, and the train and test IQAImages of that split (and the validation part's,
+    when the split has one)."""
 
     key: str
     records: DatasetRecords
@@ -31,6 +32,7 @@ class DatasetViews:
     train: IQAImages
     test: IQAImages
     train_order: List[int]   # train positions in the official sample order: ISP ties and the first epoch follow it
+    val: Optional[IQAImages] = None   # --val_fraction's validation part, held out from training
 
     @property
     def train_names(self) -> List[str]:
@@ -55,4 +57,6 @@ def load_views(key: str, root: Union[str, Path], choose_split: SplitChoice, imag
     images = open_image_source(records, image_size, cache_dir, feeds_gpu)
     train = IQAImages(images, normalise_labels(records, split.train_indices), image_size, indices=split.train_indices)
     test = IQAImages(images, normalise_labels(records, split.test_indices), image_size, indices=split.test_indices)
-    return DatasetViews(key, records, split, source, train, test, official_train_order(records, split))
+    val = IQAImages(images, normalise_labels(records, split.val_indices), image_size, indices=split.val_indices) \
+        if split.val_indices else None
+    return DatasetViews(key, records, split, source, train, test, official_train_order(records, split), val)

@@ -1,8 +1,9 @@
 """last.pth.tar and best_model.pth.tar: what they hold, writing them, and resuming a run from last.pth.tar.
 
 last.pth.tar holds the model, the optimiser, the run's progress (epoch, step, global step), its history and best
-epoch, the shared augmentation stream and every virtual rank's random streams: a resumed run continues exactly where
-the run stopped, mid-epoch too. best_model.pth.tar holds the weights only (the official layout plus our config).
+epoch (and, with --val_fraction, its best epoch on validation), the shared augmentation stream and every virtual
+rank's random streams: a resumed run continues exactly where the run stopped, mid-epoch too. best_model.pth.tar (and
+best_val_model.pth.tar) holds the weights only (the official layout plus our config).
 """
 from __future__ import annotations
 
@@ -23,13 +24,16 @@ from . import run_folder as files
 @dataclass
 class RunState:
     """A run's progress as last.pth.tar records it: epochs finished, steps done in the current epoch and in all,
-    the metrics history (metrics.csv's rows) and the best epoch so far."""
+    the metrics history (metrics.csv's rows) and the best epoch so far, on the test splits (the official rule) and,
+    with a validation part, on it (``best_val``: its validation and test figures)."""
 
     epoch: int = 0
     step: int = 0
     global_step: int = 0
     history: List[dict] = field(default_factory=list)
     best: Dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": None, "metrics": None})
+    best_val: Dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": None, "val": None,
+                                                              "test": None})
 
 
 def train_fingerprints(views: Sequence, env: DistEnv) -> Dict[str, List[str]]:
@@ -59,15 +63,20 @@ class Checkpoints:
         self.cfg, self.env, self.views, self.isp_num, self.log = cfg, env, list(views), isp_num, log
         self.folder = Path(cfg.save_path)
         self.last, self.best = self.folder / files.LAST, self.folder / files.BEST
+        self.best_val = self.folder / files.BEST_VAL
+        self.validating = any(v.split.val_units for v in self.views)   # --val_fraction, or a split file's val part
         self._fingerprints = fingerprints   # train_fingerprints(views, env), computed before training
 
     def config_entry(self, model) -> dict:
-        """The checkpoint's config: the model, prompt length, labels, and every dataset's split with the content
-        fingerprints of its train images (the leakage guard recognises them under any dataset name or path)."""
+        """The checkpoint's config: the model, prompt length, labels, and every dataset's split (its validation part
+        too) with the content fingerprints of its train images (the leakage guard recognises them under any dataset
+        name or path)."""
         splits = {}
         for v in self.views:
             splits[v.key] = {"seed": v.split.seed, "split_by": v.split.split_by, "train": list(v.split.train_units),
                              "test": list(v.split.test_units), "train_fingerprints": self._fingerprints[v.key]}
+            if v.split.val_units:
+                splits[v.key]["val"] = list(v.split.val_units)
         return checkpoint_config(model, prompt_num=self.isp_num, label_norm=self.cfg.label_norm,
                                  splits=splits, datasets=list(self.cfg.dataset))
 
@@ -83,13 +92,20 @@ class Checkpoints:
         save_checkpoint(self.last, model, config=self.config_entry(model), optimizer=optimizer.state_dict(),
                         scaler=None, epoch=state.epoch, step=state.step, global_step=state.global_step,
                         augment_rng=augment.rng.getstate(), rank_rng=rng, history=state.history, best=state.best,
-                        train_config=self.cfg.to_dict())
+                        train_config=self.cfg.to_dict(), **({"best_val": state.best_val} if self.validating else {}))
 
     def save_best(self, model, epoch: int, metrics: dict) -> None:
         """best_model.pth.tar: weights and config (main rank)."""
         if self.env.is_main:
             self.log.remove_orphans(files.BEST)
             save_checkpoint(self.best, model, config=self.config_entry(model), epoch=epoch, metrics=metrics)
+
+    def save_best_val(self, model, epoch: int, val: dict, test: dict) -> None:
+        """best_val_model.pth.tar: weights and config, with the epoch's validation and test figures (main rank)."""
+        if self.env.is_main:
+            self.log.remove_orphans(files.BEST_VAL)
+            save_checkpoint(self.best_val, model, config=self.config_entry(model), epoch=epoch, metrics=test,
+                            val_metrics=val)
 
     def resume(self, model, optimizer, augment, ranks) -> RunState:
         """Restore model, optimiser and every random stream from --resume; refuses (writing nothing) a file that is
@@ -126,6 +142,7 @@ class Checkpoints:
             else:
                 warnings.warn(f"no RNG state for virtual rank {vr.index} in {path}: seeding it afresh")
         state.history, state.best = list(saved.get("history", [])), dict(saved.get("best", state.best))
+        state.best_val = dict(saved.get("best_val") or state.best_val)
         if state.epoch >= cfg.epochs:
             self.log(f"resumed run already finished {state.epoch} epochs; raise --epochs to extend it")
         self.log(f"resumed from {path} at epoch {state.epoch + 1}, step {state.step}")
@@ -143,12 +160,16 @@ class Checkpoints:
                                 f"{', '.join(sorted(now))}; resume with the same --dataset, or start a new run")
         for key, split in now.items():
             old = recorded[key]
-            if list(old.get("train", [])) != list(split.train_units) or \
-                    list(old.get("test", [])) != list(split.test_units):
+            if any(list(old.get(side, [])) != list(units) for side, units in
+                   (("train", split.train_units), ("test", split.test_units), ("val", split.val_units))):
                 source = f"--split_file {self.cfg.split_file}" if self.cfg.split_file else f"--seed {self.cfg.seed}"
+                source += f" --val_fraction {self.cfg.val_fraction}" if self.cfg.val_fraction else ""
+                n_val = len(old.get("val") or ())
+                val = f", validation part of {n_val} unit{'s' if n_val != 1 else ''}" if n_val else ""
                 raise TrainingError(f"--resume {path}: the {key} split of {source} is not the one the run trained "
-                                    f"on (seed {old.get('seed')}); resume with the run's split (--split_file "
-                                    f"{self.folder / files.SPLITS}, or its --seed), or start a new run")
+                                    f"on (seed {old.get('seed')}{val}); resume with the run's split (--split_file "
+                                    f"{self.folder / files.SPLITS}, or its --seed and --val_fraction), or start a "
+                                    f"new run")
 
 
 def _as_tuple(value):

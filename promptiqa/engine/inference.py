@@ -91,16 +91,17 @@ def broadcast_buffers(model: torch.nn.Module, env: DistEnv) -> None:
 
 
 def evaluate_test_splits(model, views, positions, env: DistEnv, batch_size: int = 32, amp: str = "none",
-                         official_prompt: bool = False, flip_axis: str = "vertical", workers: int = 0
-                         ) -> Dict[str, Dict[str, float]]:
-    """Training's evaluation: each dataset's test split scored under the ISPP at ``positions[key]`` of its train
-    split, with rank 0's BatchNorm statistics on every rank, read by ``workers`` loader processes; {dataset:
-    SROCC, PLCC, KRCC, RMSE}."""
+                         official_prompt: bool = False, flip_axis: str = "vertical", workers: int = 0,
+                         part: str = "test") -> Dict[str, Dict[str, float]]:
+    """Training's evaluation: each dataset's test split (``part="val"``: its validation part) scored under the ISPP
+    at ``positions[key]`` of its train split, with rank 0's BatchNorm statistics on every rank, read by ``workers``
+    loader processes; {dataset: SROCC, PLCC, KRCC, RMSE}."""
     broadcast_buffers(model, env)
     results = {}
     for v in views:
         images, scores = stack_items(v.train, positions[v.key])
-        pred = predict_split(model, v.test, env, images, scores, batch_size=batch_size, workers=workers, amp=amp,
+        scored = getattr(v, part)
+        pred = predict_split(model, scored, env, images, scores, batch_size=batch_size, workers=workers, amp=amp,
                              official_prompt=official_prompt, flip_axis=flip_axis)
-        results[v.key] = compute_metrics(pred, v.test.labels)
+        results[v.key] = compute_metrics(pred, scored.labels)
     return results

@@ -29,14 +29,16 @@ from ..fileio import atomic_write, atomic_write_text, new_figure, remove_orphans
 CONFIG, SPLITS, ENVIRONMENT, LOG = "config.json", "splits.json", "environment.json", "log.txt"
 METRICS, CURVES, SUMMARY = "metrics.csv", "curves.png", "summary.json"
 BEST, LAST = "best_model.pth.tar", "last.pth.tar"
-RUN_FILES = (CONFIG, SPLITS, ENVIRONMENT, LOG, METRICS, CURVES, SUMMARY, BEST, LAST)
-CHECKPOINTS = (BEST, LAST)
+BEST_VAL = "best_val_model.pth.tar"   # --val_fraction: the best epoch on the validation parts
+RUN_FILES = (CONFIG, SPLITS, ENVIRONMENT, LOG, METRICS, CURVES, SUMMARY, BEST, LAST, BEST_VAL)
+CHECKPOINTS = (BEST, LAST, BEST_VAL)
 TENSORBOARD = "tensorboard"   # --log_to tensorboard's event files (engine/tracking.py), a folder of the run
 
 # "note" says what a row's figures do not cover (an epoch resumed mid-way: its training figures)
 METRICS_COLUMNS = ("epoch", "dataset", "split", "srocc", "plcc", "krcc", "rmse", "loss", "note")
 FIGURES = ("srocc", "plcc", "krcc", "rmse", "loss")
 REQUIRED_COLUMNS = ("epoch", "dataset", "split", "srocc", "plcc")
+METRIC_SPLITS = ("train", "test", "val")   # metrics.csv's "split": "val" rows only with --val_fraction
 
 
 def selection_score(per_dataset: Mapping[str, Mapping[str, float]]) -> float:
@@ -158,12 +160,15 @@ def write_history(folder, history: Sequence[Dict[str, Any]]) -> None:
         plot_curves(history, folder / CURVES)
 
 
-def write_summary(folder, best: Mapping[str, Any], last: Sequence[Mapping[str, Any]], digests: Sequence[str]) -> None:
+def write_summary(folder, best: Mapping[str, Any], last: Sequence[Mapping[str, Any]], digests: Sequence[str],
+                  best_val: Optional[Mapping[str, Any]] = None) -> None:
     """summary.json: the best epoch, the last epoch's rows and every rank's weight digest (written when a run has
-    finished all its epochs)."""
-    atomic_write_text(Path(folder) / SUMMARY, json.dumps({"best": best, "last": list(last),
-                                                          "rank_weight_digests": list(digests)},
-                                                         indent=2, default=float))
+    finished all its epochs); with --val_fraction also ``best_val``, the best epoch on validation and its test
+    figures."""
+    payload = {"best": best, "last": list(last), "rank_weight_digests": list(digests)}
+    if best_val is not None:
+        payload["best_val"] = best_val
+    atomic_write_text(Path(folder) / SUMMARY, json.dumps(payload, indent=2, default=float))
 
 
 def environment_info() -> dict:
@@ -266,8 +271,8 @@ def _parse_row(path: Path, line: int, r: Dict[str, str]) -> Dict[str, Any]:
         row["epoch"] = int(r["epoch"])
     except ValueError:
         raise MetricsError(f"{path}, line {line}: epoch {r['epoch']!r} is not a whole number") from None
-    if r["split"] not in ("train", "test"):
-        raise MetricsError(f"{path}, line {line}: split {r['split']!r} is neither 'train' nor 'test'")
+    if r["split"] not in METRIC_SPLITS:
+        raise MetricsError(f"{path}, line {line}: split {r['split']!r} is not one of {', '.join(METRIC_SPLITS)}")
     for column in FIGURES:
         value = (r.get(column) or "").strip()
         try:

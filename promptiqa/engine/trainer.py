@@ -67,7 +67,8 @@ class Trainer:
         roots = resolve_roots(cfg.dataset, config=cfg.datasets_config, overrides=cfg.data_root)
 
         def choose_split(records):
-            split = resolve_split(records, seed=None if cfg.split_file else cfg.seed, split_file=cfg.split_file)
+            split = resolve_split(records, seed=None if cfg.split_file else cfg.seed, split_file=cfg.split_file,
+                                  val_fraction=cfg.val_fraction)
             return split, f"split file {cfg.split_file}" if cfg.split_file else f"seed {split.seed}"
 
         views = []
@@ -76,8 +77,13 @@ class Trainer:
                            feeds_gpu=self.env.device.type == "cuda")
             self.isp_positions[key] = v.isp_positions(self.plan.isp_num)
             views.append(v)
-            self.log(f"dataset {key}: {len(v.train)} train / {len(v.test)} test images ({v.records.split_by} split, "
-                     f"{len(v.split.train_units)}/{len(v.split.test_units)} units), labels {cfg.label_norm}")
+            if v.val is None:
+                self.log(f"dataset {key}: {len(v.train)} train / {len(v.test)} test images ({v.records.split_by} "
+                         f"split, {len(v.split.train_units)}/{len(v.split.test_units)} units), labels {cfg.label_norm}")
+            else:
+                self.log(f"dataset {key}: {len(v.train)} train / {len(v.val)} validation / {len(v.test)} test images "
+                         f"({v.records.split_by} split, {len(v.split.train_units)}/{len(v.split.val_units)}/"
+                         f"{len(v.split.test_units)} units), labels {cfg.label_norm}")
         return views
 
     def _prepare(self):
@@ -139,6 +145,9 @@ class Trainer:
         with stop_on_signals(self.log) as stop, cuda_settings(cfg, env.device):
             self.log(f"model selection: {files.BEST} is chosen by SROCC + PLCC summed over the datasets' TEST splits, "
                      "as the official code does (this selects on the test split); last epoch figures are kept too")
+            if self.checkpoints.validating:
+                self.log(f"model selection on validation: {files.BEST_VAL} is chosen by the same rule on the "
+                         "datasets' validation parts (held out from training); its test figures are reported beside")
             if cfg.eval_amp != cfg.amp:
                 self.log(f"per-epoch evaluation, and so the choice of {files.BEST}, runs in "
                          f"{describe_amp(cfg.eval_amp)} (--eval_amp {cfg.eval_amp}); training in "
@@ -181,6 +190,13 @@ class Trainer:
                          for k, m in test.items()]
                 self.tracker.evaluation(state.global_step, test)
                 self._keep_best(model, test, state)
+                if self.checkpoints.validating:
+                    val = evaluate_test_splits(model, views, self.isp_positions, env, batch_size=cfg.eval_batch_size,
+                                               amp=cfg.eval_amp, official_prompt=cfg.test_prompt == "official",
+                                               flip_axis=cfg.flip_axis, workers=cfg.workers, part="val")
+                    rows += [dict(epoch=state.epoch + 1, dataset=k, split="val", loss=float("nan"), **m)
+                             for k, m in val.items()]
+                    self._keep_best_val(model, val, test, state)
             state.history.extend(rows)
             state.epoch, state.step = state.epoch + 1, 0
             self.checkpoints.save_last(model, step.optimizer, state, self.augment, self.ranks)
@@ -192,10 +208,14 @@ class Trainer:
         digests = all_gather_objects(weights_digest(model), env)
         self.log(f"finished {cfg.epochs} epochs; weights identical across ranks: {len(set(digests)) == 1} "
                  f"({digests[0][:12]})")
+        last = [r for r in state.history if r["epoch"] == state.epoch]
+        best_val = state.best_val if self.checkpoints.validating else None
+        if best_val is not None:
+            self._log_selections(last, state)
         if env.is_main:
-            files.write_summary(cfg.save_path, state.best, [r for r in state.history if r["epoch"] == state.epoch],
-                                digests)
-        return {"stopped": False, "best": state.best, "digests": digests}
+            files.write_summary(cfg.save_path, state.best, last, digests, best_val)
+        return {"stopped": False, "best": state.best, "digests": digests,
+                **({"best_val": best_val} if best_val is not None else {})}
 
     def _log_epoch(self, result: EpochResult, rows: List[dict], state: RunState) -> None:
         note = result.note
@@ -216,6 +236,29 @@ class Trainer:
         self.log(f"epoch {epoch} test: " + "; ".join(f"{k} SROCC {m['srocc']:.4f} PLCC {m['plcc']:.4f}"
                                                        for k, m in test.items())
                  + f" | best epoch {state.best['epoch']} (SROCC+PLCC sum {state.best['score']:.4f})")
+
+    def _keep_best_val(self, model, val: Dict[str, Dict[str, float]], test: Dict[str, Dict[str, float]],
+                       state: RunState) -> None:
+        """best_val_model.pth.tar: the official rule (run_folder.best_epoch) applied to the validation parts."""
+        epoch, score, best = state.epoch + 1, selection_score(val), state.best_val
+        candidates = {epoch: score} if best["epoch"] is None else {best["epoch"]: best["score"], epoch: score}
+        if best_epoch(candidates) == epoch:
+            state.best_val = {"score": score, "epoch": epoch, "val": val, "test": test}
+            self.checkpoints.save_best_val(model, epoch, val, test)
+        self.log(f"epoch {epoch} validation: " + "; ".join(f"{k} SROCC {m['srocc']:.4f} PLCC {m['plcc']:.4f}"
+                                                             for k, m in val.items())
+                 + f" | best epoch on validation {state.best_val['epoch']} (SROCC+PLCC sum "
+                   f"{state.best_val['score']:.4f})")
+
+    def _log_selections(self, last: List[dict], state: RunState) -> None:
+        """The test figures of the three selections side by side: last epoch, best on test, best on validation."""
+        def figures(metrics):
+            return "; ".join(f"{k} SROCC {m['srocc']:.4f} PLCC {m['plcc']:.4f}" for k, m in metrics.items())
+
+        last_test = {r["dataset"]: r for r in last if r["split"] == "test"}
+        self.log(f"test figures by selection: last epoch {state.epoch}: {figures(last_test)} | best on test (epoch "
+                 f"{state.best['epoch']}, {files.BEST}): {figures(state.best['metrics'] or {})} | best on validation "
+                 f"(epoch {state.best_val['epoch']}, {files.BEST_VAL}): {figures(state.best_val['test'] or {})}")
 
     def _stop(self, step: TrainStep, state: RunState, saved: bool = False) -> dict:
         if not saved:

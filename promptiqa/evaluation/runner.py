@@ -146,7 +146,8 @@ class EvalSession:
                 raise ConfigError(f"--split_file checkpoint: {cfg.checkpoint} records no split for '{ds.key}' "
                                  f"(it records: {recorded})")
             entry = splits[ds.key]
-            return split_from_units(ds, entry["train"], entry["test"], seed=entry.get("seed")), \
+            return split_from_units(ds, entry["train"], entry["test"], seed=entry.get("seed"),
+                                    val_units=entry.get("val", ())), \
                 f"the checkpoint's recorded split (seed {entry.get('seed')})"
         if cfg.split_file:
             return resolve_split(ds, split_file=cfg.split_file), f"split file {cfg.split_file}"

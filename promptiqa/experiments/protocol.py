@@ -1,9 +1,10 @@
 """The 10-split protocol (Table 2) and the ablations (Table 6): train and test one run per split seed.
 
 Layout: ``<root>/seed_<seed>/`` is one training run (train.py's files) plus ``test_last/`` and ``test_best/``
-(test.py on last.pth.tar and best_model.pth.tar with the run's own splits.json) and ``DONE.json`` once both are
-written. A seed with DONE.json is skipped; one whose training was interrupted resumes from its last.pth.tar. The
-"w/o mixed training" ablation trains one model per dataset: ``<root>/seed_<seed>/<dataset>/``.
+(test.py on last.pth.tar and best_model.pth.tar with the run's own splits.json; with --val_fraction also
+``test_best_val/`` on best_val_model.pth.tar) and ``DONE.json`` once they are written. A seed with DONE.json is
+skipped; one whose training was interrupted resumes from its last.pth.tar. The "w/o mixed training" ablation
+trains one model per dataset: ``<root>/seed_<seed>/<dataset>/``.
 Run the seeds one after another (default), or one per cluster job (``--seed_index i`` or ``--seeds s``); the whole
 script also runs under torchrun (every seed then trains and tests on all processes).
 """
@@ -30,7 +31,7 @@ from ..evaluation.runner import run_test
 from .summary import print_summary, summarise_roots
 
 DONE_MARKER = "DONE.json"
-TEST_CHECKPOINTS = {"last": run_folder.LAST, "best": run_folder.BEST}
+TEST_CHECKPOINTS = {"last": run_folder.LAST, "best": run_folder.BEST, "best_val": run_folder.BEST_VAL}
 
 # Table 6: each ablation as the train.py settings it changes ("wo_mixed" trains one model per dataset instead).
 VARIANTS: Dict[str, Dict[str, object]] = {
@@ -165,8 +166,9 @@ def _protocol_parser(description: str) -> argparse.ArgumentParser:
                                        "through; --seed is replaced by --seeds/--seed_index, --save_path is the root.")
     p.add_argument("--seeds", nargs="+", type=int, help=f"split seeds (default the 10 of SPLIT_SEEDS: {SPLIT_SEEDS})")
     p.add_argument("--seed_index", type=int, help="run only SPLIT_SEEDS[i] (one seed per cluster job)")
-    p.add_argument("--tests", nargs="*", choices=sorted(TEST_CHECKPOINTS), default=["last", "best"],
-                   help="checkpoints to run test.py on after training (default: last best; none: --tests)")
+    p.add_argument("--tests", nargs="*", choices=sorted(TEST_CHECKPOINTS), default=None,
+                   help="checkpoints to run test.py on after training (default: last best, and best_val with "
+                        "--val_fraction; none: --tests)")
     return p
 
 
@@ -177,6 +179,16 @@ def _train_config(rest: Sequence[str], forbidden: Dict[str, str]) -> TrainConfig
     return resolve_config(list(rest))
 
 
+def pick_tests(tests: Optional[Sequence[str]], cfg: TrainConfig) -> List[str]:
+    """The checkpoints test.py runs on: ``tests``, or last and best (and best_val with --val_fraction)."""
+    if tests is None:
+        return ["last", "best"] + (["best_val"] if cfg.val_fraction else [])
+    if "best_val" in tests and not cfg.val_fraction and not cfg.split_file:
+        raise ProtocolError("--tests best_val needs --val_fraction F (a run without a validation part writes no "
+                            f"{run_folder.BEST_VAL})")
+    return list(tests)
+
+
 def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
     """scripts/ten_splits.py: train + test on the 10 split seeds, then summarise the finished ones (Table 2)."""
     p = _protocol_parser("Train and test PromptIQA on the 10 split seeds (Table 2), skipping finished seeds")
@@ -184,7 +196,7 @@ def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
     args, rest = p.parse_known_args(argv)
     cfg = _train_config(rest, {"--seed": "use --seeds or --seed_index"})
     seeds = pick_seeds(args.seeds, args.seed_index)
-    done = run_seeds(cfg, Path(args.save_path), seeds, args.tests)
+    done = run_seeds(cfg, Path(args.save_path), seeds, pick_tests(args.tests, cfg))
     if _is_main():
         if args.seed_index is None:
             _summarise_with_notes({"PromptIQA": [args.save_path]}, Path(args.save_path) / "summary",
@@ -212,7 +224,7 @@ def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
             forbidden = {"--seed": "use --seeds or --seed_index"}
             forbidden.update({OPTION_OF[f]: f"variant {variant} sets it" for f in VARIANTS[variant]})
             cfg = dataclasses.replace(_train_config(rest, forbidden), **VARIANTS[variant])
-            done = run_seeds(cfg, root / variant, seeds, args.tests, per_dataset=variant == "wo_mixed")
+            done = run_seeds(cfg, root / variant, seeds, pick_tests(args.tests, cfg), per_dataset=variant == "wo_mixed")
             if not all(done.values()) or len(done) != len(seeds):
                 return 3
     if _is_main():

@@ -3,7 +3,8 @@
 Each seed run's metrics.csv (written by training) gives two figures per dataset: the **last** epoch's, and the
 **best** epoch's, where "best" is the epoch the official code keeps: the largest SROCC + PLCC summed over the
 datasets' *test* splits (earliest on ties). Best figures are therefore selected on the test split and are labelled
-so. A seed folder holding one run per dataset (the "w/o mixed training" ablation) selects each run's best epoch
+so. Runs trained with --val_fraction add a third selection, **best_val**: the epoch the same rule picks on the
+validation parts (held out from training), reported by its *test* figures. A seed folder holding one run per dataset (the "w/o mixed training" ablation) selects each run's best epoch
 on its own.
 
 Columns are datasets grouped by task (synthetic, authentic, face, AI-generated, underwater, then any other
@@ -41,7 +42,9 @@ TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("underwater", ("uwiqa",)),
 )
 OTHER = "other"
-SELECTIONS = {"last": "last epoch", "best": "best epoch (selected on the test split, as the official code does)"}
+SELECTIONS = {"last": "last epoch", "best": "best epoch (selected on the test split, as the official code does)",
+              "best_val": "best epoch on validation (--val_fraction: selected on a validation part held out from "
+                          "training; test figures)"}
 SUMMARY_METRICS = ("srocc", "plcc")
 DONE_FILE = SUMMARY    # training writes it when a run has finished all its epochs
 
@@ -83,15 +86,23 @@ def _float(text: str) -> float:
         return float("nan")
 
 
-def select_epochs(rows: Sequence[Mapping[str, str]]) -> Dict[str, int]:
+def select_epochs(rows: Sequence[Mapping[str, str]], val_rows: Sequence[Mapping[str, str]] = ()) -> Dict[str, int]:
     """{"last": ..., "best": ...} epochs of one metrics.csv's test rows; "best" by training's own rule
-    (run_folder.best_epoch), so it is the epoch of the run's best_model.pth.tar."""
-    by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}
-    for r in rows:
-        by_epoch.setdefault(int(r["epoch"]), {})[r["dataset"]] = {m: _float(r[m]) for m in ("srocc", "plcc")}
-    if not by_epoch:
+    (run_folder.best_epoch), so it is the epoch of the run's best_model.pth.tar; given validation rows, "best_val"
+    by the same rule on them (the epoch of best_val_model.pth.tar)."""
+    def scores(part):
+        by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}
+        for r in part:
+            by_epoch.setdefault(int(r["epoch"]), {})[r["dataset"]] = {m: _float(r[m]) for m in ("srocc", "plcc")}
+        return {e: selection_score(m) for e, m in by_epoch.items()}
+
+    test = scores(rows)
+    if not test:
         raise ConfigError("no test rows")
-    return {"last": max(by_epoch), "best": best_epoch({e: selection_score(m) for e, m in by_epoch.items()})}
+    chosen = {"last": max(test), "best": best_epoch(test)}
+    if val_rows:
+        chosen["best_val"] = best_epoch(scores(val_rows))
+    return chosen
 
 
 def _seed_of(path: Path) -> Optional[int]:
@@ -115,11 +126,12 @@ def read_seed_run(path) -> SeedRun:
     run.values = {s: {} for s in SELECTIONS}
     run.epochs = {s: {} for s in SELECTIONS}
     for f in files:
-        rows = [r for r in read_metrics(f) if r["split"] == "test"]
+        every = read_metrics(f)
+        rows = [r for r in every if r["split"] == "test"]
         if not rows:
             warnings.warn(f"{f} has no test rows (no evaluation finished yet); skipped")
             continue
-        chosen = select_epochs(rows)
+        chosen = select_epochs(rows, [r for r in every if r["split"] == "val"])
         for selection, epoch in chosen.items():
             for r in rows:
                 if int(r["epoch"]) != epoch:
@@ -204,6 +216,12 @@ class Summary:
     paper_rows: Dict[str, Tuple[str, str]] = field(default_factory=dict)
 
     @property
+    def selections(self) -> List[str]:
+        """The SELECTIONS some run has figures for (best_val only with runs trained with --val_fraction)."""
+        return [s for s in SELECTIONS if s != "best_val" or
+                any(run.values.get(s) for runs in self.runs.values() for run in runs)]
+
+    @property
     def columns(self) -> List[Tuple[str, str]]:
         """(task, column) in table order: each group's datasets, then its average."""
         out = []
@@ -283,7 +301,8 @@ def to_markdown(summary: Summary, title: str = "") -> str:
         lines += [f"Paper: the published figure of each median ({sources}; – where the paper has none). "
                   f"{paper.rule('seeds')}.", ""]
     columns = summary.columns
-    for selection, caption in SELECTIONS.items():
+    for selection in summary.selections:
+        caption = SELECTIONS[selection]
         seeds = {label: [r.seed for r in summary.runs[label]] for label in summary.labels}
         lines += [f"## {caption}", "",
                   "Seeds: " + "; ".join(f"{label}: {len(s)} ({', '.join(map(str, s))})" for label, s in seeds.items()),
@@ -315,7 +334,7 @@ def long_rows(summary: Summary) -> List[dict]:
     """One row per (label, selection, column, metric), for summary.csv."""
     rows = []
     for label in summary.labels:
-        for selection in SELECTIONS:
+        for selection in summary.selections:
             for task, column in summary.columns:
                 for metric in SUMMARY_METRICS:
                     c = summary.cells[label][selection][column][metric]
@@ -336,7 +355,8 @@ def write_xlsx(summary: Summary, path: Path) -> Path:
     book.remove(book.active)
     bold = Font(bold=True)
     flagged = PatternFill("solid", fgColor="F4CCCC")
-    for selection, caption in SELECTIONS.items():
+    for selection in summary.selections:
+        caption = SELECTIONS[selection]
         sheet = book.create_sheet(f"{selection} epoch")
         sheet.append([caption])
         columns = summary.columns
@@ -379,7 +399,7 @@ def write_xlsx(summary: Summary, path: Path) -> Path:
     seeds.append(["label", "selection", "seed", "dataset", "epoch", "srocc", "plcc", "krcc", "rmse", "run"])
     for label in summary.labels:
         for run in summary.runs[label]:
-            for selection in SELECTIONS:
+            for selection in summary.selections:
                 for key, m in run.values[selection].items():
                     seeds.append([label, selection, run.seed, key, run.epochs[selection][key],
                                   *(None if math.isnan(m[k]) else m[k] for k in ("srocc", "plcc", "krcc", "rmse")),
