@@ -284,9 +284,9 @@ def test_sigterm_leaves_a_resumable_checkpoint(data, train_argv, tmp_path):
 
 @pytest.fixture(scope="module")
 def val_run(data, train_argv, tmp_path_factory):
-    """A finished 2-epoch run with --val_fraction 0.25 (read it, never write into it)."""
+    """A finished 2-epoch run with --val_fraction 0.25 and --log tensorboard (read it, never write into it)."""
     run = tmp_path_factory.mktemp("val") / "run"
-    return run, launch(resolve_config(train_argv(data, run, val_fraction=0.25)))
+    return run, launch(resolve_config(train_argv(data, run, val_fraction=0.25, log_to=["tensorboard"])))
 
 
 def test_val_fraction_selects_an_epoch_on_validation_and_reports_its_test_figures(data, val_run):
@@ -318,6 +318,14 @@ def test_val_fraction_selects_an_epoch_on_validation_and_reports_its_test_figure
     assert re.search(rf"test figures by selection: last epoch 2: .* \| best on test \(epoch {summary['best']['epoch']}, "
                      rf"best_model.pth.tar\): .* \| best on validation \(epoch {chosen}, best_val_model.pth.tar\): "
                      rf"koniq10k SROCC {figures[chosen, 'koniq10k', 'test']['srocc']:.4f}", log)
+    # TensorBoard gets the validation figures beside the test figures, at the same steps
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    for d in data:
+        val_points = [(e.step, e.value) for e in events.Scalars(f"val/{d}/srocc")]
+        assert [s for s, _ in val_points] == [e.step for e in events.Scalars(f"test/{d}/srocc")]
+        assert [v for _, v in val_points] == pytest.approx([figures[e, d, "val"]["srocc"] for e in (1, 2)])
 
 
 def test_resumed_validation_run_keeps_its_selection(data, train_argv, val_run, tmp_path):

@@ -196,6 +196,7 @@ class Trainer:
                                                flip_axis=cfg.flip_axis, workers=cfg.workers, part="val")
                     rows += [dict(epoch=state.epoch + 1, dataset=k, split="val", loss=float("nan"), **m)
                              for k, m in val.items()]
+                    self.tracker.evaluation(state.global_step, val, split="val")
                     self._keep_best_val(model, val, test, state)
             state.history.extend(rows)
             state.epoch, state.step = state.epoch + 1, 0
