@@ -17,7 +17,7 @@ import torch
 from promptiqa.data import check, load_dataset, make_split, save_splits
 from promptiqa.data.published import PUBLISHED_FILE, compare_split, main as publish_main, read_published
 from promptiqa.data.registry import DATASET_SPECS
-from promptiqa.data.splits import SPLIT_SEEDS
+from promptiqa.data.splits import SPLIT_SEEDS, carve_validation
 from tests.fixtures.datasets import write_bid_labels, write_csv, write_image, write_kadid_labels, write_koniq_labels
 
 # The 11 datasets whose label files are public (UWIQA's is not).
@@ -109,6 +109,12 @@ def test_a_paper_seed_split_of_published_datasets_passes_and_a_perturbed_one_fai
     assert status == 0 and report["ok"] and report["compared"] == 2
     assert "kadid        seed 2029  equal (81 references, 10125 images)" in lines
     assert "koniq10k     seed 2029  equal (10073 images)" in lines
+
+    # a --val_fraction run's split (a validation part carved out of the train side) is the same published split
+    save_splits(tmp_path / "val.json", {key: carve_validation(datasets[key], split, 0.2) for key, split in splits.items()})
+    assert all(e["val"] for e in json.loads((tmp_path / "val.json").read_text())["splits"].values())
+    status, _, report = _check(capsys, "--splits", tmp_path / "val.json")
+    assert status == 0 and report["ok"] and report["compared"] == 2
 
     save_splits(tmp_path / "perturbed.json", {key: _swap_one(split) for key, split in splits.items()})
     status, lines, report = _check(capsys, "--splits", tmp_path / "perturbed.json")

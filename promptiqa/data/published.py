@@ -159,7 +159,8 @@ def _difference(mask: str, train: Sequence[int], test: Sequence[int], weights: S
 
 
 def compare_split(key: str, entry: Mapping, document: Mapping) -> Comparison:
-    """Compare one recorded split ({"seed", "split_by", "train", "test"}, as in a split file) with the published."""
+    """Compare one recorded split ({"seed", "split_by", "train", "test"[, "val"]}, as in a split file) with the
+    published; a validation part ("val", --val_fraction) belongs to the train side it was carved from."""
     seed = entry.get("seed")
     published = document["datasets"].get(key)
     result = Comparison(key, seed, published is not None)
@@ -177,7 +178,8 @@ def compare_split(key: str, entry: Mapping, document: Mapping) -> Comparison:
     index = _match_index(key, units, split_by)
     sides, unknown = {}, []
     for side in ("train", "test"):
-        names = entry.get(side) or []
+        # a --val_fraction run's validation part was carved out of the seed's train side: it counts there
+        names = list(entry.get(side) or []) + (list(entry.get("val") or []) if side == "train" else [])
         sides[side] = [index[_match_name(n, split_by)] for n in names if _match_name(n, split_by) in index]
         unknown += [n for n in names if _match_name(n, split_by) not in index]
     result.unknown, result.unknown_examples = len(unknown), unknown[:5]
