@@ -46,6 +46,19 @@ class Delegated:
         return getattr(importlib.import_module(module), function)
 
 
+def check_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``check``: promptiqa.data.check's command, with checkpoints (``--splits CHECKPOINT``) read by the model layer's
+    reader, which the data layer does not import."""
+    from promptiqa.data.check import main
+
+    def read_checkpoint(path: str) -> dict:
+        from promptiqa.models.checkpoint import read_checkpoint as read
+
+        return read(path)
+
+    return main(argv, read_checkpoint=read_checkpoint)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # score
 
@@ -283,8 +296,8 @@ COMMANDS: Dict[str, Union[Command, Delegated]] = {
     "isp": Command("show the ISPP (image-score prompt) a dataset's train split gives, as training's evaluation "
                    "and test.py choose it", _add_isp_arguments, _run_isp),
     # data
-    "check": Delegated("check that a dataset's label file and images are where and what they should be",
-                       "promptiqa.data.check:main"),
+    "check": Delegated("check that a dataset's label file and images are where and what they should be, or that "
+                       "a run's splits equal the published ones (--splits)", "promptiqa.cli:check_main"),
     "publish-splits": Delegated("write the published splits (every public dataset at the 10 split seeds) from "
                                 "label files", "promptiqa.data.published:main"),
     "prepare": Delegated("decode a dataset's images once into a cache that training and testing read fast",

@@ -81,3 +81,36 @@ def test_the_sample_order_table_is_the_registry():
     for kind in ("label file", "shuffled units", "references"):
         listed = {key for key in re.split(r"[,\s(]+", table[kind][1]) if key in DATASET_SPECS}
         assert listed == {key for key, spec in DATASET_SPECS.items() if _order_kind(spec) == kind}, kind
+
+
+LAYERS = ("data", "models", "engine", "evaluation", "experiments")   # README "Layout": bottom-up
+TOOLS = ("cli", "predict", "app", "demo")                            # on top: only they may import anything
+
+
+def _promptiqa_imports(path: Path, package: tuple):
+    """(line, module under promptiqa) of every import in ``path`` (lazy ones inside functions too)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package)[:len(package) - (node.level - 1)]
+            yield node.lineno, ".".join(base + ([node.module] if node.module else []))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("promptiqa."):
+            yield node.lineno, node.module[len("promptiqa."):]
+        elif isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name[len("promptiqa."):]) for a in node.names if a.name.startswith("promptiqa."))
+
+
+def test_nothing_imports_upwards():
+    """The README's layout claim: data and models know nothing of training, and no layer imports one above it or a
+    tool on top (a lazy import inside a function counts too)."""
+    upward = []
+    for path in sorted((ROOT / "promptiqa").rglob("*.py")):
+        parts = path.relative_to(ROOT / "promptiqa").parts
+        if parts[0] not in LAYERS:
+            continue
+        for line, module in _promptiqa_imports(path, parts[:-1]):
+            top = module.split(".")[0]
+            if top in TOOLS or (top in LAYERS and LAYERS.index(top) > LAYERS.index(parts[0])):
+                upward.append(f"promptiqa/{'/'.join(parts)}:{line} imports {module}")
+    assert upward == []

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from promptiqa.cli import check_main
 from promptiqa.data import check, load_dataset, make_split, save_splits
 from promptiqa.data.published import PUBLISHED_FILE, compare_split, main as publish_main, read_published
 from promptiqa.data.registry import DATASET_SPECS
@@ -95,7 +96,7 @@ def _swap_one(split):
 
 
 def _check(capsys, *argv):
-    status = check.main([str(a) for a in argv] + ["--json"])
+    status = check_main([str(a) for a in argv] + ["--json"])
     lines = capsys.readouterr().out.rstrip("\n").split("\n")
     return status, lines, json.loads(lines[-1])
 
@@ -183,9 +184,12 @@ def test_check_refuses_what_records_no_splits(tmp_path, capsys):
     for path, message in ((tmp_path / "official.pth.tar", "the checkpoint records no splits"),
                           (tmp_path, "the folder has no splits.json"),
                           (tmp_path / "missing.json", "not found")):
-        assert check.main(["--splits", str(path)]) == 1
+        assert check_main(["--splits", str(path)]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: --splits") and message in err[0]
+    # python -m promptiqa.data.check reads run folders and split files; checkpoints need the command (models' reader)
+    assert check.main(["--splits", str(tmp_path / "official.pth.tar")]) == 1
+    assert "a checkpoint's splits are read by `python -m promptiqa check --splits`" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         check.main(["--splits", str(tmp_path), "--dataset", "bid", "--root", str(tmp_path)])
     assert exit_.value.code == 2

@@ -16,13 +16,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from promptiqa.data.formats.common import DatasetError, image_file_problem
 from promptiqa.data.labels import normalise_labels, official_rule
 from promptiqa.data.published import PUBLISHED_FILE, compare_splits, read_published
 from promptiqa.data.registry import DATASET_KEYS, DATASET_SPECS, LABEL_NORMS, load_dataset, locate_images
-from promptiqa.data.splits import SplitError, load_splits
+from promptiqa.data.splits import RUN_SPLITS_FILE, SplitError, load_splits
 from promptiqa.errors import run_command
 
 
@@ -135,24 +135,23 @@ def _print_report(report: dict) -> None:
     print("OK: the dataset is complete" if report["ok"] else f"FAILED: {len(report['problems'])} problem(s)")
 
 
-def recorded_splits(path: str) -> Dict[str, dict]:
+def recorded_splits(path: str, read_checkpoint: Optional[Callable[[str], dict]] = None) -> Dict[str, dict]:
     """The splits a run folder (its splits.json), a split file or a checkpoint records: {key: {"seed", "split_by",
-    "train", "test"}}."""
-    # A run folder's file name and the checkpoint layout belong to engine and models; imported only for --splits.
-    from promptiqa.engine.run_folder import SPLITS
-
+    "train", "test"[, "val"]}}. Checkpoints are read by ``read_checkpoint`` (models.checkpoint's, passed in by the
+    ``promptiqa check`` command: the data layer does not import the model layer)."""
     target = Path(os.path.expanduser(path))
     if not target.exists() and not path.startswith("hf:"):
         raise SplitError(f"--splits {path}: not found (expected a training run's folder, a split file .json or a "
                          f"checkpoint)")
     if target.is_dir():
-        if not (target / SPLITS).is_file():
-            raise SplitError(f"--splits {path}: the folder has no {SPLITS} (expected a training run's folder)")
-        return load_splits(target / SPLITS)
+        if not (target / RUN_SPLITS_FILE).is_file():
+            raise SplitError(f"--splits {path}: the folder has no {RUN_SPLITS_FILE} (expected a training run's folder)")
+        return load_splits(target / RUN_SPLITS_FILE)
     if target.suffix.lower() == ".json":
         return load_splits(target)
-    from promptiqa.models.checkpoint import read_checkpoint
-
+    if read_checkpoint is None:
+        raise SplitError(f"--splits {path}: a checkpoint's splits are read by `python -m promptiqa check --splits` "
+                         f"(this module alone reads run folders and split files)")
     config = read_checkpoint(path).get("config")
     splits = config.get("splits") if isinstance(config, dict) else None
     if not splits:
@@ -185,11 +184,12 @@ def _comparison_line(c: dict) -> str:
     return f"{c['key']:<12} {seed:<10} {what}" + "".join(f"\n{'':<23} note: {n}" for n in c["notes"])
 
 
-def check_splits(path: str, published: Optional[str] = None) -> dict:
+def check_splits(path: str, published: Optional[str] = None,
+                 read_checkpoint: Optional[Callable[[str], dict]] = None) -> dict:
     """Compare the splits `path` records with the published ones; the --json report (never raises for a split
     that differs)."""
     document = read_published(published or PUBLISHED_FILE)
-    comparisons = compare_splits(recorded_splits(path), document)
+    comparisons = compare_splits(recorded_splits(path, read_checkpoint), document)
     compared = [c for c in comparisons if c.published]
     return {"splits": path, "published": str(published or PUBLISHED_FILE), "seeds": document["seeds"],
             "datasets": [dict(dataclasses.asdict(c), differing_images=c.differing_images) for c in comparisons],
@@ -211,9 +211,9 @@ def _print_splits_report(report: dict) -> None:
         print(f"FAILED: {differ} of {report['compared']} published dataset(s) differ")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, read_checkpoint: Optional[Callable[[str], dict]] = None) -> int:
     """Run the check; returns the exit status (0 complete or equal to the published splits, 1 problems found or a
-    split differs)."""
+    split differs). ``read_checkpoint`` reads a checkpoint's recorded splits (``promptiqa check`` passes it)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.splits is not None and (args.dataset or args.root):
@@ -223,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = {"higher_is_better": False} if args.lower_is_better else {}
 
     def run_splits() -> int:
-        report = check_splits(args.splits)
+        report = check_splits(args.splits, read_checkpoint=read_checkpoint)
         _print_splits_report(report)
         if args.json:
             sys.stdout.flush()

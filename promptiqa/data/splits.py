@@ -170,6 +170,9 @@ def official_train_order(ds: DatasetRecords, split: Split) -> List[int]:
     return [position for unit in split.train_units for position in by_unit.get(unit, [])]
 
 
+RUN_SPLITS_FILE = "splits.json"   # the file a training run records its splits in (engine.run_folder.SPLITS)
+
+
 def save_splits(path: Union[str, Path], splits: Dict[str, Split]) -> None:
     """Write the splits of a run as JSON, naming units (not indices) so the file survives re-ordering."""
     payload = {

@@ -23,10 +23,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .. import __version__
+from ..data.splits import RUN_SPLITS_FILE
 from ..errors import ConfigError
 from ..fileio import atomic_write, atomic_write_text, new_figure, remove_orphans, save_figure
 
-CONFIG, SPLITS, ENVIRONMENT, LOG = "config.json", "splits.json", "environment.json", "log.txt"
+CONFIG, ENVIRONMENT, LOG = "config.json", "environment.json", "log.txt"
+SPLITS = RUN_SPLITS_FILE   # the split file's name belongs to data (promptiqa check --splits reads run folders)
 METRICS, CURVES, SUMMARY = "metrics.csv", "curves.png", "summary.json"
 BEST, LAST = "best_model.pth.tar", "last.pth.tar"
 BEST_VAL = "best_val_model.pth.tar"   # --val_fraction: the best epoch on the validation parts
