@@ -261,10 +261,10 @@ def test_shortened_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     against = {a["figure"]: a for a in results["published"]}
     for name in ("promptiqa/noise", "promptiqa/blur_noise/all", "promptiqa/prompt_effect",
                  "promptiqa_wo_prompt/prompt_effect"):
-        a = against[name]
-        assert [a["min"], a["median"], a["max"]] == shipped[name]
-        assert a["inside"] == (a["min"] <= round(a["value"], 3) <= a["max"])
-        assert f"{'inside' if a['inside'] else 'OUTSIDE'}: {name} " in out
+        fig = against[name]
+        assert [fig["min"], fig["median"], fig["max"]] == shipped[name]
+        assert fig["inside"] == (fig["min"] <= round(fig["value"], 3) <= fig["max"])
+        assert f"{'inside' if fig['inside'] else 'OUTSIDE'}: {name} " in out
     assert "Against the README's range over seeds 2024, " in out
     md = (run / "results.md").read_text()
     assert "SROCC" in md and "over all 25 held-out images" in md and "Against the README's range" in md
