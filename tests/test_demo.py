@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from promptiqa.data.registry import load_dataset
-from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig, main
+from promptiqa.demo import published
+from promptiqa.demo.run import DEFAULT_CONFIG, Demo, DemoConfig, main
 from promptiqa.demo.synthetic import (DISTORTIONS, MAX_CROPS_PER_PHOTO, REQUIREMENT_NAMES, SINGLE_ASPECTS,
                                       example_set, generate, read_images, reference_crops, requirement,
                                       requirement_labels, severity)
@@ -255,8 +256,18 @@ def test_shortened_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert {"prompt effect <= -0.5", "SROCC >= 0.6 on noise (its own prompt, its held-out set)",
             "noise prompt: own SROCC - best other single-aspect SROCC >= 0.2",
             "SROCC >= 0.3 on blur_noise (unseen; its own prompt, its held-out set)"} <= whats
+    # every figure the shipped config publishes a range for is checked against it, and said so
+    shipped = DemoConfig.from_yaml(DEFAULT_CONFIG).published["figures"]
+    against = {a["figure"]: a for a in results["published"]}
+    for name in ("promptiqa/noise", "promptiqa/blur_noise/all", "promptiqa/prompt_effect",
+                 "promptiqa_wo_prompt/prompt_effect"):
+        fig = against[name]
+        assert [fig["min"], fig["median"], fig["max"]] == shipped[name]
+        assert fig["inside"] == (fig["min"] <= round(fig["value"], 3) <= fig["max"])
+        assert f"{'inside' if fig['inside'] else 'OUTSIDE'}: {name} " in out
+    assert "Against the README's range over seeds 2024, " in out
     md = (run / "results.md").read_text()
-    assert "SROCC" in md and "over all 25 held-out images" in md
+    assert "SROCC" in md and "over all 25 held-out images" in md and "Against the README's range" in md
     assert "| noise |" in md and md.count("| prompt \\ labels |") == 2            # both matrices, row by row
     # determinism for a seed: the same config again (prompted model only) gives the same predictions and matrix.
     # Alone, it would train on every core; side by side each model had its share, and float sums depend on that.
@@ -267,3 +278,72 @@ def test_shortened_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert set(again) == {"promptiqa"}
     assert again["promptiqa"]["cross_srocc"] == prompted["cross_srocc"]
     assert again["promptiqa"]["requirements"]["demo_ssim"]["pred_pool"] == a
+
+
+def _summary(seed, srocc, effect, baseline=True):
+    """A demo results.json reduced to what the published figures read."""
+    def model(s, e):
+        return {"prompt_effect": e, "requirements": {
+            "demo_ssim": {"metrics": {"srocc": s}, "srocc_pool": s / 2},
+            "demo_blur_noise": {"metrics": {"srocc": -s}, "srocc_pool": 0.25}}}
+    models = {"promptiqa": model(srocc, effect)}
+    if baseline:
+        models["promptiqa_wo_prompt"] = model(0.01, 1.0)
+    return {"config": {"train": {"seed": seed}}, "models": models}
+
+
+def test_published_ranges_are_min_median_max_over_seeds_and_runs_are_checked_against_them():
+    runs = [_summary(1, 0.50, -0.9), _summary(2, 0.70, -0.5), _summary(3, 0.6004, -0.99, baseline=False)]
+    ranges = published.ranges(runs)
+    assert ranges["promptiqa/ssim"] == [0.5, 0.6, 0.7]
+    assert ranges["promptiqa/blur_noise"] == [-0.7, -0.6, -0.5]
+    assert ranges["promptiqa/ssim/all"] == [0.25, 0.3, 0.35]
+    assert ranges["promptiqa/prompt_effect"] == [-0.99, -0.9, -0.5]
+    assert not any(k.startswith("promptiqa_wo_prompt/") for k in ranges)   # not in every run
+    pub = {"seeds": [1, 2, 3], "figures": ranges}
+    published.check(pub)
+    # each published run falls inside at the printed precision; a run beyond the range is flagged
+    for run in runs:
+        assert all(a["inside"] for a in published.compare(run, pub))
+    flagged = {a["figure"]: a["inside"] for a in published.compare(_summary(4, 0.7006, -0.2), pub)}
+    assert flagged["promptiqa/ssim"] is False and flagged["promptiqa/prompt_effect"] is False
+    assert flagged["promptiqa/ssim/all"] is True
+    assert published.compare(runs[0], None) == []
+    with pytest.raises(ValueError, match="published figure promptiqa/ssim: expected"):
+        published.check({"seeds": [1], "figures": {"promptiqa/ssim": [0.7, 0.6, 0.5]}})
+
+
+def test_published_command_prints_the_config_section_and_the_readme_table(tmp_path, capsys):
+    folders = []
+    for seed, s in ((2024, 0.5), (2025, 0.6), (2026, 0.7)):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        summary = _summary(seed, s, -0.9)
+        summary["config"].update(train_requirements=["ssim"], unseen_requirements=["blur_noise"],
+                                 mirror=["ssim", "dssim"])
+        (folder / "results.json").write_text(json.dumps(summary))
+        folders.append(str(folder))
+    assert published.main(folders + ["--machine", "test machine"]) == 0
+    out = capsys.readouterr().out
+    section = yaml.safe_load(out.split("\n\n")[0])["published"]
+    assert section["seeds"] == [2024, 2025, 2026] and section["machine"] == "test machine"
+    assert section["figures"]["promptiqa/ssim"] == [0.5, 0.6, 0.7]
+    assert "| `ssim` | 0.600 [0.500, 0.700] | 0.300 [0.250, 0.350] | 0.010 [0.010, 0.010] |" in out
+    assert "| `blur_noise` (unseen) | \u22120.600 [\u22120.700, \u22120.500] |" in out
+    assert published.main(folders[:1] + folders[:1]) == 1
+    assert "the runs must differ in seed" in capsys.readouterr().err
+    assert published.main([str(tmp_path / "none")]) == 1
+    assert f"{tmp_path / 'none' / 'results.json'}: no results.json" in capsys.readouterr().err
+
+
+def test_the_readme_publishes_the_shipped_ranges_and_the_seed_option_sets_the_training_seed(monkeypatch):
+    cfg = DemoConfig.from_yaml(DEFAULT_CONFIG)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = published.readme_table(cfg.published, cfg.requirements, cfg.unseen_requirements, cfg.mirror)
+    assert table in readme                                 # the README's table is the config's ranges
+    assert len(cfg.published["seeds"]) >= 3
+    assert DemoConfig.from_yaml(DEFAULT_CONFIG, full=True).published is None   # --full: none published
+    seen = []
+    monkeypatch.setattr(Demo, "run", lambda self: seen.append(self.cfg.train["seed"]))
+    assert main(["--seed", "7"]) == 0 and main([]) == 0
+    assert seen == [7, cfg.train["seed"]]

@@ -15,4 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="the longer run of the config's 'full' section")
     p.add_argument("--save_path", help="output folder (default: the config's save_path, under the current folder)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=int, help="training seed of both models (default: the config's train.seed, the "
+                                            "README's first seed)")
     p.add_argument("--no_baseline", action="store_true", help="skip the w/o-prompt baseline (halves training time)")

@@ -29,6 +29,7 @@ from ..config import TrainConfig
 from ..engine import run_folder
 from ..evaluation.report import fmt, markdown_table, text_table
 from ..resources import config_file, python_env
+from . import published
 from .options import DEFAULT_CONFIG, add_arguments
 from .synthetic import read_images, requirement, requirement_labels
 
@@ -57,6 +58,7 @@ class DemoConfig:
     score_images: int = 0                                      # held-out images it scores
     targets: Dict[str, float] = field(default_factory=dict)   # the thresholds the demo checks (see Demo.targets)
     save_path: str = ""
+    published: Optional[Dict[str, Any]] = None                 # the README's figures over seeds (demo/published.py)
     full: Dict[str, Any] = field(default_factory=dict)        # overrides for --full (nested like the file)
 
     @classmethod
@@ -105,6 +107,7 @@ class DemoConfig:
         missing = sorted(set(TARGETS) - set(self.targets))
         if missing or set(self.targets) - set(TARGETS):
             raise ValueError(f"targets must give exactly {sorted(TARGETS)}, got {sorted(self.targets)}")
+        published.check(self.published)
 
     @property
     def requirements(self) -> List[str]:
@@ -314,6 +317,8 @@ class Demo:
             "config": asdict(cfg), "times_s": self.times, "targets": targets, "n_test_images": n_pool,
             "models": {k: v.to_dict() for k, v in results.items()}, "scored": scored,
         }
+        summary["published"] = against = published.compare(summary, cfg.published)
+        range_lines = self._published_lines(against)
         (self.out / "results.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
         cross_header = ["prompt \\ labels"] + cfg.requirements
         matrix = self._matrix(prompted.cross)
@@ -328,7 +333,7 @@ class Demo:
               f"The same over all {n_pool} held-out images (an aspect requirement's labels are then mostly tied):", "",
               markdown_table(cross_header, self._matrix(prompted.cross_pool)), "",
               "Targets:", ""] + [f"- {'met' if t['met'] else 'NOT met'}: {t['what']} (measured {fmt(t['value'])})"
-                                for t in targets] + ["",
+                                for t in targets] + [""] + range_lines + ["",
               "Times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.times.items())]
         (self.out / "results.md").write_text("\n".join(md) + "\n")
         self.plot(results, self.out / "results.png")
@@ -345,9 +350,24 @@ class Demo:
         print()
         for t in targets:
             print(f"{'met' if t['met'] else 'NOT met'}: {t['what']} (measured {fmt(t['value'])})")
+        print()
+        print("\n".join(range_lines))
         print(f"times: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.times.items()))
         print(f"wrote {self.out / 'results.md'}, {self.out / 'results.json'}, {self.out / 'results.png'}")
         return summary
+
+    def _published_lines(self, against: List[dict]) -> List[str]:
+        """Each figure against the README's range over seeds (configs/demo.yaml's ``published``)."""
+        pub = self.cfg.published
+        if not pub:
+            return ["No published range for this configuration (configs/demo.yaml: published)."]
+        outside = [a for a in against if not a["inside"]]
+        lines = [f"Against the README's range over seeds {', '.join(map(str, pub['seeds']))} "
+                 f"({pub.get('machine') or 'machine not recorded'}); figures vary with the CPU: "
+                 f"{len(against) - len(outside)} of {len(against)} inside"]
+        lines += [f"- {'inside' if a['inside'] else 'OUTSIDE'}: {a['figure']} {fmt(a['value'])} "
+                  f"(published median {fmt(a['median'])}, range {fmt(a['min'])} to {fmt(a['max'])})" for a in against]
+        return lines
 
     def _matrix(self, cross: Dict[str, Dict[str, float]]) -> List[list]:
         keys = [self.key(r) for r in self.cfg.requirements]
@@ -440,7 +460,9 @@ def run(args: argparse.Namespace) -> int:
     if args.save_path:
         overrides["save_path"] = args.save_path
     if args.device:
-        overrides["train"] = {"device": args.device}
+        overrides.setdefault("train", {})["device"] = args.device
+    if args.seed is not None:
+        overrides.setdefault("train", {})["seed"] = args.seed
     if args.no_baseline:
         overrides["baseline"] = False
     try:
