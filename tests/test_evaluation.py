@@ -173,11 +173,17 @@ def test_leakage_guard_compares_units_of_relabelled_copies(data, checkpoints):
     assert check_leakage(koniq, make_split(koniq, 2024), info, trained_key="koniq10k").status == "disjoint"
 
 
-def test_prompt_perturbations(data):
+@pytest.fixture
+def train(data):
+    """koniq10k's train split at seed 2024, 64 px: where the prompts below are sampled from."""
     ds = load_dataset("koniq10k", data["koniq10k"])
     split = make_split(ds, 2024)
     train = IQAImages([r.path for r in ds.records], normalise_labels(ds, split.train_indices), 64,
                       indices=split.train_indices)
+    return train
+
+
+def test_prompt_perturbations(train):
     plain = build_prompt(train, 5, "interval", seed=3)
     assert plain.positions == plain.sampled and plain.scores.tolist() == pytest.approx(
         train.labels[plain.sampled].tolist())
@@ -199,11 +205,7 @@ def test_prompt_perturbations(data):
         build_prompt(train, 40, key="koniq10k")
 
 
-def test_random_images_are_seeded_uniform_random_pixels(data):
-    ds = load_dataset("koniq10k", data["koniq10k"])
-    split = make_split(ds, 2024)
-    train = IQAImages([r.path for r in ds.records], normalise_labels(ds, split.train_indices), 64,
-                      indices=split.train_indices)
+def test_random_images_are_seeded_uniform_random_pixels(train):
     plain = build_prompt(train, 5, "interval", seed=3)
     noise = build_prompt(train, 5, "interval", seed=3, perturb=["random_images"])
     assert noise.images.dtype == torch.uint8 and noise.images.shape == plain.images.shape == (5, 3, 64, 64)
