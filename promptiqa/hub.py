@@ -9,6 +9,7 @@ selects a mirror, ``HF_HUB_OFFLINE=1`` forbids downloads. Every tool resolves ``
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -18,6 +19,11 @@ from .errors import PromptIQAError
 HF_PREFIX = "hf:"
 RELEASE_REPO = "Zevin2023/PromptIQA"
 DEFAULT_FILE = "best_model.pth.tar"
+# How long one connection attempt to the endpoint may take before a download is given up: huggingface_hub retries a
+# failed request five times with back-off (about 25 s and six warning lines before its error), which an offline
+# machine should not wait through.
+REACH_TIMEOUT_S = 3.0
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 RELEASE = HF_PREFIX + RELEASE_REPO
 
 
@@ -77,17 +83,47 @@ def fetch(ref: HubFile) -> Path:
         return found
     from huggingface_hub import constants, errors, hf_hub_download
 
+    if constants.HF_HUB_OFFLINE:
+        raise _not_fetched(ref, "HF_HUB_OFFLINE is set")
+    unreachable = endpoint_unreachable(constants.ENDPOINT)
+    if unreachable:
+        raise _not_fetched(ref, unreachable)
     try:
         return Path(hf_hub_download(ref.repo, ref.filename, revision=ref.revision))
     except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.RemoteEntryNotFoundError) as err:
         reason = f"the hub has no such {_what(err)} ({type(err).__name__})"
-    except errors.LocalEntryNotFoundError:  # offline, or the endpoint unreachable, and nothing cached
-        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} was unreachable"
+    except errors.LocalEntryNotFoundError:  # the endpoint stopped answering after the check, and nothing cached
+        reason = f"{constants.ENDPOINT} was unreachable"
     except Exception as err:  # an HTTP error (gated repository, no token), a full disk, ...
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    raise HubError(f"{ref}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and could not be downloaded "
-                   f"({reason}); download {ref.url}, save it as checkpoints/{Path(ref.filename).name} and pass that "
-                   f"path instead, or set HF_ENDPOINT to a mirror of the hub") from None
+    raise _not_fetched(ref, reason)
+
+
+def endpoint_unreachable(endpoint: str, timeout: float = REACH_TIMEOUT_S) -> Optional[str]:
+    """Why ``endpoint`` cannot be reached (no name resolution, connection refused, no answer within ``timeout``), or
+    None when a connection opens. One attempt, so that an offline machine fails at once; behind a proxy (the
+    *_PROXY variables) the hub client is left to find out, since only the proxy can reach the endpoint."""
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return None
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    if not url.hostname:
+        return f"HF_ENDPOINT {endpoint!r} names no host"
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as err:
+        return f"{endpoint} was unreachable: {err.strerror or err or type(err).__name__}"
+    return None
+
+
+def _not_fetched(ref: HubFile, reason: str) -> "HubError":
+    """The one error of a reference that is neither cached nor downloadable: what was tried, why, and what to do."""
+    from huggingface_hub import constants
+
+    return HubError(f"{ref}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and could not be downloaded "
+                    f"({reason}); download {ref.url}, save it as checkpoints/{Path(ref.filename).name} and pass that "
+                    f"path instead, or set HF_ENDPOINT to a mirror of the hub")
 
 
 def _what(err: Exception) -> str:

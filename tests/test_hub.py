@@ -8,13 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from promptiqa.hub import DEFAULT_FILE, RELEASE_REPO, HubError, HubFile, parse_reference
+from promptiqa.hub import (DEFAULT_FILE, PROXY_VARIABLES, RELEASE_REPO, HubError, HubFile, endpoint_unreachable,
+                           parse_reference)
 from promptiqa.models import load_model
 from tests.test_predict import _micro_checkpoint, _write_image
 
@@ -58,9 +61,9 @@ def put_in_hf_cache(hf_home: Path, repo: str, filename: str, data: bytes, revisi
     return snapshot
 
 
-def _probe(hf_home: Path, calls: dict, *extra: str, endpoint: str = "") -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+def _probe(hf_home: Path, calls: dict, *extra: str, endpoint: str = "", offline: bool = True) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and not k.lower().endswith("_proxy")}
+    env.update(HF_HOME=str(hf_home), PYTHONPATH=str(ROOT), **({"HF_HUB_OFFLINE": "1"} if offline else {}))
     if endpoint:
         env["HF_ENDPOINT"] = endpoint
     calls = {k: [str(a) for a in v] for k, v in calls.items()}
@@ -135,6 +138,42 @@ def test_an_empty_cache_offline_explains_what_to_do(scoring, tmp_path):
     assert f"checkpoint not found: {tmp_path / 'nowhere.pth.tar'}" in missing
     assert "--checkpoint hf:Zevin2023/PromptIQA" in missing and "/Zevin2023/PromptIQA/resolve/main/" in missing
     assert "expected hf:OWNER/NAME[/FILE][@REVISION]" in result["malformed"][2]
+
+
+def _closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_hub_fails_at_once_without_retry_noise(scoring, tmp_path):
+    """No HF_HUB_OFFLINE, and the endpoint down: one error line within seconds, not huggingface_hub's five retries
+    (about 25 s and six warning lines before this check)."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    score = ["score", "--prompt", scoring["csv"], "--quiet", scoring["queries"][0]]
+    start = time.monotonic()
+    result = _probe(tmp_path / "empty", {"release": [*score, "--checkpoint", "hf:Zevin2023/PromptIQA"]},
+                    endpoint=endpoint, offline=False)
+    rc, out, err = result["release"]
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"({endpoint} was unreachable: " in err and "Retrying" not in err
+    assert f"{endpoint}/Zevin2023/PromptIQA/resolve/main/{DEFAULT_FILE}" in err
+    assert time.monotonic() - start < 20      # the interpreter and torch start-up included
+
+
+def test_the_reachability_check_opens_one_connection_and_leaves_proxies_to_the_client(monkeypatch):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert endpoint_unreachable(f"http://127.0.0.1:{server.getsockname()[1]}") is None
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    assert endpoint_unreachable(closed).startswith(f"{closed} was unreachable: ")
+    assert endpoint_unreachable("no-scheme-or-host") == "HF_ENDPOINT 'no-scheme-or-host' names no host"
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert endpoint_unreachable(closed) is None          # only the proxy can tell
 
 
 def test_load_model_takes_local_paths_as_before(scoring):
