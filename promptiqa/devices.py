@@ -8,8 +8,11 @@ Importing this module does not load torch (command-line parsers read AMP_MODES).
 """
 from __future__ import annotations
 
+import os
+import platform
 from contextlib import nullcontext
-from typing import Optional
+from pathlib import Path
+from typing import Dict, List, Optional
 
 from .errors import ConfigError
 
@@ -17,6 +20,51 @@ AMP_MODES = {"bf16": "bfloat16"}        # --amp value -> the torch dtype autocas
 AMP_CHOICES = (*AMP_MODES, "none")      # "none": float32 throughout
 FP16_REFUSAL = ("fp16 is not offered: MAL's unscaled attention energies overflow float16 (in training as in "
                 "scoring); use bf16, which has float32's range, or none")
+
+
+# The CPU's vector extensions that change which kernels torch runs, and with them the rounding of every sum: a model
+# trained from scratch (the demo) goes elsewhere on an AVX2 CPU than on an AVX-512 one. /proc/cpuinfo's names.
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                     "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",     # x86
+                     "asimd", "asimddp", "bf16", "i8mm", "sve", "sve2", "sme")              # Arm
+
+
+def cpu_name(cpuinfo: Optional[str] = None) -> str:
+    """The CPU's model name (/proc/cpuinfo; elsewhere what the platform module says)."""
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_vector_extensions(cpuinfo: Optional[str] = None) -> List[str]:
+    """Which of VECTOR_EXTENSIONS the CPU has (its flags, /proc/cpuinfo), in VECTOR_EXTENSIONS' order."""
+    flags = set()
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return [name for name in VECTOR_EXTENSIONS if name in flags]
+
+
+def cpu_facts() -> Dict[str, object]:
+    """What a CPU run's figures depend on: the model, its vector extensions, the kernels torch picked for them
+    (its CPU capability), the cores and torch's thread counts, and how torch was built (CUDA or CPU-only)."""
+    import torch
+
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+    return {"model": cpu_name(), "vector_extensions": cpu_vector_extensions(), "torch_cpu_capability": capability,
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
+            "torch_build": f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"}
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:   # not Linux
+        return ""
 
 
 def default_device():

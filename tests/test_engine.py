@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from promptiqa.config import resolve_config
-from promptiqa.devices import autocast
+from promptiqa.devices import autocast, cpu_facts, cpu_name, cpu_vector_extensions
 from promptiqa.distributed import DistEnv, quiet_unless_main
 from promptiqa.engine.run_folder import best_epoch, selection_score
 from promptiqa.engine.virtual_ranks import GroupBatchNorm2d, batchnorm_groups, group_batchnorm_layers
@@ -137,3 +137,25 @@ def test_other_ranks_are_quiet_only_inside_the_run():
         warnings.warn("after the run")
     assert [str(w.message) for w in caught] == ["from rank 0", "after the run"]
     assert warnings.filters == before
+
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9654 96-Core Processor
+flags\t\t: fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512_bf16 sha_ni
+"""
+ARM_CPUINFO = """processor\t: 0
+Features\t: fp asimd evtstrm aes sha2 asimddp sve bf16 i8mm
+Model\t\t: Neoverse-V1
+"""
+
+
+def test_the_cpu_facts_name_the_model_and_the_vector_extensions_that_change_the_kernels():
+    assert cpu_name(X86_CPUINFO) == "AMD EPYC 9654 96-Core Processor" and cpu_name(ARM_CPUINFO) == "Neoverse-V1"
+    assert cpu_vector_extensions(X86_CPUINFO) == ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw",
+                                                  "avx512vl", "avx512_bf16"]
+    assert cpu_vector_extensions(ARM_CPUINFO) == ["asimd", "asimddp", "bf16", "i8mm", "sve"]
+    facts = cpu_facts()
+    assert facts["torch_threads"] == torch.get_num_threads() and facts["cores"] == os.cpu_count()
+    assert facts["torch_build"] == (f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only")
+    assert facts["model"] == cpu_name() and facts["vector_extensions"] == cpu_vector_extensions()

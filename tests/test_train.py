@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from promptiqa.config import TrainConfig, resolve_config
+from promptiqa.devices import cpu_name, cpu_vector_extensions
 from promptiqa.engine import TrainingError, loop as loop_module
 from promptiqa.engine.augment import PromptAugment
 from promptiqa.engine.run_folder import TENSORBOARD
@@ -85,6 +86,10 @@ def test_single_process_run_writes_every_output(trained_run):
         (e, d, s) for e in ("1", "2") for d in ("koniq10k", "csiq") for s in ("train", "test")}
     env = json.loads((run / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and "git_commit" in env
+    # the CPU the figures depend on: its model, vector extensions, torch's kernels and threads, the torch build
+    assert env["cpu"]["model"] == cpu_name() and env["cpu"]["vector_extensions"] == cpu_vector_extensions()
+    assert set(env["cpu"]) == {"model", "vector_extensions", "torch_cpu_capability", "cores", "torch_threads",
+                               "torch_interop_threads", "torch_build"}
     log = (run / "log.txt").read_text()
     assert "images per step 8" in log and "prompt length 7" in log and "selects on the test split" in log
     best, info = load_model(run / "best_model.pth.tar", device="cpu", with_info=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..data.splits import RUN_SPLITS_FILE
+from ..devices import cpu_facts
 from ..errors import ConfigError
 from ..fileio import atomic_write, atomic_write_text, new_figure, remove_orphans, save_figure
 
@@ -174,7 +175,7 @@ def write_summary(folder, best: Mapping[str, Any], last: Sequence[Mapping[str, A
 
 
 def environment_info() -> dict:
-    """Provenance of a run: git commit, Python/torch/timm versions, devices."""
+    """Provenance of a run: git commit, Python/torch/timm versions, devices, the CPU (devices.cpu_facts)."""
     import timm
     import torch
 
@@ -190,7 +191,8 @@ def environment_info() -> dict:
     return {"promptiqa": __version__, "git_commit": commit, "python": platform.python_version(),
             "torch": torch.__version__, "timm": timm.__version__, "platform": platform.platform(),
             "cuda": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in
-                                                 range(torch.cuda.device_count())]}
+                                                 range(torch.cuda.device_count())],
+            "cpu": cpu_facts()}   # a CPU run's figures depend on its vector extensions and thread counts
 
 
 def plot_curves(history: Sequence[Dict[str, Any]], path) -> None:

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ...devices import cpu_name
 from ...models.reference_weights import FIDELITY_TOLERANCE, read_vector, reference_state_dict, vector_errors
 from .runner import FAIL, INFO, NA, PASS, WARN, Check, Context, RowResult
 
@@ -82,7 +83,7 @@ def device_facts(context: Context) -> Dict[str, str]:
     """What the report's head says about the machine (the runner calls it like an item)."""
     facts = {"torch": torch.__version__, "python": platform.python_version(), "cpu cores": str(os.cpu_count())}
     if context.cpu:
-        facts["device"] = f"CPU: {_cpu_name()} ({torch.get_num_threads()} threads)"
+        facts["device"] = f"CPU: {cpu_name()} ({torch.get_num_threads()} threads)"
         return facts
     props = torch.cuda.get_device_properties(0)
     facts["device"] = (f"{props.name}, {props.total_memory / 2 ** 30:.1f} GiB, compute capability "
@@ -93,16 +94,6 @@ def device_facts(context: Context) -> Dict[str, str]:
     nccl = torch.cuda.nccl.version() if torch.distributed.is_nccl_available() else None
     facts["NCCL"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
     return facts
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _nvidia_smi(query: str) -> Optional[str]:
