@@ -324,12 +324,12 @@ def test_val_fraction_selects_an_epoch_on_validation_and_reports_its_test_figure
                      rf"best_model.pth.tar\): .* \| best on validation \(epoch {chosen}, best_val_model.pth.tar\): "
                      rf"koniq10k SROCC {figures[chosen, 'koniq10k', 'test']['srocc']:.4f}", log)
     # TensorBoard gets the validation figures beside the test figures, at the same steps
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
-    events.Reload()
+    from tests.test_tracking import _read
+
+    events = _read(run)
     for d in data:
-        val_points = [(e.step, e.value) for e in events.Scalars(f"val/{d}/srocc")]
-        assert [s for s, _ in val_points] == [e.step for e in events.Scalars(f"test/{d}/srocc")]
+        val_points = events[f"val/{d}/srocc"]
+        assert [s for s, _ in val_points] == [s for s, _ in events[f"test/{d}/srocc"]]
         assert [v for _, v in val_points] == pytest.approx([figures[e, d, "val"]["srocc"] for e in (1, 2)])
 
 

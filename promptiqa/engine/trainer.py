@@ -77,13 +77,11 @@ class Trainer:
                            feeds_gpu=self.env.device.type == "cuda")
             self.isp_positions[key] = v.isp_positions(self.plan.isp_num)
             views.append(v)
-            if v.val is None:
-                self.log(f"dataset {key}: {len(v.train)} train / {len(v.test)} test images ({v.records.split_by} "
-                         f"split, {len(v.split.train_units)}/{len(v.split.test_units)} units), labels {cfg.label_norm}")
-            else:
-                self.log(f"dataset {key}: {len(v.train)} train / {len(v.val)} validation / {len(v.test)} test images "
-                         f"({v.records.split_by} split, {len(v.split.train_units)}/{len(v.split.val_units)}/"
-                         f"{len(v.split.test_units)} units), labels {cfg.label_norm}")
+            val, val_units = ("", "") if v.val is None else (f" / {len(v.val)} validation",
+                                                             f"/{len(v.split.val_units)}")
+            self.log(f"dataset {key}: {len(v.train)} train{val} / {len(v.test)} test images ({v.records.split_by} "
+                     f"split, {len(v.split.train_units)}{val_units}/{len(v.split.test_units)} units), labels "
+                     f"{cfg.label_norm}")
         return views
 
     def _prepare(self):
@@ -183,21 +181,10 @@ class Trainer:
             rows = epoch_rows(result, keys, state.epoch, env)
             self._log_epoch(result, rows, state)
             if (state.epoch + 1) % cfg.eval_every == 0 or state.epoch + 1 == cfg.epochs:
-                test = evaluate_test_splits(model, views, self.isp_positions, env, batch_size=cfg.eval_batch_size,
-                                            amp=cfg.eval_amp, official_prompt=cfg.test_prompt == "official",
-                                            flip_axis=cfg.flip_axis, workers=cfg.workers)
-                rows += [dict(epoch=state.epoch + 1, dataset=k, split="test", loss=float("nan"), **m)
-                         for k, m in test.items()]
-                self.tracker.evaluation(state.global_step, test)
+                test = self._evaluate(model, views, state, "test", rows)
                 self._keep_best(model, test, state)
                 if self.checkpoints.validating:
-                    val = evaluate_test_splits(model, views, self.isp_positions, env, batch_size=cfg.eval_batch_size,
-                                               amp=cfg.eval_amp, official_prompt=cfg.test_prompt == "official",
-                                               flip_axis=cfg.flip_axis, workers=cfg.workers, part="val")
-                    rows += [dict(epoch=state.epoch + 1, dataset=k, split="val", loss=float("nan"), **m)
-                             for k, m in val.items()]
-                    self.tracker.evaluation(state.global_step, val, split="val")
-                    self._keep_best_val(model, val, test, state)
+                    self._keep_best_val(model, self._evaluate(model, views, state, "val", rows), test, state)
             state.history.extend(rows)
             state.epoch, state.step = state.epoch + 1, 0
             self.checkpoints.save_last(model, step.optimizer, state, self.augment, self.ranks)
@@ -237,6 +224,17 @@ class Trainer:
         self.log(f"epoch {epoch} test: " + "; ".join(f"{k} SROCC {m['srocc']:.4f} PLCC {m['plcc']:.4f}"
                                                        for k, m in test.items())
                  + f" | best epoch {state.best['epoch']} (SROCC+PLCC sum {state.best['score']:.4f})")
+
+    def _evaluate(self, model, views, state: RunState, part: str, rows: List[dict]) -> Dict[str, Dict[str, float]]:
+        """Every dataset's ``part`` ("test", or "val" with --val_fraction) scored after an epoch: its figures, which
+        also go to ``rows`` (metrics.csv) and the tracker."""
+        cfg = self.cfg
+        figures = evaluate_test_splits(model, views, self.isp_positions, self.env, batch_size=cfg.eval_batch_size,
+                                       amp=cfg.eval_amp, official_prompt=cfg.test_prompt == "official",
+                                       flip_axis=cfg.flip_axis, workers=cfg.workers, part=part)
+        rows += [dict(epoch=state.epoch + 1, dataset=k, split=part, loss=float("nan"), **m) for k, m in figures.items()]
+        self.tracker.evaluation(state.global_step, figures, split=part)
+        return figures
 
     def _keep_best_val(self, model, val: Dict[str, Dict[str, float]], test: Dict[str, Dict[str, float]],
                        state: RunState) -> None:
