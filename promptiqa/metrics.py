@@ -11,7 +11,9 @@ import warnings
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-from scipy import optimize, stats
+
+# scipy (the [train] extra) is imported where a metric is computed: a module that imports this one still loads,
+# and its command's --help still works, in a core install.
 
 METRICS = ("srocc", "plcc", "krcc", "rmse")
 
@@ -49,18 +51,24 @@ def _degenerate(pred: np.ndarray, gt: np.ndarray, name: str) -> bool:
 def srocc(pred, gt) -> float:
     """Spearman rank-order correlation (ties get average ranks)."""
     pred, gt = _pair(pred, gt)
+    from scipy import stats
+
     return float("nan") if _degenerate(pred, gt, "SROCC") else float(stats.spearmanr(pred, gt)[0])
 
 
 def plcc(pred, gt) -> float:
     """Pearson linear correlation of the raw predictions (the paper's PLCC; no logistic fit)."""
     pred, gt = _pair(pred, gt)
+    from scipy import stats
+
     return float("nan") if _degenerate(pred, gt, "PLCC") else float(stats.pearsonr(pred, gt)[0])
 
 
 def krcc(pred, gt) -> float:
     """Kendall rank-order correlation (tau-b, which accounts for ties)."""
     pred, gt = _pair(pred, gt)
+    from scipy import stats
+
     return float("nan") if _degenerate(pred, gt, "KRCC") else float(stats.kendalltau(pred, gt)[0])
 
 
@@ -78,6 +86,8 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
 
 def plcc_logistic(pred, gt) -> float:
     """Pearson correlation after fitting the 4-parameter logistic from predictions to ground truth (VQEG)."""
+    from scipy import optimize, stats
+
     pred, gt = _pair(pred, gt)
     if _degenerate(pred, gt, "PLCC (logistic)"):
         return float("nan")
