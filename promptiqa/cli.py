@@ -1,24 +1,36 @@
 """The ``python -m promptiqa`` command line (also the ``promptiqa`` console command): the one registry of commands.
 
 Every command lives in COMMANDS: a Command (arguments declared here, a run function) or a Delegated one (its
-module parses its own options: train.py's, test.py's, the experiments'). train.py, test.py and scripts/*.py are
-shims that call ``script(name)``. Modules are imported only when their command runs, so ``--help`` stays fast;
-a run function returns an exit code. Errors follow promptiqa.errors' rule: a user error is one
+module parses its own options: train.py's, test.py's, the experiments'), each with the extra of pyproject.toml it
+needs (EXTRA_MODULES: what each extra provides). train.py, test.py and scripts/*.py are shims that call
+``script(name)``. Modules are imported only when their command runs, so ``--help`` stays fast (and works without
+the extra); a run function returns an exit code. Errors follow promptiqa.errors' rule: a user error is one
 ``error: ...`` line with exit code 1 (``--verbose`` shows the full message and traceback), a usage error 2.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from promptiqa.app import command as app_command
 from promptiqa.devices import AMP_MODES
-from promptiqa.errors import run_command
+from promptiqa.errors import PromptIQAError, run_command
+
+# The modules each extra of pyproject.toml installs that its commands import, by import name (tests/test_install.py
+# checks each comes from a distribution the extra requires). A command's extra is checked before it runs.
+_TRAIN = ("scipy", "openpyxl", "xlrd", "matplotlib")
+EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
+    "train": _TRAIN,                             # metrics, plots, Excel and MATLAB label files
+    "demo": _TRAIN + ("skimage",),               # + the demo's photographs and its SSIM/PSNR labels
+    "paper": _TRAIN + ("piq", "skimage"),        # + Table 3's full-reference relabelling
+    "app": ("gradio", "matplotlib", "skimage"),  # the page, its chart, the bundled examples (the demo's photographs)
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,7 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    extra: Optional[str] = None   # the extra of pyproject.toml it needs (a key of EXTRA_MODULES); None: the core
 
 
 @dataclass(frozen=True)
@@ -38,10 +51,9 @@ class Delegated:
 
     help: str
     target: str
+    extra: Optional[str] = None   # as Command's
 
     def main(self) -> Callable[[Optional[Sequence[str]]], Optional[int]]:
-        import importlib
-
         module, function = self.target.split(":")
         return getattr(importlib.import_module(module), function)
 
@@ -287,45 +299,48 @@ def _run_isp(args: argparse.Namespace) -> int:
 COMMANDS: Dict[str, Union[Command, Delegated]] = {
     # training and evaluating one model (train.py and test.py are shims over these)
     "train": Delegated("train PromptIQA on a mix of IQA datasets (train.py; --config YAML, torchrun, resume)",
-                       "promptiqa.engine.trainer:main"),
+                       "promptiqa.engine.trainer:main", extra="train"),
     "test": Delegated("evaluate a checkpoint on datasets' test splits (test.py): SROCC/PLCC, predictions, plots",
-                      "promptiqa.evaluation.runner:main"),
+                      "promptiqa.evaluation.runner:main", extra="train"),
     # scoring
     "score": Command("score images under a requirement given as image-score pairs", _add_score_arguments,
                      _run_score),
     "isp": Command("show the ISPP (image-score prompt) a dataset's train split gives, as training's evaluation "
-                   "and test.py choose it", _add_isp_arguments, _run_isp),
+                   "and test.py choose it", _add_isp_arguments, _run_isp, extra="train"),
     # data
     "check": Delegated("check that a dataset's label file and images are where and what they should be, or that "
-                       "a run's splits equal the published ones (--splits)", "promptiqa.cli:check_main"),
+                       "a run's splits equal the published ones (--splits)", "promptiqa.cli:check_main",
+                       extra="train"),
     "publish-splits": Delegated("write the published splits (every public dataset at the 10 split seeds) from "
-                                "label files", "promptiqa.data.published:main"),
+                                "label files", "promptiqa.data.published:main", extra="train"),
     "prepare": Delegated("decode a dataset's images once into a cache that training and testing read fast",
-                         "promptiqa.data.prepare:main"),
+                         "promptiqa.data.prepare:main", extra="train"),
     # the embedded demo
     "demo": Delegated("the embedded demo: synthetic requirements, training, prompted evaluation (scripts/demo.sh)",
-                      "promptiqa.demo.run:main"),
+                      "promptiqa.demo.run:main", extra="demo"),
     # the paper's experiments that train models
     "ten-splits": Delegated("train and test on the 10 split seeds, then summarise (Table 2; scripts/ten_splits.py)",
-                            "promptiqa.experiments.protocol:ten_splits_main"),
+                            "promptiqa.experiments.protocol:ten_splits_main", extra="train"),
     "ablation": Delegated("the ablations of Table 6 over split seeds (scripts/ablation.py)",
-                          "promptiqa.experiments.protocol:ablation_main"),
+                          "promptiqa.experiments.protocol:ablation_main", extra="train"),
     "relabel": Delegated("relabel reference-based datasets with SSIM, FSIM and LPIPS (Table 3's new requirements)",
-                         "promptiqa.experiments.relabel:relabel_main"),
+                         "promptiqa.experiments.relabel:relabel_main", extra="paper"),
     # the paper's experiments on a trained checkpoint
     "relabel-eval": Delegated("Table 3: PromptIQA and the w/o-prompt baselines on relabelled requirements",
-                              "promptiqa.experiments.relabel:table3_main"),
+                              "promptiqa.experiments.relabel:table3_main", extra="train"),
     "isp-experiments": Delegated("ISPP selection (Table 4), perturbation (Table 5) and size (Fig. 3) on a "
-                                 "checkpoint (scripts/isp_experiments.py)", "promptiqa.evaluation.isp:isp_main"),
+                                 "checkpoint (scripts/isp_experiments.py)", "promptiqa.evaluation.isp:isp_main",
+                                 extra="train"),
     "summarise": Delegated("median SROCC/PLCC over split seeds in Table 2's layout (Markdown, CSV, XLSX)",
-                           "promptiqa.experiments.summary:main"),
+                           "promptiqa.experiments.summary:main", extra="train"),
     # measuring
     "benchmark": Delegated("training and inference images/s and peak memory of a configuration on this machine "
-                           "(scripts/benchmark.py)", "promptiqa.engine.benchmark:main"),
+                           "(scripts/benchmark.py)", "promptiqa.engine.benchmark:main", extra="train"),
     "gpu-check": Delegated("the acceptance checks for a GPU in one table: fidelity, speed, memory, resume, syncs, "
-                           "recompiles (scripts/gpu_check.sh; --cpu on the CPU)", "promptiqa.engine.gpu_check:main"),
+                           "recompiles (scripts/gpu_check.sh; --cpu on the CPU)", "promptiqa.engine.gpu_check:main",
+                           extra="train"),
     # the web app
-    "app": Command(app_command.HELP, app_command.add_arguments, app_command.run),
+    "app": Command(app_command.HELP, app_command.add_arguments, app_command.run, extra="app"),
 }
 
 
@@ -357,6 +372,26 @@ def build_parser() -> argparse.ArgumentParser:
 PROG = "python -m promptiqa"
 
 
+class ExtraMissing(PromptIQAError):
+    """A command whose extra of pyproject.toml is not installed."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:   # a finder that refuses the name (an import hook) counts as not installed
+        return False
+
+
+def require_extra(extra: Optional[str], who: str) -> None:
+    """Refuse, before anything is read or written, to run ``who`` (the command as typed) when a module that
+    ``extra`` provides is not installed; looked up with find_spec, so nothing heavy is imported."""
+    missing = [module for module in EXTRA_MODULES.get(extra, ()) if not _installed(module)]
+    if missing:
+        raise ExtraMissing(f"{who} needs the {extra} extra ({', '.join(missing)} not installed): "
+                           f'pip install "promptiqa[{extra}]"')
+
+
 @contextlib.contextmanager
 def _program_name(name: str):
     """Show ``name`` as the program in a delegated command's usage and error lines: its module's parser takes
@@ -378,14 +413,23 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     argv = list(sys.argv[1:] if argv is None else argv)
     command = COMMANDS.get(argv[0]) if argv else None
     if isinstance(command, Delegated):
-        with _program_name(prog or f"{PROG} {argv[0]}"):
-            return run_command(lambda: command.main()(argv[1:]))
+        name = prog or f"{PROG} {argv[0]}"
+
+        def delegated() -> Optional[int]:
+            if not {"-h", "--help"} & set(argv[1:]):   # a command's --help works without its extra
+                require_extra(command.extra, name)
+            return command.main()(argv[1:])
+
+        with _program_name(name):
+            return run_command(delegated)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors: argparse has printed what it had to
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
-    return run_command(lambda: COMMANDS[args.command].run(args), verbose=args.verbose)
+    chosen = COMMANDS[args.command]
+    return run_command(lambda: require_extra(chosen.extra, f"{PROG} {args.command}") or chosen.run(args),
+                       verbose=args.verbose)
 
 
 def run(argv: Optional[List[str]] = None) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from promptiqa.cli import COMMANDS, Delegated, main
+from promptiqa import cli
+from promptiqa.cli import COMMANDS, EXTRA_MODULES, Delegated, main
 
 ROOT = Path(__file__).resolve().parents[1]
 # the commands the README and the issue name, each with an option its --help must document
@@ -15,6 +16,8 @@ EXPECTED = {"train": "--batch_size", "test": "--checkpoint", "score": "--prompt"
             "ablation": "--variant", "relabel": "--out_dir", "relabel-eval": "--baseline",
             "isp-experiments": "selection", "summarise": "--out", "benchmark": "--group_size",
             "gpu-check": "--cpu"}
+# arguments a command parses before its extra is checked (delegated commands are checked before their parser runs)
+REQUIRED = {"isp": ["--dataset", "live", "--root", "data/live"]}
 
 
 def test_top_level_help_lists_every_command_with_one_line(capsys):
@@ -58,3 +61,22 @@ def test_scripts_are_shims_over_the_registry(tmp_path):
     assert out.returncode == 2 and "relabel-eval" in out.stderr
     for path in [*ROOT.glob("scripts/*.py"), ROOT / "train.py", ROOT / "test.py", *ROOT.glob("promptiqa/**/*.py")]:
         assert "sys.path.insert" not in path.read_text() and "sys.path.append" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_command_whose_extra_is_missing_stops_with_one_line(name, tmp_path, monkeypatch, capsys):
+    """Only scoring runs on the core install; every other command names its extra (as tests/test_install.py shows
+    in a real core install for demo, test and app), before creating anything, and its --help still works."""
+    extra = COMMANDS[name].extra
+    if name == "score":
+        assert extra is None
+        return
+    assert extra in EXTRA_MODULES, f"{name} declares no extra"
+    hidden = EXTRA_MODULES[extra][-1]
+    monkeypatch.setattr(cli, "_installed", lambda module: module != hidden)
+    monkeypatch.chdir(tmp_path)
+    assert main([name, *REQUIRED.get(name, [])]) == 1
+    assert capsys.readouterr().err == (f"error: python -m promptiqa {name} needs the {extra} extra ({hidden} not "
+                                       f'installed): pip install "promptiqa[{extra}]"\n')
+    assert list(tmp_path.iterdir()) == []
+    assert main([name, "--help"]) == 0 and capsys.readouterr().out.startswith("usage:")
