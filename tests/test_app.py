@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -39,9 +40,10 @@ def free_port() -> int:
 
 class AppServer:
     """``python -m promptiqa app ARGS --port PORT`` in a subprocess, with its own TMPDIR, HF_HOME (empty, offline)
-    and working folder; ``url`` once it serves."""
+    and working folder; ``url`` once it serves. ``program`` is another command line to start (an installed
+    ``promptiqa``): it runs without this checkout on its path."""
 
-    def __init__(self, folder: Path, *args: str):
+    def __init__(self, folder: Path, *args: str, program: Sequence[str] = ()):
         self.folder = Path(folder)
         self.tmp = self.folder / "tmp"
         self.cwd = self.folder / "cwd"
@@ -49,11 +51,12 @@ class AppServer:
             path.mkdir(parents=True, exist_ok=True)
         self.log = self.folder / "app.log"
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "GRADIO_"))}
-        env.update(PYTHONPATH=str(ROOT), TMPDIR=str(self.tmp), HF_HOME=str(self.folder / "hf"), HF_HUB_OFFLINE="1",
-                   MPLCONFIGDIR=str(self.folder / "mpl"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "GRADIO_")) and k != "PYTHONPATH"}
+        env.update(TMPDIR=str(self.tmp), HF_HOME=str(self.folder / "hf"), HF_HUB_OFFLINE="1",
+                   MPLCONFIGDIR=str(self.folder / "mpl"), **({} if program else {"PYTHONPATH": str(ROOT)}))
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "promptiqa", "app", *args, "--port", str(self.port)],
+            self.proc = subprocess.Popen([*(program or (sys.executable, "-m", "promptiqa")), "app", *args,
+                                          "--port", str(self.port)],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          cwd=self.cwd)
         self.url = f"http://127.0.0.1:{self.port}/"
