@@ -114,3 +114,15 @@ def test_nothing_imports_upwards():
             if top in TOOLS or (top in LAYERS and LAYERS.index(top) > LAYERS.index(parts[0])):
                 upward.append(f"promptiqa/{'/'.join(parts)}:{line} imports {module}")
     assert upward == []
+
+
+def test_the_install_table_names_the_extra_of_every_command():
+    """README "Install": each command is in the row of the extra the registry checks for it (the core for none)."""
+    from promptiqa.cli import COMMANDS
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = {}
+    for install, (_, commands) in _table(text, "install").items():
+        extra = re.search(r'\[(\w+)\]|$', install).group(1)
+        listed.update({name: extra for name in re.findall(r"`promptiqa ([\w-]+)`", commands)})
+    assert listed == {name: command.extra for name, command in COMMANDS.items()}
