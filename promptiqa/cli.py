@@ -28,7 +28,7 @@ _TRAIN = ("scipy", "openpyxl", "xlrd", "matplotlib")
 EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
     "train": _TRAIN,                             # metrics, plots, Excel and MATLAB label files
     "demo": _TRAIN + ("skimage",),               # + the demo's photographs and its SSIM/PSNR labels
-    "paper": _TRAIN + ("piq", "skimage"),        # + Table 3's full-reference relabelling
+    "paper": _TRAIN + ("piq",),                  # + Table 3's full-reference relabelling (SSIM, FSIM, LPIPS)
     "app": ("gradio", "matplotlib", "skimage"),  # the page, its chart, the bundled examples (the demo's photographs)
 }
 
