@@ -275,6 +275,10 @@ def test_checkpoint_config_of_the_wrong_shape_is_one_line(scoring, tmp_path, cap
     (lambda o: o.update(score_range=["low", "high"]), "not two numbers"),
     (lambda o: o["prompt"].fill_(float("inf")), "holds NaN or infinity"),
     (lambda o: o.update(score_range=[-1e308, 1e308]), "spans more than a float can hold"),
+    (lambda o: o.update(format_version="1"), "its format_version is '1', not a whole number"),
+    (lambda o: o.update(prompt=o["prompt"][..., :64].contiguous()), "tokens 64 wide where the model's are 128"),
+    (lambda o: o.update(prompt=o["prompt"][:, :1].contiguous()), "holds 1 image-score pairs, a prompt needs at least 2"),
+    (lambda o: o.update(prompt=o["prompt"][:, :0].contiguous()), "holds 0 image-score pairs"),
 ])
 def test_hand_edited_saved_prompt_is_one_line(scoring, tmp_path, capsys, edit, expected):
     import torch
@@ -288,6 +292,28 @@ def test_hand_edited_saved_prompt_is_one_line(scoring, tmp_path, capsys, edit, e
     rc, out, err = _score(scoring, capsys, prompt=saved)
     line = _error_line(err)
     assert rc == 1 and out == "" and str(saved) in line and expected in line, line
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_prompt_naming_a_fifo_is_one_line_not_a_hang(scoring, tmp_path, capsys):
+    """open() on a FIFO waits for a writer: the type is checked first. Should the check go, a writer arriving after
+    10 s unblocks the read, so the test fails on its timing instead of hanging the suite."""
+    import threading
+    import time
+
+    fifo = tmp_path / "prompt.csv"
+    os.mkfifo(fifo)
+    unblock = threading.Timer(10.0, lambda: open(fifo, "w").close())
+    unblock.daemon = True
+    unblock.start()
+    start = time.monotonic()
+    try:
+        rc, out, err = _score(scoring, capsys, prompt=fifo)
+    finally:
+        unblock.cancel()
+    line = _error_line(err)
+    assert time.monotonic() - start < 10 and rc == 1 and out == "", line
+    assert f"{fifo} is not a regular file" in line
 
 
 # ---------------------------------------------------------------- item 7: truncated JPEGs and folders are problems
