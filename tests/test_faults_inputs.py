@@ -605,3 +605,40 @@ def test_scoring_refuses_truncated_jpegs_among_queries_and_prompt_images(scoring
     prompt.write_text(f"image,score\n{scoring['prompt_images'][0]},1\n{query},2\n")
     rc, _, err = _score(scoring, capsys, prompt=prompt)
     assert rc == 1 and _error_line(err).startswith(f"error: {prompt} row 3: truncated JPEG")
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares width x height RGB pixels, with almost no pixel data: it costs nothing to write,
+    and decoding it would allocate width * height * 3 bytes before finding the data short."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_of_too_many_pixels_is_refused_from_its_header(scoring, tmp_path, capsys):
+    """A 30000 x 30000 PNG (2.6 MB when real) took 6 GB and minutes to decode: its header is enough to refuse it,
+    named directly (an error) or found in a folder (skipped with a warning, as an undecodable file)."""
+    import shutil
+    import time
+
+    from promptiqa.data.formats.common import MAX_IMAGE_PIXELS, image_file_problem
+
+    (tmp_path / "folder").mkdir()
+    big = _png_header(tmp_path / "folder" / "big.png", 30000, 30000)
+    assert image_file_problem(big) == (f"image too large: 900,000,000 pixels, more than {MAX_IMAGE_PIXELS:,} "
+                                       f"(refused before decoding)")
+    assert image_file_problem(_png_header(tmp_path / "ok.png", 12000, 12000)) is None   # 144 MP: header passes
+    start = time.monotonic()
+    rc, out, err = _score(scoring, capsys, images=[scoring["queries"][0], big])
+    line = _error_line(err)
+    assert rc == 1 and out == "" and "image too large: 900,000,000 pixels" in line and str(big) in line, line
+    shutil.copy(scoring["queries"][0], tmp_path / "folder" / "fine.png")
+    rc, out, err = _score(scoring, capsys, images=[tmp_path / "folder"])
+    assert rc == 0 and "fine.png" in out and "big.png" not in out and "image too large" in err, (out, err)
+    assert time.monotonic() - start < 30
