@@ -257,16 +257,27 @@ def _set_config(**fields):
     (dict(image_size="64"), "image_size is '64'; expected a positive whole number"),
     (dict(backbone_kwargs=[4, 32]), "backbone_kwargs is [4, 32]"),
     (dict(splits=["koniq10k"]), "splits is 'list'"),
+    # sizes disagreeing with the weights are refused before building (depth 1000000 spent hours constructing blocks)
+    (dict(backbone_kwargs=dict(depth=1000000, embed_dim=32, num_heads=2, patch_size=8)),
+     "its config's depth is 1000000 but its weights are built for 4"),
+    (dict(backbone_kwargs=dict(depth=4, embed_dim=1 << 20, num_heads=2, patch_size=8)),
+     "embed_dim is 1048576 but its weights are built for 32"),
+    (dict(image_size=1 << 16), "image_size is 65536 but its weights are built for 64"),
+    (dict(backbone_kwargs=dict(depth=4, embed_dim=32, num_heads=10 ** 9, patch_size=8)),
+     "num_heads is 1000000000; expected a divisor of the weights' width 32"),
 ])
 def test_checkpoint_config_of_the_wrong_shape_is_one_line(scoring, tmp_path, capsys, fields, expected):
+    import time
+
     from promptiqa.models import CheckpointError, load_model
 
     bad = _edited_checkpoint(scoring["ckpt"], tmp_path / "edited.pth.tar", _set_config(**fields))
     with pytest.raises(CheckpointError, match=str(bad)) as info:
         load_model(bad, device="cpu")
     assert expected in str(info.value)
+    start = time.monotonic()
     rc, _, err = _score(scoring, capsys, ckpt=bad)
-    assert rc == 1 and str(bad) in _error_line(err)
+    assert rc == 1 and str(bad) in _error_line(err) and time.monotonic() - start < 15
 
 
 @pytest.mark.parametrize("edit,expected", [
