@@ -25,6 +25,10 @@ DEFAULT_FILE = "best_model.pth.tar"
 REACH_TIMEOUT_S = 3.0
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 RELEASE = HF_PREFIX + RELEASE_REPO
+# A reference longer than this is refused before anything is looked up (the hub's own names are far shorter).
+MAX_REFERENCE = 1000
+# Characters git refuses in branch and tag names (git check-ref-format), so no revision can hold them.
+REVISION_FORBIDDEN = frozenset("~^:?*[\\")
 
 
 class HubError(PromptIQAError, FileNotFoundError):
@@ -51,16 +55,48 @@ class HubFile:
 
 
 def parse_reference(text: Union[str, os.PathLike]) -> Optional[HubFile]:
-    """The HubFile a ``hf:OWNER/NAME[/FILE][@REVISION]`` string names; None for anything else (a local path)."""
+    """The HubFile a ``hf:OWNER/NAME[/FILE][@REVISION]`` string names; None for anything else (a local path). A
+    malformed reference (a repository name the hub would refuse, ``.`` or ``..`` segments, white space or control
+    characters, more than MAX_REFERENCE characters) is one HubError, before the hub library sees it."""
     text = os.fspath(text)
     if not text.startswith(HF_PREFIX):
         return None
     rest, at, revision = text[len(HF_PREFIX):].rpartition("@") if "@" in text else (text[len(HF_PREFIX):], "", "")
+    if len(text) > MAX_REFERENCE:
+        raise _malformed(text, f"{len(text)} characters, at most {MAX_REFERENCE}")
     parts = rest.strip("/").split("/")
     if len(parts) < 2 or not all(parts) or (at and not revision):
-        raise HubError(f"{text}: expected hf:OWNER/NAME[/FILE][@REVISION], e.g. {RELEASE} (the authors' release; "
-                       f"FILE defaults to {DEFAULT_FILE})")
-    return HubFile("/".join(parts[:2]), "/".join(parts[2:]) or DEFAULT_FILE, revision or None)
+        raise _malformed(text, "")
+    ref = HubFile("/".join(parts[:2]), "/".join(parts[2:]) or DEFAULT_FILE, revision or None)
+    reason = _reference_fault(text, ref, parts[2:])
+    if reason:
+        raise _malformed(text, reason)
+    return ref
+
+
+def _reference_fault(text: str, ref: HubFile, file_parts) -> Optional[str]:
+    """Why a well-shaped reference is still not one the hub can serve, or None."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        return "white space or a control character"
+    try:
+        validate_repo_id(ref.repo)
+    except HFValidationError:
+        return (f"repository {ref.repo!r}: the hub's names are letters, digits, '-', '_' and '.', at most 96 "
+                f"characters, without '--' or '..', not starting or ending with '-' or '.'")
+    if any(part in (".", "..") for part in file_parts) or "\\" in ref.filename:
+        return f"file {ref.filename!r}: '.', '..' and backslashes are not file names on the hub"
+    if ref.revision and (".." in ref.revision or ref.revision.startswith("/") or REVISION_FORBIDDEN & set(ref.revision)):
+        return f"revision {ref.revision!r}: not a branch, tag or commit name"
+    return None
+
+
+def _malformed(text: str, reason: str) -> HubError:
+    shown = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+    return HubError(f"{shown}: {reason + '; ' if reason else ''}expected hf:OWNER/NAME[/FILE][@REVISION], e.g. "
+                    f"{RELEASE} (the authors' release; FILE defaults to {DEFAULT_FILE})")
 
 
 def cached_file(ref: HubFile) -> Optional[Path]:

@@ -30,6 +30,7 @@ from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
 from promptiqa.devices import AMP_MODES, FP16_REFUSAL, amp_dtype, default_device
 from promptiqa.hub import RELEASE
 from promptiqa.models import CheckpointError, load_model
+from promptiqa.models.promptiqa import FEATURE_DIM
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_PROMPT = "default"
@@ -355,9 +356,7 @@ def read_prompt_json(path: PathLike, prompt_id: Optional[str] = None) -> PromptP
 
 def read_prompt_pairs(path: PathLike, prompt_id: Optional[str] = None) -> PromptPairs:
     """Pairs from a ``.json`` (official demo format) or any other file as CSV ``image,score``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
+    path = _prompt_file(path)
     if path.suffix.lower() == ".json":
         return read_prompt_json(path, prompt_id)
     if prompt_id is not None:
@@ -365,8 +364,23 @@ def read_prompt_pairs(path: PathLike, prompt_id: Optional[str] = None) -> Prompt
     return read_prompt_csv(path)
 
 
+def _prompt_file(path: PathLike) -> Path:
+    """``path`` when it is a regular file; a missing one is FileNotFoundError, anything else (a folder, a FIFO, a
+    device, which open() would wait on forever) one PromptError, found without opening it."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    raise PromptError(f"{path} is not a regular file (a folder, pipe or device); expected a prompt CSV, JSON or a "
+                      f"prompt file saved with --save_prompt")
+
+
 def is_saved_prompt(path: PathLike) -> bool:
-    """Whether ``path`` is a torch file (as ``save_prompt`` writes: a zip archive) rather than a CSV or JSON."""
+    """Whether ``path`` is a torch file (as ``save_prompt`` writes: a zip archive) rather than a CSV or JSON. Only
+    regular files are opened (reading a FIFO would wait for a writer)."""
+    if not Path(path).is_file():
+        return False
     try:
         with open(path, "rb") as fh:
             return fh.read(4) == b"PK\x03\x04"
@@ -638,9 +652,7 @@ class Predictor:
 
         Refuses a prompt encoded by another model (config or weights differ): its tensor means nothing to this one.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompt file not found: {path}")
+        path = _prompt_file(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # foreign bytes raise many types from the unpickler
@@ -648,7 +660,11 @@ class Predictor:
         if not isinstance(obj, dict) or obj.get("format") != PROMPT_FILE_FORMAT:
             raise PromptError(f"{path} is not a PromptIQA prompt file (save one with Predictor.save_prompt or "
                               f"--save_prompt)")
-        if obj.get("format_version", 0) > PROMPT_FILE_VERSION:
+        version = obj.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise PromptError(f"{path} is not a complete PromptIQA prompt file: its format_version is {version!r}, "
+                              f"not a whole number; save it again with --save_prompt or Predictor.save_prompt")
+        if version > PROMPT_FILE_VERSION:
             raise PromptError(f"{path} has prompt file format {obj['format_version']}; this version reads up to "
                               f"{PROMPT_FILE_VERSION}")
         _check_prompt_file(obj, path)
@@ -686,7 +702,12 @@ def _check_prompt_file(obj: Dict[str, Any], path: Path) -> None:
     tensor = obj["prompt"]
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3 or tensor.shape[0] != 1 \
             or not tensor.is_floating_point():
-        raise bad("its 'prompt' entry is not a (1, n, d) float tensor")
+        raise bad(f"its 'prompt' entry is not a (1, n, {FEATURE_DIM}) float tensor")
+    if tensor.shape[2] != FEATURE_DIM:
+        raise bad(f"its prompt tensor is {tuple(tensor.shape)}, tokens {tensor.shape[2]} wide where the model's are "
+                  f"{FEATURE_DIM}")
+    if tensor.shape[1] < 2:
+        raise bad(f"its prompt holds {tensor.shape[1]} image-score pairs, a prompt needs at least 2")
     if not bool(torch.isfinite(tensor).all()):
         raise bad("its prompt tensor holds NaN or infinity")
     scale = obj["score_range"]

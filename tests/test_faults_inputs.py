@@ -257,16 +257,27 @@ def _set_config(**fields):
     (dict(image_size="64"), "image_size is '64'; expected a positive whole number"),
     (dict(backbone_kwargs=[4, 32]), "backbone_kwargs is [4, 32]"),
     (dict(splits=["koniq10k"]), "splits is 'list'"),
+    # sizes disagreeing with the weights are refused before building (depth 1000000 spent hours constructing blocks)
+    (dict(backbone_kwargs=dict(depth=1000000, embed_dim=32, num_heads=2, patch_size=8)),
+     "its config's depth is 1000000 but its weights are built for 4"),
+    (dict(backbone_kwargs=dict(depth=4, embed_dim=1 << 20, num_heads=2, patch_size=8)),
+     "embed_dim is 1048576 but its weights are built for 32"),
+    (dict(image_size=1 << 16), "image_size is 65536 but its weights are built for 64"),
+    (dict(backbone_kwargs=dict(depth=4, embed_dim=32, num_heads=10 ** 9, patch_size=8)),
+     "num_heads is 1000000000; expected a divisor of the weights' width 32"),
 ])
 def test_checkpoint_config_of_the_wrong_shape_is_one_line(scoring, tmp_path, capsys, fields, expected):
+    import time
+
     from promptiqa.models import CheckpointError, load_model
 
     bad = _edited_checkpoint(scoring["ckpt"], tmp_path / "edited.pth.tar", _set_config(**fields))
     with pytest.raises(CheckpointError, match=str(bad)) as info:
         load_model(bad, device="cpu")
     assert expected in str(info.value)
+    start = time.monotonic()
     rc, _, err = _score(scoring, capsys, ckpt=bad)
-    assert rc == 1 and str(bad) in _error_line(err)
+    assert rc == 1 and str(bad) in _error_line(err) and time.monotonic() - start < 15
 
 
 @pytest.mark.parametrize("edit,expected", [
@@ -275,6 +286,10 @@ def test_checkpoint_config_of_the_wrong_shape_is_one_line(scoring, tmp_path, cap
     (lambda o: o.update(score_range=["low", "high"]), "not two numbers"),
     (lambda o: o["prompt"].fill_(float("inf")), "holds NaN or infinity"),
     (lambda o: o.update(score_range=[-1e308, 1e308]), "spans more than a float can hold"),
+    (lambda o: o.update(format_version="1"), "its format_version is '1', not a whole number"),
+    (lambda o: o.update(prompt=o["prompt"][..., :64].contiguous()), "tokens 64 wide where the model's are 128"),
+    (lambda o: o.update(prompt=o["prompt"][:, :1].contiguous()), "holds 1 image-score pairs, a prompt needs at least 2"),
+    (lambda o: o.update(prompt=o["prompt"][:, :0].contiguous()), "holds 0 image-score pairs"),
 ])
 def test_hand_edited_saved_prompt_is_one_line(scoring, tmp_path, capsys, edit, expected):
     import torch
@@ -288,6 +303,28 @@ def test_hand_edited_saved_prompt_is_one_line(scoring, tmp_path, capsys, edit, e
     rc, out, err = _score(scoring, capsys, prompt=saved)
     line = _error_line(err)
     assert rc == 1 and out == "" and str(saved) in line and expected in line, line
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_prompt_naming_a_fifo_is_one_line_not_a_hang(scoring, tmp_path, capsys):
+    """open() on a FIFO waits for a writer: the type is checked first. Should the check go, a writer arriving after
+    10 s unblocks the read, so the test fails on its timing instead of hanging the suite."""
+    import threading
+    import time
+
+    fifo = tmp_path / "prompt.csv"
+    os.mkfifo(fifo)
+    unblock = threading.Timer(10.0, lambda: open(fifo, "w").close())
+    unblock.daemon = True
+    unblock.start()
+    start = time.monotonic()
+    try:
+        rc, out, err = _score(scoring, capsys, prompt=fifo)
+    finally:
+        unblock.cancel()
+    line = _error_line(err)
+    assert time.monotonic() - start < 10 and rc == 1 and out == "", line
+    assert f"{fifo} is not a regular file" in line
 
 
 # ---------------------------------------------------------------- item 7: truncated JPEGs and folders are problems
@@ -579,3 +616,40 @@ def test_scoring_refuses_truncated_jpegs_among_queries_and_prompt_images(scoring
     prompt.write_text(f"image,score\n{scoring['prompt_images'][0]},1\n{query},2\n")
     rc, _, err = _score(scoring, capsys, prompt=prompt)
     assert rc == 1 and _error_line(err).startswith(f"error: {prompt} row 3: truncated JPEG")
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares width x height RGB pixels, with almost no pixel data: it costs nothing to write,
+    and decoding it would allocate width * height * 3 bytes before finding the data short."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_of_too_many_pixels_is_refused_from_its_header(scoring, tmp_path, capsys):
+    """A 30000 x 30000 PNG (2.6 MB when real) took 6 GB and minutes to decode: its header is enough to refuse it,
+    named directly (an error) or found in a folder (skipped with a warning, as an undecodable file)."""
+    import shutil
+    import time
+
+    from promptiqa.data.formats.common import MAX_IMAGE_PIXELS, image_file_problem
+
+    (tmp_path / "folder").mkdir()
+    big = _png_header(tmp_path / "folder" / "big.png", 30000, 30000)
+    assert image_file_problem(big) == (f"image too large: 900,000,000 pixels, more than {MAX_IMAGE_PIXELS:,} "
+                                       f"(refused before decoding)")
+    assert image_file_problem(_png_header(tmp_path / "ok.png", 12000, 12000)) is None   # 144 MP: header passes
+    start = time.monotonic()
+    rc, out, err = _score(scoring, capsys, images=[scoring["queries"][0], big])
+    line = _error_line(err)
+    assert rc == 1 and out == "" and "image too large: 900,000,000 pixels" in line and str(big) in line, line
+    shutil.copy(scoring["queries"][0], tmp_path / "folder" / "fine.png")
+    rc, out, err = _score(scoring, capsys, images=[tmp_path / "folder"])
+    assert rc == 0 and "fine.png" in out and "big.png" not in out and "image too large" in err, (out, err)
+    assert time.monotonic() - start < 30

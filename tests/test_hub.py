@@ -23,6 +23,9 @@ from tests.test_predict import _micro_checkpoint, _write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 REVISION = "0123456789abcdef0123456789abcdef01234567"
+# References the hub cannot serve: each is one error line of ours (the hub library raised a traceback on most).
+MALFORMED = ("hf:../../x", "hf:me/my model", "hf:me/" + "a" * 10000, "hf:me/model/../w.pth", "hf:me/model@a..b",
+             "hf:me/m--x", "hf:me/model/x\tab.pth")
 
 # Runs the command line and the API inside one interpreter that sees the test's HF_* variables from the start.
 PROBE = r"""
@@ -89,9 +92,17 @@ def test_references_parse():
     assert parse_reference("hf:Zevin2023/PromptIQA") == HubFile(RELEASE_REPO, DEFAULT_FILE, None)
     assert parse_reference("hf:me/model/sub/w.pth@v2") == HubFile("me/model", "sub/w.pth", "v2")
     assert str(parse_reference(f"hf:me/model@{REVISION}")) == f"hf:me/model/{DEFAULT_FILE}@{REVISION}"
-    for bad in ("hf:", "hf:onlyowner", "hf:me//x", "hf:me/model@"):
+    assert parse_reference("hf:me/model@refs/pr/1").revision == "refs/pr/1"   # a pull request's ref is a revision
+    for bad in ("hf:", "hf:onlyowner", "hf:me//x", "hf:me/model@", *MALFORMED):
         with pytest.raises(HubError, match="expected hf:OWNER/NAME"):
             parse_reference(bad)
+    reasons = {ref: str(pytest.raises(HubError, parse_reference, ref).value) for ref in MALFORMED}
+    assert "repository '../..': the hub's names are" in reasons["hf:../../x"]
+    assert "white space or a control character" in reasons["hf:me/my model"]
+    assert "(10006 characters): 10006 characters, at most 1000" in reasons["hf:me/" + "a" * 10000]
+    assert "file '../w.pth': '.', '..'" in reasons["hf:me/model/../w.pth"]
+    assert "revision 'a..b': not a branch" in reasons["hf:me/model@a..b"]
+    assert "repository 'me/m--x'" in reasons["hf:me/m--x"]
 
 
 def test_released_weights_load_by_name_from_the_cache_offline(scoring, tmp_path):
@@ -122,9 +133,10 @@ def test_an_empty_cache_offline_explains_what_to_do(scoring, tmp_path):
         "revision": [*score, "--checkpoint", "hf:me/model/w.pt@v2"],
         "missing_file": [*score, "--checkpoint", tmp_path / "nowhere.pth.tar"],
         "malformed": [*score, "--checkpoint", "hf:justaname"],
+        **{f"malformed_{i}": [*score, "--checkpoint", ref] for i, ref in enumerate(MALFORMED)},
     }, endpoint="https://mirror.example.org")
     assert result["cached_release"] is None
-    for key in ("release", "revision", "missing_file", "malformed"):
+    for key in ("release", "revision", "missing_file", "malformed", *(f"malformed_{i}" for i in range(len(MALFORMED)))):
         rc, out, err = result[key]
         assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1 and err.startswith("error: "), (key, err)
     err = result["release"][2]
@@ -138,6 +150,9 @@ def test_an_empty_cache_offline_explains_what_to_do(scoring, tmp_path):
     assert f"checkpoint not found: {tmp_path / 'nowhere.pth.tar'}" in missing
     assert "--checkpoint hf:Zevin2023/PromptIQA" in missing and "/Zevin2023/PromptIQA/resolve/main/" in missing
     assert "expected hf:OWNER/NAME[/FILE][@REVISION]" in result["malformed"][2]
+    for i, ref in enumerate(MALFORMED):  # refused by our parser, before the hub library could raise its own traceback
+        err = result[f"malformed_{i}"][2]
+        assert "expected hf:OWNER/NAME[/FILE][@REVISION]" in err and len(err) < 600, err
 
 
 def _closed_port() -> int:

@@ -6,6 +6,8 @@ self-describing: ``load_model`` rebuilds the right architecture from the file al
 """
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -139,6 +141,43 @@ def _check_config(config: Any, prompt_num: Any, path: PathLike) -> None:
         raise bad("splits", type(splits).__name__, "a dict of {dataset: {'train': [...], 'test': [...], ...}}")
 
 
+def _weights_sizes(state: Mapping[str, torch.Tensor]) -> Dict[str, int]:
+    """The backbone sizes the weights themselves fix (depth, embed_dim, patch_size, mlp_ratio, image_size), from
+    tensor shapes alone: what a config's sizes are checked against before anything is built."""
+    sizes: Dict[str, int] = {}
+    blocks = {int(k.split(".")[2]) for k in state if k.startswith("vit.blocks.") and k.split(".")[2].isdigit()}
+    if blocks:
+        sizes["depth"] = max(blocks) + 1
+    proj, pos = state.get("vit.patch_embed.proj.weight"), state.get("vit.pos_embed")
+    if proj is not None and proj.ndim == 4:
+        sizes.update(embed_dim=int(proj.shape[0]), patch_size=int(proj.shape[-1]))
+        fc1 = state.get("vit.blocks.0.mlp.fc1.weight")
+        if fc1 is not None and fc1.shape[0] % proj.shape[0] == 0:
+            sizes["mlp_ratio"] = int(fc1.shape[0] // proj.shape[0])
+        if pos is not None and pos.ndim == 3:
+            grid = math.isqrt(int(pos.shape[1]))   # patches plus one or a few prefix tokens (class, registers)
+            sizes["image_size"] = grid * sizes["patch_size"]
+    return sizes
+
+
+def _check_sizes(config: Mapping[str, Any], state: Mapping[str, torch.Tensor], path: PathLike) -> None:
+    """Refuse a config whose architecture sizes disagree with its own weights, before building: a hand-edited
+    ``depth: 1000000`` would otherwise spend hours constructing blocks (or all memory allocating them) only to fail
+    on the first missing key."""
+    kwargs = dict(config.get("backbone_kwargs") or {})
+    if config.get("image_size") is not None:
+        kwargs.setdefault("image_size", config["image_size"])
+    weights = _weights_sizes(state)
+    for field, value in kwargs.items():
+        if field in weights and value != weights[field]:
+            raise CheckpointError(f"{path}: its config's {field} is {value!r} but its weights are built for "
+                                  f"{weights[field]}; the config was edited or belongs to other weights")
+    heads, width = kwargs.get("num_heads"), weights.get("embed_dim")
+    if heads is not None and width and not (isinstance(heads, int) and 1 <= heads <= width and width % heads == 0):
+        raise CheckpointError(f"{path}: its config's num_heads is {heads!r}; expected a divisor of the weights' "
+                              f"width {width}")
+
+
 def _check_finite(state: Mapping[str, torch.Tensor], path: PathLike) -> None:
     """Refuse weights holding NaN or infinity: every score would be NaN (a run saved after it diverged, a bad copy)."""
     # A sum is NaN or infinite when any element is, and costs ~1/30 of isfinite().all() on a CPU; only a sum that
@@ -175,6 +214,8 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
     config = meta.get("config") or {}
     _check_config(config, meta.get("prompt_num"), path)
     _check_finite(state, path)
+    if config:
+        _check_sizes(config, state, path)
     config = dict(config)
     if config:
         arch = config.get("arch", "promptiqa")

@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -323,11 +324,16 @@ def _jpeg_reaches_eoi(data: bytes) -> bool:
 MISSING_IMAGE = "image file not found"
 FOLDER_IMAGE = "image path is a folder, not a file"
 TRUNCATED_JPEG = "truncated JPEG: it ends before its end-of-image marker (libjpeg would fill the rest with grey)"
+NOT_A_FILE = "image path is not a regular file (a pipe or device)"
+# The most pixels an image may have: refused from its header, before decoding (a 30000 x 30000 PNG of 2.6 MB decodes
+# to 2.7 GB and takes minutes). The figure is Pillow's own decompression-bomb limit, 2 x Image.MAX_IMAGE_PIXELS; the
+# largest camera and IQA images (SPAQ's smartphone photos, 12-50 megapixels) are well below it.
+MAX_IMAGE_PIXELS = 178_956_970
 
 
 def image_file_problem(path: Union[str, Path]) -> Optional[str]:
-    """Why ``path`` cannot be an image file, found before decoding (MISSING_IMAGE, FOLDER_IMAGE, TRUNCATED_JPEG), or
-    None.
+    """Why ``path`` cannot be an image file, found before decoding (MISSING_IMAGE, FOLDER_IMAGE, NOT_A_FILE, more than
+    MAX_IMAGE_PIXELS by its header, TRUNCATED_JPEG), or None.
 
     libjpeg decodes a truncated JPEG with only a warning and pads the missing part grey, so a JPEG's end is checked:
     a complete one ends with its end-of-image marker (0xFFD9), possibly followed by padding (0x00/0xFF) or, rarely,
@@ -335,12 +341,18 @@ def image_file_problem(path: Union[str, Path]) -> Optional[str]:
     costs one open and two small reads. Other formats' decoders refuse truncated files themselves.
     """
     try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
         return MISSING_IMAGE
-    except IsADirectoryError:
+    if stat.S_ISDIR(mode):
         return FOLDER_IMAGE
-    with fh:
+    if not stat.S_ISREG(mode):   # open() on a FIFO waits for a writer
+        return NOT_A_FILE
+    with open(path, "rb") as fh:
+        oversized = _oversized(fh)
+        if oversized:
+            return oversized
+        fh.seek(0)
         if fh.read(2) != b"\xff\xd8":
             return None
         size = fh.seek(0, os.SEEK_END)
@@ -349,6 +361,29 @@ def image_file_problem(path: Union[str, Path]) -> Optional[str]:
             return None
         fh.seek(0)
         return None if _jpeg_reaches_eoi(fh.read()) else TRUNCATED_JPEG
+
+
+def _oversized(fh) -> Optional[str]:
+    """too_many_pixels for an image whose header declares more than MAX_IMAGE_PIXELS, else None (also for a header
+    Pillow cannot read: the decoder then has its say)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fh) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as err:   # beyond Pillow's own limit (ours, unless a program changed it)
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = int(found.group(1)) if found else MAX_IMAGE_PIXELS + 1
+    except Exception:  # not an image Pillow knows
+        return None
+    else:
+        pixels = width * height
+    return (f"image too large: {pixels:,} pixels, more than {MAX_IMAGE_PIXELS:,} (refused before decoding)"
+            if pixels > MAX_IMAGE_PIXELS else None)
 
 
 def check_image_file(path: Union[str, Path]) -> None:
