@@ -367,3 +367,76 @@ def test_ten_splits_restarts_a_seed_killed_before_its_first_checkpoint_and_resum
         assert (root / f"seed_{seed}" / "DONE.json").is_file()
         assert read_checkpoint(root / f"seed_{seed}" / "last.pth.tar")["epoch"] == 1
     assert (killed / "log.txt").read_text().count("] promptiqa ") == 1   # the killed start's log was replaced
+
+
+# ---------------------------------------------------------------- issue 34, item 5: resume
+
+
+def _errors(code, lines):
+    """(exit code, the error lines among stderr's lines: progress bars also write there)."""
+    return code, [line for line in lines if line.startswith("error: ")]
+
+
+def test_resume_refuses_non_finite_state_and_link_loops_in_one_line(data, train_argv, run_copy, tmp_path, capsys):
+    """A last.pth.tar holding NaN (weights or optimiser state: training from it only produces NaN) is refused at
+    --resume, as is a --resume that is a loop of symbolic links (a RuntimeError traceback before)."""
+    run, saved = run_copy, read_checkpoint(run_copy / "last.pth.tar")
+    poisoned = {"weights": tmp_path / "nan_weights.pth.tar", "optimizer": tmp_path / "nan_adam.pth.tar"}
+    weights = {k: v.clone() for k, v in saved["state_dict"].items()}
+    next(v for v in weights.values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    torch.save(dict(saved, state_dict=weights), poisoned["weights"])
+    optimizer = dict(saved["optimizer"], state={i: {k: (v.clone().fill_(float("inf")) if k == "exp_avg_sq" else v)
+                                                    for k, v in s.items()}
+                                                for i, s in saved["optimizer"]["state"].items()})
+    torch.save(dict(saved, optimizer=optimizer), poisoned["optimizer"])
+    loop = tmp_path / "loop.pth.tar"
+    loop.symlink_to(tmp_path / "loop2.pth.tar")
+    (tmp_path / "loop2.pth.tar").symlink_to(loop)
+    for what, path in poisoned.items():
+        code, err = _errors(*_train(train_argv(data, tmp_path / f"new_{what}", resume=path), capsys))
+        assert code == 1 and len(err) == 1 and f"--resume {path}: its {what} hold NaN or infinity" in err[0], err
+        assert not (tmp_path / f"new_{what}").exists()
+    for folder in (tmp_path / "new_loop", run):   # a new folder, and the run's own (where the folder check looks)
+        code, err = _errors(*_train(train_argv(data, folder, resume=loop), capsys))
+        assert code == 1 and len(err) == 1 and f"--resume {loop}: cannot be followed" in err[0], err
+
+
+def test_a_run_that_fails_in_epoch_1_says_how_to_rerun_and_logs_why(data, train_argv, tmp_path, capsys, monkeypatch):
+    """No last.pth.tar exists after an epoch-1 failure: the error and the rerun's refusal offer --overwrite (not a
+    --resume that cannot work), the run's log.txt records the error, and --overwrite then runs."""
+    from promptiqa.engine import loop as loop_module
+
+    run, real = tmp_path / "run", loop_module.F.l1_loss
+    monkeypatch.setattr(loop_module.F, "l1_loss", lambda pred, target: real(pred, target) * float("nan"))
+    code, err = _errors(*_train(train_argv(data, run, log_every=1), capsys))
+    assert code == 1 and len(err) == 1 and "non-finite training loss nan at epoch 1, step 1" in err[0], err
+    assert "No checkpoint had been written yet: start again with --overwrite" in err[0]
+    assert not (run / "last.pth.tar").exists()
+    assert "stopped by an error: non-finite training loss nan at epoch 1" in (run / "log.txt").read_text()
+    monkeypatch.setattr(loop_module.F, "l1_loss", real)
+    code, err = _errors(*_train(train_argv(data, run, stop_after_steps=1), capsys))
+    assert code == 1 and "stopped before its first checkpoint, so there is no last.pth.tar to resume: pass " \
+                         "--overwrite to start it again" in err[0] and "--resume" not in err[0], err
+    code, _ = _train(train_argv(data, run, stop_after_steps=1, overwrite=True), capsys)
+    assert code == 0 and (run / "last.pth.tar").is_file()
+
+
+def test_weights_that_turn_non_finite_after_a_finite_loss_are_never_saved(data, train_argv, run_copy, capsys,
+                                                                          monkeypatch):
+    """An update can overflow the weights after a finite loss: last.pth.tar is not replaced by them."""
+    from promptiqa.engine import checkpointing
+
+    run = run_copy
+    good = (run / "last.pth.tar").read_bytes()
+    real = checkpointing.Checkpoints.save_last
+
+    def poison_then_save(self, model, optimizer, *args):
+        with torch.no_grad():
+            next(p for p in model.parameters() if p.is_floating_point()).view(-1)[0] = float("inf")
+        return real(self, model, optimizer, *args)
+
+    monkeypatch.setattr(checkpointing.Checkpoints, "save_last", poison_then_save)
+    code, err = _errors(*_train(train_argv(data, run, resume=run / "last.pth.tar"), capsys))
+    assert code == 1 and len(err) == 1 and "the weights hold NaN or infinity" in err[0], err
+    assert f"{run / 'last.pth.tar'} (the previous epoch's) was kept" in err[0]
+    assert (run / "last.pth.tar").read_bytes() == good

@@ -80,12 +80,24 @@ def check_save_path(save_path, resume: Optional[str], overwrite: bool) -> None:
     found = existing_run_files(folder) if folder.is_dir() else []
     if not found or overwrite:
         return
-    if resume and Path(resume).resolve().parent == folder.resolve():
+    if resume and resolved(resume, "--resume").parent == folder.resolve():
         return
     shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-    own = f"--resume {folder / LAST}" if (folder / LAST).is_file() else "--resume (no last.pth.tar there yet)"
-    raise ConfigError(f"--save_path {folder} already holds a run ({shown}); continue it with {own}, give another "
-                      f"--save_path, or pass --overwrite to replace it")
+    if (folder / LAST).is_file():
+        raise ConfigError(f"--save_path {folder} already holds a run ({shown}); continue it with --resume "
+                          f"{folder / LAST}, give another --save_path, or pass --overwrite to replace it")
+    raise ConfigError(f"--save_path {folder} already holds a run ({shown}) that stopped before its first checkpoint, "
+                      f"so there is no {LAST} to resume: pass --overwrite to start it again, or give another "
+                      f"--save_path")
+
+
+def resolved(path, option: str) -> Path:
+    """``path`` with its symbolic links followed; a link loop is one ConfigError naming ``option``."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as err:   # Python < 3.13 raises RuntimeError for a loop
+        raise ConfigError(f"{option} {path}: cannot be followed ({err}); expected a file, not a loop of symbolic "
+                          f"links") from None
 
 
 def clear_run(folder) -> List[str]:
@@ -128,6 +140,14 @@ class RunLog:
         if self.is_main:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write("".join(line + "\n" for line in lines))
+
+    def record_error(self, err: BaseException) -> None:
+        """Append the error that ended the run to log.txt (not printed: the command prints it), when the run folder
+        was opened; a run's log then says why it stopped."""
+        if self.is_main and self.pending is None:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] stopped by an error: {first}\n")
 
     def remove_orphans(self, name: str) -> None:
         """Delete the temporary files a killed write of ``name`` left (up to a checkpoint's size each)."""
