@@ -239,10 +239,13 @@ def _run_isp(args: argparse.Namespace) -> int:
     from promptiqa.data.sampling import sample_isps
     from promptiqa.data.splits import official_train_order, resolve_split
     from promptiqa.errors import ConfigError
+    from promptiqa.data.registry import refuse_overwriting_dataset
     from promptiqa.fileio import atomic_write
 
     key = args.dataset
     dataset = load_dataset(key, args.root, label_norm=args.label_norm, check_images=not args.no_images)
+    if args.out:
+        refuse_overwriting_dataset(("--out", args.out), dataset, [("the --split_file", args.split_file)])
     split = resolve_split(dataset, seed=args.seed, split_file=args.split_file)
     labels = normalise_labels(dataset, split.train_indices)
     try:

@@ -440,3 +440,35 @@ def test_weights_that_turn_non_finite_after_a_finite_loss_are_never_saved(data, 
     assert code == 1 and len(err) == 1 and "the weights hold NaN or infinity" in err[0], err
     assert f"{run / 'last.pth.tar'} (the previous epoch's) was kept" in err[0]
     assert (run / "last.pth.tar").read_bytes() == good
+
+
+# ---------------------------------------------------------------- issue 34, item 1: outputs never replace inputs
+
+
+def test_isp_out_never_replaces_a_dataset_file_or_the_split_file(tmp_path, capsys):
+    """`isp --out` used to overwrite, silently and with exit 0, the label file, a dataset image or the --split_file."""
+    from promptiqa.cli import main
+    from tests.fixtures.datasets import build_fixture
+
+    labels = build_fixture("csv", tmp_path / "mine")                 # the csv kind: the root is the label file
+    koniq = build_fixture("koniq10k", tmp_path / "koniq")             # a built-in kind: a folder with its label file
+    split_file = tmp_path / "splits.json"
+    save_splits(split_file, {"koniq10k": make_split(load_dataset("koniq10k", koniq), 2024)})
+    koniq_label = next(p for p in koniq.rglob("*.csv"))
+    koniq_image = next(p for p in koniq.rglob("*.jpg"))
+    cases = [(["--dataset", "mine", "--root", labels], labels, "is the label file of mine"),
+             (["--dataset", "mine", "--root", labels], next(labels.parent.rglob("*.png")), "is an image of mine"),
+             (["--dataset", "koniq10k", "--root", koniq, "--split_file", split_file], split_file,
+              "is the --split_file"),
+             (["--dataset", "koniq10k", "--root", koniq], koniq_image, "is an image of koniq10k"),
+             (["--dataset", "koniq10k", "--root", koniq], koniq_label, "is a file in koniq10k's folder")]
+    for args, target, expected in cases:
+        before = target.read_bytes()
+        capsys.readouterr()
+        code = main(["isp", *map(str, args), "--out", str(target)])
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and expected in lines[0] and "refusing to overwrite" in lines[0], lines
+        assert target.read_bytes() == before and out == ""
+    assert main(["isp", "--dataset", "mine", "--root", str(labels), "--isp_num", "5", "--out",
+                 str(tmp_path / "prompt.csv")]) == 0

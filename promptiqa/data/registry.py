@@ -7,12 +7,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from promptiqa.data.formats import authentic, generated, reference_based
 from promptiqa.data.formats.common import FOLDER_IMAGE, DatasetError, FolderIndex, same_image_key
 from promptiqa.data.formats.custom import parse_csv_kind
 from promptiqa.data.records import DatasetRecords
+from promptiqa.fileio import OutputError, refuse_overwriting_inputs
 from promptiqa.resources import config_file
 
 
@@ -156,6 +157,21 @@ def _load_csv_kind(root: Path, key: str, label_norm: str, higher_is_better: bool
                           split_by="reference" if has_reference else "image", units=[],
                           label_type="MOS" if higher_is_better else "DMOS", higher_is_better=bool(higher_is_better),
                           label_norm=label_norm, official_offset=low, official_divisor=high - low, notes=notes)
+
+
+def refuse_overwriting_dataset(output: Tuple[str, object], dataset: DatasetRecords,
+                               inputs: Sequence[Tuple[str, object]] = ()) -> None:
+    """Refuse (OutputError, before any work) an output that would replace one of ``dataset``'s files: its label file,
+    any of its images, any existing file in its folder (label files, reference images, readme), or one of ``inputs``
+    (e.g. a split file)."""
+    what, path = output
+    root = Path(dataset.root)
+    refuse_overwriting_inputs([output], [("the label file of " + dataset.key, root)] + list(inputs)
+                              + [(f"an image of {dataset.key}", r.path) for r in dataset.records])
+    target = Path(path).resolve()
+    if root.is_dir() and target.is_file() and root.resolve() in target.parents:
+        raise OutputError(f"{what} {path} is a file in {dataset.key}'s folder {root}: refusing to overwrite a "
+                          f"dataset's file; choose another output path")
 
 
 def _check_names(dataset: DatasetRecords) -> None:
