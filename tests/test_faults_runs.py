@@ -472,3 +472,38 @@ def test_isp_out_never_replaces_a_dataset_file_or_the_split_file(tmp_path, capsy
         assert target.read_bytes() == before and out == ""
     assert main(["isp", "--dataset", "mine", "--root", str(labels), "--isp_num", "5", "--out",
                  str(tmp_path / "prompt.csv")]) == 0
+
+
+# ---------------------------------------------------------------- issue 34, item 4: one run per folder at a time
+
+
+def test_two_runs_into_one_folder_at_once_the_second_is_refused(data, train_argv, tmp_path, capsys):
+    """Two train.py into one --save_path at once both exited 0 with a mixed folder: the first holds the folder's
+    lock for its whole run, the second is one line naming it; the lock dies with its process (SIGKILL leaves no
+    stale lock), and a refused run leaves no folder behind."""
+    import signal
+    import time
+
+    from promptiqa.engine.run_folder import LOCK
+
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_argv(data, run, epochs=50)], cwd=ROOT,
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (run / LOCK).exists() and first.poll() is None:
+            time.sleep(0.1)
+        assert first.poll() is None and (run / LOCK).exists(), first.stderr.read()[-2000:] if first.poll() else ""
+        code, err = _errors(*_train(train_argv(data, run, stop_after_steps=1), capsys))
+        assert code == 1 and len(err) == 1 and f"--save_path {run} is in use by pid {first.pid} on " in err[0], err
+        code, err = _errors(*_train(train_argv(data, run, stop_after_steps=1, overwrite=True), capsys))
+        assert code == 1 and "is in use by" in err[0]                        # --overwrite does not break in either
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    assert (run / LOCK).exists()                                             # left by the killed run, but not held
+    code, _ = _train(train_argv(data, run, stop_after_steps=1, overwrite=True), capsys)
+    assert code == 0 and not (run / LOCK).exists()                           # released (and removed) at the end
+    missing = dict(data, csiq=str(tmp_path / "nowhere"))                    # refused after the lock was taken
+    code, err = _errors(*_train(train_argv(missing, tmp_path / "new" / "run"), capsys))
+    assert code == 1 and "nowhere" in err[0] and not (tmp_path / "new").exists()   # the lock's folder went with it

@@ -26,7 +26,7 @@ from .. import __version__
 from ..data.splits import RUN_SPLITS_FILE
 from ..devices import cpu_facts
 from ..errors import ConfigError
-from ..fileio import atomic_write, atomic_write_text, new_figure, remove_orphans, save_figure
+from ..fileio import FileLock, atomic_write, atomic_write_text, new_figure, remove_orphans, save_figure
 
 CONFIG, ENVIRONMENT, LOG = "config.json", "environment.json", "log.txt"
 SPLITS = RUN_SPLITS_FILE   # the split file's name belongs to data (promptiqa check --splits reads run folders)
@@ -98,6 +98,54 @@ def resolved(path, option: str) -> Path:
     except (RuntimeError, OSError) as err:   # Python < 3.13 raises RuntimeError for a loop
         raise ConfigError(f"{option} {path}: cannot be followed ({err}); expected a file, not a loop of symbolic "
                           f"links") from None
+
+
+LOCK = ".promptiqa.lock"   # held by the run writing the folder (train.py's main rank), removed when it ends
+
+
+class RunFolderLock(FileLock):
+    """One run per folder at a time: the run folder's LOCK, taken after the folder checks and held until the run
+    ends. A folder made only to hold the lock is removed again with it when the run wrote nothing there."""
+
+    def __init__(self, folder):
+        folder = Path(folder)
+        super().__init__(folder / LOCK, f"--save_path {folder}")
+        self.folder, self.made = folder, []
+
+    def acquire(self, wait: bool = False, on_wait=None) -> "RunFolderLock":
+        self.made = [f for f in (self.folder, *self.folder.parents) if not f.exists()]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            super().acquire(wait, on_wait)
+        except BaseException:
+            self._remove_made()
+            raise
+        return self
+
+    def release(self) -> None:
+        super().release()
+        self._remove_made()
+
+    def _remove_made(self) -> None:
+        for folder in self.made:   # innermost first; a folder the run wrote into is kept
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self.made = []
+
+
+def lock_run_folder(save_path, resume: Optional[str], overwrite: bool) -> RunFolderLock:
+    """check_save_path, then the folder's lock, then check_save_path again: a run that finished between the first
+    check and the lock has left its files, which the second check finds."""
+    check_save_path(save_path, resume, overwrite)
+    lock = RunFolderLock(save_path).acquire()
+    try:
+        check_save_path(save_path, resume, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def clear_run(folder) -> List[str]:

@@ -56,6 +56,7 @@ class Trainer:
         self.log = files.RunLog(cfg.save_path, env.is_main)
         self.isp_positions: Dict[str, np.ndarray] = {}   # each dataset's evaluation ISPP in its train split
         self.tracker = Tracker()   # --log_to's, opened with the run folder
+        self.folder_lock: Optional[files.RunFolderLock] = None   # the main rank's, taken in _prepare
         seed_process(cfg.seed, env.rank)
 
     # ---------------------------------------------------------------- wiring
@@ -92,8 +93,8 @@ class Trainer:
         cfg, env = self.cfg, self.env
 
         def data():
-            if env.is_main:   # only rank 0 writes there
-                files.check_save_path(cfg.save_path, cfg.resume, cfg.overwrite)
+            if env.is_main:   # only rank 0 writes there; it holds the folder's lock until the run ends
+                self.folder_lock = files.lock_run_folder(cfg.save_path, cfg.resume, cfg.overwrite)
             return self.build_data()
 
         views = agreed(data, env)
@@ -373,6 +374,8 @@ def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
             trainer.log.record_error(err)   # the run's log.txt says why it stopped
         raise err
     finally:
+        if trainer is not None and trainer.folder_lock is not None:
+            trainer.folder_lock.release()
         cleanup(env, failed=failed)
 
 
