@@ -388,7 +388,18 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors: argparse has printed what it had to
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
-    return run_command(lambda: COMMANDS[args.command].run(args), verbose=args.verbose)
+    return run_command(lambda: _checked(args) and COMMANDS[args.command].run(args), verbose=args.verbose)
+
+
+def _checked(args: argparse.Namespace) -> bool:
+    """Every numeric option of a command declared here against the one table of ranges (config.NUMBER_RULES), as
+    train.py's and test.py's are checked: ``isp --seed -1`` or ``score --workers 100000`` is one line."""
+    from promptiqa.config import check_number
+
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            check_number(name, v)
+    return True
 
 
 def run(argv: Optional[List[str]] = None) -> None:

@@ -183,14 +183,14 @@ def test_summarise_refuses_a_path_that_is_not_a_run(tmp_path, capsys):
     ("log_every", 0, "--log_every must be at least 1, got 0"),
     ("epochs", 0, "--epochs must be at least 1, got 0"),
     ("epochs", -2, "--epochs must be at least 1, got -2"),
-    ("batch_size", 0, "--batch_size must be at least 1, got 0"),
-    ("workers", -1, "--workers must be at least 0, got -1"),
+    ("batch_size", 0, "--batch_size must be at least 1 and at most 1048576, got 0"),
+    ("workers", -1, "--workers must be at least 0 and at most 1024, got -1"),
     ("random_flipping_rate", 1.5, "--random_flipping_rate must be at least 0 and at most 1, got 1.5"),
     ("random_scale_rate", -0.1, "--random_scale_rate must be at least 0 and at most 1, got -0.1"),
     ("lr", -0.5, "--lr must be at least 0, got -0.5"),
     ("lr", "nan", "--lr must be a finite number, got nan"),
     ("drop", 1.0, "--drop must be at least 0 and below 1, got 1.0"),
-    ("eval_batch_size", 0, "--eval_batch_size must be at least 1, got 0"),
+    ("eval_batch_size", 0, "--eval_batch_size must be at least 1 and at most 1048576, got 0"),
     ("groups_per_process", 0, "--groups_per_process must be at least 1, got 0"),
     ("stop_after_steps", 0, "--stop_after_steps must be at least 1, got 0"),
     ("clip_grad", 0, "--clip_grad must be above 0, got 0.0"),
@@ -206,8 +206,8 @@ def test_test_py_and_the_isp_tools_refuse_bad_numbers(tmp_path, capsys):
     out = tmp_path / "out"
     base = ["--checkpoint", str(tmp_path / "missing.pth.tar"), "--dataset", "koniq10k", "--save_path", str(out)]
     for argv, message in [(["--isp_num", "0"], "--isp_num must be at least 1, got 0"),
-                          (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
-                          (["--isp_seed", "-1"], "--isp_seed must be at least 0, got -1")]:
+                          (["--batch_size", "0"], "--batch_size must be at least 1 and at most 1048576, got 0"),
+                          (["--isp_seed", "-1"], "--isp_seed must be at least 0 and at most 4294967295, got -1")]:
         assert runner.main(base + argv) == 1
         assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
     for argv, message in [(["size", "--sizes", "3", "0"], "--sizes must be at least 1, got 0"),
@@ -215,6 +215,34 @@ def test_test_py_and_the_isp_tools_refuse_bad_numbers(tmp_path, capsys):
                           (["perturb", "--isp_num", "0"], "--isp_num must be at least 1, got 0")]:
         assert run_command(lambda: isp_main(argv + base)) == 1
         assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+    assert not out.exists()
+
+
+def test_out_of_range_seeds_workers_and_batch_sizes_are_one_line_everywhere(tmp_path, capsys):
+    """--workers 100000, a --batch_size beyond int64 and --seed >= 2^32 failed deep inside (or hung); `isp --seed -1`
+    was accepted: every command refuses them by the one table of ranges, before any work."""
+    from promptiqa.cli import main
+
+    out = tmp_path / "out"
+    big = "99999999999999999999999"
+    cases = [
+        (["train", "--save_path", str(out), "--seed", str(2 ** 32)], "--seed must be at least 0 and at most 4294967295"),
+        (["train", "--save_path", str(out), "--workers", "100000"], "--workers must be at least 0 and at most 1024"),
+        (["train", "--save_path", str(out), "--batch_size", big], "--batch_size must be at least 1 and at most 1048576"),
+        (["test", "--checkpoint", "c.pth.tar", "--save_path", str(out), "--workers", "100000"], "--workers must be"),
+        (["test", "--checkpoint", "c.pth.tar", "--save_path", str(out), "--isp_seed", str(2 ** 32)], "--isp_seed must"),
+        (["isp", "--dataset", "koniq10k", "--root", str(tmp_path), "--seed", "-1"], "--seed must be at least 0"),
+        (["isp", "--dataset", "koniq10k", "--root", str(tmp_path), "--seed", str(2 ** 32)], "at most 4294967295"),
+        (["score", "--checkpoint", "c.pth.tar", "--prompt", "p.csv", "--workers", "100000", "x.png"],
+         "--workers must be at least 0 and at most 1024, got 100000"),
+        (["score", "--checkpoint", "c.pth.tar", "--prompt", "p.csv", "--batch_size", big, "x.png"],
+         f"--batch_size must be at least 1 and at most 1048576, got {big}"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, lines)
     assert not out.exists()
 
 
