@@ -251,10 +251,13 @@ def _run_isp(args: argparse.Namespace) -> int:
     from promptiqa.data.sampling import sample_isps
     from promptiqa.data.splits import official_train_order, resolve_split
     from promptiqa.errors import ConfigError
+    from promptiqa.data.registry import refuse_overwriting_dataset
     from promptiqa.fileio import atomic_write
 
     key = args.dataset
     dataset = load_dataset(key, args.root, label_norm=args.label_norm, check_images=not args.no_images)
+    if args.out:
+        refuse_overwriting_dataset(("--out", args.out), dataset, [("the --split_file", args.split_file)])
     split = resolve_split(dataset, seed=args.seed, split_file=args.split_file)
     labels = normalise_labels(dataset, split.train_indices)
     try:
@@ -427,9 +430,25 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors: argparse has printed what it had to
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    return run_command(lambda: _run(args), verbose=args.verbose)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """A command declared here: its extra, then its numeric options, then the command."""
     chosen = COMMANDS[args.command]
-    return run_command(lambda: require_extra(chosen.extra, f"{PROG} {args.command}") or chosen.run(args),
-                       verbose=args.verbose)
+    require_extra(chosen.extra, f"{PROG} {args.command}")
+    _check_numbers(args)
+    return chosen.run(args)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option of a command declared here against the one table of ranges (config.NUMBER_RULES), as
+    train.py's and test.py's are checked: ``isp --seed -1`` or ``score --workers 100000`` is one line."""
+    from promptiqa.config import check_number
+
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            check_number(name, v)
 
 
 def run(argv: Optional[List[str]] = None) -> None:

@@ -138,13 +138,17 @@ class Range(NamedTuple):
 
 # The range of every numeric option of train.py, test.py and the ISP tools, by name: one table, so an option that
 # several commands share has one rule.
+# Upper bounds where a huge value is a typo that would otherwise fail deep inside (NumPy seeds are 32-bit; torch
+# sizes overflow int64; each loader worker is a process).
+SEED_LIMIT, MAX_WORKERS, MAX_BATCH = 2 ** 32 - 1, 1024, 2 ** 20
 NUMBER_RULES: Dict[str, Range] = {
-    "batch_size": Range(1), "epochs": Range(1), "seed": Range(0), "lr": Range(0), "weight_decay": Range(0),
+    "batch_size": Range(1, MAX_BATCH), "epochs": Range(1), "seed": Range(0, SEED_LIMIT), "lr": Range(0),
+    "weight_decay": Range(0),
     "random_flipping_rate": Range(0, 1), "random_scale_rate": Range(0, 1), "random_flipping_warmup": Range(0),
-    "workers": Range(0), "world_size": Range(1), "rank": Range(0), "gpu": Range(0), "image_size": Range(1),
+    "workers": Range(0, MAX_WORKERS), "world_size": Range(1), "rank": Range(0), "gpu": Range(0), "image_size": Range(1),
     "drop": Range(0, 1, below_high=True), "clip_grad": Range(0, above_low=True), "lr_warmup_steps": Range(0),
-    "nprocs": Range(1), "groups_per_process": Range(1), "eval_every": Range(1), "eval_batch_size": Range(1),
-    "log_every": Range(1), "stop_after_steps": Range(1), "isp_num": Range(1), "isp_seed": Range(0),
+    "nprocs": Range(1), "groups_per_process": Range(1), "eval_every": Range(1), "eval_batch_size": Range(1, MAX_BATCH),
+    "log_every": Range(1), "stop_after_steps": Range(1), "isp_num": Range(1), "isp_seed": Range(0, SEED_LIMIT),
     "draws": Range(1), "sizes": Range(1), "dist_timeout": Range(0, above_low=True),
     "val_fraction": Range(0, 1, below_high=True),
 }

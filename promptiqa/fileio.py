@@ -162,3 +162,66 @@ def new_figure(**kwargs):
 def save_figure(fig, path, dpi: int = 100) -> None:
     """``fig`` as a PNG, atomically."""
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi), binary=True)
+
+
+class LockHeld(PromptIQAError):
+    """Another process holds the lock a command needs (a run folder, an image cache)."""
+
+
+class FileLock:
+    """An exclusive lock on one file (``flock``: the operating system releases it when its process dies, so a
+    killed run leaves no stale lock), holding who took it for the message of a process that finds it held. The lock
+    file is removed on release; a process that opened the file just before its removal notices (the path no longer
+    names its file) and locks the new one. Where ``fcntl`` is missing (Windows) nothing is locked."""
+
+    def __init__(self, path, what: str):
+        self.path, self.what, self.fd = Path(path), what, None
+
+    def acquire(self, wait: bool = False, on_wait=None) -> "FileLock":
+        """Take the lock; held by another process: LockHeld naming it, or with ``wait`` block until it is free
+        (``on_wait(holder)`` is called first)."""
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                if not wait:
+                    os.close(fd)
+                    raise LockHeld(f"{self.what} is in use by {holder}; wait for it to finish, or use another "
+                                   f"path (lock file {self.path})") from None
+                if on_wait is not None:
+                    on_wait(holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)   # released and removed by its holder meanwhile: lock the file that is there now
+        import socket
+        import time
+
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                  .encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)   # while still held: no one can be inside between the unlink and the close
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> "FileLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

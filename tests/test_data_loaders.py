@@ -375,12 +375,45 @@ def test_wrong_row_counts(tmp_path):
         load_dataset("livec", tmp_path / "livec", check_images=False)
 
 
+def test_one_image_under_several_spellings_is_one_image(tmp_path, capsys):
+    """./images/x.png, images//x.png and IMAGES/X.png name one file (images are found ignoring case): with different
+    scores they put one image on both sides of a by-image split, so they are refused as a repeated label, by the
+    loaders and by `promptiqa check`; a label written in NFC finds a file whose name was saved in NFD (macOS)."""
+    import unicodedata
+
+    from promptiqa.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = [[f"images/{i}.png", str(i)] for i in range(6)]
+    for name, _ in rows:
+        (tmp_path / name).write_bytes(b"")
+    spelt = rows + [["./images/0.png", "9"], ["images//0.png", "8"], ["IMAGES/0.PNG", "7"]]
+    write_csv(tmp_path / "labels.csv", ["image", "score"], spelt)
+    with pytest.raises(DatasetError, match=r"1 image\(s\) are labelled more than once, e\.g\. 'IMAGES/0\.PNG' and "
+                                           r"'images/0\.png': .*names that differ only in letter case"):
+        load_dataset("mine", tmp_path / "labels.csv", check_images=False)
+    assert main(["check", "--dataset", "mine", "--root", str(tmp_path / "labels.csv"), "--no-images"]) == 1
+    assert "PROBLEM" in (out := capsys.readouterr().out) and "labelled more than once" in out
+    # NFC in the label file, NFD on disk: found (and the name is kept in its canonical NFC spelling)
+    nfd = unicodedata.normalize("NFD", "café.png")
+    (images / nfd).write_bytes(b"")
+    write_csv(tmp_path / "accents.csv", ["image", "score"], rows + [[unicodedata.normalize("NFC", "./images/café.png"),
+                                                                     "2.5"]])
+    from promptiqa.data.registry import locate_images
+
+    dataset, problems = locate_images(load_dataset("mine", tmp_path / "accents.csv", check_images=False))
+    assert not [p for p in problems if "not found" in p], problems
+    found = next(r for r in dataset.records if r.name.startswith("images/caf"))
+    assert found.name == unicodedata.normalize("NFC", "images/café.png") and Path(found.path).name == nfd
+
+
 def test_malformed_csv_kind_files(tmp_path):
     write_csv(tmp_path / "a.csv", ["image", "score", "reference"], [["x.png", "1", "s"], ["y.png", "2", ""]])
     with pytest.raises(DatasetError, match=r"line 3: the reference column is empty"):
         load_dataset("mine", tmp_path / "a.csv", check_images=False)
     write_csv(tmp_path / "b.csv", ["image", "score"], [["x.png", "1"], ["x.png", "2"]])
-    with pytest.raises(DatasetError, match=r"appear more than once, e.g. 'x\.png'"):
+    with pytest.raises(DatasetError, match=r"1 image\(s\) are labelled more than once, e.g. 'x\.png'"):
         load_dataset("mine", tmp_path / "b.csv", check_images=False)
     write_csv(tmp_path / "c.csv", ["image", "score"], [["x.png", "3"], ["y.png", "3"]])
     with pytest.raises(DatasetError, match="every score equals 3"):

@@ -653,3 +653,58 @@ def test_an_image_of_too_many_pixels_is_refused_from_its_header(scoring, tmp_pat
     rc, out, err = _score(scoring, capsys, images=[tmp_path / "folder"])
     assert rc == 0 and "fine.png" in out and "big.png" not in out and "image too large" in err, (out, err)
     assert time.monotonic() - start < 30
+
+
+# ---------------------------------------------------------------- issue 34, item 4: one prepare per cache at a time
+
+
+def test_a_failed_prepare_keeps_the_previous_cache_whole(tmp_path, capsys):
+    """The records used to be deleted first, so a prepare that failed (here: the labels changed, then an image was
+    found truncated) destroyed a good cache: the new cache is built aside and swapped in only when complete."""
+    from promptiqa.data.prepare import main
+
+    root, cache = _koniq(tmp_path), tmp_path / "cache"
+    assert main(["--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache)]) == 0
+    before = {p.relative_to(cache): p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+    label = next(root.rglob("*.csv"))
+    lines = label.read_text().splitlines()
+    label.write_text("\n".join(lines[:-1]) + "\n")                   # one image fewer: the cache is out of date
+    _truncate(sorted((root / "1024x768").iterdir())[0])
+    capsys.readouterr()
+    assert main(["--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache)]) == 1
+    assert "truncated JPEG" in _error_line(capsys.readouterr().err)
+    assert {p.relative_to(cache): p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
+
+
+def test_a_second_prepare_of_one_cache_waits_for_the_first(tmp_path):
+    """Two prepares of one cache at once ended in a bus error (both wrote one memory-mapped file): the second waits
+    for the first's lock, then finds the cache made; two started together both succeed."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from promptiqa.data.cache import cache_path
+    from promptiqa.data.registry import load_dataset
+    from promptiqa.fileio import FileLock
+
+    root, cache = _koniq(tmp_path), tmp_path / "cache"
+    out = cache_path(load_dataset("koniq10k", root), 224, cache)
+    out.parent.mkdir(parents=True)
+    command = [sys.executable, "-m", "promptiqa", "prepare", "--dataset", "koniq10k", "--root", str(root),
+               "--cache_dir", str(cache)]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    with FileLock(out.parent / f"{out.name}.lock", "test"):          # as a first prepare would hold it
+        waiting = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = waiting.stderr.readline()                              # blocks until the second one says it waits
+        assert line.startswith(f"waiting for pid {os.getpid()} on ") and str(out) in line, line
+        time.sleep(0.5)
+        assert waiting.poll() is None and not out.exists()
+    _, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0 and (out / "records.json").is_file(), err[-2000:]
+    shutil.rmtree(out)
+    both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in both]
+    assert [code for code, _ in results] == [0, 0], results
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]   # no lock, build or old folder left

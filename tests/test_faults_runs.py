@@ -183,14 +183,14 @@ def test_summarise_refuses_a_path_that_is_not_a_run(tmp_path, capsys):
     ("log_every", 0, "--log_every must be at least 1, got 0"),
     ("epochs", 0, "--epochs must be at least 1, got 0"),
     ("epochs", -2, "--epochs must be at least 1, got -2"),
-    ("batch_size", 0, "--batch_size must be at least 1, got 0"),
-    ("workers", -1, "--workers must be at least 0, got -1"),
+    ("batch_size", 0, "--batch_size must be at least 1 and at most 1048576, got 0"),
+    ("workers", -1, "--workers must be at least 0 and at most 1024, got -1"),
     ("random_flipping_rate", 1.5, "--random_flipping_rate must be at least 0 and at most 1, got 1.5"),
     ("random_scale_rate", -0.1, "--random_scale_rate must be at least 0 and at most 1, got -0.1"),
     ("lr", -0.5, "--lr must be at least 0, got -0.5"),
     ("lr", "nan", "--lr must be a finite number, got nan"),
     ("drop", 1.0, "--drop must be at least 0 and below 1, got 1.0"),
-    ("eval_batch_size", 0, "--eval_batch_size must be at least 1, got 0"),
+    ("eval_batch_size", 0, "--eval_batch_size must be at least 1 and at most 1048576, got 0"),
     ("groups_per_process", 0, "--groups_per_process must be at least 1, got 0"),
     ("stop_after_steps", 0, "--stop_after_steps must be at least 1, got 0"),
     ("clip_grad", 0, "--clip_grad must be above 0, got 0.0"),
@@ -206,8 +206,8 @@ def test_test_py_and_the_isp_tools_refuse_bad_numbers(tmp_path, capsys):
     out = tmp_path / "out"
     base = ["--checkpoint", str(tmp_path / "missing.pth.tar"), "--dataset", "koniq10k", "--save_path", str(out)]
     for argv, message in [(["--isp_num", "0"], "--isp_num must be at least 1, got 0"),
-                          (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
-                          (["--isp_seed", "-1"], "--isp_seed must be at least 0, got -1")]:
+                          (["--batch_size", "0"], "--batch_size must be at least 1 and at most 1048576, got 0"),
+                          (["--isp_seed", "-1"], "--isp_seed must be at least 0 and at most 4294967295, got -1")]:
         assert runner.main(base + argv) == 1
         assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
     for argv, message in [(["size", "--sizes", "3", "0"], "--sizes must be at least 1, got 0"),
@@ -215,6 +215,34 @@ def test_test_py_and_the_isp_tools_refuse_bad_numbers(tmp_path, capsys):
                           (["perturb", "--isp_num", "0"], "--isp_num must be at least 1, got 0")]:
         assert run_command(lambda: isp_main(argv + base)) == 1
         assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+    assert not out.exists()
+
+
+def test_out_of_range_seeds_workers_and_batch_sizes_are_one_line_everywhere(tmp_path, capsys):
+    """--workers 100000, a --batch_size beyond int64 and --seed >= 2^32 failed deep inside (or hung); `isp --seed -1`
+    was accepted: every command refuses them by the one table of ranges, before any work."""
+    from promptiqa.cli import main
+
+    out = tmp_path / "out"
+    big = "99999999999999999999999"
+    cases = [
+        (["train", "--save_path", str(out), "--seed", str(2 ** 32)], "--seed must be at least 0 and at most 4294967295"),
+        (["train", "--save_path", str(out), "--workers", "100000"], "--workers must be at least 0 and at most 1024"),
+        (["train", "--save_path", str(out), "--batch_size", big], "--batch_size must be at least 1 and at most 1048576"),
+        (["test", "--checkpoint", "c.pth.tar", "--save_path", str(out), "--workers", "100000"], "--workers must be"),
+        (["test", "--checkpoint", "c.pth.tar", "--save_path", str(out), "--isp_seed", str(2 ** 32)], "--isp_seed must"),
+        (["isp", "--dataset", "koniq10k", "--root", str(tmp_path), "--seed", "-1"], "--seed must be at least 0"),
+        (["isp", "--dataset", "koniq10k", "--root", str(tmp_path), "--seed", str(2 ** 32)], "at most 4294967295"),
+        (["score", "--checkpoint", "c.pth.tar", "--prompt", "p.csv", "--workers", "100000", "x.png"],
+         "--workers must be at least 0 and at most 1024, got 100000"),
+        (["score", "--checkpoint", "c.pth.tar", "--prompt", "p.csv", "--batch_size", big, "x.png"],
+         f"--batch_size must be at least 1 and at most 1048576, got {big}"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, lines)
     assert not out.exists()
 
 
@@ -367,3 +395,143 @@ def test_ten_splits_restarts_a_seed_killed_before_its_first_checkpoint_and_resum
         assert (root / f"seed_{seed}" / "DONE.json").is_file()
         assert read_checkpoint(root / f"seed_{seed}" / "last.pth.tar")["epoch"] == 1
     assert (killed / "log.txt").read_text().count("] promptiqa ") == 1   # the killed start's log was replaced
+
+
+# ---------------------------------------------------------------- issue 34, item 5: resume
+
+
+def _errors(code, lines):
+    """(exit code, the error lines among stderr's lines: progress bars also write there)."""
+    return code, [line for line in lines if line.startswith("error: ")]
+
+
+def test_resume_refuses_non_finite_state_and_link_loops_in_one_line(data, train_argv, run_copy, tmp_path, capsys):
+    """A last.pth.tar holding NaN (weights or optimiser state: training from it only produces NaN) is refused at
+    --resume, as is a --resume that is a loop of symbolic links (a RuntimeError traceback before)."""
+    run, saved = run_copy, read_checkpoint(run_copy / "last.pth.tar")
+    poisoned = {"weights": tmp_path / "nan_weights.pth.tar", "optimizer": tmp_path / "nan_adam.pth.tar"}
+    weights = {k: v.clone() for k, v in saved["state_dict"].items()}
+    next(v for v in weights.values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    torch.save(dict(saved, state_dict=weights), poisoned["weights"])
+    optimizer = dict(saved["optimizer"], state={i: {k: (v.clone().fill_(float("inf")) if k == "exp_avg_sq" else v)
+                                                    for k, v in s.items()}
+                                                for i, s in saved["optimizer"]["state"].items()})
+    torch.save(dict(saved, optimizer=optimizer), poisoned["optimizer"])
+    loop = tmp_path / "loop.pth.tar"
+    loop.symlink_to(tmp_path / "loop2.pth.tar")
+    (tmp_path / "loop2.pth.tar").symlink_to(loop)
+    for what, path in poisoned.items():
+        code, err = _errors(*_train(train_argv(data, tmp_path / f"new_{what}", resume=path), capsys))
+        assert code == 1 and len(err) == 1 and f"--resume {path}: its {what} hold NaN or infinity" in err[0], err
+        assert not (tmp_path / f"new_{what}").exists()
+    for folder in (tmp_path / "new_loop", run):   # a new folder, and the run's own (where the folder check looks)
+        code, err = _errors(*_train(train_argv(data, folder, resume=loop), capsys))
+        assert code == 1 and len(err) == 1 and f"--resume {loop}: cannot be followed" in err[0], err
+
+
+def test_a_run_that_fails_in_epoch_1_says_how_to_rerun_and_logs_why(data, train_argv, tmp_path, capsys, monkeypatch):
+    """No last.pth.tar exists after an epoch-1 failure: the error and the rerun's refusal offer --overwrite (not a
+    --resume that cannot work), the run's log.txt records the error, and --overwrite then runs."""
+    from promptiqa.engine import loop as loop_module
+
+    run, real = tmp_path / "run", loop_module.F.l1_loss
+    monkeypatch.setattr(loop_module.F, "l1_loss", lambda pred, target: real(pred, target) * float("nan"))
+    code, err = _errors(*_train(train_argv(data, run, log_every=1), capsys))
+    assert code == 1 and len(err) == 1 and "non-finite training loss nan at epoch 1, step 1" in err[0], err
+    assert "No checkpoint had been written yet: start again with --overwrite" in err[0]
+    assert not (run / "last.pth.tar").exists()
+    assert "stopped by an error: non-finite training loss nan at epoch 1" in (run / "log.txt").read_text()
+    monkeypatch.setattr(loop_module.F, "l1_loss", real)
+    code, err = _errors(*_train(train_argv(data, run, stop_after_steps=1), capsys))
+    assert code == 1 and "stopped before its first checkpoint, so there is no last.pth.tar to resume: pass " \
+                         "--overwrite to start it again" in err[0] and "--resume" not in err[0], err
+    code, _ = _train(train_argv(data, run, stop_after_steps=1, overwrite=True), capsys)
+    assert code == 0 and (run / "last.pth.tar").is_file()
+
+
+def test_weights_that_turn_non_finite_after_a_finite_loss_are_never_saved(data, train_argv, run_copy, capsys,
+                                                                          monkeypatch):
+    """An update can overflow the weights after a finite loss: last.pth.tar is not replaced by them."""
+    from promptiqa.engine import checkpointing
+
+    run = run_copy
+    good = (run / "last.pth.tar").read_bytes()
+    real = checkpointing.Checkpoints.save_last
+
+    def poison_then_save(self, model, optimizer, *args):
+        with torch.no_grad():
+            next(p for p in model.parameters() if p.is_floating_point()).view(-1)[0] = float("inf")
+        return real(self, model, optimizer, *args)
+
+    monkeypatch.setattr(checkpointing.Checkpoints, "save_last", poison_then_save)
+    code, err = _errors(*_train(train_argv(data, run, resume=run / "last.pth.tar"), capsys))
+    assert code == 1 and len(err) == 1 and "the weights hold NaN or infinity" in err[0], err
+    assert f"{run / 'last.pth.tar'} (the previous epoch's) was kept" in err[0]
+    assert (run / "last.pth.tar").read_bytes() == good
+
+
+# ---------------------------------------------------------------- issue 34, item 1: outputs never replace inputs
+
+
+def test_isp_out_never_replaces_a_dataset_file_or_the_split_file(tmp_path, capsys):
+    """`isp --out` used to overwrite, silently and with exit 0, the label file, a dataset image or the --split_file."""
+    from promptiqa.cli import main
+    from tests.fixtures.datasets import build_fixture
+
+    labels = build_fixture("csv", tmp_path / "mine")                 # the csv kind: the root is the label file
+    koniq = build_fixture("koniq10k", tmp_path / "koniq")             # a built-in kind: a folder with its label file
+    split_file = tmp_path / "splits.json"
+    save_splits(split_file, {"koniq10k": make_split(load_dataset("koniq10k", koniq), 2024)})
+    koniq_label = next(p for p in koniq.rglob("*.csv"))
+    koniq_image = next(p for p in koniq.rglob("*.jpg"))
+    cases = [(["--dataset", "mine", "--root", labels], labels, "is the label file of mine"),
+             (["--dataset", "mine", "--root", labels], next(labels.parent.rglob("*.png")), "is an image of mine"),
+             (["--dataset", "koniq10k", "--root", koniq, "--split_file", split_file], split_file,
+              "is the --split_file"),
+             (["--dataset", "koniq10k", "--root", koniq], koniq_image, "is an image of koniq10k"),
+             (["--dataset", "koniq10k", "--root", koniq], koniq_label, "is a file in koniq10k's folder")]
+    for args, target, expected in cases:
+        before = target.read_bytes()
+        capsys.readouterr()
+        code = main(["isp", *map(str, args), "--out", str(target)])
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and expected in lines[0] and "refusing to overwrite" in lines[0], lines
+        assert target.read_bytes() == before and out == ""
+    assert main(["isp", "--dataset", "mine", "--root", str(labels), "--isp_num", "5", "--out",
+                 str(tmp_path / "prompt.csv")]) == 0
+
+
+# ---------------------------------------------------------------- issue 34, item 4: one run per folder at a time
+
+
+def test_two_runs_into_one_folder_at_once_the_second_is_refused(data, train_argv, tmp_path, capsys):
+    """Two train.py into one --save_path at once both exited 0 with a mixed folder: the first holds the folder's
+    lock for its whole run, the second is one line naming it; the lock dies with its process (SIGKILL leaves no
+    stale lock), and a refused run leaves no folder behind."""
+    import signal
+    import time
+
+    from promptiqa.engine.run_folder import LOCK
+
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_argv(data, run, epochs=50)], cwd=ROOT,
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (run / LOCK).exists() and first.poll() is None:
+            time.sleep(0.1)
+        assert first.poll() is None and (run / LOCK).exists(), first.stderr.read()[-2000:] if first.poll() else ""
+        code, err = _errors(*_train(train_argv(data, run, stop_after_steps=1), capsys))
+        assert code == 1 and len(err) == 1 and f"--save_path {run} is in use by pid {first.pid} on " in err[0], err
+        code, err = _errors(*_train(train_argv(data, run, stop_after_steps=1, overwrite=True), capsys))
+        assert code == 1 and "is in use by" in err[0]                        # --overwrite does not break in either
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    assert (run / LOCK).exists()                                             # left by the killed run, but not held
+    code, _ = _train(train_argv(data, run, stop_after_steps=1, overwrite=True), capsys)
+    assert code == 0 and not (run / LOCK).exists()                           # released (and removed) at the end
+    missing = dict(data, csiq=str(tmp_path / "nowhere"))                    # refused after the lock was taken
+    code, err = _errors(*_train(train_argv(missing, tmp_path / "new" / "run"), capsys))
+    assert code == 1 and "nowhere" in err[0] and not (tmp_path / "new").exists()   # the lock's folder went with it

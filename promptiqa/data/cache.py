@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import List, Union
 import numpy as np
 from tqdm import tqdm
 
+from ..fileio import FileLock
 from .images import DEFAULT_IMAGE_SIZE, DiskImages
 from .records import DatasetRecords
 
@@ -126,37 +129,68 @@ def _is_valid(path: Path, ds: DatasetRecords, image_size: int) -> bool:
 
 
 def prepare_cache(ds: DatasetRecords, image_size: int, cache_dir: Union[str, Path], workers: int = 0) -> Path:
-    """Decode and resize every image of `ds` once into the cache (skipped when up to date); returns its folder."""
+    """Decode and resize every image of `ds` once into the cache (skipped when up to date); returns its folder.
+
+    One prepare per cache at a time: a second one waits for the first (a lock file beside the cache folder) and then
+    finds the cache made. The new cache is written into a folder of its own and swapped in only when complete, so a
+    failed or interrupted prepare leaves the previous cache as it was (and readers never see a half-written one)."""
     out = cache_path(ds, image_size, cache_dir)
     if _is_valid(out, ds, image_size):
         return out
     digest = fingerprint(ds)  # also fails early, naming the file, if an image is missing
     if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
         raise NotADirectoryError(f"the cache folder {cache_dir} is a file")
-    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # removed again on a failure
-    out.mkdir(parents=True, exist_ok=True)
-    # Remove the records first: a cache interrupted mid-write then has no records.json and is never trusted.
-    (out / RECORDS_FILE).unlink(missing_ok=True)
-    tmp = out / (IMAGES_FILE + ".tmp")
-    n = len(ds.records)
-    source = DiskImages([r.path for r in ds.records], image_size, dataset=ds.key)
+    created = [folder for folder in out.parents if not folder.exists()]  # removed again on a failure
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out.parent / f"{out.name}.lock", f"the image cache {out}")
+    lock.acquire(wait=True, on_wait=lambda holder: print(f"waiting for {holder}, which is preparing {out}",
+                                                         file=sys.stderr, flush=True))
+    for leftover in (*out.parent.glob(f"{out.name}.tmp-*"), *out.parent.glob(f"{out.name}.old-*")):
+        shutil.rmtree(leftover, ignore_errors=True)   # a killed prepare's (the lock is ours: no one else builds)
+    build = out.parent / f"{out.name}.tmp-{os.getpid()}"
     try:
-        _write_images(tmp, source, n, image_size, workers, f"prepare {ds.key} {image_size}px")
+        if not _is_valid(out, ds, image_size):   # else made by the process this one waited for
+            _build_cache(ds, image_size, workers, digest, build)
+            _swap_in(build, out)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a bad image, a full disk or Ctrl-C: no full-size leftover
+        shutil.rmtree(build, ignore_errors=True)   # a bad image, a full disk or Ctrl-C: no full-size leftover
+        lock.release()
         for folder in created:
-            folder.rmdir()
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
-    os.replace(tmp, out / IMAGES_FILE)
+    lock.release()
+    return out
+
+
+def _build_cache(ds: DatasetRecords, image_size: int, workers: int, digest: str, build: Path) -> None:
+    """Write a complete cache (images, then records) into the new folder ``build``."""
+    build.mkdir()
+    source = DiskImages([r.path for r in ds.records], image_size, dataset=ds.key)
+    _write_images(build / IMAGES_FILE, source, len(ds.records), image_size, workers,
+                  f"prepare {ds.key} {image_size}px")
     meta = {
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": ds.key, "root": ds.root,
-        "image_size": image_size, "count": n, "fingerprint": digest,
+        "image_size": image_size, "count": len(ds.records), "fingerprint": digest,
         "names": [r.name for r in ds.records], "scores": [r.score for r in ds.records],
         "references": [r.reference for r in ds.records],
     }
-    (out / (RECORDS_FILE + ".tmp")).write_text(json.dumps(meta))
-    os.replace(out / (RECORDS_FILE + ".tmp"), out / RECORDS_FILE)
-    return out
+    (build / RECORDS_FILE).write_text(json.dumps(meta))
+
+
+def _swap_in(build: Path, out: Path) -> None:
+    """Replace the cache folder ``out`` by the complete ``build``: the old one is renamed aside, the new one renamed
+    in, the old one deleted (a reader that has the old images mapped keeps them until it closes them)."""
+    if not out.exists():
+        os.rename(build, out)
+        return
+    old = out.parent / f"{out.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(out, old)
+    os.rename(build, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_images(tmp: Path, source: DiskImages, n: int, image_size: int, workers: int, desc: str) -> None:

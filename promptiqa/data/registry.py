@@ -5,15 +5,15 @@ import dataclasses
 import inspect
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from promptiqa.data.formats import authentic, generated, reference_based
-from promptiqa.data.formats.common import FOLDER_IMAGE, DatasetError, FolderIndex
+from promptiqa.data.formats.common import FOLDER_IMAGE, DatasetError, FolderIndex, same_image_key
 from promptiqa.data.formats.custom import parse_csv_kind
 from promptiqa.data.records import DatasetRecords
+from promptiqa.fileio import OutputError, refuse_overwriting_inputs
 from promptiqa.resources import config_file
 
 
@@ -159,12 +159,34 @@ def _load_csv_kind(root: Path, key: str, label_norm: str, higher_is_better: bool
                           label_norm=label_norm, official_offset=low, official_divisor=high - low, notes=notes)
 
 
+def refuse_overwriting_dataset(output: Tuple[str, object], dataset: DatasetRecords,
+                               inputs: Sequence[Tuple[str, object]] = ()) -> None:
+    """Refuse (OutputError, before any work) an output that would replace one of ``dataset``'s files: its label file,
+    any of its images, any existing file in its folder (label files, reference images, readme), or one of ``inputs``
+    (e.g. a split file)."""
+    what, path = output
+    root = Path(dataset.root)
+    refuse_overwriting_inputs([output], [("the label file of " + dataset.key, root)] + list(inputs)
+                              + [(f"an image of {dataset.key}", r.path) for r in dataset.records])
+    target = Path(path).resolve()
+    if root.is_dir() and target.is_file() and root.resolve() in target.parents:
+        raise OutputError(f"{what} {path} is a file in {dataset.key}'s folder {root}: refusing to overwrite a "
+                          f"dataset's file; choose another output path")
+
+
 def _check_names(dataset: DatasetRecords) -> None:
-    # Split files and caches identify an image by its name, so a repeated name would make two samples one.
-    repeated = sorted(name for name, count in Counter(r.name for r in dataset.records).items() if count > 1)
+    # Split files and caches identify an image by its name, so a repeated name would make two samples one; and two
+    # spellings of one file (letter case, Unicode form: images are found ignoring both) would put it on both sides of
+    # a by-image split.
+    spellings: Dict[str, List[str]] = {}
+    for rec in dataset.records:
+        spellings.setdefault(same_image_key(rec.name), []).append(rec.name)
+    repeated = sorted(names for names in spellings.values() if len(names) > 1)
     if repeated:
-        raise DatasetError(dataset.key, f"{len(repeated)} image name(s) appear more than once, e.g. {repeated[0]!r}",
-                           dataset.root, expected="each image labelled once")
+        shown = " and ".join(map(repr, sorted(set(repeated[0]))[:3]))
+        raise DatasetError(dataset.key, f"{len(repeated)} image(s) are labelled more than once, e.g. {shown}",
+                           dataset.root, expected="each image labelled once (names that differ only in letter case "
+                                                  "or Unicode form are one file)")
 
 
 def _units(dataset: DatasetRecords, sort_images: bool) -> List[str]:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Sequence
 from ..config import ARCHITECTURE_FIELDS, STATE_FIELDS
 from ..data import image_fingerprint
 from ..distributed import DistEnv, agreed, all_gather_objects
-from ..models import checkpoint_config, load_checkpoint, read_checkpoint, save_checkpoint
+from ..models import checkpoint_config, load_checkpoint, non_finite, read_checkpoint, save_checkpoint
 from . import TrainingError
 from . import run_folder as files
 
@@ -81,7 +81,16 @@ class Checkpoints:
                                  splits=splits, datasets=list(self.cfg.dataset))
 
     def save_last(self, model, optimizer, state: RunState, augment, ranks) -> None:
-        """last.pth.tar (collective: every rank calls it; the main rank writes)."""
+        """last.pth.tar (collective: every rank calls it; the main rank writes). Weights or optimiser state holding
+        NaN or infinity (an update can overflow after a finite loss) are never written: the previous last.pth.tar
+        stays the last good one. Every rank holds the same weights, so every rank decides alike."""
+        bad = non_finite({"weights": model.state_dict(), "optimizer": optimizer.state_dict()["state"]})
+        if bad:
+            kept = (f"{self.last} (the previous epoch's) was kept" if self.last.is_file() else
+                    f"no checkpoint had been written: start again with --overwrite")
+            raise TrainingError(f"after epoch {state.epoch + 1} the {bad[0].split('.')[0]} hold NaN or infinity "
+                                f"({len(bad)} tensor(s), e.g. {bad[0]}); stopping without saving. {kept} (a lower "
+                                f"--lr, or --amp none, may help)")
         rng = {}
         for part in all_gather_objects({vr.index: vr.state() for vr in ranks}, self.env):
             rng.update(part)
@@ -112,7 +121,7 @@ class Checkpoints:
         not a run's last.pth.tar, a changed architecture and a changed dataset mix or split."""
         cfg = self.cfg
         path = Path(cfg.resume)
-        if not path.is_file():
+        if not files.resolved(path, "--resume").is_file():
             raise TrainingError(f"--resume {path}: file not found (expected a run's {files.LAST})")
         try:
             saved = read_checkpoint(path)
@@ -121,6 +130,12 @@ class Checkpoints:
         if "train_config" not in saved or "optimizer" not in saved:
             raise TrainingError(f"--resume {path}: not a resumable training checkpoint (expected {files.LAST} with "
                                 f"optimiser and RNG states; {files.BEST} holds weights only)")
+        bad = non_finite({"weights": saved.get("state_dict") or {},
+                          "optimizer": (saved["optimizer"] or {}).get("state", {})})
+        if bad:
+            raise TrainingError(f"--resume {path}: its {bad[0].split('.')[0]} hold NaN or infinity ({len(bad)} "
+                                f"tensor(s), e.g. {bad[0]}); training from it would only produce NaN. Resume from an "
+                                f"earlier copy, or start again with --overwrite")
         old = saved["train_config"]
         arch = [f for f in ARCHITECTURE_FIELDS if old.get(f) != getattr(cfg, f)]
         if arch:

@@ -11,6 +11,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -216,8 +217,10 @@ def _check_finite(losses, step_keys, start: int, state: RunState, env: DistEnv, 
                      f"{state.step - len(losses) + i + 1} (dataset {', '.join(step_keys[i])})")
         else:
             where = f"a non-finite loss on another rank in epoch {state.epoch + 1}"
-        raise TrainingError(f"non-finite training {where}; stopping. The last good checkpoint, {last_checkpoint}, "
-                            f"was not overwritten")
+        kept = (f"The last good checkpoint, {last_checkpoint}, was not overwritten" if Path(last_checkpoint).is_file()
+                else "No checkpoint had been written yet: start again with --overwrite (a lower --lr, or --amp none, "
+                     "may help)")
+        raise TrainingError(f"non-finite training {where}; stopping. {kept}")
 
 
 def _closing_bar_on_error(batches, bar):

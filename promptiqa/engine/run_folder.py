@@ -26,7 +26,7 @@ from .. import __version__
 from ..data.splits import RUN_SPLITS_FILE
 from ..devices import cpu_facts
 from ..errors import ConfigError
-from ..fileio import atomic_write, atomic_write_text, new_figure, remove_orphans, save_figure
+from ..fileio import FileLock, atomic_write, atomic_write_text, new_figure, remove_orphans, save_figure
 
 CONFIG, ENVIRONMENT, LOG = "config.json", "environment.json", "log.txt"
 SPLITS = RUN_SPLITS_FILE   # the split file's name belongs to data (promptiqa check --splits reads run folders)
@@ -80,12 +80,72 @@ def check_save_path(save_path, resume: Optional[str], overwrite: bool) -> None:
     found = existing_run_files(folder) if folder.is_dir() else []
     if not found or overwrite:
         return
-    if resume and Path(resume).resolve().parent == folder.resolve():
+    if resume and resolved(resume, "--resume").parent == folder.resolve():
         return
     shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-    own = f"--resume {folder / LAST}" if (folder / LAST).is_file() else "--resume (no last.pth.tar there yet)"
-    raise ConfigError(f"--save_path {folder} already holds a run ({shown}); continue it with {own}, give another "
-                      f"--save_path, or pass --overwrite to replace it")
+    if (folder / LAST).is_file():
+        raise ConfigError(f"--save_path {folder} already holds a run ({shown}); continue it with --resume "
+                          f"{folder / LAST}, give another --save_path, or pass --overwrite to replace it")
+    raise ConfigError(f"--save_path {folder} already holds a run ({shown}) that stopped before its first checkpoint, "
+                      f"so there is no {LAST} to resume: pass --overwrite to start it again, or give another "
+                      f"--save_path")
+
+
+def resolved(path, option: str) -> Path:
+    """``path`` with its symbolic links followed; a link loop is one ConfigError naming ``option``."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as err:   # Python < 3.13 raises RuntimeError for a loop
+        raise ConfigError(f"{option} {path}: cannot be followed ({err}); expected a file, not a loop of symbolic "
+                          f"links") from None
+
+
+LOCK = ".promptiqa.lock"   # held by the run writing the folder (train.py's main rank), removed when it ends
+
+
+class RunFolderLock(FileLock):
+    """One run per folder at a time: the run folder's LOCK, taken after the folder checks and held until the run
+    ends. A folder made only to hold the lock is removed again with it when the run wrote nothing there."""
+
+    def __init__(self, folder):
+        folder = Path(folder)
+        super().__init__(folder / LOCK, f"--save_path {folder}")
+        self.folder, self.made = folder, []
+
+    def acquire(self, wait: bool = False, on_wait=None) -> "RunFolderLock":
+        self.made = [f for f in (self.folder, *self.folder.parents) if not f.exists()]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            super().acquire(wait, on_wait)
+        except BaseException:
+            self._remove_made()
+            raise
+        return self
+
+    def release(self) -> None:
+        super().release()
+        self._remove_made()
+
+    def _remove_made(self) -> None:
+        for folder in self.made:   # innermost first; a folder the run wrote into is kept
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self.made = []
+
+
+def lock_run_folder(save_path, resume: Optional[str], overwrite: bool) -> RunFolderLock:
+    """check_save_path, then the folder's lock, then check_save_path again: a run that finished between the first
+    check and the lock has left its files, which the second check finds."""
+    check_save_path(save_path, resume, overwrite)
+    lock = RunFolderLock(save_path).acquire()
+    try:
+        check_save_path(save_path, resume, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def clear_run(folder) -> List[str]:
@@ -128,6 +188,14 @@ class RunLog:
         if self.is_main:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write("".join(line + "\n" for line in lines))
+
+    def record_error(self, err: BaseException) -> None:
+        """Append the error that ended the run to log.txt (not printed: the command prints it), when the run folder
+        was opened; a run's log then says why it stopped."""
+        if self.is_main and self.pending is None:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] stopped by an error: {first}\n")
 
     def remove_orphans(self, name: str) -> None:
         """Delete the temporary files a killed write of ``name`` left (up to a checkpoint's size each)."""

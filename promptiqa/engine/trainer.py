@@ -56,6 +56,7 @@ class Trainer:
         self.log = files.RunLog(cfg.save_path, env.is_main)
         self.isp_positions: Dict[str, np.ndarray] = {}   # each dataset's evaluation ISPP in its train split
         self.tracker = Tracker()   # --log_to's, opened with the run folder
+        self.folder_lock: Optional[files.RunFolderLock] = None   # the main rank's, taken in _prepare
         seed_process(cfg.seed, env.rank)
 
     # ---------------------------------------------------------------- wiring
@@ -92,8 +93,8 @@ class Trainer:
         cfg, env = self.cfg, self.env
 
         def data():
-            if env.is_main:   # only rank 0 writes there
-                files.check_save_path(cfg.save_path, cfg.resume, cfg.overwrite)
+            if env.is_main:   # only rank 0 writes there; it holds the folder's lock until the run ends
+                self.folder_lock = files.lock_run_folder(cfg.save_path, cfg.resume, cfg.overwrite)
             return self.build_data()
 
         views = agreed(data, env)
@@ -350,12 +351,13 @@ def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
     if cfg.deterministic:   # deterministic cuBLAS needs a fixed workspace, set before its first call
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     env = init_distributed(cfg, local_index)
-    failed = True
+    failed, trainer = True, None
     try:
         with warnings.catch_warnings():
             if not env.is_main:   # every rank would repeat rank 0's warnings; only for this run, not the process
                 warnings.simplefilter("ignore")
-            result = Trainer(cfg, env).run()
+            trainer = Trainer(cfg, env)
+            result = trainer.run()
         failed = False
         return result
     except BaseException as err:
@@ -363,13 +365,17 @@ def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
         # at interpreter shutdown, where a gloo worker thread still holding tensors aborts the process.
         traceback.clear_frames(err.__traceback__)
         reason = lost_peer(err, env)
-        if reason is None:
-            raise
-        last = Path(cfg.save_path) / files.LAST
-        raise TrainingError(f"rank {env.rank} lost another process of the job ({reason}); every rank stops. "
-                            f"Relaunch every node with --resume {last} (the last checkpoint, written whole)"
-                            ) from err
+        if reason is not None:
+            last = Path(cfg.save_path) / files.LAST
+            lost = TrainingError(f"rank {env.rank} lost another process of the job ({reason}); every rank stops. "
+                                 f"Relaunch every node with --resume {last} (the last checkpoint, written whole)")
+            lost.__cause__, err = err, lost
+        if trainer is not None and isinstance(err, Exception):
+            trainer.log.record_error(err)   # the run's log.txt says why it stopped
+        raise err
     finally:
+        if trainer is not None and trainer.folder_lock is not None:
+            trainer.folder_lock.release()
         cleanup(env, failed=failed)
 
 

@@ -10,7 +10,7 @@ import math
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -178,12 +178,32 @@ def _check_sizes(config: Mapping[str, Any], state: Mapping[str, torch.Tensor], p
                               f"width {width}")
 
 
+def non_finite(tensors: Mapping[str, Any]) -> List[str]:
+    """The names of the floating-point tensors in ``tensors`` (nested dicts and lists, e.g. an optimiser's state,
+    are walked; names joined by '.') that hold NaN or infinity."""
+    bad: List[str] = []
+
+    def walk(name: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            # A sum is NaN or infinite when any element is, and costs ~1/30 of isfinite().all() on a CPU; only a sum
+            # that overflows from finite values needs the element-wise look.
+            if value.is_floating_point() and not bool(torch.isfinite(value.sum())) \
+                    and not bool(torch.isfinite(value).all()):
+                bad.append(name)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(f"{name}.{key}" if name else str(key), item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(f"{name}.{i}" if name else str(i), item)
+
+    walk("", tensors)
+    return bad
+
+
 def _check_finite(state: Mapping[str, torch.Tensor], path: PathLike) -> None:
     """Refuse weights holding NaN or infinity: every score would be NaN (a run saved after it diverged, a bad copy)."""
-    # A sum is NaN or infinite when any element is, and costs ~1/30 of isfinite().all() on a CPU; only a sum that
-    # overflows from finite values needs the element-wise look.
-    bad = [name for name, tensor in state.items() if tensor.is_floating_point()
-           and not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all())]
+    bad = non_finite(state)
     if bad:
         raise CheckpointError(f"{path} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. "
                               f"{bad[0]}; it cannot score anything (a run saved after it diverged, or a damaged file)")

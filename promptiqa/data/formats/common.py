@@ -5,8 +5,10 @@ import csv
 import hashlib
 import math
 import os
+import posixpath
 import re
 import stat
+import unicodedata
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -213,9 +215,27 @@ def record(root: Path, name: str, score: float, reference: Optional[str] = None)
 
 # ---------------------------------------------------------------- image names
 
+def canonical_name(name: str) -> str:
+    """One spelling of an image name as a user's label file writes it: '/' separators, no '.' or empty segments
+    (``./images/x.png`` and ``images//x.png`` are ``images/x.png``), Unicode in NFC (macOS saves names in NFD)."""
+    name = unicodedata.normalize("NFC", name.strip().replace("\\", "/"))
+    return posixpath.normpath(name) if name else name
+
+
+def same_image_key(name: str) -> str:
+    """What two names of one image share, as FolderIndex finds files: the canonical name, case folded."""
+    return canonical_name(name).casefold()
+
+
+def _lookup_key(part: str) -> str:
+    """A file name as FolderIndex compares it: Unicode NFC (a label written in NFC finds a file saved in NFD), lower
+    case."""
+    return unicodedata.normalize("NFC", part).lower()
+
+
 class FolderIndex:
-    """Case-insensitive file lookup below one root that lists each folder at most once (docs/datasets.md#conventions).
-    """
+    """Case- and Unicode-normalisation-insensitive file lookup below one root that lists each folder at most once
+    (docs/datasets.md#conventions)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -235,7 +255,7 @@ class FolderIndex:
                 self._folders[key] = {entry.name for entry in entries if entry.is_dir()}
                 by_lower: Dict[str, List[str]] = {}
                 for name in names:
-                    by_lower.setdefault(name.lower(), []).append(name)
+                    by_lower.setdefault(_lookup_key(name), []).append(name)
                 self._listings[key] = by_lower
         return self._listings[key]
 
@@ -255,7 +275,7 @@ class FolderIndex:
             listing = self._listing(current)
             if listing is None:
                 return None
-            matches = listing.get(part.lower())
+            matches = listing.get(_lookup_key(part))
             if not matches:
                 return None
             # An exact-case match wins, so a case-sensitive file system holding both spellings stays unambiguous.

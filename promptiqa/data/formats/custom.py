@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Tuple
 
-from promptiqa.data.formats.common import DatasetError, parse_score, read_csv_rows, record
+from promptiqa.data.formats.common import DatasetError, canonical_name, parse_score, read_csv_rows, record
 from promptiqa.data.records import Record
 
 
@@ -22,6 +22,6 @@ def parse_csv_kind(label_path: Path, key: str) -> Tuple[List[Record], bool]:
                 # A partly filled column would silently put some images' references in both splits.
                 raise DatasetError(key, f"line {line}: the reference column is empty", label_path,
                                    expected="a reference for every row, or no reference column at all")
-        name = row["image"].replace("\\", "/")
+        name = canonical_name(row["image"])
         records.append(record(root, name, parse_score(row["score"], key, label_path, f"line {line}"), reference))
     return records, has_reference
