@@ -382,7 +382,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     command = COMMANDS.get(argv[0]) if argv else None
     if isinstance(command, Delegated):
         with _program_name(prog or f"{PROG} {argv[0]}"):
-            return run_command(lambda: command.main()(argv[1:]))
+            return _end(run_command(lambda: command.main()(argv[1:])))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -400,6 +400,13 @@ def _checked(args: argparse.Namespace) -> bool:
         for v in value if isinstance(value, list) else [value]:
             check_number(name, v)
     return True
+
+
+def _end(code: int) -> int:
+    """``code``; a process that was a rank of a distributed job ends here instead (promptiqa.distributed.end_process:
+    no interpreter shutdown for gloo's threads to abort). Only a module that ran a job has imported that one."""
+    distributed = sys.modules.get("promptiqa.distributed")
+    return distributed.end_process(code) if distributed is not None else code
 
 
 def run(argv: Optional[List[str]] = None) -> None:
