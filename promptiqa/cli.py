@@ -424,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
             return command.main()(argv[1:])
 
         with _program_name(name):
-            return run_command(delegated)
+            return _end(run_command(delegated))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -449,6 +449,13 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for name, value in vars(args).items():
         for v in value if isinstance(value, list) else [value]:
             check_number(name, v)
+
+
+def _end(code: int) -> int:
+    """``code``; a process that was a rank of a distributed job ends here instead (promptiqa.distributed.end_process:
+    no interpreter shutdown for gloo's threads to abort). Only a module that ran a job has imported that one."""
+    distributed = sys.modules.get("promptiqa.distributed")
+    return distributed.end_process(code) if distributed is not None else code
 
 
 def run(argv: Optional[List[str]] = None) -> None:

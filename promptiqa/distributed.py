@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -428,11 +429,18 @@ def lost_peer(err: BaseException, env: DistEnv) -> Optional[str]:
     return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]   # without gloo's source location and advice
 
 
+_EXIT_HARD = False   # set once this process has torn down a group of several processes
+
+
 def cleanup(env: DistEnv, failed: bool = False) -> None:
     """Tear down the process group if ``env``'s set-up created it (a caller that shares one group keeps it). After a
-    failure an NCCL group is aborted rather than destroyed: destroying waits for collectives that will never end."""
+    failure an NCCL group is aborted rather than destroyed: destroying waits for collectives that will never end.
+
+    A process that was one of several then ends through ``end_process``, without the interpreter's shutdown."""
+    global _EXIT_HARD
     if not (env.owns_group and dist.is_initialized()):
         return
+    _EXIT_HARD = _EXIT_HARD or env.world_size > 1
     # Whatever still holds the group (a DDP wrapper in a reference cycle) is freed first, while the interpreter is
     # whole: a gloo group that outlives it is torn down at shutdown, when its worker threads can no longer take the
     # GIL for the tensors they hold, and the process aborts ("terminate called without an active exception").
@@ -453,3 +461,19 @@ def quiet_unless_main(env: DistEnv):
         if not env.is_main:
             warnings.simplefilter("ignore")
         yield
+
+
+def end_process(code: int) -> int:
+    """``code`` for a process that did not take part in a group of several; one that did is ended here, with
+    ``os._exit(code)`` once its output is flushed. After ``destroy_process_group`` gloo's worker threads live on, and
+    one releasing a collective's tensors once the interpreter's shutdown has begun aborts the process in libstdc++
+    ("terminate called without an active exception", SIGABRT): a rank that did all its work then fails its launcher.
+    Every file the run writes is complete before this (atomic writes, the log appended line by line)."""
+    if not _EXIT_HARD:
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

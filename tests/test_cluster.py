@@ -141,6 +141,8 @@ def test_every_rank_tears_down_its_process_group_on_every_exit(data, train_argv,
                                      per_node=2, inject={"marks": str(finished)}))
     assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2][-3000:]
     assert {p.name for p in finished.glob("*.destroyed")} == {"rank0.destroyed", "rank1.destroyed"}
+    # and then ended without the interpreter's shutdown, where gloo's threads could abort them (end_process)
+    assert not list(finished.glob("*.shutdown")) and (tmp_path / "ok" / "last.pth.tar").is_file()
     # rank 1 raises in its second step (a bug: a traceback); rank 0, waiting for it in the gradient all-reduce,
     # stops with one line; both tear their group down
     (code0, _, err0), (code1, _, err1) = wait_nodes(start_nodes(

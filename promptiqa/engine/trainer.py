@@ -28,7 +28,7 @@ from ..data import GroupSampler, ImageLoader, MultiDataset, resolve_roots, resol
 from ..data.views import DatasetViews, load_views
 from ..devices import default_device, describe_amp
 from ..distributed import (DistEnv, StopVote, agreed, all_gather_objects, any_rank, check_launch, cleanup, describe,
-                           free_port, init_distributed, local_main_first, lost_peer)
+                           end_process, free_port, init_distributed, local_main_first, lost_peer)
 from ..models import build_model
 from . import TrainingError
 from . import run_folder as files
@@ -377,6 +377,8 @@ def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:
         if trainer is not None and trainer.folder_lock is not None:
             trainer.folder_lock.release()
         cleanup(env, failed=failed)
+        if local_index is not None and not failed:   # a spawned rank, done: no interpreter shutdown (end_process)
+            end_process(0)
 
 
 def main(argv=None) -> int:
