@@ -162,6 +162,12 @@ def _run_score(args: argparse.Namespace) -> int:
             raise type(err)(f"{where}: {err}") from None
     if args.save_prompt:
         predictor.save_prompt(args.save_prompt, name=names[0])
+    if not args.quiet:   # the requirement check reuses the prompt's image features: it costs no image encoding
+        for name, path, prompt_pairs in zip(names, prompt_paths, pairs):
+            which = f"{path}: " if len(names) > 1 else ""
+            check = "requirement check: not available for a saved prompt (it keeps no images)" \
+                if prompt_pairs is None else predictor.check_requirement(name).line()
+            print(which + check, file=sys.stderr)
 
     from tqdm import tqdm
 
@@ -192,11 +198,8 @@ def _run_score(args: argparse.Namespace) -> int:
         under = f" under {len(columns)} prompts" if len(columns) > 1 else ""
         print(f"scored {len(result.images)} images{under} in {elapsed:.1f} s "
               f"({len(images) / max(elapsed, 1e-9):.2f} images/s, {predictor.device}){where}", file=sys.stderr)
-        if result.skipped:
-            print(f"skipped {len(result.skipped)} file(s) found in folders that could not be decoded (--strict makes "
-                  f"this an error):", file=sys.stderr)
-            for path, _ in result.skipped:
-                print(f"  {path}", file=sys.stderr)
+        for line in result.skipped_report(note=" (--strict makes this an error)"):
+            print(line, file=sys.stderr)
     return 0
 
 
