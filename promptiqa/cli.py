@@ -108,8 +108,9 @@ def _run_score(args: argparse.Namespace) -> int:
     import io
 
     from promptiqa.fileio import atomic_write, check_writable, refuse_overwriting_inputs
-    from promptiqa.predict import (DEFAULT_PROMPT, ImageError, Predictor, PredictorError, PromptError, ScoreScale,
-                                   find_images, is_saved_prompt, read_prompt_pairs, resolve_device)
+    from promptiqa.predict import (DEFAULT_PROMPT, NO_CHECK_FOR_SAVED_PROMPT, ImageError, Predictor, PredictorError,
+                                   PromptError, ScoreScale, find_images, is_saved_prompt, read_prompt_pairs,
+                                   resolve_device)
 
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise PredictorError("--batch_size must be at least 1 and --workers at least 0")
@@ -165,8 +166,7 @@ def _run_score(args: argparse.Namespace) -> int:
     if not args.quiet:   # the requirement check reuses the prompt's image features: it costs no image encoding
         for name, path, prompt_pairs in zip(names, prompt_paths, pairs):
             which = f"{path}: " if len(names) > 1 else ""
-            check = "requirement check: not available for a saved prompt (it keeps no images)" \
-                if prompt_pairs is None else predictor.check_requirement(name).line()
+            check = NO_CHECK_FOR_SAVED_PROMPT if prompt_pairs is None else predictor.check_requirement(name).line()
             print(which + check, file=sys.stderr)
 
     from tqdm import tqdm

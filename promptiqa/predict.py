@@ -306,10 +306,10 @@ def _image_path(value: Any, base: Path, where: str) -> Path:
     return path
 
 
-def read_prompt_csv(path: PathLike) -> PromptPairs:
-    """Pairs from a CSV with columns ``image,score`` (paths relative to the CSV); rows count from the header, 1."""
+def read_prompt_rows(path: PathLike) -> Iterable[Tuple[Any, float, str]]:
+    """The rows of a CSV with columns ``image,score``, one at a time: (image as written, score, where: the file and
+    its row, counting from the header, 1); the image is not looked for (``read_prompt_csv`` does that)."""
     path = Path(path)
-    base = path.parent
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
             reader = csv.DictReader(fh)
@@ -317,14 +317,20 @@ def read_prompt_csv(path: PathLike) -> PromptPairs:
             if "image" not in columns or "score" not in columns:
                 raise PromptError(f"{path}: expected a header with columns 'image' and 'score', got "
                                   f"{reader.fieldnames}")
-            images, scores, origins = [], [], []
             for row in reader:
                 where = f"{path} row {reader.line_num}"
-                scores.append(_number((row[columns["score"]] or "").strip(), where))
-                images.append(_image_path(row[columns["image"]], base, where))
-                origins.append(where)
+                yield row[columns["image"]], _number((row[columns["score"]] or "").strip(), where), where
     except UnicodeDecodeError as err:
         raise PromptError(f"{path} is not a UTF-8 text CSV: {err}") from None
+
+
+def read_prompt_csv(path: PathLike) -> PromptPairs:
+    """Pairs from a CSV with columns ``image,score`` (paths relative to the CSV); rows count from the header, 1."""
+    images, scores, origins = [], [], []
+    for image, score, where in read_prompt_rows(path):
+        scores.append(score)
+        images.append(_image_path(image, Path(path).parent, where))
+        origins.append(where)
     return PromptPairs(images, scores, origins)
 
 
@@ -412,6 +418,7 @@ class EncodedPrompt:
 # Below this leave-one-out SROCC a prompt's own images are ranked too unlike its scores to trust the model under it:
 # for 10 pairs, 0.56 is where a one-sided 5% test would call the agreement more than chance.
 REQUIREMENT_CHECK_MIN_SROCC = 0.5
+NO_CHECK_FOR_SAVED_PROMPT = "requirement check: not available for a saved prompt (it keeps no images)"
 
 
 @dataclass
@@ -439,7 +446,8 @@ class RequirementCheck:
     def line(self) -> str:
         """The check in one line, as ``promptiqa score`` and the web page say it."""
         value = self.srocc
-        figure = f"{value:.2f}" if math.isfinite(value) else "undefined (every leave-one-out prediction is equal)"
+        equal = "prompt score" if np.ptp(self.scores) == 0 else "leave-one-out prediction"
+        figure = f"{value:.2f}" if math.isfinite(value) else f"undefined (every {equal} is equal)"
         verdict = "" if self.follows else (f"; below {REQUIREMENT_CHECK_MIN_SROCC:g}: this model does not follow "
                                           f"this requirement")
         return (f"requirement check (leave-one-out SROCC on the prompt's own {self.scores.size} images): "

@@ -39,15 +39,13 @@ def _micro_checkpoint(path: Path, seed: int = 0, **kwargs) -> Path:
     return save_checkpoint(path, build_model("promptiqa", preset="micro", **kwargs), prompt_num=10)
 
 
-def check_prompts(ckpt: Path, folder: Path):
+def check_prompts(p: Predictor, folder: Path):
     """10 images and two prompts on them for the requirement check, both on a 1-5 scale: one the model follows (its
     own scores of the images under another prompt) and the same scores reversed, which it cannot follow. Measured
     for the micro model of seed 3 on these images: leave-one-out SROCC 0.92 and -0.90 (other image sets of 6-10
     images gave 0.49 to 0.92 and -0.49 to -1.0: a random-init model follows its own ranking only roughly)."""
     images = [_write_image(folder / f"c{k}.png", seed=700 + k) for k in range(10)]
-    p = Predictor.from_checkpoint(ckpt, device="cpu")
-    p.set_prompt(images, [1, 5] * 5, score_range=(1, 5))
-    followed = p.score(images, workers=0)
+    followed = p.score(images, prompt=p.set_prompt(images, [1, 5] * 5, name="check", score_range=(1, 5)), workers=0)
     return images, [float(v) for v in followed], [6.0 - float(v) for v in followed]
 
 
@@ -556,8 +554,8 @@ def test_score_benchmark_reference_weights_are_the_official_models_only(tmp_path
 
 def test_requirement_check_tells_a_followed_prompt_from_one_the_model_cannot_follow(files, tmp_path, capsys):
     ckpt = _micro_checkpoint(tmp_path / "seed3.pth.tar", seed=3)
-    images, followed, reversed_ = check_prompts(ckpt, tmp_path / "images")
     p = Predictor.from_checkpoint(ckpt, device="cpu")
+    images, followed, reversed_ = check_prompts(p, tmp_path / "images")
     p.set_prompt(images, followed, name="followed", score_range=(1, 5))
     p.set_prompt(images, reversed_, name="reversed", score_range=(1, 5))
     good, bad = p.check_requirement("followed"), p.check_requirement("reversed")
