@@ -120,8 +120,9 @@ def _run_score(args: argparse.Namespace) -> int:
     import io
 
     from promptiqa.fileio import atomic_write, check_writable, refuse_overwriting_inputs
-    from promptiqa.predict import (DEFAULT_PROMPT, ImageError, Predictor, PredictorError, PromptError, ScoreScale,
-                                   find_images, is_saved_prompt, read_prompt_pairs, resolve_device)
+    from promptiqa.predict import (DEFAULT_PROMPT, NO_CHECK_FOR_SAVED_PROMPT, ImageError, Predictor, PredictorError,
+                                   PromptError, ScoreScale, find_images, is_saved_prompt, read_prompt_pairs,
+                                   resolve_device)
 
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise PredictorError("--batch_size must be at least 1 and --workers at least 0")
@@ -174,6 +175,11 @@ def _run_score(args: argparse.Namespace) -> int:
             raise type(err)(f"{where}: {err}") from None
     if args.save_prompt:
         predictor.save_prompt(args.save_prompt, name=names[0])
+    if not args.quiet:   # the requirement check reuses the prompt's image features: it costs no image encoding
+        for name, path, prompt_pairs in zip(names, prompt_paths, pairs):
+            which = f"{path}: " if len(names) > 1 else ""
+            check = NO_CHECK_FOR_SAVED_PROMPT if prompt_pairs is None else predictor.check_requirement(name).line()
+            print(which + check, file=sys.stderr)
 
     from tqdm import tqdm
 
@@ -204,11 +210,8 @@ def _run_score(args: argparse.Namespace) -> int:
         under = f" under {len(columns)} prompts" if len(columns) > 1 else ""
         print(f"scored {len(result.images)} images{under} in {elapsed:.1f} s "
               f"({len(images) / max(elapsed, 1e-9):.2f} images/s, {predictor.device}){where}", file=sys.stderr)
-        if result.skipped:
-            print(f"skipped {len(result.skipped)} file(s) found in folders that could not be decoded (--strict makes "
-                  f"this an error):", file=sys.stderr)
-            for path, _ in result.skipped:
-                print(f"  {path}", file=sys.stderr)
+        for line in result.skipped_report(note=" (--strict makes this an error)"):
+            print(line, file=sys.stderr)
     return 0
 
 

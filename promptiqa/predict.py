@@ -264,6 +264,14 @@ class ScoredFiles:
     scores: Dict[str, np.ndarray]
     skipped: List[Tuple[Path, str]] = field(default_factory=list)
 
+    def skipped_report(self, name: Callable[[Path], str] = str, where: str = "found in folders",
+                       note: str = "") -> List[str]:
+        """The skipped files as lines to show (none when none was skipped): a heading, then each file by ``name``."""
+        if not self.skipped:
+            return []
+        return [f"skipped {len(self.skipped)} file(s) {where} that could not be decoded{note}:",
+                *(f"  {name(path)}" for path, _ in self.skipped)]
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Prompt files: the pairs a user writes (CSV, official JSON) and the encoded prompts the Predictor saves
@@ -299,10 +307,10 @@ def _image_path(value: Any, base: Path, where: str) -> Path:
     return path
 
 
-def read_prompt_csv(path: PathLike) -> PromptPairs:
-    """Pairs from a CSV with columns ``image,score`` (paths relative to the CSV); rows count from the header, 1."""
+def read_prompt_rows(path: PathLike) -> Iterable[Tuple[Any, float, str]]:
+    """The rows of a CSV with columns ``image,score``, one at a time: (image as written, score, where: the file and
+    its row, counting from the header, 1); the image is not looked for (``read_prompt_csv`` does that)."""
     path = Path(path)
-    base = path.parent
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
             reader = csv.DictReader(fh)
@@ -310,14 +318,20 @@ def read_prompt_csv(path: PathLike) -> PromptPairs:
             if "image" not in columns or "score" not in columns:
                 raise PromptError(f"{path}: expected a header with columns 'image' and 'score', got "
                                   f"{reader.fieldnames}")
-            images, scores, origins = [], [], []
             for row in reader:
                 where = f"{path} row {reader.line_num}"
-                scores.append(_number((row[columns["score"]] or "").strip(), where))
-                images.append(_image_path(row[columns["image"]], base, where))
-                origins.append(where)
+                yield row[columns["image"]], _number((row[columns["score"]] or "").strip(), where), where
     except UnicodeDecodeError as err:
         raise PromptError(f"{path} is not a UTF-8 text CSV: {err}") from None
+
+
+def read_prompt_csv(path: PathLike) -> PromptPairs:
+    """Pairs from a CSV with columns ``image,score`` (paths relative to the CSV); rows count from the header, 1."""
+    images, scores, origins = [], [], []
+    for image, score, where in read_prompt_rows(path):
+        scores.append(score)
+        images.append(_image_path(image, Path(path).parent, where))
+        origins.append(where)
     return PromptPairs(images, scores, origins)
 
 
@@ -407,11 +421,51 @@ class EncodedPrompt:
     scale: ScoreScale
     images: List[str] = field(default_factory=list)
     scores: List[float] = field(default_factory=list)
+    features: Optional[torch.Tensor] = None   # the images' (n, 128) features when encoded here (a saved prompt: None)
 
     @property
     def isp_num(self) -> int:
         """Number of image-score pairs."""
         return int(self.tensor.shape[1])
+
+
+# Below this leave-one-out SROCC a prompt's own images are ranked too unlike its scores to trust the model under it:
+# for 10 pairs, 0.56 is where a one-sided 5% test would call the agreement more than chance.
+REQUIREMENT_CHECK_MIN_SROCC = 0.5
+NO_CHECK_FOR_SAVED_PROMPT = "requirement check: not available for a saved prompt (it keeps no images)"
+
+
+@dataclass
+class RequirementCheck:
+    """``Predictor.check_requirement``: each prompt image's score under the other n-1 pairs (the prompt's scale) and
+    the SROCC of those predictions against the prompt's own scores (NaN when the predictions are all equal)."""
+
+    predictions: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def srocc(self) -> float:
+        """Spearman correlation of the leave-one-out predictions with the prompt's scores (NaN: undefined)."""
+        if np.ptp(self.predictions) == 0 or np.ptp(self.scores) == 0:
+            return float("nan")
+        from promptiqa.metrics import srocc
+
+        return srocc(self.predictions, self.scores)
+
+    @property
+    def follows(self) -> bool:
+        """Whether the SROCC reaches ``REQUIREMENT_CHECK_MIN_SROCC`` (an undefined one does not)."""
+        return bool(self.srocc >= REQUIREMENT_CHECK_MIN_SROCC)
+
+    def line(self) -> str:
+        """The check in one line, as ``promptiqa score`` and the web page say it."""
+        value = self.srocc
+        equal = "prompt score" if np.ptp(self.scores) == 0 else "leave-one-out prediction"
+        figure = f"{value:.2f}" if math.isfinite(value) else f"undefined (every {equal} is equal)"
+        verdict = "" if self.follows else (f"; below {REQUIREMENT_CHECK_MIN_SROCC:g}: this model does not follow "
+                                          f"this requirement")
+        return (f"requirement check (leave-one-out SROCC on the prompt's own {self.scores.size} images): "
+                f"{figure}{verdict}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -524,15 +578,18 @@ class Predictor:
         if not bool(torch.isfinite(labels).all()):  # a span a float holds but float32 labels do not
             raise PromptError(f"the prompt scores do not map onto finite labels on the scale ({scale.low:g}, "
                               f"{scale.high:g}); rescale them")
-        chunks, start = [], 0
+        chunks, features, start = [], [], 0
         with torch.inference_mode(), self._autocast():
             # Each pair is encoded independently (per-ISP encoder, eval-mode BatchNorm), so chunks concatenate.
             for _, batch in self._batches(items, batch_size, workers=0):
                 stop = start + batch.shape[0]
-                chunks.append(self.model.encode_prompt(batch, labels[start:stop].to(self.device)).float())
+                features.append(self.model.image_features(batch))
+                chunks.append(self.model.encode_prompt_features(features[-1], labels[start:stop].to(self.device))
+                              .float())
                 start = stop
         prompt = EncodedPrompt(torch.cat(chunks, dim=1), scale,
-                               [_describe_image(im, i) for i, im in enumerate(items)], values)
+                               [_describe_image(im, i) for i, im in enumerate(items)], values,
+                               torch.cat(features).float())
         if not bool(torch.isfinite(prompt.tensor).all()):
             raise PromptError("the encoded prompt is not finite (NaN or infinity): the model overflowed on these "
                               "images" + (" under --amp bf16; try without it" if self.amp else ""))
@@ -547,6 +604,21 @@ class Predictor:
             known = ", ".join(repr(k) for k in self.prompts) or "none yet"
             raise PredictorError(f"no prompt named {name!r} (prompts: {known}); call set_prompt or load_prompt first")
         return self.prompts[name]
+
+    def check_requirement(self, prompt: Union[str, EncodedPrompt, None] = None) -> "RequirementCheck":
+        """How well the model follows a prompt's requirement: each of its n images scored with the other n-1 pairs
+        as the prompt (leave-one-out), against the prompt's own scores. Reuses the image features ``set_prompt``
+        kept, so it costs n passes of the prompt and score heads, no image encoding; a saved prompt has none."""
+        entry = self._prompt(prompt)
+        if entry.features is None:
+            raise PredictorError("a prompt loaded from a saved prompt file keeps no image features: the requirement "
+                                 "check needs the prompt encoded from its images (set_prompt)")
+        if entry.isp_num < 2:
+            raise PredictorError(f"the requirement check needs at least 2 pairs, the prompt has {entry.isp_num}")
+        with torch.inference_mode(), self._autocast():
+            model_scores = self.model.score_leave_one_out(entry.features.to(self.device),
+                                                          entry.tensor[0].to(self.device)).float().cpu().numpy()
+        return RequirementCheck(entry.scale.to_user(model_scores), np.asarray(entry.scores, dtype=np.float64))
 
     def score(self, images, batch_size: int = 8, prompt: Union[str, EncodedPrompt, None] = None,
               workers: Optional[int] = None, progress: bool = False) -> np.ndarray:

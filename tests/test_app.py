@@ -127,19 +127,21 @@ def upload(paths):
 
 
 def table(names, scores):
-    return {"headers": ["image", "score"], "data": [[n, str(s)] for n, s in zip(names, scores)], "metadata": None}
+    from promptiqa.app.prompt_table import TABLE_HEADERS
+
+    return {"headers": TABLE_HEADERS, "data": [["", n, str(s)] for n, s in zip(names, scores)], "metadata": None}
 
 
 def add_table_requirement(session, images, scores, name="stars", low="1", high="5", order="higher is better"):
-    status, summary, _ = session.predict(name, upload(images), table([Path(p).name for p in images], scores), low,
-                                         high, order, api_name="/add_requirement")
+    status, summary, _, _ = session.predict(name, upload(images), table([Path(p).name for p in images], scores), low,
+                                            high, order, api_name="/add_requirement")
     return status, summary
 
 
 def score(session, images):
     """(message, {requirement: [scores]} from the CSV download, image names, the page's table HTML)."""
     message, table_html, _, csv_path = session.predict(upload(images), api_name="/score")
-    if csv_path is None:
+    if not isinstance(csv_path, str):   # an error: the page keeps what it showed (gradio_client sees an update)
         return message, None, None, table_html
     rows = list(csv.reader(io.StringIO(Path(csv_path).read_text())))
     columns = {name: [float(r[k]) for r in rows[1:]] for k, name in enumerate(rows[0]) if k > 0}
@@ -153,14 +155,14 @@ def test_scores_equal_the_predictor_and_the_command_line(server, files, tmp_path
     status, summary = add_table_requirement(session, files["prompt"], files["stars"])
     assert status.startswith("Added requirement **stars**: 5 images") and "1-5, higher is better" in summary
     # the prompt CSV with its images, as DMOS (lower is better), 0-10
-    status, summary, _ = session.predict("dmos", upload([files["csv"], *files["prompt"]]), "", "0", "10",
+    status, summary, _, _ = session.predict("dmos", upload([files["csv"], *files["prompt"]]), "", "0", "10",
                                          "lower is better", api_name="/add_prompt_file")
     assert status.startswith("Added requirement **dmos**"), status
     # a saved prompt (.pt) made by the API from the same images
     reference = Predictor.from_checkpoint(files["ckpt"], device="cpu")
     reference.set_prompt(files["prompt"], files["stars"], score_range=(1, 5))
     reference.save_prompt(tmp_path / "saved.pt")
-    status, _, _ = session.predict("saved", upload([tmp_path / "saved.pt"]), "", "", "", "higher is better",
+    status, _, _, _ = session.predict("saved", upload([tmp_path / "saved.pt"]), "", "", "", "higher is better",
                                    api_name="/add_prompt_file")
     assert status.startswith("Added requirement **saved**"), status
 
@@ -208,7 +210,7 @@ def test_bad_inputs_show_the_page_error_and_the_next_call_works(server, files, t
     assert message.startswith("**Error:** ") and "broken.jpg" in message and columns is None, message
     message, columns, names, _ = score(session, files["queries"][:2])
     assert message.startswith("Scored 2 images") and len(columns["stars"]) == 2, message
-    status, _, _ = session.predict("x", upload([files["prompt"][0]]), "", "", "", "higher is better",
+    status, _, _, _ = session.predict("x", upload([files["prompt"][0]]), "", "", "", "higher is better",
                                    api_name="/add_prompt_file")
     assert status.startswith("**Error:** upload exactly one prompt file"), status
     # the official demo's example.json: an entry must be chosen when it holds several
@@ -216,11 +218,11 @@ def test_bad_inputs_show_the_page_error_and_the_next_call_works(server, files, t
     example.write_text(json.dumps([{"Example_id": f"Example{k}", "ISPP": [[f"./{p.name}", (s - 1) / 4 if k == 1 else
                                                                           (5 - s) / 4] for p, s in zip(prompt, stars)]}
                                    for k in (1, 2)]))
-    status, _, _ = session.predict("", upload([example, *prompt]), "", "", "", "higher is better",
+    status, _, _, _ = session.predict("", upload([example, *prompt]), "", "", "", "higher is better",
                                    api_name="/add_prompt_file")
     assert status.startswith("**Error:** ") and "holds 2 prompts (Example1, Example2)" in status, status
     assert str(server.tmp) not in status
-    status, summary, _ = session.predict("", upload([example, *prompt]), "Example2", "", "", "higher is better",
+    status, summary, _, _ = session.predict("", upload([example, *prompt]), "Example2", "", "", "higher is better",
                                          api_name="/add_prompt_file")
     assert status.startswith("Added requirement **example**: 5 images"), status
     assert "0-1, higher is better" in summary
@@ -297,3 +299,22 @@ def test_a_checkpoint_that_cannot_load_is_one_error_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"error: checkpoint not found: {missing}") and "hf:Zevin2023" in err[0]
     assert cli_main(["app", "--port", "70000"]) == 1
     assert capsys.readouterr().err.strip() == "error: --port 70000: expected a port number, 0 to 65535"
+
+
+def test_the_model_line_says_what_a_64_pixel_model_means_for_photographs():
+    import torch
+
+    from promptiqa.app.service import describe_model
+    from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig
+    from promptiqa.models import build_model
+
+    train = DemoConfig.from_yaml(DEFAULT_CONFIG).train   # the demo's model as configs/demo.yaml makes it
+    torch.manual_seed(0)
+    demo = Predictor(build_model("promptiqa", backbone=train["backbone"], image_size=train["image_size"],
+                                 backbone_kwargs=train["backbone_kwargs"]), device="cpu")
+    line = describe_model(demo, "runs/demo/promptiqa/last.pth.tar", "the demo's prompted model")
+    size = train["image_size"]
+    assert f"**Every image is resized to {size}x{size} pixels before it is scored**: fine detail" in line
+    assert "This is the demo's model: it learnt the demo's synthetic requirements" in line
+    larger = Predictor(build_model("promptiqa", preset="tiny"), device="cpu")    # 112 px: no such note
+    assert "resized" not in describe_model(larger, "tiny.pth.tar", "--checkpoint")

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from promptiqa import Predictor
-from tests.test_app import AppServer, files  # noqa: F401  (the module-scoped fixture of checkpoint and images)
+from promptiqa.app.prompt_table import SCORE
+from tests.test_app import AppServer, files, server  # noqa: F401  (module-scoped: checkpoint and images; the app)
+from tests.test_predict import check_prompts
 
 DECIMALS = 4     # the page shows 4 decimals (promptiqa.app.service.DISPLAY_DECIMALS)
 WAIT_S = 240     # the model and gradio share 2 busy cores with other work
@@ -98,6 +100,9 @@ def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, f
         _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-images input[type=file]"), "the page")
         assert d.title == "PromptIQA"
         assert "micro.pth.tar" in _text(d, "model") and "Limits:" in _text(d, "limits")
+        # a 64 px model: the model line says what that means for photographs (not the demo's model, though)
+        assert "Every image is resized to 64x64 pixels before it is scored" in _text(d, "model")
+        assert "This is the demo's model" not in _text(d, "model")
 
         # 1. the person's own scored images: upload, type the scores in the table, the range and a name
         d.find_element(By.CSS_SELECTOR, "#prompt-images input[type=file]").send_keys(
@@ -106,13 +111,13 @@ def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, f
         _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, cell.format(len(files["prompt"]) - 1, 0)),
               "one table row per prompt image")
         for row, score in enumerate(files["stars"]):
-            ActionChains(d).double_click(d.find_element(By.CSS_SELECTOR, cell.format(row, 1))).perform()
+            ActionChains(d).double_click(d.find_element(By.CSS_SELECTOR, cell.format(row, SCORE))).perform()
             editor = _wait(d, lambda d: d.switch_to.active_element.tag_name == "textarea"
                            and d.switch_to.active_element, "a double click to open the cell's editor")
             editor.send_keys(f"{score:g}", Keys.ENTER)
-            _wait(d, lambda d: d.find_element(By.CSS_SELECTOR, cell.format(row, 1)).text.strip("⋮\n ")
+            _wait(d, lambda d: d.find_element(By.CSS_SELECTOR, cell.format(row, SCORE)).text.strip("⋮\n ")
                   == f"{score:g}", f"score {score:g} in row {row + 1}")
-        typed = [d.find_element(By.CSS_SELECTOR, cell.format(r, 1)).text.strip("⋮\n ")
+        typed = [d.find_element(By.CSS_SELECTOR, cell.format(r, SCORE)).text.strip("⋮\n ")
                  for r in range(len(files["stars"]))]
         assert typed == [f"{s:g}" for s in files["stars"]]
         _type_into(d, "range-low", "1")
@@ -166,3 +171,139 @@ def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, f
     finally:
         code = server.stop()
     assert code == 130 and server.leftovers() == [], server.log.read_text()
+
+
+def _open(driver, server):  # noqa: F811
+    """A new session of the module's app, its page loaded."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(server.url)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-images input[type=file]"), "the page")
+    return driver
+
+
+def _upload(driver, element_id: str, paths) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, f"#{element_id} input[type=file]").send_keys("\n".join(map(str, paths)))
+
+
+def _uploaded(driver, element_id: str, count: int) -> None:
+    """Wait until the file component lists ``count`` files."""
+    from selenium.webdriver.common.by import By
+
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, f"#{element_id} tbody tr")) == count,
+          f"{count} files in {element_id}")
+
+
+def _status(driver, element_id: str, *starts: str) -> str:
+    """The status line once it starts with one of ``starts`` (or says Error)."""
+    _wait(driver, lambda d: _text(d, element_id).startswith((*starts, "Error")), f"{element_id}: {starts}")
+    return _text(driver, element_id)
+
+
+def _click(driver, button_id: str, status_id: str) -> str:
+    """Click a button; the status line once the click has changed it (an earlier message never passes for the new one)."""
+    from selenium.webdriver.common.by import By
+
+    def done(d) -> bool:   # gradio's progress overlay ("processing | 0.1s") gone, and the message new
+        tracker = d.find_elements(By.CSS_SELECTOR, f'#{status_id} [data-testid="status-tracker"]')
+        return all("hide" in t.get_attribute("class").split() for t in tracker) and _text(d, status_id) not in (
+            "", before)
+
+    before = _text(driver, status_id)
+    driver.find_element(By.ID, button_id).click()
+    _wait(driver, done, f"{status_id} after {button_id}")
+    return _text(driver, status_id)
+
+
+def test_a_csv_fills_the_scores_beside_thumbnails_and_the_requirement_check_says_when_it_is_not_followed(
+        browser, server, files, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    reference = Predictor.from_checkpoint(files["ckpt"], device="cpu")
+    images, followed, reversed_ = check_prompts(reference, tmp_path)
+    good = reference.check_requirement(reference.set_prompt(images, followed, score_range=(1, 5)))
+    bad = reference.check_requirement(reference.set_prompt(images, reversed_, score_range=(1, 5)))
+    for name, scores in (("followed", followed), ("reversed", reversed_)):   # scores as the CSV's text gives them
+        (tmp_path / f"{name}.csv").write_text("image,score\n" + "".join(f"{im.name},{v!r}\n"
+                                                                       for im, v in zip(images, scores)))
+    with open(tmp_path / "followed.csv", "a") as fh:
+        fh.write("elsewhere/ghost.png,3\n")                 # a row naming no uploaded image: reported
+    d = _open(browser, server)
+
+    # images and their CSV dropped together: one row per image, its thumbnail beside its score from the CSV
+    _upload(d, "prompt-images", [*images, tmp_path / "followed.csv"])
+    cell = '#prompt-table [data-testid="cell-{}-{}"]'
+    assert _status(d, "requirement-status", "Filled") == ("Filled 10 of 10 scores from followed.csv. Not among the "
+                                                          "uploaded images: elsewhere/ghost.png.")
+    names = [d.find_element(By.CSS_SELECTOR, cell.format(r, SCORE - 1)).text.strip("⋮\n ") for r in range(10)]
+    shown = [d.find_element(By.CSS_SELECTOR, cell.format(r, SCORE)).text.strip("⋮\n ") for r in range(10)]
+    assert names == [im.name for im in images] and [float(v) for v in shown] == followed
+    thumbnails = [d.find_element(By.CSS_SELECTOR, cell.format(r, 0) + ' img[src^="data:image/png;base64,"]')
+                  for r in range(10)]
+    assert all(t.size["width"] > 8 for t in thumbnails)
+    for element_id, text in (("range-low", "1"), ("range-high", "5"), ("range-name", "followed")):
+        _type_into(d, element_id, text)
+    status = _click(d, "add-requirement", "requirement-status")
+    assert status.startswith("Added requirement followed: 10 images") and good.follows
+    assert f"Requirement check (leave-one-out SROCC on the prompt's own 10 images): {good.srocc:.2f}." in status
+    assert "does not follow" not in status
+    name_box = d.find_element(By.CSS_SELECTOR, "#range-name input, #range-name textarea")
+    assert name_box.get_attribute("value") == ""                      # cleared after Add
+
+    # the same name again is refused, and the first requirement stays as it was
+    _type_into(d, "range-name", "followed")
+    assert _click(d, "add-requirement", "requirement-status").startswith(
+        "Error: a requirement named 'followed' exists")
+    assert name_box.get_attribute("value") == "followed" and _text(d, "requirements").count("followed") == 1
+
+    # the reversed scores, from the prompt-file tab: the model cannot follow them, and the page says so
+    d.find_element(By.XPATH, "//button[@role='tab'][normalize-space()='Prompt file']").click()
+    _wait(d, lambda d: d.find_element(By.ID, "add-prompt-file").is_displayed(), "the prompt-file tab")
+    _upload(d, "prompt-file", [tmp_path / "reversed.csv", *images])
+    _uploaded(d, "prompt-file", 11)
+    _type_into(d, "file-range-low", "1")
+    _type_into(d, "file-range-high", "5")
+    status = _click(d, "add-prompt-file", "requirement-status")
+    assert status.startswith("Added requirement reversed: 10 images") and bad.srocc < 0 and not bad.follows
+    assert (f"own 10 images): {bad.srocc:.2f}; below 0.5: this model does not follow this requirement."
+            in status), status
+    bold = d.find_elements(By.CSS_SELECTOR, "#requirement-status strong")
+    assert any("does not follow this requirement" in b.text for b in bold)
+    rows = _text(d, "requirements")
+    assert f"{good.srocc:.2f}" in rows and f"{bad.srocc:.2f}: not followed" in rows
+
+
+def test_an_undecodable_zip_member_is_skipped_and_listed_and_errors_keep_the_results(
+        browser, server, files, tmp_path):  # noqa: F811
+    import zipfile
+
+    from selenium.webdriver.common.by import By
+
+    archive = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for q in files["queries"]:
+            zf.write(q, f"photos/{q.name}")
+        zf.write(files["junk"], "photos/broken.jpg")
+    d = _open(browser, server)
+    d.find_element(By.XPATH, "//button[@role='tab'][normalize-space()='Bundled examples']").click()
+    _wait(d, lambda d: d.find_element(By.ID, "add-example").is_displayed(), "the examples tab")
+    assert _click(d, "add-example", "requirement-status").startswith("Added")
+
+    _upload(d, "query-images", [archive])
+    _uploaded(d, "query-images", 1)
+    status = _click(d, "score", "score-status")
+    assert status.startswith(f"Scored {len(files['queries'])} images under 1 requirement in ") and status.endswith(
+        " s. Skipped 1 file(s) in zip archives that could not be decoded: batch.zip:photos/broken.jpg."), status
+    rows = d.find_elements(By.CSS_SELECTOR, "#scores-table tbody tr")
+    assert [r.find_element(By.CSS_SELECTOR, "td.image").text for r in rows] == \
+        [f"batch.zip:photos/{q.name}" for q in files["queries"]]
+
+    # a loose file that is no image is an error (as a file named on the command line); the results stay
+    d.find_element(By.CSS_SELECTOR, "#query-images button[aria-label='Clear']").click()
+    _upload(d, "query-images", [files["junk"]])
+    _wait(d, lambda d: "broken" in d.find_element(By.CSS_SELECTOR, "#query-images tbody tr").text, "the new upload")
+    status = _click(d, "score", "score-status")
+    assert status.startswith("Error: ") and "broken.jpg" in status
+    assert len(d.find_elements(By.CSS_SELECTOR, "#scores-table tbody tr")) == len(files["queries"])

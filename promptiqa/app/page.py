@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
+from promptiqa.app.prompt_table import TABLE_HEADERS, parse_scale, prompt_images, prompt_table, table_scores
 from promptiqa.app.service import (LIMITS, MAX_FILE_MB, MAX_PROMPT_IMAGES, MAX_SCORE_IMAGES, PROMPT_SUFFIXES,
                                    UPLOAD_TTL_S, Requirement, Scorer, Session, UserError, clean_message,
-                                   display_name, parse_scale, remove_tree, score_all, scratch_folder, table_scores,
-                                   unpack, write_csv)
+                                   display_name, remove_tree, score_all, scratch_folder, unpack, write_csv)
 
 TITLE = "PromptIQA"
 HIGHER, LOWER = "higher is better", "lower is better"
@@ -51,11 +51,14 @@ def _error(err: BaseException, names=None) -> str:
     return f"**Error:** unexpected {type(err).__name__}: {message} (the server's log has the details)"
 
 
-def _requirement_outputs(session: Session, message: str):
+def _requirement_outputs(session: Session, message: str, added: Optional[bool] = None):
+    """The outputs of an add or remove: session, message, summary, the remove list, and (after an add) the name
+    field, emptied when the requirement was added and left as typed when it was refused."""
     import gradio as gr
 
     names = list(session.requirements)
-    return session, message, session.summary(), gr.Dropdown(choices=names, value=None)
+    outputs = (session, message, session.summary(), gr.Dropdown(choices=names, value=None))
+    return outputs if added is None else (*outputs, "" if added else gr.skip())
 
 
 def build_page(scorer: Optional[Scorer], model_line: str):
@@ -76,10 +79,11 @@ def build_page(scorer: Optional[Scorer], model_line: str):
         with gr.Tabs():
             with gr.Tab("Your scored images"):
                 with gr.Row():
-                    prompt_images = gr.File(label=f"Prompt images (2 to {MAX_PROMPT_IMAGES})",
-                                            file_count="multiple", height=220, elem_id="prompt-images")
-                    table = gr.Dataframe(headers=["image", "score"], datatype=["str", "str"], type="array",
-                                         interactive=True, static_columns=[0], column_count=2, max_height=260,
+                    uploads = gr.File(label=f"Prompt images (2 to {MAX_PROMPT_IMAGES}), and optionally a CSV "
+                                            f"image,score that fills their scores by file name",
+                                      file_count="multiple", height=220, elem_id="prompt-images")
+                    table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["html", "str", "str"], type="array",
+                                         interactive=True, static_columns=[0, 1], column_count=3, max_height=360,
                                          elem_id="prompt-table", label="Scores: one per image, on your own scale")
                 low, high, polarity, name = _scale_and_name("requirement 1", "range")
                 add = gr.Button("Add requirement", elem_id="add-requirement")
@@ -117,14 +121,18 @@ def build_page(scorer: Optional[Scorer], model_line: str):
 
         # ---------------------------------------------------------------- handlers
         def fill_table(files, rows):
-            """One row per uploaded prompt image, keeping scores already typed for the same file names."""
-            typed = {str(r[0]): r[1] for r in (rows or []) if len(r) > 1}
-            return [[display_name(f), typed.get(display_name(f), "")] for f in files or []]
+            """One row per uploaded prompt image (thumbnail, name, score), scores filled from a CSV uploaded with
+            them; what the CSV filled goes to the requirement status line."""
+            try:
+                return prompt_table(files, rows)
+            except Exception as err:   # a bad CSV: the images' rows still, and the CSV's error
+                return prompt_table(prompt_images(files), rows)[0], _error(err, {str(f): display_name(f)
+                                                                                  for f in files or []})
 
         def add_from_table(session, name, files, rows, lo, hi, order):
-            names = {}
+            names, added = {}, False
             try:
-                files = [Path(f) for f in files or []]
+                files = prompt_images(files)
                 if len(files) < 2:
                     raise UserError(f"upload at least 2 prompt images (got {len(files)}), then type their scores")
                 if len(files) > MAX_PROMPT_IMAGES:
@@ -132,14 +140,17 @@ def build_page(scorer: Optional[Scorer], model_line: str):
                 labels = [display_name(f) for f in files]
                 names = {str(f): label for f, label in zip(files, labels)}
                 scores = table_scores(rows, labels)
+                chosen = session.refuse_taken(_name(name, session))   # before the model spends time on it
                 prompt = scorer.encode(files, scores, parse_scale(lo, hi), order == HIGHER)
-                message = session.add(Requirement(_name(name, session), prompt, f"{len(files)} uploaded images"))
+                message = session.add(Requirement(chosen, prompt, f"{len(files)} uploaded images",
+                                                  scorer.check(prompt)))
+                added = True
             except Exception as err:
                 message = _error(err, names)
-            return _requirement_outputs(session, message)
+            return _requirement_outputs(session, message, added)
 
         def add_from_file(session, name, files, prompt_id, lo, hi, order):
-            folder, names = None, {}
+            folder, names, added = None, {}, False
             try:
                 folder = scratch_folder(workdir)
                 prompt_path, names = _lay_out(files, folder)
@@ -156,20 +167,22 @@ def build_page(scorer: Optional[Scorer], model_line: str):
                     prompt = scorer.encode(pairs.images, pairs.scores, parse_scale(lo, hi) or pairs.score_range,
                                            order == HIGHER)
                     source = f"prompt file {prompt_path.name}"
-                message = session.add(Requirement(_name(name, session, prompt_path.stem), prompt, source))
+                message = session.add(Requirement(_name(name, session, prompt_path.stem), prompt, source,
+                                                  scorer.check(prompt)))
+                added = True
             except Exception as err:
                 message = _error(err, names)
             finally:
                 remove_tree(folder)
-            return _requirement_outputs(session, message)
+            return _requirement_outputs(session, message, added)
 
         def add_bundled(session, chosen):
             try:
                 if chosen not in examples:
                     raise UserError(f"no bundled example named {chosen!r}; choose one of {', '.join(examples)}")
-                ex = examples[chosen]
+                ex = examples[session.refuse_taken(chosen)]
                 prompt = scorer.encode(ex.images, ex.scores, ex.score_range, ex.higher_is_better)
-                message = session.add(Requirement(ex.name, prompt, "bundled example"))
+                message = session.add(Requirement(ex.name, prompt, "bundled example", scorer.check(prompt)))
             except Exception as err:
                 message = _error(err)
             return _requirement_outputs(session, message)
@@ -187,6 +200,10 @@ def build_page(scorer: Optional[Scorer], model_line: str):
             return _requirement_outputs(session, message)
 
         def score(session, files):
+            """The scores of the uploads under every requirement; on an error, its message, and the results already
+            on the page stay there."""
+            import gradio as gr
+
             folder, names = None, {}
             try:
                 if not session.requirements:
@@ -201,26 +218,30 @@ def build_page(scorer: Optional[Scorer], model_line: str):
                 if not paths:
                     raise UserError(f"no images in the upload (zip members need one of the suffixes "
                                     f"{', '.join(IMAGE_SUFFIXES)})")
-                res = score_all(scorer, paths, labels, list(session.requirements.values()))
+                res = score_all(scorer, paths, labels, folder, list(session.requirements.values()))
                 table_html, figure = res.html(), res.chart()
                 csv_path = write_csv(res, workdir)
                 note = f" Ignored (not images): {', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}." \
                     if ignored else ""
-                message = (f"Scored {len(paths)} image{'s' if len(paths) != 1 else ''} under "
+                if res.skipped:   # the command line's report: a heading, then the files
+                    heading, *skipped = res.skipped
+                    note += f" **{heading[0].upper()}{heading[1:]}** {', '.join(s.strip() for s in skipped)}."
+                n = len(res.names)
+                message = (f"Scored {n} image{'s' if n != 1 else ''} under "
                            f"{len(res.requirements)} requirement{'s' if len(res.requirements) != 1 else ''} in "
                            f"{res.seconds:.1f} s.{note}")
                 return message, table_html, figure, str(csv_path)
             except Exception as err:
-                return _error(err, names), "", None, None
+                return _error(err, names), gr.skip(), gr.skip(), gr.skip()
             finally:
                 remove_tree(folder)
 
         requirement_outputs = [session, req_status, requirements, remove]
-        prompt_images.change(fill_table, [prompt_images, table], [table], api_name="fill_table")
-        add.click(add_from_table, [session, name, prompt_images, table, low, high, polarity], requirement_outputs,
+        uploads.change(fill_table, [uploads, table], [table, req_status], api_name="fill_table")
+        add.click(add_from_table, [session, name, uploads, table, low, high, polarity], [*requirement_outputs, name],
                   api_name="add_requirement")
         add_file.click(add_from_file, [session, file_name, prompt_file, entry, file_low, file_high, file_polarity],
-                       requirement_outputs, api_name="add_prompt_file")
+                       [*requirement_outputs, file_name], api_name="add_prompt_file")
         example.change(preview, [example], [remark, gallery], api_name="preview_example")
         add_example.click(add_bundled, [session, example], requirement_outputs, api_name="add_example")
         remove_button.click(remove_requirement, [session, remove], requirement_outputs, api_name="remove_requirement")

@@ -42,11 +42,31 @@ class UserError(PromptIQAError, ValueError):
 
 @dataclass
 class Requirement:
-    """A requirement kept in a session: its encoded prompt (promptiqa.predict.Prompt) and where it came from."""
+    """A requirement kept in a session: its encoded prompt (promptiqa.predict.EncodedPrompt), where it came from, and
+    how well the model follows it on its own images (a RequirementCheck; None for a saved prompt: it keeps none)."""
 
     name: str
     prompt: object
     source: str
+    check: object = None
+
+    def check_line(self) -> str:
+        """The requirement check as the page says it: the command line's sentence, in bold when it is low."""
+        from promptiqa.predict import NO_CHECK_FOR_SAVED_PROMPT
+
+        if self.check is None:
+            return NO_CHECK_FOR_SAVED_PROMPT.capitalize() + "."
+        line = self.check.line()
+        line = line[0].upper() + line[1:] + "."
+        return line if self.check.follows else f"**{line}**"
+
+    def check_cell(self) -> str:
+        """The check's figure for the requirements table."""
+        if self.check is None:
+            return "n/a (saved prompt)"
+        value = self.check.srocc
+        figure = f"{value:.2f}" if np.isfinite(value) else "undefined"
+        return figure if self.check.follows else f"**{figure}: not followed**"
 
     def scale(self) -> str:
         """The score scale in words, e.g. ``1-5, higher is better``."""
@@ -60,12 +80,18 @@ class Session:
 
     requirements: Dict[str, Requirement] = field(default_factory=dict)
 
+    def refuse_taken(self, name: str) -> str:
+        """``name`` when no requirement has it; a UserError otherwise (a requirement is never replaced unsaid)."""
+        if name in self.requirements:
+            raise UserError(f"a requirement named {name!r} exists already: give this one another name, or remove "
+                            f"that one first (below)")
+        return name
+
     def add(self, requirement: Requirement) -> str:
-        """Keep ``requirement`` (replacing one of the same name); returns a one-line confirmation."""
-        replaced = requirement.name in self.requirements
-        self.requirements[requirement.name] = requirement
-        return (f"{'Replaced' if replaced else 'Added'} requirement **{html.escape(requirement.name)}**: "
-                f"{requirement.prompt.isp_num} images ({requirement.source}), scale {requirement.scale()}.")
+        """Keep ``requirement`` (refused when its name is taken); returns the confirmation and the requirement check."""
+        self.requirements[self.refuse_taken(requirement.name)] = requirement
+        return (f"Added requirement **{html.escape(requirement.name)}**: {requirement.prompt.isp_num} images "
+                f"({requirement.source}), scale {requirement.scale()}.\n\n{requirement.check_line()}")
 
     def next_name(self) -> str:
         """A free default name: ``requirement 1``, ``requirement 2``, ..."""
@@ -78,9 +104,10 @@ class Session:
         """The session's requirements as a Markdown table (or a line saying there are none)."""
         if not self.requirements:
             return "No requirement yet: add one above (your images, a prompt file, or a bundled example)."
-        rows = [f"| {html.escape(r.name)} | {r.prompt.isp_num} | {r.scale()} | {html.escape(r.source)} |"
-                for r in self.requirements.values()]
-        return "\n".join(["| requirement | images | scale | from |", "|---|---|---|---|", *rows])
+        rows = [f"| {html.escape(r.name)} | {r.prompt.isp_num} | {r.scale()} | {html.escape(r.source)} | "
+                f"{r.check_cell()} |" for r in self.requirements.values()]
+        return "\n".join(["| requirement | images | scale | from | requirement check (leave-one-out SROCC) |",
+                          "|---|---|---|---|---|", *rows])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -88,10 +115,34 @@ class Session:
 
 
 def describe_model(predictor, reference: str, origin: str) -> str:
-    """One line saying which model is loaded: the checkpoint as given, what it is, its backbone and input size."""
+    """The model line: the checkpoint as given, what it is, its backbone and input size; for a model of the demo's
+    small input size, what that means for real photographs."""
     config = predictor.model.config
-    return (f"**Model:** `{reference}` ({origin}): {config.get('backbone')}, {predictor.image_size} px input, on "
+    line = (f"**Model:** `{reference}` ({origin}): {config.get('backbone')}, {predictor.image_size} px input, on "
             f"{predictor.device}.")
+    demo = _demo_model()
+    if demo is not None and predictor.image_size <= demo[0]["image_size"]:
+        s = predictor.image_size
+        line += (f" **Every image is resized to {s}x{s} pixels before it is scored**: fine detail, and blur or noise "
+                 f"at the scale of a photograph, are not seen, so scores of real photos say little.")
+        if all(config.get(key) == value for key, value in demo[0].items()):
+            line += (f" This is the demo's model: it learnt the demo's synthetic requirements ({', '.join(demo[1])}, "
+                     f"on {s} px crops); use it for those, and the authors' release "
+                     f"(`--checkpoint hf:Zevin2023/PromptIQA`, 224 px) for photographs.")
+    return line
+
+
+def _demo_model():
+    """What the demo's model is (backbone, its settings, input size) and the requirements it learns, from
+    configs/demo.yaml; None without it (an install without configs/)."""
+    from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig
+
+    try:
+        cfg = DemoConfig.from_yaml(DEFAULT_CONFIG)
+    except FileNotFoundError:
+        return None
+    model = {key: cfg.train[key] for key in ("backbone", "backbone_kwargs", "image_size") if key in cfg.train}
+    return model, cfg.train_requirements
 
 
 class Scorer:
@@ -125,10 +176,27 @@ class Scorer:
             finally:
                 self.predictor.prompts.pop(key, None)
 
-    def score(self, images: Sequence[Path], prompt) -> np.ndarray:
-        """Scores of image files under ``prompt``, in its scale (decoded inline: no worker processes in a server)."""
+    def check(self, prompt):
+        """The requirement check of a prompt encoded here (a RequirementCheck; None for a saved prompt)."""
+        if prompt.features is None:
+            return None
         with self._lock:
-            return self.predictor.score([str(p) for p in images], prompt=prompt, workers=0)
+            return self.predictor.check_requirement(prompt)
+
+    def score_files(self, inputs: Sequence[Path], prompts: Sequence) -> Tuple[object, np.ndarray]:
+        """Image files and folders scored under ``prompts`` as ``promptiqa score`` does (a file found in a folder that
+        cannot be decoded is skipped and listed; decoded inline: no worker processes in a server): (the
+        ScoredFiles, its scores as an (images, prompts) array, each column in its prompt's scale)."""
+        keys = [f"app-{uuid.uuid4().hex}" for _ in prompts]
+        with self._lock:   # score_files takes prompts by name: file them for the call, then take them back out
+            self.predictor.prompts.update(zip(keys, prompts))
+            try:
+                result = self.predictor.score_files([str(p) for p in inputs], prompts=keys, workers=0,
+                                                    warn=lambda text: None)   # the page lists them instead
+            finally:
+                for key in keys:
+                    self.predictor.prompts.pop(key, None)
+        return result, np.stack([result.scores[key] for key in keys], axis=1)
 
     def examples(self):
         """The bundled example requirements at the model's input size (written once per app, on first use)."""
@@ -216,46 +284,6 @@ def clean_message(err: BaseException, names: Dict[str, str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# requirements from the page's inputs
-
-
-def parse_scale(low, high) -> Optional[Tuple[float, float]]:
-    """The score range typed in the page (both ends, or neither)."""
-    given = [v for v in (low, high) if v is not None and str(v).strip() != ""]
-    if not given:
-        return None
-    if len(given) == 1:
-        raise UserError("give both ends of the score range, or neither (then the scores' own min and max are used)")
-    try:
-        return float(low), float(high)
-    except (TypeError, ValueError):
-        raise UserError(f"the score range ({low!r}, {high!r}) is not two numbers") from None
-
-
-def table_scores(rows: Sequence[Sequence], names: Sequence[str]) -> List[float]:
-    """The scores typed in the page's table, one per uploaded image, in upload order."""
-    rows = [list(r) for r in (rows or []) if any(str(c).strip() for c in r)]
-    if len(rows) != len(names):
-        raise UserError(f"the table has {len(rows)} rows for {len(names)} uploaded images: upload the images first, "
-                        f"then type one score per row")
-    scores = []
-    for i, (row, name) in enumerate(zip(rows, names), start=1):
-        if str(row[0]) != name:
-            raise UserError(f"row {i} names {row[0]!r} but image {i} is {name!r}: upload the images again")
-        value = str(row[1] if len(row) > 1 and row[1] is not None else "").strip()
-        if not value:
-            raise UserError(f"row {i} ({name}): no score; type one for every image")
-        try:
-            number = float(value)
-        except ValueError:
-            raise UserError(f"row {i} ({name}): score {value!r} is not a number") from None
-        if not np.isfinite(number):
-            raise UserError(f"row {i} ({name}): score {value!r} is not a finite number")
-        scores.append(number)
-    return scores
-
-
-# --------------------------------------------------------------------------------------------------------------
 # results
 
 
@@ -268,6 +296,7 @@ class Results:
     requirements: List[Requirement]
     scores: np.ndarray           # (images, requirements)
     seconds: float
+    skipped: List[str] = field(default_factory=list)   # ScoredFiles.skipped_report: a heading, then each file
 
     def csv_text(self) -> str:
         """``image,<requirement>...`` with 6 decimals, the format of ``promptiqa score``."""
@@ -331,13 +360,21 @@ def thumbnail(path: Path, size: int = 72) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="" style="max-width:{size}px;max-height:{size}px">'
 
 
-def score_all(scorer: Scorer, files: Sequence[Path], names: Sequence[str],
+def score_all(scorer: Scorer, files: Sequence[Path], names: Sequence[str], folder: Path,
               requirements: Sequence[Requirement]) -> Results:
-    """Score every file under every requirement."""
+    """Score every file under every requirement: ``unpack``'s files and names, zip members unpacked under ``folder``.
+
+    Each archive's folder is scored as ``promptiqa score`` scores a folder: a member that cannot be decoded is skipped
+    and listed in ``Results.skipped`` (by its name in the archive); an undecodable loose file is an error, as a file
+    named on the command line is."""
     start = time.perf_counter()
-    columns = [scorer.score(files, r.prompt) for r in requirements]
-    return Results(list(names), list(files), list(requirements), np.stack(columns, axis=1),
-                   time.perf_counter() - start)
+    inputs = list(dict.fromkeys(folder / Path(p).relative_to(folder).parts[0] if folder in Path(p).parents else
+                                Path(p) for p in files))   # each archive's own folder (unpack's layout), loose files
+    label = {str(p): name for p, name in zip(files, names)}
+    result, scores = scorer.score_files(inputs, [r.prompt for r in requirements])
+    report = result.skipped_report(name=lambda p: label[str(p)], where="in zip archives")
+    return Results([label[str(p)] for p in result.images], list(result.images), list(requirements), scores,
+                   time.perf_counter() - start, report)
 
 
 def write_csv(results: Results, folder: Path) -> Path:

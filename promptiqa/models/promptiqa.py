@@ -204,7 +204,12 @@ class PromptIQA(MoNet):
 
     def encode_prompt(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Encode n image-score pairs into a prompt (1, n, 128); scores in [0, 1]."""
-        return self._isp_features(self.image_features(images), scores).unsqueeze(0)
+        return self.encode_prompt_features(self.image_features(images), scores)
+
+    def encode_prompt_features(self, features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``encode_prompt`` from precomputed ``image_features`` (n, 128): the features can serve again, e.g. for
+        ``score_leave_one_out``."""
+        return self._isp_features(features, scores).unsqueeze(0)
 
     def score(self, images: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """Score (B, 3, S, S) images under ``prompt``: (1, n, 128) shared by the batch or (B, n, 128) per image."""
@@ -231,7 +236,13 @@ class PromptIQA(MoNet):
             raise ValueError(f"the training-style forward needs groups of at least 2 images (each is prompted by "
                              f"the others), got {images.shape[0]} images in {groups} group(s)")
         features = self.image_features(images)
-        prompts = self.prompt_fusion(_leave_one_out(self._isp_features(features, scores), groups))
+        return self.score_leave_one_out(features, self._isp_features(features, scores), groups)
+
+    def score_leave_one_out(self, features: torch.Tensor, pairs: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """Image i scored with the other encoded pairs of its group as its prompt: (B, 128) ``image_features`` and
+        their (B, 128) encoded pairs (a prompt's rows) -> (B,). How well a prompt's own images come out under the
+        rest of it tells whether the model follows that requirement."""
+        prompts = self.prompt_fusion(_leave_one_out(pairs.to(self.norm.weight.dtype), groups))
         return self._regress(torch.cat([features.unsqueeze(1), prompts], dim=1))
 
 
