@@ -24,7 +24,7 @@ from promptiqa.errors import PromptIQAError, run_command
 
 # The modules each extra of pyproject.toml installs that its commands import, by import name (tests/test_install.py
 # checks each comes from a distribution the extra requires). A command's extra is checked before it runs.
-_TRAIN = ("scipy", "openpyxl", "xlrd", "matplotlib")
+_TRAIN = ("openpyxl", "xlrd", "matplotlib")
 EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
     "train": _TRAIN,                             # metrics, plots, Excel and MATLAB label files
     "demo": _TRAIN + ("skimage",),               # + the demo's photographs and its SSIM/PSNR labels

@@ -12,8 +12,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-# scipy (the [train] extra) is imported where a metric is computed: a module that imports this one still loads,
-# and its command's --help still works, in a core install.
+# scipy (a core dependency: score's requirement check is an SROCC) is imported where a metric is computed, so a
+# module importing this one, and every command's --help, loads without it.
 
 METRICS = ("srocc", "plcc", "krcc", "rmse")
 
