@@ -298,13 +298,26 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
-def _image_path(value: Any, base: Path, where: str) -> Path:
+def _image_path(value: Any, base: Path, where: str, within: Optional[Path] = None) -> Path:
+    """The image a prompt file names (relative to ``base``); with ``within``, only a path inside that folder is
+    looked at (an uploaded prompt file may name only the files uploaded with it: nothing else on the disk is opened,
+    nor is its existence told)."""
     if not isinstance(value, str) or not value.strip():
         raise PromptError(f"{where}: image {value!r} is not a file path")
     path = base / value.strip()
+    if within is not None and not _inside(path, within):
+        raise PromptError(f"{where}: image '{value.strip()}' is not among the uploaded files (a prompt file may name "
+                          f"only images uploaded with it)")
     if not path.is_file():
         raise PromptError(f"{where}: image '{value.strip()}' not found (looked at {path})")
     return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder``, spelt out (``..`` and absolute paths) and with links followed."""
+    folder = Path(os.path.abspath(folder))
+    lexical = Path(os.path.normpath(os.path.abspath(path)))
+    return (lexical == folder or folder in lexical.parents) and folder.resolve() in Path(lexical).resolve().parents
 
 
 def read_prompt_rows(path: PathLike) -> Iterable[Tuple[Any, float, str]]:
@@ -325,17 +338,18 @@ def read_prompt_rows(path: PathLike) -> Iterable[Tuple[Any, float, str]]:
         raise PromptError(f"{path} is not a UTF-8 text CSV: {err}") from None
 
 
-def read_prompt_csv(path: PathLike) -> PromptPairs:
-    """Pairs from a CSV with columns ``image,score`` (paths relative to the CSV); rows count from the header, 1."""
+def read_prompt_csv(path: PathLike, within: Optional[Path] = None) -> PromptPairs:
+    """Pairs from a CSV with columns ``image,score`` (paths relative to the CSV); rows count from the header, 1.
+    ``within``: images only from that folder (see ``_image_path``)."""
     images, scores, origins = [], [], []
     for image, score, where in read_prompt_rows(path):
         scores.append(score)
-        images.append(_image_path(image, Path(path).parent, where))
+        images.append(_image_path(image, Path(path).parent, where, within))
         origins.append(where)
     return PromptPairs(images, scores, origins)
 
 
-def read_prompt_json(path: PathLike, prompt_id: Optional[str] = None) -> PromptPairs:
+def read_prompt_json(path: PathLike, prompt_id: Optional[str] = None, within: Optional[Path] = None) -> PromptPairs:
     """Pairs from the official demo's JSON: a list of ``{"Example_id", "ISPP": [[image, score], ...]}``, one such
     entry, or a bare ``[[image, score], ...]``; paths relative to the file; scores on the model's [0, 1] scale."""
     path = Path(path)
@@ -362,20 +376,21 @@ def read_prompt_json(path: PathLike, prompt_id: Optional[str] = None) -> PromptP
     for i, (image, score) in enumerate(pairs, start=1):
         where = f"{label} pair {i}"
         scores.append(_number(score, where))
-        images.append(_image_path(image, path.parent, where))
+        images.append(_image_path(image, path.parent, where, within))
         origins.append(where)
     # The official demo feeds these scores to the model unchanged (its sliders span 0-1), so that is their scale.
     return PromptPairs(images, scores, origins, score_range=(0.0, 1.0))
 
 
-def read_prompt_pairs(path: PathLike, prompt_id: Optional[str] = None) -> PromptPairs:
-    """Pairs from a ``.json`` (official demo format) or any other file as CSV ``image,score``."""
+def read_prompt_pairs(path: PathLike, prompt_id: Optional[str] = None, within: Optional[Path] = None) -> PromptPairs:
+    """Pairs from a ``.json`` (official demo format) or any other file as CSV ``image,score``; with ``within``, image
+    paths resolve only inside that folder (the web app: the files uploaded together)."""
     path = _prompt_file(path)
     if path.suffix.lower() == ".json":
-        return read_prompt_json(path, prompt_id)
+        return read_prompt_json(path, prompt_id, within)
     if prompt_id is not None:
         raise PromptError(f"{path}: prompt_id selects an entry of a JSON prompt file; a CSV holds one prompt")
-    return read_prompt_csv(path)
+    return read_prompt_csv(path, within)
 
 
 def _prompt_file(path: PathLike) -> Path:

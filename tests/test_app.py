@@ -228,6 +228,46 @@ def test_bad_inputs_show_the_page_error_and_the_next_call_works(server, files, t
     assert "0-1, higher is better" in summary
 
 
+def test_an_uploaded_prompt_file_reads_only_the_files_uploaded_with_it(server, files, tmp_path):
+    """A prompt CSV or JSON naming server paths (/etc/hostname, ../..) made the app open them: an existence oracle
+    over the disk, and the server's images usable as prompt images. They resolve only among the uploads now, and a
+    path that exists on the server reads exactly like one that does not. A saved prompt of more pairs than a
+    requirement may hold (50) is refused (every scoring would fuse them all)."""
+    import torch
+
+    from promptiqa.predict import Predictor
+
+    session, prompt = client(server), files["prompt"]
+    outside = ["/etc/hostname", "/no/such/file.png", "../../../../etc/hostname", str(files["queries"][0])]
+    messages = []
+    for i, path in enumerate(outside):
+        sheet = tmp_path / f"prompt{i}.csv"
+        sheet.write_text("image,score\n" + "".join(f"{p.name},{k + 1}\n" for k, p in enumerate(prompt[:3]))
+                         + f"{path},5\n")
+        status, _, _, _ = session.predict("", upload([sheet, *prompt[:3]]), "", "", "", "higher is better",
+                                          api_name="/add_prompt_file")
+        assert status.startswith("**Error:** ") and "is not among the uploaded files" in status, status
+        messages.append(status.replace(path, "PATH").replace(sheet.name, "SHEET"))
+    assert len(set(messages)) == 1, messages        # existing and missing server files read alike: no oracle
+    example = tmp_path / "example.json"
+    example.write_text(json.dumps([[f"./{p.name}", k / 3] for k, p in enumerate(prompt[:3])] + [["/etc/hostname", 1]]))
+    status, _, _, _ = session.predict("", upload([example, *prompt[:3]]), "", "", "", "higher is better",
+                                      api_name="/add_prompt_file")
+    assert "is not among the uploaded files" in status, status
+    # a saved prompt of 55 pairs (a 5-pair prompt of this model, its tokens repeated)
+    predictor = Predictor.from_checkpoint(files["ckpt"], device="cpu")
+    predictor.set_prompt(prompt, files["stars"])
+    saved = predictor.save_prompt(tmp_path / "big.pt")
+    obj = torch.load(saved, weights_only=True)
+    obj["prompt"] = obj["prompt"].repeat(1, 11, 1)
+    torch.save(obj, saved)
+    status, _, _, _ = session.predict("", upload([saved]), "", "", "", "higher is better",
+                                      api_name="/add_prompt_file")
+    assert status.startswith("**Error:** ") and "big.pt holds 55 pairs; at most 50 per requirement" in status, status
+    status, _ = add_table_requirement(session, prompt, files["stars"])   # the session goes on
+    assert status.startswith("Added requirement **stars**"), status
+
+
 def test_sessions_keep_their_own_requirements_and_examples_match_the_export(server, files, tmp_path):
     first, second = client(server), client(server)
     add_table_requirement(first, files["prompt"], files["stars"], name="mine")
@@ -244,6 +284,17 @@ def test_sessions_keep_their_own_requirements_and_examples_match_the_export(serv
         assert cli_main(["app", "--checkpoint", str(files["ckpt"]), "--export-examples", str(export)]) == 0
     assert "wrote 10 example requirements (64 px images" in said.getvalue()
     assert sorted(p.name for p in export.glob("*.csv"))[:2] == ["colourfulness.csv", "colourfulness_dmos.csv"]
+    with contextlib.redirect_stdout(io.StringIO()):   # over an earlier export: rewritten (identically)
+        assert cli_main(["app", "--checkpoint", str(files["ckpt"]), "--export-examples", str(export)]) == 0
+    mine_folder = tmp_path / "mine"                     # a folder of the user's: its README.md and CSVs are kept
+    mine_folder.mkdir()
+    (mine_folder / "README.md").write_text("my notes\n")
+    (mine_folder / "noise.csv").write_text("image,score\nx.png,1\n")
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert cli_main(["app", "--checkpoint", str(files["ckpt"]), "--export-examples", str(mine_folder)]) == 1
+    assert "already holds files (README.md and 1 more) that an export did not write" in err.getvalue()
+    assert (mine_folder / "README.md").read_text() == "my notes\n" and sorted(os.listdir(mine_folder)) == \
+        ["README.md", "noise.csv"]
     out = tmp_path / "noise.csv"
     with contextlib.redirect_stderr(io.StringIO()):
         assert cli_main(["score", "--checkpoint", str(files["ckpt"]), "--prompt", str(export / "noise.csv"),

@@ -100,6 +100,7 @@ def write_example_csvs(folder: Path, size: int, seed: int = 0) -> List[Tuple[Exa
     from promptiqa.fileio import atomic_write
 
     folder = Path(folder)
+    _refuse_foreign_files(folder)
     examples = example_requirements(folder, size, seed)
     written = []
     for example in examples:
@@ -107,12 +108,32 @@ def write_example_csvs(folder: Path, size: int, seed: int = 0) -> List[Tuple[Exa
         rows = "".join(f"{p.relative_to(folder).as_posix()},{s!r}\n" for p, s in zip(example.images, example.scores))
         atomic_write(path, lambda fh, rows=rows: fh.write("image,score\n" + rows))
         written.append((example, path))
-    lines = [f"# PromptIQA's bundled example requirements ({size} px images, seed {seed})", "",
+    lines = [f"{EXPORT_TITLE} ({size} px images, seed {seed})", "",
              "| prompt | remark | command |", "|---|---|---|"]
     lines += [f"| `{path.name}` | {example.remark} | `promptiqa score --checkpoint CHECKPOINT --prompt {path.name} "
               f"{command_options(example)} IMAGE_OR_DIR ...` |" for example, path in written]
     atomic_write(folder / "README.md", lambda fh: fh.write("\n".join(lines) + "\n"))
     return written
+
+
+EXPORT_TITLE = "# PromptIQA's bundled example requirements"   # the first line of an export's README.md
+
+
+def _refuse_foreign_files(folder: Path) -> None:
+    """An export goes into a new or empty folder, or over an earlier export (its README.md says so, and its files
+    are rewritten identically); a folder holding anything else is refused before a file is written: the export's
+    README.md and CSVs used to replace same-named files of the user's."""
+    from promptiqa.fileio import OutputError
+
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--export-examples {folder} is a file; give a new or empty folder")
+    found = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    readme = folder / "README.md"
+    earlier = readme.is_file() and readme.read_text(encoding="utf-8", errors="replace").startswith(EXPORT_TITLE)
+    if found and not earlier:
+        raise OutputError(f"--export-examples {folder} already holds files ({found[0].relative_to(folder)}"
+                          f"{f' and {len(found) - 1} more' if len(found) > 1 else ''}) that an export did not write; "
+                          f"give a new or empty folder")
 
 
 def command_options(example: ExampleRequirement) -> str:

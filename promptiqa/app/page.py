@@ -160,7 +160,7 @@ def build_page(scorer: Optional[Scorer], model_line: str):
                     prompt = scorer.load_saved(prompt_path)
                     source = f"saved prompt {prompt_path.name}"
                 else:
-                    pairs = read_prompt_pairs(prompt_path, (prompt_id or "").strip() or None)
+                    pairs = read_prompt_pairs(prompt_path, (prompt_id or "").strip() or None, within=folder)
                     if len(pairs.images) > MAX_PROMPT_IMAGES:
                         raise UserError(f"{prompt_path.name} holds {len(pairs.images)} pairs; at most "
                                         f"{MAX_PROMPT_IMAGES} per requirement")

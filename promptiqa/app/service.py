@@ -172,9 +172,13 @@ class Scorer:
         with self._lock:
             try:
                 self.predictor.load_prompt(path, name=key)
-                return self.predictor.prompts[key]
+                prompt = self.predictor.prompts[key]
             finally:
                 self.predictor.prompts.pop(key, None)
+        pairs = prompt.tensor.shape[1]
+        if pairs > MAX_PROMPT_IMAGES:   # every scoring would fuse them all: minutes, for every session
+            raise UserError(f"{path.name} holds {pairs} pairs; at most {MAX_PROMPT_IMAGES} per requirement")
+        return prompt
 
     def check(self, prompt):
         """The requirement check of a prompt encoded here (a RequirementCheck; None for a saved prompt)."""
