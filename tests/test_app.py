@@ -266,6 +266,16 @@ def test_an_uploaded_prompt_file_reads_only_the_files_uploaded_with_it(server, f
     assert status.startswith("**Error:** ") and "big.pt holds 55 pairs; at most 50 per requirement" in status, status
     status, _ = add_table_requirement(session, prompt, files["stars"])   # the session goes on
     assert status.startswith("Added requirement **stars**"), status
+    # an image whose header declares 900 megapixels (it blocked the page 74 s): refused from its header, at once
+    import time
+
+    from tests.test_faults_inputs import _png_header
+
+    big = _png_header(tmp_path / "big.png", 30000, 30000)
+    start = time.monotonic()
+    message, columns, _, _ = score(session, [files["queries"][0], big])
+    assert message.startswith("**Error:** ") and "image too large: 900,000,000 pixels" in message, message
+    assert time.monotonic() - start < 20
 
 
 def test_sessions_keep_their_own_requirements_and_examples_match_the_export(server, files, tmp_path):
