@@ -231,7 +231,6 @@ def _add_isp_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_isp(args: argparse.Namespace) -> int:
     import csv
-    import json
     import os
 
     from promptiqa.data.labels import label_scale, normalise_labels
@@ -239,7 +238,7 @@ def _run_isp(args: argparse.Namespace) -> int:
     from promptiqa.data.sampling import sample_isps
     from promptiqa.data.splits import official_train_order, resolve_split
     from promptiqa.errors import ConfigError
-    from promptiqa.fileio import atomic_write
+    from promptiqa.fileio import atomic_write, json_text
 
     key = args.dataset
     dataset = load_dataset(key, args.root, label_norm=args.label_norm, check_images=not args.no_images)
@@ -279,8 +278,8 @@ def _run_isp(args: argparse.Namespace) -> int:
               f"IMAGE_OR_DIR ...")
     if args.json:
         sys.stdout.flush()
-        print(json.dumps({"dataset": key, "seed": split.seed, "isp_num": args.isp_num,
-                          "strategy": args.isp_strategy, "isps": isps}), flush=True)
+        print(json_text({"dataset": key, "seed": split.seed, "isp_num": args.isp_num,
+                          "strategy": args.isp_strategy, "isps": isps}, indent=None), flush=True)
     return 0
 
 

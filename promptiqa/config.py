@@ -452,7 +452,8 @@ class EvalConfig(RuntimeSettings, DataSettings):
     isp_num: Optional[int] = None             # None: the checkpoint's prompt_num, else 10
     isp_seed: int = 0                         # seeds random ISP sampling and the perturbations
     perturb: List[str] = field(default_factory=list)
-    save_path: str = "runs/test"
+    save_path: Optional[str] = None           # None: a new folder of its own under runs/test (TEST_RUNS)
+    workers: Optional[int] = None             # None: devices.default_workers(), the rule `promptiqa score` uses
     batch_size: int = 32                      # test images per forward pass per process
     plcc_logistic: bool = False
     plot: bool = True

@@ -18,6 +18,7 @@ from typing import List, Union
 import numpy as np
 from tqdm import tqdm
 
+from ..fileio import json_text
 from .images import DEFAULT_IMAGE_SIZE, DiskImages
 from .records import DatasetRecords
 
@@ -154,7 +155,7 @@ def prepare_cache(ds: DatasetRecords, image_size: int, cache_dir: Union[str, Pat
         "names": [r.name for r in ds.records], "scores": [r.score for r in ds.records],
         "references": [r.reference for r in ds.records],
     }
-    (out / (RECORDS_FILE + ".tmp")).write_text(json.dumps(meta))
+    (out / (RECORDS_FILE + ".tmp")).write_text(json_text(meta, indent=None))
     os.replace(out / (RECORDS_FILE + ".tmp"), out / RECORDS_FILE)
     return out
 

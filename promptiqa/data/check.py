@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from promptiqa.data.published import PUBLISHED_FILE, compare_splits, read_publis
 from promptiqa.data.registry import DATASET_KEYS, DATASET_SPECS, LABEL_NORMS, load_dataset, locate_images
 from promptiqa.data.splits import RUN_SPLITS_FILE, SplitError, load_splits
 from promptiqa.errors import run_command
+from promptiqa.fileio import json_text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -227,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None, read_checkpoint: Optional[Callabl
         _print_splits_report(report)
         if args.json:
             sys.stdout.flush()
-            print(json.dumps(report), flush=True)
+            print(json_text(report, indent=None), flush=True)
         return 0 if report["ok"] else 1
 
     if args.splits is not None:
@@ -240,7 +240,7 @@ def main(argv: Optional[Sequence[str]] = None, read_checkpoint: Optional[Callabl
         if args.json:
             sys.stdout.flush()
             sys.stderr.flush()
-            print(json.dumps(report), flush=True)
+            print(json_text(report, indent=None), flush=True)
         return 0 if report["ok"] else 1
 
     return run_command(run)

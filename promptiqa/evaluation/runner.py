@@ -22,16 +22,19 @@ from ..data import resolve_roots, resolve_split, split_from_units
 from ..data.groups import TestShardSampler
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..data.views import DatasetViews, load_views
+from ..devices import default_workers
 from ..distributed import DistEnv, cleanup, init_distributed, quiet_unless_main
 from ..engine import run_folder
 from ..errors import ConfigError, run_command
-from ..metrics import compute_metrics
+from ..metrics import compute_metrics, undefined_notes
 from ..models import load_model
 from .leakage import LeakageCheck, check_leakage
 from .prompts import PERTURBATIONS, SampledISPP, build_prompt, check_perturbations
-from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv, write_json
+from ..fileio import write_json
+from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv
 
 CHECKPOINT_SPLITS = "checkpoint"
+TEST_RUNS = Path("runs") / "test"   # without --save_path, each test.py run writes to a new folder under it
 
 
 # train.py options test.py takes as they are (one declaration of each: promptiqa.config.OPTIONS)
@@ -50,6 +53,8 @@ def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool 
     a("--checkpoint", required=checkpoint_required,
       help=f"the official release file ({run_folder.BEST}) or a checkpoint of this project")
     add_options(parser, SHARED_OPTIONS,
+                workers="image-reading processes per process (default: none on up to 2 cores, else half the cores, "
+                        "at most 4, as promptiqa score; 0 reads in the main process)",
                 config="YAML file of test.py settings (the names below); command-line values override it",
                 seed="split seed, as in train.py (default 2024, the official seed)",
                 split_file=f"a splits JSON (e.g. the training run's {run_folder.SPLITS}), or 'checkpoint' for the "
@@ -64,7 +69,7 @@ def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool 
            "0..255, the paper's), other_images (other images of the train split), random_scores (U(0,1)), "
            "inverted_scores (1 - s)")
     a("--batch_size", type=int, help="test images per forward pass per process (default 32)")
-    a("--save_path", help="output folder (default runs/test)")
+    a("--save_path", help=f"output folder (default: a new folder {TEST_RUNS}/YYYYmmdd-HHMMSS for each run)")
     a("--plcc_logistic", type=_flag, nargs="?", const=True,
       help="also report PLCC after a 4-parameter logistic fit (column plcc_logistic; the paper's PLCC is plain)")
     a("--plot", type=_flag, nargs="?", const=True, help="write scatter.png (default true)")
@@ -100,6 +105,7 @@ class EvalSession:
         if cfg.seed is not None and cfg.split_file:
             raise ConfigError("give either --seed or --split_file, not both")
         self.cfg = cfg
+        self.workers = default_workers() if cfg.workers is None else cfg.workers
         self.perturb = check_perturbations(cfg.perturb)
         self.roots = resolve_roots(cfg.dataset, config=cfg.datasets_config, overrides=cfg.data_root)  # keys first
         self._own_env = env is None
@@ -188,7 +194,7 @@ class EvalSession:
             return predict_split(model or self.model, data.test, env,
                                  None if prompt is None else prompt.images,
                                  None if prompt is None else prompt.scores, batch_size=cfg.batch_size,
-                                 workers=cfg.workers, amp=cfg.amp, official_prompt=cfg.test_prompt == "official",
+                                 workers=self.workers, amp=cfg.amp, official_prompt=cfg.test_prompt == "official",
                                  flip_axis=cfg.flip_axis, progress=bar)
         finally:
             bar.close()
@@ -224,8 +230,9 @@ def run_test(cfg: EvalConfig, env: Optional[DistEnv] = None) -> Dict[str, Dict[s
     started = time.time()
     session = EvalSession(cfg, env)
     try:
-        out = Path(cfg.save_path)
-        if session.env.is_main:
+        out = None
+        if session.env.is_main:   # only the main rank writes
+            out = Path(cfg.save_path) if cfg.save_path else run_folder.new_run_folder(TEST_RUNS)
             out.mkdir(parents=True, exist_ok=True)
         if session.uses_prompt:
             session.log(f"ISPP: {session.isp_num} ISPs per dataset from its train split, {cfg.isp_strategy} sampling"
@@ -268,8 +275,11 @@ def write_test_outputs(session: EvalSession, results: Dict[str, Dict[str, Any]],
         "config": cfg.to_dict(),
         "label_norm": session.label_norm,
         "isp_num": session.isp_num if session.uses_prompt else None,
+        "workers": session.workers,
         "seconds": seconds,
-        "datasets": {key: {"metrics": r["metrics"], "n": r["n"], "split": r["data"].split_source,
+        # an undefined figure (constant predictions, one test image) is null with its reason beside it
+        "datasets": {key: {"metrics": {**r["metrics"], **undefined_notes(r["pred"], r["gt"], r["metrics"])},
+                           "n": r["n"], "split": r["data"].split_source,
                            "split_seed": r["data"].split.seed, "leakage": r["leakage"].to_dict(),
                            "prompt": None if r["prompt"] is None else r["prompt"].describe(r["data"].train_names)}
                      for key, r in results.items()},

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ from ..config import EvalConfig, TrainConfig, evaluation_config, resolve_config
 from ..data import SPLIT_SEEDS
 from ..engine import run_folder
 from ..errors import ConfigError
-from ..fileio import atomic_write_text
+from ..fileio import write_json
 from ..evaluation.runner import run_test
 from .summary import print_summary, summarise_roots
 
@@ -130,9 +129,8 @@ def run_one(cfg: TrainConfig, folder: Path, tests: Sequence[str] = ("last", "bes
     for which in tests:
         run_test(test_config(cfg, folder, which), env=env)
     if _is_main():
-        atomic_write_text(marker, json.dumps({"seed": cfg.seed, "datasets": list(cfg.dataset), "tests": list(tests),
-                                              "seconds": time.time() - started,
-                                              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+        write_json(marker, {"seed": cfg.seed, "datasets": list(cfg.dataset), "tests": list(tests),
+                            "seconds": time.time() - started, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return True
 
 

@@ -43,7 +43,8 @@ from ..data.images import normalise
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..devices import autocast, default_device
 from ..errors import ConfigError, PromptIQAError
-from ..evaluation.report import markdown_table, write_csv, write_json, write_lines
+from ..evaluation.report import markdown_table, write_csv, write_lines
+from ..fileio import write_json
 from ..evaluation.runner import add_eval_options, config_from_args
 
 # metric -> (label type, higher is better)
