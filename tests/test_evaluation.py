@@ -397,6 +397,29 @@ def test_summariser_medians_against_hand_computed_values(tmp_path):
     assert sheet["C4"].value == pytest.approx(0.90) and "C2:E2" in [str(r) for r in sheet.merged_cells.ranges]
 
 
+def test_summarise_labels_a_folder_alike_however_its_path_is_written_and_after_a_re_run(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from promptiqa.experiments.summary import record_method
+
+    mine, ten = tmp_path / "runs" / "mine", tmp_path / "runs" / "ten"
+    for root in (mine, ten):
+        for seed in (2024, 2025):
+            _write_run(root / f"seed_{seed}", [(1, "live", 0.5, 0.6), (2, "live", 0.6, 0.7)], seed=seed)
+    record_method(ten, "PromptIQA")     # what ten-splits records before its runs start
+    for root, label in ((mine, "mine"), (ten, "PromptIQA")):
+        written = []
+        for spelling, where in ((str(root), tmp_path), (f"{root}/", tmp_path), (".", root),
+                                (os.path.relpath(root, tmp_path), tmp_path)):
+            monkeypatch.chdir(where)
+            assert cli_main(["summarise", spelling, "--out", str(tmp_path / "summary")]) == 0
+            written.append((tmp_path / "summary.csv").read_text())
+            assert {r["label"] for r in _rows(tmp_path / "summary.csv")[1]} == {label}
+        assert len(set(written)) == 1
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["summarise", str(ten / "seed_2024"), "--out", str(tmp_path / "one")]) == 0   # one seed of it
+    assert {r["label"] for r in _rows(tmp_path / "one.csv")[1]} == {"PromptIQA"}
+
+
 def test_summariser_selects_the_best_epoch_per_run_for_one_model_per_dataset(tmp_path):
     seed = tmp_path / "wo_mixed" / "seed_2024"
     _write_run(seed / "live", [(1, "live", 0.5, 0.5), (2, "live", 0.4, 0.4)])
@@ -556,6 +579,10 @@ def test_ten_splits_trains_tests_skips_and_summarises(data, train_argv, tmp_path
     for ext in ("md", "csv", "xlsx"):
         assert (root / f"summary.{ext}").is_file()
     assert "Seeds: PromptIQA: 2 (2024, 2025)" in out
+    summary = (root / "summary.csv").read_text()
+    assert cli_main(["summarise", str(root)]) == 0                    # a re-run, as ten-splits suggests: same labels
+    assert (root / "summary.csv").read_text() == summary and {r["label"] for r in _rows(root / "summary.csv")[1]} \
+        == {"PromptIQA"}
     assert ten_splits_main(argv) == 0                                # finished seeds are skipped
     out = capsys.readouterr().out
     assert out.count("already done (DONE.json); skipped") == 2
@@ -584,6 +611,9 @@ def test_ablation_variants_and_their_summary(data, train_argv, tmp_path, capsys)
                      *train_argv(data, **TRAIN, random_scale_rate=0.5)]) == 1
     assert "--random_scale_rate cannot be given here: variant wo_scaling sets it" in capsys.readouterr().err
     assert ablation_main(["--summarise", "--save_path", str(root)]) == 0
+    assert cli_main(["summarise", str(root / "wo_prompt"), "--out", str(tmp_path / "again")]) == 0
+    (row, *_) = [r for r in _rows(tmp_path / "again.csv")[1] if r["paper_row"]]
+    assert row["label"] == "w/o prompt" and row["paper_row"] == "table6/wo_prompt"   # labelled as the ablation did
 
 
 # ---------------------------------------------------------------- ISP experiments
