@@ -16,6 +16,8 @@ import pytest
 
 from promptiqa.cli import main
 from promptiqa.config import load_yaml
+from promptiqa.engine import run_folder
+from promptiqa.fileio import save_figure
 from promptiqa.resources import config_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,16 +58,24 @@ def recipe(tmp_path_factory):
     _photos(folder / "photos", 40, rng, labels=True)
     _photos(folder / "new_photos", 3, rng, labels=False)
     commands = readme_recipe()
+    figures = {}
+
+    def keep(fig, path, **kwargs):   # the figures the commands save, by file name
+        figures[Path(path).name] = fig
+        save_figure(fig, path, **kwargs)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
+        mp.setattr(run_folder, "save_figure", keep)
         # one epoch instead of the config's, to stay within seconds; every other setting is the tiny config's
         assert main([*commands[0][1:], "--epochs", "1"]) == 0
         for command in commands[1:]:
             assert main(command[1:]) == 0, command
-    return folder
+    return folder, figures
 
 
 def test_readme_recipe_trains_the_tiny_config_on_a_labels_csv(recipe):
+    recipe, figures = recipe
     commands = readme_recipe()
     assert len(commands) <= 5 and [c[:2] for c in commands] == [
         ["promptiqa", "train"], ["promptiqa", "test"], ["promptiqa", "isp"], ["promptiqa", "score"]]
@@ -76,6 +86,9 @@ def test_readme_recipe_trains_the_tiny_config_on_a_labels_csv(recipe):
     tiny = {k: v for k, v in load_yaml("tiny").items() if k not in ("epochs", "save_path")}
     assert config["config"] == "tiny" and {k: config[k] for k in tiny} == tiny   # the tiny config was the one used
     assert config["dataset"] == ["mine"] and (run / "best_model.pth.tar").is_file()
+    # curves.png: its three epoch axes tick whole epochs only (one epoch here: matplotlib would tick 0.96 ... 1.04)
+    ticks = [tick for ax in figures[run_folder.CURVES].axes for tick in ax.get_xticks()]
+    assert ticks and all(float(t).is_integer() for t in ticks)
 
     with open(run / "test" / "results.csv", newline="") as fh:
         (result,) = list(csv.DictReader(fh))
@@ -99,6 +112,7 @@ def test_test_py_writes_a_folder_per_run_workers_from_the_cores_and_strict_json(
                                                                                   capsys):
     """5 images: one test image, so every correlation is undefined; each run without --save_path gets its own
     folder; the worker count follows the cores as promptiqa score's does."""
+    recipe, _ = recipe
     rng = np.random.default_rng(1)
     _photos(tmp_path / "few", 5, rng, labels=True)
     monkeypatch.chdir(tmp_path)

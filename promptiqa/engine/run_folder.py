@@ -215,7 +215,13 @@ def plot_curves(history: Sequence[Dict[str, Any]], path) -> None:
         fig = new_figure(figsize=(15, 4))
     except ImportError:
         return
+    from matplotlib.ticker import MaxNLocator
+
     axes = fig.subplots(1, 3)
+    # whole epochs only (matplotlib's default ticks 1.25, 1.5, ... for a few epochs, 0.96 ... 1.04 for one); one
+    # integer tick is enough, or a one-epoch run would fall back to the fractional ones
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     train = [r for r in history if r["split"] == "train"]
     epochs = sorted({r["epoch"] for r in train})
     axes[0].plot(epochs, [next(r["loss"] for r in train if r["epoch"] == e) for e in epochs], marker="o")
