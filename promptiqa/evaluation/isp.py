@@ -241,7 +241,7 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
             print(result["markdown"])
             for d in session.datasets:
                 if session.leakage[d.key].warns:
-                    session.warn(session.leakage[d.key].message)
+                    session.warn(session.leakage[d.key].warning)
             files = [f"{name}.csv", f"{name}.md", f"{name}.json"] + ([f"{name}.png"] if args.experiment == "size"
                                                                        else [f"{name}_paper.csv"])
             print("wrote " + ", ".join(str(out / f) for f in files))

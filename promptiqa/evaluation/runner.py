@@ -166,7 +166,7 @@ class EvalSession:
         leakage = self.leakage[key] = check_leakage(data.records, data.split, self.info,
                                                     trained_key=self.trained_keys.get(key))
         if leakage.warns:
-            self.warn(leakage.message)
+            self.warn(leakage.warning)
         self.log(f"dataset {key}: {len(data.train)} train / {len(data.test)} test images ({data.split_source}, "
                  f"{data.records.split_by} split), labels {self.label_norm}")
         return data
@@ -259,10 +259,10 @@ def write_test_outputs(session: EvalSession, results: Dict[str, Dict[str, Any]],
     """results.csv, predictions.csv, results.json, scatter.png, and the printed table."""
     cfg = session.cfg
     extra = ["plcc_logistic"] if cfg.plcc_logistic else []
-    columns = list(RESULTS_COLUMNS) + extra + ["train_overlap", "leakage"]
+    columns = list(RESULTS_COLUMNS) + extra + ["leakage", "leaked"]
     rows = []
     for key, r in results.items():
-        rows.append(dict(dataset=key, n=r["n"], train_overlap=r["leakage"].overlap, leakage=r["leakage"].status,
+        rows.append(dict(dataset=key, n=r["n"], leakage=r["leakage"].status, leaked=r["leakage"].leaked,
                          **r["metrics"]))
     write_csv(out / "results.csv", columns, rows)
     predictions = []
@@ -292,19 +292,13 @@ def write_test_outputs(session: EvalSession, results: Dict[str, Dict[str, Any]],
         + ["leakage"]
     table_rows = [[key, r["n"], r["metrics"]["srocc"], r["metrics"]["plcc"], r["metrics"]["krcc"],
                    r["metrics"]["rmse"]] + ([r["metrics"]["plcc_logistic"]] if extra else [])
-                  + [_leakage_cell(r["leakage"])] for key, r in results.items()]
+                  + [r["leakage"].cell] for key, r in results.items()]
     print(text_table(table_columns, table_rows))
     for r in results.values():   # repeated after the table, where they cannot be missed
         if r["leakage"].warns:
-            session.warn(r["leakage"].message)
+            session.warn(r["leakage"].warning)
     print(f"wrote {out / 'results.csv'}, {out / 'predictions.csv'}, {out / 'results.json'}"
           + (f", {out / 'scatter.png'}" if cfg.plot else "") + f" ({seconds:.1f} s)")
-
-
-def _leakage_cell(check: LeakageCheck) -> str:
-    if check.status == "overlap":
-        return f"OVERLAP {check.overlap}/{check.n_test}"
-    return {"unknown": "unknown (see warning)", "disjoint": "none", "not_trained": "not trained on"}[check.status]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
