@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 import yaml
 
 from .devices import AMP_CHOICES, FP16_REFUSAL, check_amp
+from .entry import command
 from .errors import ConfigError
 
 
@@ -321,7 +322,7 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--datasets_config", help="the key -> root YAML (default configs/datasets.yaml)"),
     _opt("--label_norm", choices=["official", "minmax"]),
     _opt("--split_file", help="a splits JSON (e.g. a run's splits.json) instead of --seed's splits"),
-    _opt("--cache_dir", help="prepared image caches (python -m promptiqa.data.prepare)"),
+    _opt("--cache_dir", help=f"prepared image caches ({command('prepare')})"),
     _opt("--flip_axis", choices=["vertical", "horizontal", "none"]),
     _opt("--test_prompt", choices=["fixed", "official"]),
     _opt("--first_epoch", choices=FIRST_EPOCH_MODES,

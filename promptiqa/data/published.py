@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from ..entry import command, program
 from ..errors import run_command
 from ..fileio import atomic_write, check_writable, json_text
 from .records import DatasetRecords
@@ -210,7 +211,7 @@ def compare_splits(splits: Mapping[str, Mapping], document: Optional[Mapping] = 
 # ---------------------------------------------------------------- the publish-splits command
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m promptiqa publish-splits",
+    parser = argparse.ArgumentParser(prog=program(command("publish-splits")),
                                      description="write the published splits (80/20 at each split seed) of datasets "
                                                  "from their label files; no image is read")
     parser.add_argument("--out", required=True, help="the file to write (gzip-compressed JSON, e.g. "

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from ..config import EvalConfig, TrainConfig, evaluation_config, resolve_config
 from ..data import SPLIT_SEEDS
 from ..engine import run_folder
+from ..entry import command
 from ..errors import ConfigError
 from ..fileio import write_json
 from ..evaluation.runner import run_test
@@ -200,7 +201,7 @@ def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
         if args.seed_index is None:
             _summarise_with_notes([args.save_path], Path(args.save_path) / "summary", "PromptIQA over split seeds")
         else:   # one job of an array: concurrent jobs must not write the same summary files
-            print(f"when every job has finished: python scripts/summarise.py {args.save_path}")
+            print(f"when every job has finished: {command('summarise')} {args.save_path}")
     return 0 if all(done.values()) and len(done) == len(seeds) else 3
 
 
