@@ -21,10 +21,10 @@ from .. import paper
 from ..config import check_number
 from ..data.views import DatasetViews
 from ..errors import ConfigError
+from ..fileio import write_json
 from ..metrics import compute_metrics
 from .features import FeatureBank
 from .prompts import PERTURBATIONS, check_perturbations
-from ..fileio import write_json
 from .report import markdown_table, mean_std, plot_lines, pm, write_csv, write_lines
 from .runner import EvalSession, add_eval_options, config_from_args
 

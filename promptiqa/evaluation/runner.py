@@ -26,11 +26,11 @@ from ..devices import default_workers
 from ..distributed import DistEnv, cleanup, init_distributed, quiet_unless_main
 from ..engine import run_folder
 from ..errors import ConfigError, run_command
+from ..fileio import write_json
 from ..metrics import compute_metrics, undefined_notes
 from ..models import load_model
 from .leakage import LeakageCheck, check_leakage
 from .prompts import PERTURBATIONS, SampledISPP, build_prompt, check_perturbations
-from ..fileio import write_json
 from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv
 
 CHECKPOINT_SPLITS = "checkpoint"

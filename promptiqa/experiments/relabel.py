@@ -44,8 +44,8 @@ from ..data.sampling import DEFAULT_ISP_NUM
 from ..devices import autocast, default_device
 from ..errors import ConfigError, PromptIQAError
 from ..evaluation.report import markdown_table, write_csv, write_lines
-from ..fileio import write_json
 from ..evaluation.runner import add_eval_options, config_from_args
+from ..fileio import write_json
 
 # metric -> (label type, higher is better)
 FR_METRICS: "OrderedDict[str, tuple]" = OrderedDict(ssim=("MOS", True), fsim=("MOS", True), lpips=("DMOS", False))
