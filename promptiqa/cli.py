@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from promptiqa.app import command as app_command
 from promptiqa.devices import AMP_MODES
+from promptiqa.entry import command as typed_command, launcher
 from promptiqa.errors import PromptIQAError, run_command
 
 # The modules each extra of pyproject.toml installs that its commands import, by import name (tests/test_install.py
@@ -241,12 +242,11 @@ def _add_isp_arguments(parser: argparse.ArgumentParser) -> None:
                         help="end the output with one line of JSON: dataset, seed, isp_num, strategy, isps")
     parser.add_argument("--out", default=None, metavar="PROMPT_CSV",
                         help="also write the ISPP as a prompt CSV (image,score, paths relative to it) for "
-                             "python -m promptiqa score --prompt")
+                             f"{typed_command('score')} --prompt")
 
 
 def _run_isp(args: argparse.Namespace) -> int:
     import csv
-    import json
     import os
 
     from promptiqa.data.labels import label_scale, normalise_labels
@@ -255,7 +255,7 @@ def _run_isp(args: argparse.Namespace) -> int:
     from promptiqa.data.splits import official_train_order, resolve_split
     from promptiqa.errors import ConfigError
     from promptiqa.data.registry import refuse_overwriting_dataset
-    from promptiqa.fileio import atomic_write
+    from promptiqa.fileio import atomic_write, json_text
 
     key = args.dataset
     dataset = load_dataset(key, args.root, label_norm=args.label_norm, check_images=not args.no_images)
@@ -293,12 +293,12 @@ def _run_isp(args: argparse.Namespace) -> int:
         atomic_write(out, write)
         low, high = label_scale(dataset, split.train_indices)
         print(f"wrote {out} ({len(records)} image-score pairs, raw scores); score images under this prompt with:")
-        print(f"  python -m promptiqa score --checkpoint CHECKPOINT --prompt {out} --score_range {low!r} {high!r} "
+        print(f"  {typed_command('score')} --checkpoint CHECKPOINT --prompt {out} --score_range {low!r} {high!r} "
               f"IMAGE_OR_DIR ...")
     if args.json:
         sys.stdout.flush()
-        print(json.dumps({"dataset": key, "seed": split.seed, "isp_num": args.isp_num,
-                          "strategy": args.isp_strategy, "isps": isps}), flush=True)
+        print(json_text({"dataset": key, "seed": split.seed, "isp_num": args.isp_num,
+                          "strategy": args.isp_strategy, "isps": isps}, indent=None), flush=True)
     return 0
 
 
@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     lists it: its own module parses its options)."""
     from promptiqa import __version__
 
-    parser = argparse.ArgumentParser(prog=PROG, description="PromptIQA: image quality under requirements given as "
-                                     "prompts. `python -m promptiqa COMMAND --help` documents a command's options.")
+    parser = argparse.ArgumentParser(prog=launcher(), description="PromptIQA: image quality under requirements given "
+                                     f"as prompts. `{launcher()} COMMAND --help` documents a command's options.")
     parser.add_argument("--version", action="version", version=f"promptiqa {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="on errors, show the full message and traceback")
@@ -373,9 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
             sub = subparsers.add_parser(name, help=command.help, description=command.help, parents=[common])
             command.add_arguments(sub)
     return parser
-
-
-PROG = "python -m promptiqa"
 
 
 class ExtraMissing(PromptIQAError):
@@ -415,11 +412,12 @@ def _program_name(name: str):
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code. ``prog`` is the program
-    name a delegated command shows in its usage (default "python -m promptiqa COMMAND")."""
+    name a delegated command shows in its usage (default: as typed, "promptiqa COMMAND" under the console command,
+    else "python -m promptiqa COMMAND": promptiqa.entry)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = COMMANDS.get(argv[0]) if argv else None
     if isinstance(command, Delegated):
-        name = prog or f"{PROG} {argv[0]}"
+        name = prog or typed_command(argv[0])
 
         def delegated() -> Optional[int]:
             if not {"-h", "--help"} & set(argv[1:]):   # a command's --help works without its extra
@@ -439,7 +437,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
 def _run(args: argparse.Namespace) -> int:
     """A command declared here: its extra, then its numeric options, then the command."""
     chosen = COMMANDS[args.command]
-    require_extra(chosen.extra, f"{PROG} {args.command}")
+    require_extra(chosen.extra, typed_command(args.command))
     _check_numbers(args)
     return chosen.run(args)
 
@@ -468,7 +466,8 @@ def run(argv: Optional[List[str]] = None) -> None:
 
 def script(command: str) -> None:
     """The whole body of train.py, test.py and scripts/*.py: run the registered ``command`` with the script's
-    arguments, under the script's own name, and exit with its code."""
+    arguments, under the script's own name ("python train.py"; argparse shows a program's file name, not its folder),
+    and exit with its code."""
     import os
 
-    sys.exit(main([command, *sys.argv[1:]], prog=os.path.basename(sys.argv[0])))
+    sys.exit(main([command, *sys.argv[1:]], prog=f"python {os.path.basename(sys.argv[0])}"))

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 import yaml
 
 from .devices import AMP_CHOICES, FP16_REFUSAL, check_amp
+from .entry import command
 from .errors import ConfigError
 
 
@@ -325,7 +326,7 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--datasets_config", help="the key -> root YAML (default configs/datasets.yaml)"),
     _opt("--label_norm", choices=["official", "minmax"]),
     _opt("--split_file", help="a splits JSON (e.g. a run's splits.json) instead of --seed's splits"),
-    _opt("--cache_dir", help="prepared image caches (python -m promptiqa.data.prepare)"),
+    _opt("--cache_dir", help=f"prepared image caches ({command('prepare')})"),
     _opt("--flip_axis", choices=["vertical", "horizontal", "none"]),
     _opt("--test_prompt", choices=["fixed", "official"]),
     _opt("--first_epoch", choices=FIRST_EPOCH_MODES,
@@ -456,7 +457,8 @@ class EvalConfig(RuntimeSettings, DataSettings):
     isp_num: Optional[int] = None             # None: the checkpoint's prompt_num, else 10
     isp_seed: int = 0                         # seeds random ISP sampling and the perturbations
     perturb: List[str] = field(default_factory=list)
-    save_path: str = "runs/test"
+    save_path: Optional[str] = None           # None: a new folder of its own under runs/test (TEST_RUNS)
+    workers: Optional[int] = None             # None: devices.default_workers(), the rule `promptiqa score` uses
     batch_size: int = 32                      # test images per forward pass per process
     plcc_logistic: bool = False
     plot: bool = True

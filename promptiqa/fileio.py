@@ -1,10 +1,12 @@
-"""Writing files so that a failure never leaves a partial file behind."""
+"""Writing files so that a failure never leaves a partial file behind, and the one JSON writer."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import List
+from typing import Any, Callable, List, Mapping, Optional
 
 from .errors import PromptIQAError
 
@@ -52,6 +54,69 @@ def atomic_write(path, write, binary: bool = False) -> None:
 def atomic_write_text(path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     atomic_write(path, lambda fh: fh.write(text))
+
+
+# JSON: strict (no NaN or Infinity, which Python writes but JSON has not, so other readers fail on them): an undefined
+# number is null, with "<key>_note" beside it saying why (the caller's note when it gave one, else a generic one).
+NOTE_SUFFIX = "_note"
+
+
+def json_text(obj: Any, indent: Optional[int] = 1, compact: bool = False,
+              default: Optional[Callable[[Any], Any]] = None) -> str:
+    """``obj`` as strict JSON text: numpy values as Python's, paths as strings, every non-finite number null with a
+    ``<key>_note`` beside it; ``allow_nan=False`` so none can slip through. ``compact``: no spaces (one line)."""
+    return json.dumps(_strict(obj, default), indent=None if compact else indent, allow_nan=False,
+                      separators=(",", ":") if compact else None)
+
+
+def write_json(path, obj: Any, indent: Optional[int] = 1, default: Optional[Callable[[Any], Any]] = None) -> Path:
+    """``obj`` as strict JSON (``json_text``) in ``path``, atomically; returns the path."""
+    path = Path(path)
+    atomic_write_text(path, json_text(obj, indent=indent, default=default) + "\n")
+    return path
+
+
+def _plain(value: Any, default: Optional[Callable[[Any], Any]]) -> Any:
+    """numpy scalars and arrays as Python numbers and lists, paths as strings, tuples as lists; ``default`` for
+    anything else JSON has no type for."""
+    if value is None or isinstance(value, (str, bool, int, float, list, dict)):
+        return value
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):   # numpy (torch tensors are not results)
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if default is not None:
+        return default(value)
+    raise TypeError(f"{type(value).__name__} {value!r} has no JSON form")
+
+
+def _undefined(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _why(value: float) -> str:
+    return "undefined: not a number" if math.isnan(value) else f"undefined: {'+' if value > 0 else '-'}infinity"
+
+
+def _strict(obj: Any, default: Optional[Callable[[Any], Any]]) -> Any:
+    obj = _plain(obj, default)
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            value = _plain(value, default)
+            if _undefined(value):
+                note = f"{key}{NOTE_SUFFIX}"
+                out[key], out[note] = None, obj.get(note) or _why(value)
+            elif key not in out:   # else: the note of an undefined number, already written beside it
+                out[key] = _strict(value, default)
+        return out
+    if isinstance(obj, list):
+        return [None if _undefined(v) else _strict(v, default) for v in (_plain(x, default) for x in obj)]
+    return None if _undefined(obj) else obj
 
 
 def _write_failure(err: BaseException):

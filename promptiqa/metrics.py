@@ -25,7 +25,9 @@ def _pair(pred: Sequence[float], gt: Sequence[float]):
     return pred, gt
 
 
-def _undefined_reason(pred: np.ndarray, gt: np.ndarray) -> Optional[str]:
+def undefined_reason(pred, gt) -> Optional[str]:
+    """Why a correlation of ``pred`` and ``gt`` is undefined ("constant predictions (0.5)", ...), or None."""
+    pred, gt = _pair(pred, gt)
     if pred.size < 2:
         return f"only {pred.size} point(s)"
     if not (np.isfinite(pred).all() and np.isfinite(gt).all()):
@@ -40,7 +42,7 @@ def _undefined_reason(pred: np.ndarray, gt: np.ndarray) -> Optional[str]:
 
 def _degenerate(pred: np.ndarray, gt: np.ndarray, name: str) -> bool:
     """True (after a RuntimeWarning naming the reason) when a correlation is undefined for these inputs."""
-    reason = _undefined_reason(pred, gt)
+    reason = undefined_reason(pred, gt)
     if reason is not None:
         warnings.warn(f"{name} undefined for {pred.size} points: {reason}; reporting NaN", RuntimeWarning,
                       stacklevel=3)
@@ -112,6 +114,14 @@ def plcc_logistic(pred, gt) -> float:
                       RuntimeWarning, stacklevel=2)
         return float(stats.pearsonr(pred, gt)[0])
     return float(stats.pearsonr(fitted, gt)[0])
+
+
+def undefined_notes(pred, gt, metrics: Dict[str, float]) -> Dict[str, str]:
+    """``<metric>_note`` ("undefined: constant predictions (0.5)") for each metric of ``metrics`` that is NaN: the
+    reason a results file writes beside its null (promptiqa.fileio.json_text)."""
+    reason = undefined_reason(pred, gt) or "no points"
+    return {f"{name}_note": f"undefined: {reason}" for name, value in metrics.items()
+            if isinstance(value, float) and np.isnan(value)}
 
 
 def compute_metrics(pred, gt, logistic: bool = False) -> Dict[str, float]:

@@ -27,7 +27,7 @@ from promptiqa.data.images import (ImageLoader, explain_shared_memory_failures, 
                                    to_chw)
 from promptiqa.errors import PromptIQAError
 from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
-from promptiqa.devices import AMP_MODES, FP16_REFUSAL, amp_dtype, default_device
+from promptiqa.devices import AMP_MODES, FP16_REFUSAL, amp_dtype, default_device, default_workers
 from promptiqa.hub import RELEASE
 from promptiqa.models import CheckpointError, load_model
 from promptiqa.models.promptiqa import FEATURE_DIM
@@ -201,24 +201,6 @@ def _collate(items):
     errors = [(i, message) for i, _, message in items if message is not None]
     tensor = torch.stack([t for _, t in good]) if good else None
     return [i for i, _ in good], tensor, errors
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity call
-        return os.cpu_count() or 1
-
-
-def default_workers() -> int:
-    """Decoding processes used by default: none up to 2 cores, then half the cores (at most 4).
-
-    Measured with ``promptiqa score`` on 2 cores (README, "Scoring real folders"): 4 workers were never the fastest,
-    and the model already uses both cores; the rule above 2 cores is not measured.
-    """
-    cores = usable_cores()
-    return 0 if cores <= 2 else min(4, cores // 2)
 
 
 def _scan(paths: Iterable[PathLike]) -> List[Tuple[Path, bool]]:

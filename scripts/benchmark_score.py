@@ -17,7 +17,6 @@ scores, so a float32-vs-bf16 comparison reflects the network's numerics.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from scipy.stats import spearmanr
 
 from benchmark_data import write_synthetic_jpegs  # this script's folder is on sys.path when it runs
 from promptiqa.data.sampling import DEFAULT_ISP_NUM
+from promptiqa.fileio import json_text
 from promptiqa.models import build_model, save_checkpoint
 from promptiqa.models.reference_weights import reference_state_dict
 from promptiqa.predict import Predictor, default_workers
@@ -85,14 +85,14 @@ def main(argv=None) -> int:
             for amp in (["none", "bf16"] if args.amp == "both" else [args.amp]):
                 runs[amp] = benchmark(preset, images[:args.images], tmp, args.batch_size, args.workers, args.device,
                                       None if amp == "none" else amp, args.weights)
-                print(json.dumps({**{k: v for k, v in runs[amp].items() if k != "scores"}, "amp": amp,
-                                  "weights": args.weights}), flush=True)
+                print(json_text({**{k: v for k, v in runs[amp].items() if k != "scores"}, "amp": amp,
+                                  "weights": args.weights}, indent=None), flush=True)
             if len(runs) == 2:
                 fp32, bf16 = runs["none"]["scores"], runs["bf16"]["scores"]
-                print(json.dumps(dict(preset=preset, images=len(fp32), weights=args.weights,
+                print(json_text(dict(preset=preset, images=len(fp32), weights=args.weights,
                                       score_range=[round(float(fp32.min()), 4), round(float(fp32.max()), 4)],
                                       bf16_max_abs_diff=float(abs(fp32 - bf16).max()),
-                                      bf16_srocc=round(float(spearmanr(fp32, bf16)[0]), 6))), flush=True)
+                                      bf16_srocc=round(float(spearmanr(fp32, bf16)[0]), 6)), indent=None), flush=True)
     print(f"cpu: {os.cpu_count()} cores, torch {torch.__version__}", file=sys.stderr)
     return 0
 

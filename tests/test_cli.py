@@ -34,9 +34,8 @@ def test_every_command_documents_its_options_from_an_empty_folder(name, tmp_path
     assert main([name, "--help"]) == 0
     out = capsys.readouterr().out
     assert EXPECTED[name] in out
-    if isinstance(COMMANDS[name], Delegated) and name != "demo" and name != "check":
-        # the usage names the command as it was typed (check and demo keep their module's name)
-        assert f"python -m promptiqa {name}" in out
+    # the usage names the command as it was typed
+    assert f"usage: python -m promptiqa {name}" in out
     assert list(tmp_path.iterdir()) == []   # --help writes nothing
 
 
@@ -55,7 +54,7 @@ def test_scripts_are_shims_over_the_registry(tmp_path):
         cmd = [sys.executable, str(ROOT / script), *([word] if word else []), "--help"]
         out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
-        assert f"usage: {Path(script).name}" in out.stdout and "--checkpoint" in out.stdout
+        assert f"usage: python {Path(script).name}" in out.stdout and "--checkpoint" in out.stdout
     out = subprocess.run([sys.executable, str(ROOT / "scripts/relabel_fr.py"), "nope"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 2 and "relabel-eval" in out.stderr
@@ -80,3 +79,34 @@ def test_a_command_whose_extra_is_missing_stops_with_one_line(name, tmp_path, mo
                                        f'installed): pip install "promptiqa[{extra}]"\n')
     assert list(tmp_path.iterdir()) == []
     assert main([name, "--help"]) == 0 and capsys.readouterr().out.startswith("usage:")
+
+
+# what pip writes as the `promptiqa` console command ([project.scripts] promptiqa = "promptiqa.cli:main")
+CONSOLE_SCRIPT = "import sys\nfrom promptiqa.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+
+
+def test_usage_lines_and_suggested_commands_name_the_command_as_it_was_started(tmp_path):
+    """`promptiqa train --help` says `usage: promptiqa train`, `python train.py --help` says `usage: python train.py`,
+    and a message suggesting a command spells it the same way (`promptiqa check`, not `python -m promptiqa...`)."""
+    from promptiqa.resources import python_env
+
+    console = tmp_path / "bin" / "promptiqa"
+    console.parent.mkdir()
+    console.write_text(CONSOLE_SCRIPT)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,score\nmissing.jpg,1\nmissing2.jpg,2\n")
+
+    def run(*cmd, cwd=tmp_path):
+        return subprocess.run([sys.executable, *map(str, cmd)], cwd=cwd, capture_output=True, text=True,
+                              timeout=600, env=python_env())
+
+    for name in ("train", "test", "score", "check", "summarise"):
+        out = run(console, name, "--help")
+        assert out.returncode == 0 and out.stdout.startswith(f"usage: promptiqa {name} "), out.stdout[:200]
+    assert run(console, "--help").stdout.startswith("usage: promptiqa ")
+    out = run(console, "train", "--dataset", "mine", "--data_root", f"mine={labels}", "--save_path", tmp_path / "run")
+    assert out.returncode == 1 and "promptiqa check lists them all" in out.stderr and "python -m" not in out.stderr
+    out = run("-m", "promptiqa", "train", "--dataset", "mine", "--data_root", f"mine={labels}")
+    assert out.returncode == 1 and "python -m promptiqa check lists them all" in out.stderr
+    assert run("train.py", "--help", cwd=ROOT).stdout.startswith("usage: python train.py ")
+    assert run("-m", "promptiqa", "train", "--help").stdout.startswith("usage: python -m promptiqa train ")

@@ -103,7 +103,7 @@ def test_cache_for_other_records_or_size_is_refused(tiny_ds, tmp_path):
 
 def test_missing_cache_falls_back_to_disk_with_a_hint(tiny_ds, tmp_path):
     assert isinstance(cache.open_image_source(tiny_ds, 32), images.DiskImages)
-    with pytest.warns(UserWarning, match="python -m promptiqa.data.prepare --dataset toy"):
+    with pytest.warns(UserWarning, match="python -m promptiqa prepare --dataset toy"):
         source = cache.open_image_source(tiny_ds, 32, tmp_path / "nowhere")
     assert isinstance(source, images.DiskImages) and len(source) == 5
 

@@ -94,9 +94,9 @@ def test_test_py_writes_the_documented_files(data, checkpoints, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SROCC" in proc.stdout and "WARNING" not in proc.stderr
     columns, rows = _rows(out / "results.csv")
-    assert tuple(columns[:6]) == RESULTS_COLUMNS and "plcc_logistic" in columns and "train_overlap" in columns
+    assert tuple(columns[:6]) == RESULTS_COLUMNS and "plcc_logistic" in columns and "leaked" in columns
     assert [r["dataset"] for r in rows] == ["koniq10k", "tid2013"]
-    assert [r["n"] for r in rows] == ["5", "4"] and {r["leakage"] for r in rows} == {"disjoint"}
+    assert [r["n"] for r in rows] == ["5", "4"] and {r["leakage"] for r in rows} == {"none"}
     columns, preds = _rows(out / "predictions.csv")
     assert tuple(columns) == PREDICTIONS_COLUMNS and len(preds) == 9
     details = json.loads((out / "results.json").read_text())
@@ -111,16 +111,17 @@ def test_test_py_writes_the_documented_files(data, checkpoints, tmp_path):
     assert (out / "scatter.png").stat().st_size > 1000
 
 
-def test_leakage_warning_fires_on_overlap_and_stays_silent_on_disjoint(data, checkpoints, tmp_path, capsys):
+def test_leakage_warning_fires_when_leakage_is_found_and_stays_silent_without(data, checkpoints, tmp_path, capsys):
     args = ["--checkpoint", checkpoints["ours"], "--dataset", "koniq10k", "tid2013",
             *_roots(data, ("koniq10k", "tid2013")), "-j", "0", "--progress", "false", "--plot", "false"]
     assert evaluate_cli(args + ["--seed", "2024", "--save_path", str(tmp_path / "same")]) == 0
     err = capsys.readouterr().err
     assert "WARNING" not in err
-    assert {r["leakage"] for r in _rows(tmp_path / "same" / "results.csv")[1]} == {"disjoint"}
+    assert {r["leakage"] for r in _rows(tmp_path / "same" / "results.csv")[1]} == {"none"}
 
     assert evaluate_cli(args + ["--seed", "2025", "--save_path", str(tmp_path / "other")]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    table = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] in (["koniq10k"], ["tid2013"])}
     rows = {r["dataset"]: r for r in _rows(tmp_path / "other" / "results.csv")[1]}
     for key in ("koniq10k", "tid2013"):
         ds = load_dataset(key, data[key])
@@ -129,8 +130,10 @@ def test_leakage_warning_fires_on_overlap_and_stays_silent_on_disjoint(data, che
         units = [ds.records[i].reference if ds.split_by == "reference" else ds.records[i].name
                  for i in test.test_indices]
         expected = sum(u in trained for u in units)
-        assert expected > 0 and rows[key]["train_overlap"] == str(expected) and rows[key]["leakage"] == "overlap"
-        assert f"{key}: {expected} of {len(units)} test images" in err
+        assert expected > 0 and rows[key]["leaked"] == str(expected) and rows[key]["leakage"] == "found"
+        # one word in the terminal and the CSV: the table's leakage column, the warning line, results.csv
+        assert table[key].endswith(f"  {rows[key]['leakage']} {rows[key]['leaked']}/{len(units)}")
+        assert f"WARNING: leakage {rows[key]['leakage']}: {key}: {expected} of {len(units)} test images" in err
 
 
 def test_official_format_file_may_include_training_images(data, tmp_path, capsys):
@@ -153,7 +156,10 @@ def test_official_format_file_may_include_training_images(data, tmp_path, capsys
     assert "koniq10k: official-format checkpoint without recorded training splits" in captured.err
     assert "may include training images" in captured.err and "mine:" not in captured.err
     rows = {r["dataset"]: r for r in _rows(out / "results.csv")[1]}
-    assert rows["koniq10k"]["leakage"] == "unknown" and rows["koniq10k"]["train_overlap"] == ""
+    assert rows["koniq10k"]["leakage"] == "unknown" and rows["koniq10k"]["leaked"] == ""
+    assert "WARNING: leakage unknown: koniq10k: " in captured.err
+    assert [line.split()[-1] for line in captured.out.splitlines() if line.startswith(("koniq10k ", "mine "))] == \
+        ["unknown", "not_trained"]
     assert rows["mine"]["leakage"] == "not_trained"
     assert evaluate_cli(args + ["--split_file", "checkpoint"]) == 1
     assert "records no split for 'koniq10k'" in capsys.readouterr().err
@@ -162,15 +168,15 @@ def test_official_format_file_may_include_training_images(data, tmp_path, capsys
 def test_leakage_guard_compares_units_of_relabelled_copies(data, checkpoints):
     _, info = load_model(checkpoints["ours"], device="cpu", with_info=True)
     ds = load_dataset("tid2013", data["tid2013"])
-    assert check_leakage(ds, make_split(ds, 2024), info).status == "disjoint"
+    assert check_leakage(ds, make_split(ds, 2024), info).status == "none"
     leak = check_leakage(ds, make_split(ds, 2026), info)
-    assert leak.status == "overlap" and leak.warns
+    assert leak.status == "found" and leak.warns
     kadid = load_dataset("kadid", data["kadid"])
     assert check_leakage(kadid, make_split(kadid, 2024), info).status == "not_trained"
     # a dataset under another name (e.g. relabelled) is checked against the dataset it was made from
     koniq = load_dataset("koniq10k", data["koniq10k"])
     assert check_leakage(kadid, make_split(kadid, 2024), info, trained_key="koniq10k").status == "unknown"
-    assert check_leakage(koniq, make_split(koniq, 2024), info, trained_key="koniq10k").status == "disjoint"
+    assert check_leakage(koniq, make_split(koniq, 2024), info, trained_key="koniq10k").status == "none"
 
 
 @pytest.fixture
@@ -397,6 +403,29 @@ def test_summariser_medians_against_hand_computed_values(tmp_path):
     assert sheet["C4"].value == pytest.approx(0.90) and "C2:E2" in [str(r) for r in sheet.merged_cells.ranges]
 
 
+def test_summarise_labels_a_folder_alike_however_its_path_is_written_and_after_a_re_run(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from promptiqa.experiments.summary import record_method
+
+    mine, ten = tmp_path / "runs" / "mine", tmp_path / "runs" / "ten"
+    for root in (mine, ten):
+        for seed in (2024, 2025):
+            _write_run(root / f"seed_{seed}", [(1, "live", 0.5, 0.6), (2, "live", 0.6, 0.7)], seed=seed)
+    record_method(ten, "PromptIQA")     # what ten-splits records before its runs start
+    for root, label in ((mine, "mine"), (ten, "PromptIQA")):
+        written = []
+        for spelling, where in ((str(root), tmp_path), (f"{root}/", tmp_path), (".", root),
+                                (os.path.relpath(root, tmp_path), tmp_path)):
+            monkeypatch.chdir(where)
+            assert cli_main(["summarise", spelling, "--out", str(tmp_path / "summary")]) == 0
+            written.append((tmp_path / "summary.csv").read_text())
+            assert {r["label"] for r in _rows(tmp_path / "summary.csv")[1]} == {label}
+        assert len(set(written)) == 1
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["summarise", str(ten / "seed_2024"), "--out", str(tmp_path / "one")]) == 0   # one seed of it
+    assert {r["label"] for r in _rows(tmp_path / "one.csv")[1]} == {"PromptIQA"}
+
+
 def test_summariser_selects_the_best_epoch_per_run_for_one_model_per_dataset(tmp_path):
     seed = tmp_path / "wo_mixed" / "seed_2024"
     _write_run(seed / "live", [(1, "live", 0.5, 0.5), (2, "live", 0.4, 0.4)])
@@ -527,7 +556,7 @@ def test_ten_splits_passes_val_fraction_through_and_tests_the_val_selected_check
     metrics = {r["dataset"]: r for r in _rows(folder / "metrics.csv")[1]
                if r["split"] == "test" and int(r["epoch"]) == chosen["epoch"]}
     results = {r["dataset"]: r for r in _rows(folder / "test_best_val" / "results.csv")[1]}
-    assert set(results) == {"koniq10k", "tid2013"} and {r["leakage"] for r in results.values()} == {"disjoint"}
+    assert set(results) == {"koniq10k", "tid2013"} and {r["leakage"] for r in results.values()} == {"none"}
     for key, r in results.items():   # test.py on best_val_model.pth.tar reproduces that epoch's test figures
         assert float(r["srocc"]) == pytest.approx(float(metrics[key]["srocc"]), abs=1e-6)
         assert float(r["plcc"]) == pytest.approx(float(metrics[key]["plcc"]), abs=1e-5)
@@ -547,7 +576,7 @@ def test_ten_splits_trains_tests_skips_and_summarises(data, train_argv, tmp_path
         metrics = {r["dataset"]: r for r in _rows(folder / "metrics.csv")[1] if r["split"] == "test"}
         for which in ("last", "best"):
             results = {r["dataset"]: r for r in _rows(folder / f"test_{which}" / "results.csv")[1]}
-            assert set(results) == {"koniq10k", "tid2013"} and {r["leakage"] for r in results.values()} == {"disjoint"}
+            assert set(results) == {"koniq10k", "tid2013"} and {r["leakage"] for r in results.values()} == {"none"}
             for key, r in results.items():   # test.py reproduces the training-time evaluation
                 assert float(r["srocc"]) == pytest.approx(float(metrics[key]["srocc"]), abs=1e-6)
                 assert float(r["plcc"]) == pytest.approx(float(metrics[key]["plcc"]), abs=1e-5)
@@ -556,6 +585,10 @@ def test_ten_splits_trains_tests_skips_and_summarises(data, train_argv, tmp_path
     for ext in ("md", "csv", "xlsx"):
         assert (root / f"summary.{ext}").is_file()
     assert "Seeds: PromptIQA: 2 (2024, 2025)" in out
+    summary = (root / "summary.csv").read_text()
+    assert cli_main(["summarise", str(root)]) == 0                    # a re-run, as ten-splits suggests: same labels
+    assert (root / "summary.csv").read_text() == summary and {r["label"] for r in _rows(root / "summary.csv")[1]} \
+        == {"PromptIQA"}
     assert ten_splits_main(argv) == 0                                # finished seeds are skipped
     out = capsys.readouterr().out
     assert out.count("already done (DONE.json); skipped") == 2
@@ -584,6 +617,9 @@ def test_ablation_variants_and_their_summary(data, train_argv, tmp_path, capsys)
                      *train_argv(data, **TRAIN, random_scale_rate=0.5)]) == 1
     assert "--random_scale_rate cannot be given here: variant wo_scaling sets it" in capsys.readouterr().err
     assert ablation_main(["--summarise", "--save_path", str(root)]) == 0
+    assert cli_main(["summarise", str(root / "wo_prompt"), "--out", str(tmp_path / "again")]) == 0
+    (row, *_) = [r for r in _rows(tmp_path / "again.csv")[1] if r["paper_row"]]
+    assert row["label"] == "w/o prompt" and row["paper_row"] == "table6/wo_prompt"   # labelled as the ablation did
 
 
 # ---------------------------------------------------------------- ISP experiments
@@ -740,7 +776,7 @@ def test_relabel_and_table3(data, checkpoints, tmp_path, monkeypatch, capsys):
     assert "PromptIQA: table3/promptiqa_mdt_few_shot" in table
     # the relabelled tid2013 test split is the source's seed-2024 test split: disjoint from the recorded training
     leakage = json.loads((out / "table3.json").read_text())["leakage"]
-    assert leakage["tid2013_ssim"]["status"] == "disjoint" and leakage["kadid_ssim"]["status"] == "not_trained"
+    assert leakage["tid2013_ssim"]["status"] == "none" and leakage["kadid_ssim"]["status"] == "not_trained"
 
 
 def test_few_shot_fine_tuning_fits_the_isps(checkpoints):

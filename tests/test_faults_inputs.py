@@ -570,7 +570,7 @@ def test_leakage_guard_recognises_training_images_under_another_name_and_path(tm
         expected = sum(os.path.realpath(origin[mine.records[i].path]) in trained for i in split.test_indices)
         assert expected > 0
         leak = check_leakage(mine, split, info)
-        assert (leak.status, leak.overlap) == ("overlap", expected) and leak.warns
+        assert (leak.status, leak.leaked) == ("found", expected) and leak.warns
         assert f"{name}: {expected} of 5 test images were trained on" in leak.message and "'koniq10k'" in leak.message
         # before, this was "not_trained": the guard matched dataset names only
 
@@ -581,10 +581,10 @@ def test_leakage_guard_recognises_training_images_under_another_name_and_path(tm
     err = capsys.readouterr().err
     with open(tmp_path / "test" / "results.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
-    assert rc == 0 and row["leakage"] == "overlap" and int(row["train_overlap"]) > 0
-    assert "WARNING: same_files:" in err and "by content, files it trained on as 'koniq10k'" in err
+    assert rc == 0 and row["leakage"] == "found" and int(row["leaked"]) > 0
+    assert "WARNING: leakage found: same_files:" in err and "by content, files it trained on as 'koniq10k'" in err
     # the same dataset under its own name is judged by its split as before, and an unrelated one stays clean
-    assert check_leakage(koniq, make_split(koniq, 2024), info).status == "disjoint"
+    assert check_leakage(koniq, make_split(koniq, 2024), info).status == "none"
 
 
 def test_a_cache_made_before_truncation_checks_is_prepared_again(tmp_path):

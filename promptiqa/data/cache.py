@@ -20,7 +20,8 @@ from typing import List, Union
 import numpy as np
 from tqdm import tqdm
 
-from ..fileio import FileLock
+from ..entry import command
+from ..fileio import FileLock, json_text
 from .images import DEFAULT_IMAGE_SIZE, DiskImages
 from .records import DatasetRecords
 
@@ -59,7 +60,7 @@ class ImageCache:
         self.path = Path(path)
         meta_file = self.path / RECORDS_FILE
         if not meta_file.is_file() or not (self.path / IMAGES_FILE).is_file():
-            raise FileNotFoundError(f"no complete image cache in {self.path} (run python -m promptiqa.data.prepare)")
+            raise FileNotFoundError(f"no complete image cache in {self.path} (run {command('prepare')})")
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except ValueError as err:  # not JSON, or not UTF-8: a damaged file
@@ -177,7 +178,7 @@ def _build_cache(ds: DatasetRecords, image_size: int, workers: int, digest: str,
         "names": [r.name for r in ds.records], "scores": [r.score for r in ds.records],
         "references": [r.reference for r in ds.records],
     }
-    (build / RECORDS_FILE).write_text(json.dumps(meta))
+    (build / RECORDS_FILE).write_text(json_text(meta, indent=None))
 
 
 def _swap_in(build: Path, out: Path) -> None:
@@ -222,13 +223,13 @@ def open_image_source(ds: DatasetRecords, image_size: int = DEFAULT_IMAGE_SIZE,
         if feeds_gpu:
             warnings.warn(f"no --cache_dir: '{ds.key}' is decoded from disk every epoch, which starves a GPU "
                           f"(decoding a 1024x768 JPEG costs 25-40x reading the cache); prepare a cache once with: "
-                          f"python -m promptiqa prepare --dataset {ds.key} --root {ds.root} --cache_dir data/cache "
+                          f"{command('prepare')} --dataset {ds.key} --root {ds.root} --cache_dir data/cache "
                           f"--image_size {image_size} -j 8, then train with --cache_dir data/cache", stacklevel=2)
         return disk
     path = cache_path(ds, image_size, cache_dir)
     if not (path / RECORDS_FILE).is_file():
         warnings.warn(f"no image cache for '{ds.key}' at {path}; decoding images from disk (make one with: "
-                      f"python -m promptiqa.data.prepare --dataset {ds.key} --root {ds.root} --cache_dir {cache_dir} "
+                      f"{command('prepare')} --dataset {ds.key} --root {ds.root} --cache_dir {cache_dir} "
                       f"--image_size {image_size})", stacklevel=2)
         return disk
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -23,11 +22,13 @@ from promptiqa.data.labels import normalise_labels, official_rule
 from promptiqa.data.published import PUBLISHED_FILE, compare_splits, read_published
 from promptiqa.data.registry import DATASET_KEYS, DATASET_SPECS, LABEL_NORMS, load_dataset, locate_images
 from promptiqa.data.splits import RUN_SPLITS_FILE, SplitError, load_splits
+from promptiqa.entry import command, program
 from promptiqa.errors import run_command
+from promptiqa.fileio import json_text
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m promptiqa.data.check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=program("python -m promptiqa.data.check"), description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", help=f"a registry key ({', '.join(DATASET_KEYS)}) or, with a .csv root, your "
                                           f"dataset's name (required unless --splits)")
     parser.add_argument("--root", help="the dataset root folder, or the label file of a csv dataset (required unless "
@@ -150,7 +151,7 @@ def recorded_splits(path: str, read_checkpoint: Optional[Callable[[str], dict]] 
     if target.suffix.lower() == ".json":
         return load_splits(target)
     if read_checkpoint is None:
-        raise SplitError(f"--splits {path}: a checkpoint's splits are read by `python -m promptiqa check --splits` "
+        raise SplitError(f"--splits {path}: a checkpoint's splits are read by `{command('check')} --splits` "
                          f"(this module alone reads run folders and split files)")
     config = read_checkpoint(path).get("config")
     splits = config.get("splits") if isinstance(config, dict) else None
@@ -227,7 +228,7 @@ def main(argv: Optional[Sequence[str]] = None, read_checkpoint: Optional[Callabl
         _print_splits_report(report)
         if args.json:
             sys.stdout.flush()
-            print(json.dumps(report), flush=True)
+            print(json_text(report, indent=None), flush=True)
         return 0 if report["ok"] else 1
 
     if args.splits is not None:
@@ -240,7 +241,7 @@ def main(argv: Optional[Sequence[str]] = None, read_checkpoint: Optional[Callabl
         if args.json:
             sys.stdout.flush()
             sys.stderr.flush()
-            print(json.dumps(report), flush=True)
+            print(json_text(report, indent=None), flush=True)
         return 0 if report["ok"] else 1
 
     return run_command(run)

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from ..entry import command, program
 from ..errors import run_command
-from ..fileio import atomic_write, check_writable
+from ..fileio import atomic_write, check_writable, json_text
 from .records import DatasetRecords
 from .registry import DATASET_KEYS, DATASET_SPECS, load_dataset, resolve_roots
 from .splits import SPLIT_SEEDS, TRAIN_FRACTION, SplitError, make_split
@@ -83,7 +84,7 @@ def encode(document: Mapping) -> bytes:
     """The document as gzip bytes that depend on its content only (no time or file name in the gzip header)."""
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=buffer, mtime=0) as fh:
-        fh.write(json.dumps(document, separators=(",", ":")).encode("utf-8") + b"\n")
+        fh.write(json_text(document, compact=True).encode("utf-8") + b"\n")
     return buffer.getvalue()
 
 
@@ -210,7 +211,7 @@ def compare_splits(splits: Mapping[str, Mapping], document: Optional[Mapping] = 
 # ---------------------------------------------------------------- the publish-splits command
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m promptiqa publish-splits",
+    parser = argparse.ArgumentParser(prog=program(command("publish-splits")),
                                      description="write the published splits (80/20 at each split seed) of datasets "
                                                  "from their label files; no image is read")
     parser.add_argument("--out", required=True, help="the file to write (gzip-compressed JSON, e.g. "

@@ -13,6 +13,7 @@ from promptiqa.data.formats import authentic, generated, reference_based
 from promptiqa.data.formats.common import FOLDER_IMAGE, DatasetError, FolderIndex, same_image_key
 from promptiqa.data.formats.custom import parse_csv_kind
 from promptiqa.data.records import DatasetRecords
+from promptiqa.entry import command
 from promptiqa.fileio import OutputError, refuse_overwriting_inputs
 from promptiqa.resources import config_file
 
@@ -129,7 +130,7 @@ def load_dataset(key: str, root: Union[str, Path], label_norm: str = "official",
             shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
             raise DatasetError(key, f"{len(problems)} image problem(s): {shown}", dataset.root,
                                expected="every labelled image present (names match case-insensitively); "
-                                        "python -m promptiqa.data.check lists them all")
+                                        f"{command('check')} lists them all")
     return dataset
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import PromptIQAError
-from ..fileio import atomic_write_text
+from ..fileio import write_json
 from .records import DatasetRecords
 from .registry import DATASET_SPECS
 
@@ -183,7 +183,7 @@ def save_splits(path: Union[str, Path], splits: Dict[str, Split]) -> None:
                          "test": list(s.test_units), **({"val": list(s.val_units)} if s.val_units else {})}
                    for key, s in splits.items()},
     }
-    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
+    write_json(path, payload)
 
 
 def load_splits(path: Union[str, Path]) -> Dict[str, dict]:

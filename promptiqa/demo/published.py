@@ -20,6 +20,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
+from ..entry import program
+
 MODEL_KEYS = {"promptiqa": "PromptIQA", "promptiqa_wo_prompt": "w/o prompt"}
 DECIMALS = 3    # figures are published, and compared, at the precision the demo prints them
 
@@ -105,7 +107,7 @@ def _signed(value: float) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m promptiqa.demo.published", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=program("python -m promptiqa.demo.published"), description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="demo output folders (each holding results.json), one per seed")
     p.add_argument("--machine", default="", help="the machine the runs were made on, recorded with the figures")
     args = p.parse_args(argv)

@@ -2,7 +2,6 @@
 README's published range, results.json/.md and results.png."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Dict, List
 import numpy as np
 
 from ..evaluation.report import fmt, markdown_table, text_table
+from ..fileio import write_json
 from . import published
 from .synthetic import requirement
 
@@ -69,7 +69,7 @@ class Report:
         }
         summary["published"] = against = published.compare(summary, cfg.published)
         range_lines = self._published_lines(against)
-        (self.out / "results.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+        write_json(self.out / "results.json", summary)
         cross_header = ["prompt \\ labels"] + cfg.requirements
         matrix = self._matrix(prompted.cross)
         refs = len({Path(n).name.split("_")[0] for n in prompted.test_images})

@@ -26,6 +26,7 @@ import yaml
 
 from ..config import TrainConfig
 from ..engine import run_folder
+from ..entry import program
 from ..resources import config_file, python_env
 from . import published
 from .options import DEFAULT_CONFIG, add_arguments
@@ -298,7 +299,7 @@ def _short(arg: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m promptiqa.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=program("python -m promptiqa.demo"), description=__doc__.splitlines()[0])
     add_arguments(p)
     return p
 

@@ -34,6 +34,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..fileio import write_json
+
 FORMAT_VERSION = 2
 
 # The colour photographs scikit-image ships in its wheel (no download); name -> loader.
@@ -344,7 +346,7 @@ def generate(out: Path, size: int = 64, crops_per_photo: int = 4, seed: int = 0,
         sizes[name] = int(members.sum())
     meta = dict(settings=settings, references=[n for n, _ in refs], images=len(rows),
                 requirements={n: dict(asdict(requirement(n)), images=sizes[n]) for n in requirements})
-    meta_path.write_text(json.dumps(meta, indent=2))
+    write_json(meta_path, meta, indent=2)
     return meta
 
 

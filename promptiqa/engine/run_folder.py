@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import itertools
 import math
 import platform
 import shutil
@@ -26,7 +26,7 @@ from .. import __version__
 from ..data.splits import RUN_SPLITS_FILE
 from ..devices import cpu_facts
 from ..errors import ConfigError
-from ..fileio import FileLock, atomic_write, atomic_write_text, new_figure, remove_orphans, save_figure
+from ..fileio import FileLock, atomic_write, new_figure, remove_orphans, save_figure, write_json
 
 CONFIG, ENVIRONMENT, LOG = "config.json", "environment.json", "log.txt"
 SPLITS = RUN_SPLITS_FILE   # the split file's name belongs to data (promptiqa check --splits reads run folders)
@@ -64,6 +64,20 @@ def existing_run_files(folder) -> List[str]:
     """The run files (RUN_FILES, and the TENSORBOARD folder) already in ``folder``."""
     folder = Path(folder)
     return [name for name in (*RUN_FILES, TENSORBOARD) if (folder / name).exists()]
+
+
+def new_run_folder(parent) -> Path:
+    """A new folder of its own under ``parent`` for a run not told where to write: ``parent/YYYYmmdd-HHMMSS``
+    (``-2``, ``-3``, ... after it when that exists), created here, so no run writes over another's files."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        folder = Path(parent) / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
 
 
 def check_save_path(save_path, resume: Optional[str], overwrite: bool) -> None:
@@ -217,9 +231,9 @@ def open_run_folder(folder, config: Mapping[str, Any], splits: Mapping[str, Any]
         log(f"--overwrite: removed the previous run's {', '.join(removed)}")
     for name in CHECKPOINTS:
         log.remove_orphans(name)
-    atomic_write_text(folder / CONFIG, json.dumps(dict(config), indent=2))
+    write_json(folder / CONFIG, dict(config), indent=2)
     save_splits(folder / SPLITS, dict(splits))
-    atomic_write_text(folder / ENVIRONMENT, json.dumps(environment_info(), indent=2))
+    write_json(folder / ENVIRONMENT, environment_info(), indent=2)
 
 
 def write_history(folder, history: Sequence[Dict[str, Any]]) -> None:
@@ -239,7 +253,7 @@ def write_summary(folder, best: Mapping[str, Any], last: Sequence[Mapping[str, A
     payload = {"best": best, "last": list(last), "rank_weight_digests": list(digests)}
     if best_val is not None:
         payload["best_val"] = best_val
-    atomic_write_text(Path(folder) / SUMMARY, json.dumps(payload, indent=2, default=float))
+    write_json(Path(folder) / SUMMARY, payload, indent=2)
 
 
 def environment_info() -> dict:
@@ -269,7 +283,13 @@ def plot_curves(history: Sequence[Dict[str, Any]], path) -> None:
         fig = new_figure(figsize=(15, 4))
     except ImportError:
         return
+    from matplotlib.ticker import MaxNLocator
+
     axes = fig.subplots(1, 3)
+    # whole epochs only (matplotlib's default ticks 1.25, 1.5, ... for a few epochs, 0.96 ... 1.04 for one); one
+    # integer tick is enough, or a one-epoch run would fall back to the fractional ones
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     train = [r for r in history if r["split"] == "train"]
     epochs = sorted({r["epoch"] for r in train})
     axes[0].plot(epochs, [next(r["loss"] for r in train if r["epoch"] == e) for e in epochs], marker="o")

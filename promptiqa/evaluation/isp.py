@@ -21,10 +21,11 @@ from .. import paper
 from ..config import check_number
 from ..data.views import DatasetViews
 from ..errors import ConfigError
+from ..fileio import write_json
 from ..metrics import compute_metrics
 from .features import FeatureBank
 from .prompts import PERTURBATIONS, check_perturbations
-from .report import markdown_table, mean_std, plot_lines, pm, write_csv, write_json, write_lines
+from .report import markdown_table, mean_std, plot_lines, pm, write_csv, write_lines
 from .runner import EvalSession, add_eval_options, config_from_args
 
 DEFAULT_SIZES = (3, 5, 7, 8, 10)
@@ -53,7 +54,7 @@ class ISPExperiments:
         for data in session.datasets:
             with tqdm(total=len(data.test), desc=f"{data.key} features", unit="img", file=sys.stderr,
                       disable=not (env.is_main and cfg.progress)) as bar:
-                self.banks[data.key] = FeatureBank(session.model, data.test, env, cfg.batch_size, cfg.workers,
+                self.banks[data.key] = FeatureBank(session.model, data.test, env, cfg.batch_size, session.workers,
                                                    cfg.amp, progress=bar)
 
     def run(self, data: DatasetViews, isp_num: int, strategy: str, seed: int, perturb: Sequence[str] = ()
@@ -240,7 +241,7 @@ def isp_main(argv: Optional[Sequence[str]] = None) -> int:
             print(result["markdown"])
             for d in session.datasets:
                 if session.leakage[d.key].warns:
-                    session.warn(session.leakage[d.key].message)
+                    session.warn(session.leakage[d.key].warning)
             files = [f"{name}.csv", f"{name}.md", f"{name}.json"] + ([f"{name}.png"] if args.experiment == "size"
                                                                        else [f"{name}_paper.csv"])
             print("wrote " + ", ".join(str(out / f) for f in files))

@@ -12,6 +12,10 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..data import DATASET_KEYS, image_fingerprint
 
+# The verdicts, one word each, the same in results.csv's and results.json's "leakage" and in test.py's printed table
+# (README "Leakage guard": the word for test images a checkpoint was trained on is leakage, everywhere).
+FOUND, NONE, UNKNOWN, NOT_TRAINED = "found", "none", "unknown", "not_trained"
+
 RELEASE_NOTE = ("the released PromptIQA checkpoint was trained on 80% of each of the 12 datasets by the official "
                 "script (seed 2024) and its training splits are not published")
 
@@ -21,14 +25,24 @@ class LeakageCheck:
     """The guard's verdict for one dataset."""
 
     dataset: str
-    status: str                # "disjoint" | "overlap" | "unknown" | "not_trained"
-    overlap: Optional[int]     # test images in the checkpoint's training split; None when it cannot be known
+    status: str                # FOUND | NONE | UNKNOWN | NOT_TRAINED
+    leaked: Optional[int]      # test images the checkpoint was trained on; None when it cannot be known
     n_test: int
     message: str
 
     @property
     def warns(self) -> bool:
-        return self.status in ("overlap", "unknown")
+        return self.status in (FOUND, UNKNOWN)
+
+    @property
+    def cell(self) -> str:
+        """The verdict as test.py's table prints it: the status, with the count when leakage was found."""
+        return f"{FOUND} {self.leaked}/{self.n_test}" if self.status == FOUND else self.status
+
+    @property
+    def warning(self) -> str:
+        """The warning line's text: the verdict in the table's words, then why."""
+        return f"leakage {self.status}: {self.message}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,10 +80,10 @@ def check_leakage(ds, split, info: Optional[Mapping[str, Any]], trained_key: Opt
     config = (info or {}).get("config")
     if not config:
         if key in DATASET_KEYS:
-            return LeakageCheck(ds.key, "unknown", None, n_test,
+            return LeakageCheck(ds.key, UNKNOWN, None, n_test,
                                 f"{ds.key}: official-format checkpoint without recorded training splits; "
                                 f"{RELEASE_NOTE}, so its test figures on '{key}' may include training images")
-        return LeakageCheck(ds.key, "not_trained", 0, n_test,
+        return LeakageCheck(ds.key, NOT_TRAINED, 0, n_test,
                             f"{ds.key}: not one of the released checkpoint's 12 training datasets")
     splits = config.get("splits")
     content = _content_matches(ds, split, splits or {})
@@ -98,23 +112,23 @@ def check_leakage(ds, split, info: Optional[Mapping[str, Any]], trained_key: Opt
                        + ", ".join(f"'{k}'" for k in others))
         advice = (" Evaluate with the training run's split (--split_file its splits.json, or --split_file "
                   "checkpoint)" if by_unit else "")
-        return LeakageCheck(ds.key, "overlap", len(leaked), n_test,
+        return LeakageCheck(ds.key, FOUND, len(leaked), n_test,
                             f"{ds.key}: {len(leaked)} of {n_test} test images were trained on: {'; '.join(how)}; "
                             f"these figures are not held-out results.{advice}")
     also = "; no test image matches its training images by content either" if content is not None else ""
     if splits and key in splits and unit_verdict is None:
-        return LeakageCheck(ds.key, "disjoint", 0, n_test,
+        return LeakageCheck(ds.key, NONE, 0, n_test,
                             f"{ds.key}: no test image is in the checkpoint's training split{also}")
     if content is not None and splits and key in splits and (entry.get("train_fingerprints") or ()):
         # the names do not match this copy, but the content of every training image of 'key' is known
-        return LeakageCheck(ds.key, "disjoint", 0, n_test,
+        return LeakageCheck(ds.key, NONE, 0, n_test,
                             f"{ds.key}: {unit_verdict}, and no test image matches its training images by content")
     if unit_verdict is not None:
-        return LeakageCheck(ds.key, "unknown", None, n_test,
+        return LeakageCheck(ds.key, UNKNOWN, None, n_test,
                             f"{ds.key}: {unit_verdict}; cannot tell which test images it was trained on")
     if splits is None or key in (config.get("datasets") or ()):
-        return LeakageCheck(ds.key, "unknown", None, n_test,
+        return LeakageCheck(ds.key, UNKNOWN, None, n_test,
                             f"{ds.key}: the checkpoint records no training split for '{key}'; its test figures "
                             f"may include training images")
-    return LeakageCheck(ds.key, "not_trained", 0, n_test,
+    return LeakageCheck(ds.key, NOT_TRAINED, 0, n_test,
                         f"{ds.key}: the checkpoint was not trained on '{key}' (cross-dataset evaluation){also}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
@@ -106,13 +105,6 @@ def plot_lines(x: Sequence, series: Mapping[str, Mapping[str, Sequence[float]]],
     fig.tight_layout()
     path = Path(path)
     save_figure(fig, path, dpi=110)
-    return path
-
-
-def write_json(path: Path, obj) -> Path:
-    """``obj`` as indented JSON (floats via float()), atomically."""
-    path = Path(path)
-    atomic_write_text(path, json.dumps(obj, indent=1, default=float) + "\n")
     return path
 
 

@@ -22,16 +22,19 @@ from ..data import resolve_roots, resolve_split, split_from_units
 from ..data.groups import TestShardSampler
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..data.views import DatasetViews, load_views
+from ..devices import default_workers
 from ..distributed import DistEnv, cleanup, init_distributed, quiet_unless_main
 from ..engine import run_folder
 from ..errors import ConfigError, run_command
-from ..metrics import compute_metrics
+from ..fileio import write_json
+from ..metrics import compute_metrics, undefined_notes
 from ..models import load_model
 from .leakage import LeakageCheck, check_leakage
 from .prompts import PERTURBATIONS, SampledISPP, build_prompt, check_perturbations
-from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv, write_json
+from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv
 
 CHECKPOINT_SPLITS = "checkpoint"
+TEST_RUNS = Path("runs") / "test"   # without --save_path, each test.py run writes to a new folder under it
 
 
 # train.py options test.py takes as they are (one declaration of each: promptiqa.config.OPTIONS)
@@ -50,6 +53,8 @@ def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool 
     a("--checkpoint", required=checkpoint_required,
       help=f"the official release file ({run_folder.BEST}) or a checkpoint of this project")
     add_options(parser, SHARED_OPTIONS,
+                workers="image-reading processes per process (default: none on up to 2 cores, else half the cores, "
+                        "at most 4, as promptiqa score; 0 reads in the main process)",
                 config="YAML file of test.py settings (the names below); command-line values override it",
                 seed="split seed, as in train.py (default 2024, the official seed)",
                 split_file=f"a splits JSON (e.g. the training run's {run_folder.SPLITS}), or 'checkpoint' for the "
@@ -64,7 +69,7 @@ def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool 
            "0..255, the paper's), other_images (other images of the train split), random_scores (U(0,1)), "
            "inverted_scores (1 - s)")
     a("--batch_size", type=int, help="test images per forward pass per process (default 32)")
-    a("--save_path", help="output folder (default runs/test)")
+    a("--save_path", help=f"output folder (default: a new folder {TEST_RUNS}/YYYYmmdd-HHMMSS for each run)")
     a("--plcc_logistic", type=_flag, nargs="?", const=True,
       help="also report PLCC after a 4-parameter logistic fit (column plcc_logistic; the paper's PLCC is plain)")
     a("--plot", type=_flag, nargs="?", const=True, help="write scatter.png (default true)")
@@ -100,6 +105,7 @@ class EvalSession:
         if cfg.seed is not None and cfg.split_file:
             raise ConfigError("give either --seed or --split_file, not both")
         self.cfg = cfg
+        self.workers = default_workers() if cfg.workers is None else cfg.workers
         self.perturb = check_perturbations(cfg.perturb)
         self.roots = resolve_roots(cfg.dataset, config=cfg.datasets_config, overrides=cfg.data_root)  # keys first
         self._own_env = env is None
@@ -160,7 +166,7 @@ class EvalSession:
         leakage = self.leakage[key] = check_leakage(data.records, data.split, self.info,
                                                     trained_key=self.trained_keys.get(key))
         if leakage.warns:
-            self.warn(leakage.message)
+            self.warn(leakage.warning)
         self.log(f"dataset {key}: {len(data.train)} train / {len(data.test)} test images ({data.split_source}, "
                  f"{data.records.split_by} split), labels {self.label_norm}")
         return data
@@ -188,7 +194,7 @@ class EvalSession:
             return predict_split(model or self.model, data.test, env,
                                  None if prompt is None else prompt.images,
                                  None if prompt is None else prompt.scores, batch_size=cfg.batch_size,
-                                 workers=cfg.workers, amp=cfg.amp, official_prompt=cfg.test_prompt == "official",
+                                 workers=self.workers, amp=cfg.amp, official_prompt=cfg.test_prompt == "official",
                                  flip_axis=cfg.flip_axis, progress=bar)
         finally:
             bar.close()
@@ -224,8 +230,9 @@ def run_test(cfg: EvalConfig, env: Optional[DistEnv] = None) -> Dict[str, Dict[s
     started = time.time()
     session = EvalSession(cfg, env)
     try:
-        out = Path(cfg.save_path)
-        if session.env.is_main:
+        out = None
+        if session.env.is_main:   # only the main rank writes
+            out = Path(cfg.save_path) if cfg.save_path else run_folder.new_run_folder(TEST_RUNS)
             out.mkdir(parents=True, exist_ok=True)
         if session.uses_prompt:
             session.log(f"ISPP: {session.isp_num} ISPs per dataset from its train split, {cfg.isp_strategy} sampling"
@@ -252,10 +259,10 @@ def write_test_outputs(session: EvalSession, results: Dict[str, Dict[str, Any]],
     """results.csv, predictions.csv, results.json, scatter.png, and the printed table."""
     cfg = session.cfg
     extra = ["plcc_logistic"] if cfg.plcc_logistic else []
-    columns = list(RESULTS_COLUMNS) + extra + ["train_overlap", "leakage"]
+    columns = list(RESULTS_COLUMNS) + extra + ["leakage", "leaked"]
     rows = []
     for key, r in results.items():
-        rows.append(dict(dataset=key, n=r["n"], train_overlap=r["leakage"].overlap, leakage=r["leakage"].status,
+        rows.append(dict(dataset=key, n=r["n"], leakage=r["leakage"].status, leaked=r["leakage"].leaked,
                          **r["metrics"]))
     write_csv(out / "results.csv", columns, rows)
     predictions = []
@@ -268,8 +275,11 @@ def write_test_outputs(session: EvalSession, results: Dict[str, Dict[str, Any]],
         "config": cfg.to_dict(),
         "label_norm": session.label_norm,
         "isp_num": session.isp_num if session.uses_prompt else None,
+        "workers": session.workers,
         "seconds": seconds,
-        "datasets": {key: {"metrics": r["metrics"], "n": r["n"], "split": r["data"].split_source,
+        # an undefined figure (constant predictions, one test image) is null with its reason beside it
+        "datasets": {key: {"metrics": {**r["metrics"], **undefined_notes(r["pred"], r["gt"], r["metrics"])},
+                           "n": r["n"], "split": r["data"].split_source,
                            "split_seed": r["data"].split.seed, "leakage": r["leakage"].to_dict(),
                            "prompt": None if r["prompt"] is None else r["prompt"].describe(r["data"].train_names)}
                      for key, r in results.items()},
@@ -282,19 +292,13 @@ def write_test_outputs(session: EvalSession, results: Dict[str, Dict[str, Any]],
         + ["leakage"]
     table_rows = [[key, r["n"], r["metrics"]["srocc"], r["metrics"]["plcc"], r["metrics"]["krcc"],
                    r["metrics"]["rmse"]] + ([r["metrics"]["plcc_logistic"]] if extra else [])
-                  + [_leakage_cell(r["leakage"])] for key, r in results.items()]
+                  + [r["leakage"].cell] for key, r in results.items()]
     print(text_table(table_columns, table_rows))
     for r in results.values():   # repeated after the table, where they cannot be missed
         if r["leakage"].warns:
-            session.warn(r["leakage"].message)
+            session.warn(r["leakage"].warning)
     print(f"wrote {out / 'results.csv'}, {out / 'predictions.csv'}, {out / 'results.json'}"
           + (f", {out / 'scatter.png'}" if cfg.plot else "") + f" ({seconds:.1f} s)")
-
-
-def _leakage_cell(check: LeakageCheck) -> str:
-    if check.status == "overlap":
-        return f"OVERLAP {check.overlap}/{check.n_test}"
-    return {"unknown": "unknown (see warning)", "disjoint": "none", "not_trained": "not trained on"}[check.status]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -21,14 +20,14 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .. import paper
 from ..config import EvalConfig, TrainConfig, evaluation_config, resolve_config
 from ..data import SPLIT_SEEDS
 from ..engine import run_folder
+from ..entry import command
 from ..errors import ConfigError
-from ..fileio import atomic_write_text
+from ..fileio import write_json
 from ..evaluation.runner import run_test
-from .summary import print_summary, summarise_roots
+from .summary import group_roots, print_summary, record_method, summarise_roots
 
 DONE_MARKER = "DONE.json"
 TEST_CHECKPOINTS = {"last": run_folder.LAST, "best": run_folder.BEST, "best_val": run_folder.BEST_VAL}
@@ -130,9 +129,8 @@ def run_one(cfg: TrainConfig, folder: Path, tests: Sequence[str] = ("last", "bes
     for which in tests:
         run_test(test_config(cfg, folder, which), env=env)
     if _is_main():
-        atomic_write_text(marker, json.dumps({"seed": cfg.seed, "datasets": list(cfg.dataset), "tests": list(tests),
-                                              "seconds": time.time() - started,
-                                              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+        write_json(marker, {"seed": cfg.seed, "datasets": list(cfg.dataset), "tests": list(tests),
+                            "seconds": time.time() - started, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return True
 
 
@@ -196,13 +194,14 @@ def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
     args, rest = p.parse_known_args(argv)
     cfg = _train_config(rest, {"--seed": "use --seeds or --seed_index"})
     seeds = pick_seeds(args.seeds, args.seed_index)
+    if _is_main():
+        record_method(args.save_path, "PromptIQA")
     done = run_seeds(cfg, Path(args.save_path), seeds, pick_tests(args.tests, cfg))
     if _is_main():
         if args.seed_index is None:
-            _summarise_with_notes({"PromptIQA": [args.save_path]}, Path(args.save_path) / "summary",
-                                  "PromptIQA over split seeds")
+            _summarise_with_notes([args.save_path], Path(args.save_path) / "summary", "PromptIQA over split seeds")
         else:   # one job of an array: concurrent jobs must not write the same summary files
-            print(f"when every job has finished: python scripts/summarise.py {args.save_path}")
+            print(f"when every job has finished: {command('summarise')} {args.save_path}")
     return 0 if all(done.values()) and len(done) == len(seeds) else 3
 
 
@@ -224,6 +223,8 @@ def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
             forbidden = {"--seed": "use --seeds or --seed_index"}
             forbidden.update({OPTION_OF[f]: f"variant {variant} sets it" for f in VARIANTS[variant]})
             cfg = dataclasses.replace(_train_config(rest, forbidden), **VARIANTS[variant])
+            if _is_main():
+                record_method(root / variant, VARIANT_TITLES[variant], variant)
             done = run_seeds(cfg, root / variant, seeds, pick_tests(args.tests, cfg), per_dataset=variant == "wo_mixed")
             if not all(done.values()) or len(done) != len(seeds):
                 return 3
@@ -231,16 +232,19 @@ def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
         present = [v for v in VARIANTS if (root / v).is_dir()]
         if not present:
             raise ProtocolError(f"no variant folders under {root}")
-        _summarise_with_notes({VARIANT_TITLES[v]: [root / v] for v in present}, root / "summary", "Ablations (Table 6)",
-                              {VARIANT_TITLES[v]: paper.summary_row(v) for v in present})
+        for v in present:   # folders of versions that recorded no label get theirs
+            record_method(root / v, VARIANT_TITLES[v], v)
+        _summarise_with_notes([root / v for v in present], root / "summary", "Ablations (Table 6)")
     return 0
 
 
-def _summarise_with_notes(roots: Dict[str, List], prefix: Path, title: str, paper_rows=None) -> None:
-    """Write and print the summary over the finished seeds; what it skipped (unfinished runs) becomes 'note:' lines."""
+def _summarise_with_notes(folders: Sequence, prefix: Path, title: str) -> None:
+    """Write and print the summary over the finished seeds, each folder under its recorded label (as `summarise`
+    would label it); what it skipped (unfinished runs) becomes 'note:' lines."""
+    roots, rows = group_roots(folders)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = summarise_roots(roots, prefix, title, paper_rows=paper_rows)
+        summary = summarise_roots(roots, prefix, title, paper_rows=rows)
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
     print_summary(summary, prefix, title)

@@ -43,8 +43,9 @@ from ..data.images import normalise
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..devices import autocast, default_device
 from ..errors import ConfigError, PromptIQAError
-from ..evaluation.report import markdown_table, write_csv, write_json, write_lines
+from ..evaluation.report import markdown_table, write_csv, write_lines
 from ..evaluation.runner import add_eval_options, config_from_args
+from ..fileio import write_json
 
 # metric -> (label type, higher is better)
 FR_METRICS: "OrderedDict[str, tuple]" = OrderedDict(ssim=("MOS", True), fsim=("MOS", True), lpips=("DMOS", False))
@@ -307,7 +308,7 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
             if base is not None:
                 leak = check_leakage(data.records, data.split, base_info, trained_key=found[data.key][0])
                 if leak.warns:
-                    session.warn(f"baseline: {leak.message}")
+                    session.warn(f"baseline: {leak.warning}")
                 rows["zero_shot"] = evaluate_dataset(session, data, None, model=base)
                 tuned = finetune_few_shot(base, prompt.images, prompt.scores, finetune_steps, finetune_lr,
                                           finetune_weight_decay, seed=cfg.isp_seed, amp=cfg.amp, env=session.env)
@@ -358,7 +359,7 @@ def _write_table3(session, found, results, out: Path, extra: dict) -> None:
     print(markdown_table(header, table))
     for d in session.datasets:
         if session.leakage[d.key].warns:
-            session.warn(session.leakage[d.key].message)
+            session.warn(session.leakage[d.key].warning)
     print(f"wrote {out / 'table3.md'}, {out / 'table3.csv'}, {out / 'table3.json'}")
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from .. import paper
 from ..engine.run_folder import CONFIG, METRICS, SUMMARY, best_epoch, read_metrics, selection_score
 from ..errors import ConfigError, run_command
-from ..fileio import atomic_write
+from ..fileio import atomic_write, write_json
 from ..evaluation.report import fmt, markdown_table, write_csv, write_lines
 
 TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
@@ -47,6 +47,9 @@ SELECTIONS = {"last": "last epoch", "best": "best epoch (selected on the test sp
                           "training; test figures)"}
 SUMMARY_METRICS = ("srocc", "plcc")
 DONE_FILE = SUMMARY    # training writes it when a run has finished all its epochs
+# The method label (and Table 6 variant) a protocol command gave the runs of a root: every later summary of the root
+# uses it, so ten-splits' own summary and a re-run of `summarise` on the same folder label its rows alike.
+METHOD_FILE = "method.json"
 
 
 def task_of(key: str) -> str:
@@ -439,6 +442,44 @@ def print_summary(summary: Summary, prefix, title: str = "") -> None:
     print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.xlsx")
 
 
+def record_method(root, label: str, variant: Optional[str] = None) -> None:
+    """Record in ``root`` the label its runs are summarised under and the Table 6 ``variant`` they are (None: the
+    full model); written by the protocol commands before their runs start."""
+    write_json(Path(root) / METHOD_FILE, {"method": label, "variant": variant})
+
+
+def method_of(root) -> Tuple[str, Tuple[str, str]]:
+    """The label of ``root``'s runs in a summary and the paper row they are compared with: what a protocol recorded
+    in it (or, for one seed_* folder, in the folder above), else the folder's own name however the path is written
+    (``runs/x``, ``runs/x/``, ``.`` inside it), compared by that name (a variant's name: its Table 6 row)."""
+    root = Path(root).resolve()
+    for folder in (root, root.parent) if root.name.startswith("seed_") else (root,):
+        try:
+            recorded = json.loads((folder / METHOD_FILE).read_text(encoding="utf-8"))
+            label, variant = str(recorded["method"]), recorded.get("variant")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return label, paper.summary_row(variant or "full")
+    return root.name, paper.summary_row(root.name)
+
+
+def group_roots(items: Sequence[str]) -> Tuple[Dict[str, List[str]], Dict[str, Tuple[str, str]]]:
+    """Row groups from ``items`` (FOLDER, or LABEL=FOLDER): {label: folders} and each label's paper row; a folder
+    without a label gets ``method_of``'s."""
+    roots: Dict[str, List[str]] = {}
+    rows: Dict[str, Tuple[str, str]] = {}
+    for item in items:
+        label, sep, path = str(item).partition("=")
+        if sep:
+            row = paper.summary_row(label)
+        else:
+            path = str(item)
+            label, row = method_of(path)
+        roots.setdefault(label, []).append(path)
+        rows.setdefault(label, row)
+    return roots, rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """scripts/summarise.py."""
     import argparse
@@ -454,15 +495,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--title", default="PromptIQA over split seeds")
     p.add_argument("--partial", action="store_true", help="include unfinished runs at their latest epoch")
     args = p.parse_args(argv)
-    roots: Dict[str, List[str]] = {}
-    for item in args.roots:
-        label, sep, path = item.partition("=")
-        if not sep:
-            label, path = Path(item).name or item, item
-        roots.setdefault(label, []).append(path)
     prefix = args.out or str(Path(args.roots[0].partition("=")[2] or args.roots[0]) / "summary")
+
     def run() -> int:
-        print_summary(summarise_roots(roots, prefix, args.title, partial=args.partial), prefix, args.title)
+        roots, rows = group_roots(args.roots)
+        print_summary(summarise_roots(roots, prefix, args.title, partial=args.partial, paper_rows=rows), prefix,
+                      args.title)
         return 0
 
     return run_command(run)

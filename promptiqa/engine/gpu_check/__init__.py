@@ -28,7 +28,6 @@ its eager backend.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ...errors import ConfigError
-from ...fileio import atomic_write_text, check_writable
+from ...fileio import atomic_write_text, check_writable, write_json
 from .runner import Check, Context, Runner, exit_code, markdown, run_checks
 
 GPU_BUDGET_S = 480.0    # the acceptance command's 8 minutes
@@ -132,10 +131,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"exit code {code}")
     report = markdown("GPU check" + (" (--cpu)" if args.cpu else ""), head, rows)
     atomic_write_text(out / "gpu_check.md", report)
-    atomic_write_text(out / "gpu_check.json", json.dumps(
-        {"cpu": args.cpu, "facts": facts, "device": head[0], "reference": str(reference) if reference else None,
-         "budget_s": budget, "wall_s": wall, "exit_code": code,
-         "rows": [row.__dict__ for row in rows]}, indent=2, default=str) + "\n")
+    write_json(out / "gpu_check.json",
+               {"cpu": args.cpu, "facts": facts, "device": head[0], "reference": str(reference) if reference else None,
+                "budget_s": budget, "wall_s": wall, "exit_code": code,
+                "rows": [row.__dict__ for row in rows]}, indent=2, default=str)
     sys.stdout.write(report)
     sys.stdout.flush()
     print(f"gpu-check: wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'} (logs in {out / 'logs'})",
