@@ -260,7 +260,7 @@ def _run_isp(args: argparse.Namespace) -> int:
     key = args.dataset
     dataset = load_dataset(key, args.root, label_norm=args.label_norm, check_images=not args.no_images)
     if args.out:
-        refuse_overwriting_dataset(("--out", args.out), dataset, [("the --split_file", args.split_file)])
+        refuse_overwriting_dataset([("--out", args.out)], dataset, [("the --split_file", args.split_file)])
     split = resolve_split(dataset, seed=args.seed, split_file=args.split_file)
     labels = normalise_labels(dataset, split.train_indices)
     try:

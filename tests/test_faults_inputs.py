@@ -262,7 +262,8 @@ def _set_config(**fields):
      "its config's depth is 1000000 but its weights are built for 4"),
     (dict(backbone_kwargs=dict(depth=4, embed_dim=1 << 20, num_heads=2, patch_size=8)),
      "embed_dim is 1048576 but its weights are built for 32"),
-    (dict(image_size=1 << 16), "image_size is 65536 but its weights are built for 64"),
+    (dict(image_size=1 << 16), "image_size is 65536; expected at most 8192 pixels"),
+    (dict(image_size=4096), "image_size is 4096 but its weights are built for 64"),
     (dict(backbone_kwargs=dict(depth=4, embed_dim=32, num_heads=10 ** 9, patch_size=8)),
      "num_heads is 1000000000; expected a divisor of the weights' width 32"),
 ])

@@ -132,3 +132,22 @@ def test_test_py_writes_a_folder_per_run_workers_from_the_cores_and_strict_json(
         assert metrics["rmse"] >= 0
     assert folders[0] != folders[1] and f"wrote {folders[1].relative_to(tmp_path) / 'results.csv'}" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("label_name", ["predictions.csv", "results.csv"])
+def test_test_py_never_replaces_a_label_file_in_its_save_path(recipe, tmp_path, monkeypatch, capsys, label_name):
+    """test.py --save_path DIR overwrote a label file named predictions.csv or results.csv in DIR: refused before any
+    work, in one line, the label file intact (issue 34, item 1)."""
+    recipe, _ = recipe
+    _photos(tmp_path / "lab", 6, np.random.default_rng(2), labels=True)
+    label = tmp_path / "lab" / label_name
+    (tmp_path / "lab" / "labels.csv").rename(label)
+    before = label.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = main(["test", "--checkpoint", str(recipe / "runs" / "mine" / "best_model.pth.tar"), "--dataset", "lab",
+                 "--data_root", f"lab={label}", "--isp_num", "3", "--plot", "false", "--progress", "false",
+                 "--save_path", str(tmp_path / "lab")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(lines) == 1 and f"is the label file of lab {label}" in lines[0], lines
+    assert label.read_bytes() == before and not (tmp_path / "lab" / "results.json").exists()

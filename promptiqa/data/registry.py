@@ -160,19 +160,19 @@ def _load_csv_kind(root: Path, key: str, label_norm: str, higher_is_better: bool
                           label_norm=label_norm, official_offset=low, official_divisor=high - low, notes=notes)
 
 
-def refuse_overwriting_dataset(output: Tuple[str, object], dataset: DatasetRecords,
+def refuse_overwriting_dataset(outputs: Sequence[Tuple[str, object]], dataset: DatasetRecords,
                                inputs: Sequence[Tuple[str, object]] = ()) -> None:
-    """Refuse (OutputError, before any work) an output that would replace one of ``dataset``'s files: its label file,
+    """Refuse (OutputError, before any work) outputs that would replace one of ``dataset``'s files: its label file,
     any of its images, any existing file in its folder (label files, reference images, readme), or one of ``inputs``
-    (e.g. a split file)."""
-    what, path = output
+    (e.g. a split file, the checkpoint)."""
     root = Path(dataset.root)
-    refuse_overwriting_inputs([output], [("the label file of " + dataset.key, root)] + list(inputs)
+    refuse_overwriting_inputs(outputs, [("the label file of " + dataset.key, root)] + list(inputs)
                               + [(f"an image of {dataset.key}", r.path) for r in dataset.records])
-    target = Path(path).resolve()
-    if root.is_dir() and target.is_file() and root.resolve() in target.parents:
-        raise OutputError(f"{what} {path} is a file in {dataset.key}'s folder {root}: refusing to overwrite a "
-                          f"dataset's file; choose another output path")
+    for what, path in outputs:
+        target = Path(path).resolve()
+        if root.is_dir() and target.is_file() and root.resolve() in target.parents:
+            raise OutputError(f"{what} {path} is a file in {dataset.key}'s folder {root}: refusing to overwrite a "
+                              f"dataset's file; choose another output path")
 
 
 def _check_names(dataset: DatasetRecords) -> None:

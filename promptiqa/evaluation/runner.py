@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import EvalConfig, add_options, merge_settings
 from ..data import resolve_roots, resolve_split, split_from_units
+from ..data.registry import refuse_overwriting_dataset
 from ..data.groups import TestShardSampler
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..data.views import DatasetViews, load_views
@@ -35,6 +36,7 @@ from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_tab
 
 CHECKPOINT_SPLITS = "checkpoint"
 TEST_RUNS = Path("runs") / "test"   # without --save_path, each test.py run writes to a new folder under it
+TEST_OUTPUTS = ("results.csv", "predictions.csv", "results.json", "scatter.png")   # what it writes there
 
 
 # train.py options test.py takes as they are (one declaration of each: promptiqa.config.OPTIONS)
@@ -233,6 +235,9 @@ def run_test(cfg: EvalConfig, env: Optional[DistEnv] = None) -> Dict[str, Dict[s
         out = None
         if session.env.is_main:   # only the main rank writes
             out = Path(cfg.save_path) if cfg.save_path else run_folder.new_run_folder(TEST_RUNS)
+            for data in session.datasets:   # before any work: no output replaces a label file, image or input
+                refuse_overwriting_dataset([(f"test.py's {name}", out / name) for name in TEST_OUTPUTS], data.records,
+                                           [("the checkpoint", cfg.checkpoint), ("the --split_file", cfg.split_file)])
             out.mkdir(parents=True, exist_ok=True)
         if session.uses_prompt:
             session.log(f"ISPP: {session.isp_num} ISPs per dataset from its train split, {cfg.isp_strategy} sampling"

@@ -117,6 +117,11 @@ def _official_arch(state: Mapping[str, torch.Tensor]) -> str:
     return "promptiqa" if any(k.startswith("i_p_fusion.") for k in state) else "promptiqa_wo_prompt"
 
 
+# The largest input side a checkpoint's config may ask for: beyond it the position embedding alone would take
+# gigabytes (a hand-edited image_size: 65536 hung model building).
+MAX_IMAGE_SIDE = 8192
+
+
 def _check_config(config: Any, prompt_num: Any, path: PathLike) -> None:
     """Refuse a ``config`` entry (hand-edited, or from another program) whose fields have the wrong types."""
     def bad(field: str, value: Any, expected: str) -> CheckpointError:
@@ -132,6 +137,8 @@ def _check_config(config: Any, prompt_num: Any, path: PathLike) -> None:
         value = config.get(field, prompt_num if field == "prompt_num" else None)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise bad(field, value, "a positive whole number")
+    if isinstance(config.get("image_size"), int) and config["image_size"] > MAX_IMAGE_SIDE:
+        raise bad("image_size", config["image_size"], f"at most {MAX_IMAGE_SIDE} pixels (the paper's is 224)")
     if not isinstance(config.get("backbone_kwargs") or {}, Mapping):
         raise bad("backbone_kwargs", config.get("backbone_kwargs"), "a dict of timm constructor arguments")
     splits = config.get("splits")
@@ -150,11 +157,15 @@ def _weights_sizes(state: Mapping[str, torch.Tensor]) -> Dict[str, int]:
         sizes["depth"] = max(blocks) + 1
     proj, pos = state.get("vit.patch_embed.proj.weight"), state.get("vit.pos_embed")
     if proj is not None and proj.ndim == 4:
-        sizes.update(embed_dim=int(proj.shape[0]), patch_size=int(proj.shape[-1]))
+        sizes["embed_dim"] = int(proj.shape[0])
         fc1 = state.get("vit.blocks.0.mlp.fc1.weight")
         if fc1 is not None and fc1.shape[0] % proj.shape[0] == 0:
             sizes["mlp_ratio"] = int(fc1.shape[0] // proj.shape[0])
-        if pos is not None and pos.ndim == 3:
+        sizes["patch_size"] = int(proj.shape[-1])
+        # A plain ViT's grid is image_size / patch_size; a hybrid's (a CNN stem first, e.g. the demo's
+        # vit_tiny_r_s16_p8) is divided by the stem's stride too, which the weights do not tell.
+        hybrid = any(k.startswith("vit.patch_embed.backbone.") for k in state)
+        if pos is not None and pos.ndim == 3 and not hybrid:
             grid = math.isqrt(int(pos.shape[1]))   # patches plus one or a few prefix tokens (class, registers)
             sizes["image_size"] = grid * sizes["patch_size"]
     return sizes
