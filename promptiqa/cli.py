@@ -359,18 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     lists it: its own module parses its options)."""
     from promptiqa import __version__
 
-    parser = argparse.ArgumentParser(prog=launcher(), description="PromptIQA: image quality under requirements given "
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     prog=launcher(), description="PromptIQA: image quality under requirements given "
                                      f"as prompts. `{launcher()} COMMAND --help` documents a command's options.")
     parser.add_argument("--version", action="version", version=f"promptiqa {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     common.add_argument("--verbose", action="store_true", help="on errors, show the full message and traceback")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         if isinstance(command, Delegated):
-            sub = subparsers.add_parser(name, help=command.help, add_help=False)
+            sub = subparsers.add_parser(name, help=command.help, add_help=False, allow_abbrev=False)
             sub.add_argument("arguments", nargs=argparse.REMAINDER)
         else:
-            sub = subparsers.add_parser(name, help=command.help, description=command.help, parents=[common])
+            sub = subparsers.add_parser(name, help=command.help, description=command.help, parents=[common],
+                                        allow_abbrev=False)
             command.add_arguments(sub)
     return parser
 

@@ -390,7 +390,8 @@ def add_options(parser: argparse.ArgumentParser, names: Sequence[str], **helps: 
 
 def build_parser(description: str = "Train PromptIQA") -> argparse.ArgumentParser:
     """The train.py command line: every option of OPTIONS."""
-    return add_options(argparse.ArgumentParser(description=description, argument_default=None), list(OPTIONS))
+    return add_options(argparse.ArgumentParser(allow_abbrev=False,
+                                               description=description, argument_default=None), list(OPTIONS))
 
 
 def load_yaml(path: Union[str, Path], settings: type = None) -> Dict[str, Any]:

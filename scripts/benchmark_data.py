@@ -102,7 +102,7 @@ def benchmark(paths: Sequence[Path], image_size: int, cache_dir: Path, repeats: 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Print a one-row table: images, source size, direct and cache images/s, speed-up; 1 below --min_speedup."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, help="a folder of images (default: synthetic 1024x768 JPEGs)")
     parser.add_argument("-n", type=int, default=200, help="number of images")
     parser.add_argument("--image_size", type=int, default=224)

@@ -62,7 +62,7 @@ def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, dev
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--preset", nargs="+", default=["official"], help="model presets (official, tiny, micro)")
     parser.add_argument("-n", "--images", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=8)

@@ -57,7 +57,7 @@ def resize_one(src: Path, dst: Path, short_side: int, quality: int) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Resize every image under SRC into DST, with a progress bar."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("src", type=Path, help="SPAQ's TestImage folder")
     parser.add_argument("dst", type=Path, help="output folder, e.g. <SPAQ root>/img_resize")
     parser.add_argument("--short_side", type=int, default=512)

@@ -110,3 +110,27 @@ def test_usage_lines_and_suggested_commands_name_the_command_as_it_was_started(t
     assert out.returncode == 1 and "python -m promptiqa check lists them all" in out.stderr
     assert run("train.py", "--help", cwd=ROOT).stdout.startswith("usage: python train.py ")
     assert run("-m", "promptiqa", "train", "--help").stdout.startswith("usage: python -m promptiqa train ")
+
+
+def test_no_parser_takes_an_abbreviated_option(tmp_path, capsys):
+    """argparse's allow_abbrev read `--log_ev 5` as --log_every and `--sav x` as --save_path: every parser of the
+    package and the scripts refuses a prefix (a usage error, exit 2), so an option is only ever what was typed."""
+    import ast
+
+    from promptiqa.cli import main
+
+    unguarded = []
+    for path in sorted([*(ROOT / "promptiqa").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                    "ArgumentParser", "add_parser"):
+                if not any(k.arg == "allow_abbrev" and getattr(k.value, "value", None) is False for k in node.keywords):
+                    unguarded.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert unguarded == []
+    for argv in (["train", "--log_ev", "5", "--save_path", str(tmp_path / "run")],
+                 ["test", "--checkpoint", "c.pth.tar", "--sav", str(tmp_path / "out")],
+                 ["score", "--checkpoint", "c.pth.tar", "--prompt", "p.csv", "--work", "2", "x.png"]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        assert "unrecognized arguments" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()

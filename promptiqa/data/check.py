@@ -28,7 +28,8 @@ from promptiqa.fileio import json_text
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=program("python -m promptiqa.data.check"), description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     prog=program("python -m promptiqa.data.check"), description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", help=f"a registry key ({', '.join(DATASET_KEYS)}) or, with a .csv root, your "
                                           f"dataset's name (required unless --splits)")
     parser.add_argument("--root", help="the dataset root folder, or the label file of a csv dataset (required unless "

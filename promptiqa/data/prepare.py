@@ -15,7 +15,7 @@ from .images import DEFAULT_IMAGE_SIZE
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the command line, load the dataset's records and prepare its cache."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="registry key, e.g. koniq10k")
     parser.add_argument("--root", required=True, help="the dataset's root folder")
     parser.add_argument("--cache_dir", required=True, help="folder that holds the caches (<key>_<size>/ inside)")

@@ -211,7 +211,7 @@ def compare_splits(splits: Mapping[str, Mapping], document: Optional[Mapping] = 
 # ---------------------------------------------------------------- the publish-splits command
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=program(command("publish-splits")),
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog=program(command("publish-splits")),
                                      description="write the published splits (80/20 at each split seed) of datasets "
                                                  "from their label files; no image is read")
     parser.add_argument("--out", required=True, help="the file to write (gzip-compressed JSON, e.g. "

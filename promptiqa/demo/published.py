@@ -107,7 +107,8 @@ def _signed(value: float) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog=program("python -m promptiqa.demo.published"), description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                prog=program("python -m promptiqa.demo.published"), description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="demo output folders (each holding results.json), one per seed")
     p.add_argument("--machine", default="", help="the machine the runs were made on, recorded with the figures")
     args = p.parse_args(argv)

@@ -299,7 +299,8 @@ def _short(arg: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=program("python -m promptiqa.demo"), description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                prog=program("python -m promptiqa.demo"), description=__doc__.splitlines()[0])
     add_arguments(p)
     return p
 

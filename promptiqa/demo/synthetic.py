@@ -358,7 +358,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> N
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the demo's synthetic-distortion dataset "
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Write the demo's synthetic-distortion dataset "
                                                  "(scikit-image photographs, full-reference labels)")
     parser.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
     parser.add_argument("--size", type=int, default=64, help="side of the square images in pixels (default 64)")

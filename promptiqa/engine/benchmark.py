@@ -147,7 +147,7 @@ def measure_inference(model: torch.nn.Module, device: torch.device, amp: str = "
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="official", choices=sorted(PRESETS))
     p.add_argument("--model", default="promptiqa", choices=["promptiqa", "promptiqa_wo_prompt"])
     p.add_argument("--groups", type=int, default=6, help="groups per optimiser step (one process)")

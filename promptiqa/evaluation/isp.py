@@ -185,13 +185,15 @@ def perturbations(exp: ISPExperiments, conditions: Sequence[str]) -> Dict[str, o
 
 
 def build_isp_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="ISP experiments: selection (Table 4), perturb (Table 5), size (Fig. 3)")
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description="ISP experiments: selection (Table 4), perturb (Table 5), size (Fig. 3)")
     sub = p.add_subparsers(dest="experiment", required=True)
     helps = {"selection": "interval vs random ISP sampling (Table 4)",
              "perturb": "the ISPP as sampled vs perturbed (Table 5)",
              "size": "performance against the ISPP size n (Fig. 3)"}
     for name, text in helps.items():
-        sp = add_eval_options(sub.add_parser(name, help=text, description=text, argument_default=None))
+        sp = add_eval_options(sub.add_parser(name, help=text, description=text, argument_default=None,
+                                            allow_abbrev=False))
         if name in ("selection", "size"):
             sp.add_argument("--draws", type=int, default=10, help="random draws (seeds isp_seed, isp_seed+1, ...)")
         if name == "size":

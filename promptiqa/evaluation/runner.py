@@ -82,7 +82,7 @@ def add_eval_options(parser: argparse.ArgumentParser, checkpoint_required: bool 
 def build_test_parser(description: str = "Evaluate a PromptIQA checkpoint on datasets' test splits"
                       ) -> argparse.ArgumentParser:
     """test.py's command line; every option defaults to None so EvalConfig's defaults apply."""
-    return add_eval_options(argparse.ArgumentParser(description=description, argument_default=None))
+    return add_eval_options(argparse.ArgumentParser(allow_abbrev=False, description=description, argument_default=None))
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:

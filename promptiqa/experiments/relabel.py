@@ -200,7 +200,8 @@ def _relative(path: str, folder: Path) -> str:
 
 def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
     """scripts/relabel_fr.py relabel."""
-    p = argparse.ArgumentParser(description="Relabel reference-based datasets with SSIM, FSIM and LPIPS (piq)",
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description="Relabel reference-based datasets with SSIM, FSIM and LPIPS (piq)",
                                 argument_default=None)
     add_options(p, ("data_root", "datasets_config", "device"))
     p.add_argument("--dataset", nargs="+", default=["tid2013", "kadid"], choices=sorted(REFERENCE_FILES))
@@ -365,7 +366,8 @@ def _write_table3(session, found, results, out: Path, extra: dict) -> None:
 
 def table3_main(argv: Optional[Sequence[str]] = None) -> int:
     """scripts/relabel_fr.py table3."""
-    p = add_eval_options(argparse.ArgumentParser(description="Table 3: PromptIQA and the w/o-prompt baselines on "
+    p = add_eval_options(argparse.ArgumentParser(allow_abbrev=False,
+                                                 description="Table 3: PromptIQA and the w/o-prompt baselines on "
                                                              "requirements relabelled with SSIM/FSIM/LPIPS",
                                                  argument_default=None), checkpoint_required=True)
     p.add_argument("--labels_dir", default="data/relabelled", help="the relabel step's --out_dir")

@@ -484,7 +484,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """scripts/summarise.py."""
     import argparse
 
-    p = argparse.ArgumentParser(description="Median (mean ± std) SROCC/PLCC over split seeds, in Table 2 layout "
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description="Median (mean ± std) SROCC/PLCC over split seeds, in Table 2 layout "
                                             "(Markdown, CSV, XLSX), from the runs' metrics.csv, beside the paper's "
                                             "figures with Δ = median − paper")
     p.add_argument("roots", nargs="+", help="10-split folders (holding seed_*/) or single run folders; each is a row "

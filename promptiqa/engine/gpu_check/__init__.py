@@ -72,7 +72,8 @@ def select(checks: Sequence[Check], only: Optional[Sequence[str]]) -> List[Check
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__[__doc__.index("Rows ("):],
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__.splitlines()[0], epilog=__doc__[__doc__.index("Rows ("):],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu", action="store_true",
                    help="run the same checks on the CPU with the micro model (CI's smoke test; CUDA-only rows n/a)")
