@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from promptiqa.app import command as app_command
-from promptiqa.devices import AMP_MODES
+from promptiqa.config import add_options
 from promptiqa.entry import command as typed_command, launcher
 from promptiqa.errors import PromptIQAError, run_command
 
@@ -96,8 +96,7 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="fail when a file found in a folder cannot be decoded, instead of skipping it")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--device", default=None,
-                        help="what torch takes: cpu, cuda, cuda:1, mps (default: cuda when available)")
+    add_options(parser, ["device"])
     parser.add_argument("--backbone", default=None,
                         help="timm backbone of an official-format file that does not record it "
                              "(default vit_base_patch8_224)")
@@ -109,7 +108,7 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="image decoding processes (default, for more than one batch of images: none on up to 2 "
                              "cores, else half the cores, at most 4; 0 decodes in the main process)")
-    parser.add_argument("--amp", choices=sorted(AMP_MODES), default=None, help="run the model under bfloat16 autocast")
+    add_options(parser, ["amp"])
     parser.add_argument("--save_prompt", default=None, metavar="PATH",
                         help="also save the encoded prompt here (one --prompt only), to reuse it later as --prompt "
                              "PATH without images")

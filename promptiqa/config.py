@@ -341,7 +341,7 @@ OPTIONS: Dict[str, Option] = {option.dest: option for option in (
          help="ramp the learning rate linearly over the first N steps (default 0: none)"),
     _opt("--clip_grad", type=float,
          help="clip the gradient norm to this value before each step (default: no clipping)"),
-    _opt("--device"),
+    _opt("--device", help="a torch device: cpu, cuda, cuda:1, mps (default: cuda when available)"),
     _opt("--nprocs", type=int, help="processes per node with --multiprocessing-distributed (default: GPUs)"),
     _opt("--groups_per_process", type=int, help="groups (prompt sets) one process handles per step"),
     _opt("--batch_groups", type=_flag, nargs="?", const=True),

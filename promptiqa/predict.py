@@ -488,6 +488,7 @@ class Predictor:
         if not hasattr(model, "encode_prompt"):
             raise TypeError(f"Predictor needs a PromptIQA model (arch 'promptiqa'), got {type(model).__name__} "
                             f"{getattr(model, 'config', {}).get('arch', '')}".rstrip())
+        amp = None if amp == "none" else amp   # --amp none: float32, as every command reads it
         if amp is not None and amp not in AMP_MODES:
             why = f" ({FP16_REFUSAL})" if amp == "fp16" else ""
             raise PredictorError(f"amp must be one of {sorted(AMP_MODES)} or None, got {amp!r}{why}")

@@ -134,3 +134,40 @@ def test_no_parser_takes_an_abbreviated_option(tmp_path, capsys):
         assert main(argv) == 2, argv
         assert "unrecognized arguments" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_device_and_amp_are_declared_once_and_read_alike_everywhere(tmp_path, capsys, monkeypatch):
+    """--device was declared in 6 parsers and --amp in 4 with 4 sets of values (score refused `--amp none`, benchmark
+    defaulted to bf16): one declaration each (config.OPTIONS), the same values and defaults in every command."""
+    import ast
+
+    from promptiqa.engine import benchmark
+    from tests.test_predict import _micro_checkpoint, _write_image
+
+    declared = []
+    for path in sorted((ROOT / "promptiqa").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument" and any(
+                    getattr(a, "value", None) in ("--device", "--amp") for a in node.args):
+                declared.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert declared == []                                   # config.OPTIONS declares them (through _opt)
+    ckpt = _micro_checkpoint(tmp_path / "micro.pth.tar")
+    images = [_write_image(tmp_path / f"p{i}.png", seed=i) for i in range(3)]
+    (tmp_path / "prompt.csv").write_text("image,score\n" + "".join(f"{p.name},{i}\n" for i, p in enumerate(images)))
+    score = ["score", "--checkpoint", str(ckpt), "--prompt", str(tmp_path / "prompt.csv"), "--device", "cpu",
+             "--quiet", str(images[0])]
+    capsys.readouterr()
+    assert main([*score, "--amp", "none"]) == 0             # float32, as train.py and test.py read it
+    none = capsys.readouterr().out
+    assert main(score) == 0 and capsys.readouterr().out == none
+    assert main([*score, "--amp", "fp16"]) == 2 and "overflow" in capsys.readouterr().err   # refused, with why
+    seen = {}
+
+    def record(*args, **kwargs):   # the configuration benchmark would measure, without measuring it
+        seen["amp"] = args[4]
+        raise SystemExit(0)
+
+    monkeypatch.setattr(benchmark, "benchmark_config", record)
+    with pytest.raises(SystemExit):
+        benchmark.main(["--preset", "micro"])
+    assert seen["amp"] == "none"                            # benchmark's default is every command's: float32

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
+from promptiqa.config import add_options
+
 HELP = "serve the web page: set requirements with a few scored images, score many images in the browser"
 
 
@@ -23,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens the page to "
                              "the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--device", default=None, help="a torch device: cpu, cuda, cuda:1, mps (default: cuda when "
-                                                       "available)")
+    add_options(parser, ["device"])
     parser.add_argument("--share", action="store_true",
                         help="also publish the page through a temporary public gradio.live link (off by default: "
                              "nothing leaves this machine)")

@@ -14,8 +14,8 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from ..config import TrainConfig
-from ..devices import AMP_CHOICES, autocast, default_device
+from ..config import TrainConfig, add_options
+from ..devices import autocast, default_device
 from ..distributed import DistEnv
 from ..models import PRESETS
 from .augment import PromptAugment
@@ -154,18 +154,18 @@ def main(argv=None) -> int:
     p.add_argument("--group_size", type=int, default=11)
     p.add_argument("--batch_groups", action="store_true", help="run the groups as one batch")
     p.add_argument("--grad_checkpointing", action="store_true")
-    p.add_argument("--amp", default="bf16", choices=AMP_CHOICES)
+    add_options(p, ["amp"])   # the same option, and default (none: float32), as every command's
     p.add_argument("--compile", action="store_true")
     p.add_argument("--no_tf32", action="store_true")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--infer_batch", type=int, default=64)
     p.add_argument("--infer_batches", type=int, default=10)
-    p.add_argument("--device", default=default_device().type)
+    add_options(p, ["device"])
     p.add_argument("--skip_train", action="store_true")
     args = p.parse_args(argv)
 
-    device = torch.device(args.device)
+    device, args.amp = torch.device(args.device or default_device().type), args.amp or "none"
     cfg = benchmark_config(args.preset, args.model, args.groups, args.group_size, args.amp, args.compile,
                            not args.no_tf32, args.batch_groups, args.grad_checkpointing)
     rows = []
