@@ -1,5 +1,9 @@
 """PromptIQA (Chen et al., ECCV 2024): a MoNet visual encoder, an ISP prompt encoder, ISPP fusion and image-prompt fusion.
 
+References: Z. Chen et al., "PromptIQA: Boosting the Performance and Generalization for No-Reference Image Quality
+Assessment via Prompts", ECCV 2024 (arXiv:2403.04993); the official implementation, github.com/chencn2020/PromptIQA,
+whose layer sizes and parameter names this file reproduces (tests/test_model_fidelity.py: within 1e-5 of it).
+
 Module and parameter names follow the official release (``vit``, ``MALs``, ``fusion_mal``, ``block``, ``cnn``,
 ``i_p_fusion``, ``mlp``, ``prompt_fusion``, ``blocks``, ``norm``, ``score_block``), so its checkpoints load with
 ``strict=True``. The official configuration is a timm ViT-B/8 at 224 px (a 28x28 patch grid); any timm ViT works,
@@ -24,6 +28,13 @@ HEAD_GRID = 28          # the official CNN head reduces exactly a 28x28 map to 1
 NUM_VIEWS = 4           # hooked backbone blocks
 NUM_MALS = 3
 FEATURE_DIM = 128       # image feature / prompt token width
+# The official head sizes, named: MoNet's CNN head, the prompt encoder's MLP, the transformer stacks after MoNet.
+CNN_WIDTHS = (256, 128)                 # the first two conv layers of the CNN head (the third gives FEATURE_DIM)
+CNN_KERNELS = (5, 3, 3)                 # their kernels; each is followed by BatchNorm, ReLU and 2x2/2x2/3x3 pooling
+PROMPT_MLP_HIDDEN = 64                  # the prompt encoder's MLP: FEATURE_DIM -> 64 -> FEATURE_DIM
+PROMPT_BLOCKS = 3                       # i_p_fusion (per-ISP encoding) and prompt_fusion (ISPP fusion): 3 blocks each
+FUSION_BLOCKS = 8                       # image-prompt fusion before the regressor
+HEAD_HEADS = 4                          # attention heads of every FEATURE_DIM-wide block
 
 # Named configurations of the same model: the official one, and small ones for CPU demos and tests.
 PRESETS = {
@@ -129,9 +140,12 @@ class MoNet(nn.Module):
         self.fusion_mal = MAL(width, NUM_MALS, pixels, drop)
         self.block = Block(width, heads)
         self.cnn = nn.Sequential(
-            nn.Conv2d(width, 256, 5), nn.BatchNorm2d(256), nn.ReLU(inplace=True), nn.AvgPool2d(2),
-            nn.Conv2d(256, 128, 3), nn.BatchNorm2d(128), nn.ReLU(inplace=True), nn.AvgPool2d(2),
-            nn.Conv2d(128, FEATURE_DIM, 3), nn.BatchNorm2d(FEATURE_DIM), nn.ReLU(inplace=True), nn.AvgPool2d(3),
+            nn.Conv2d(width, CNN_WIDTHS[0], CNN_KERNELS[0]), nn.BatchNorm2d(CNN_WIDTHS[0]), nn.ReLU(inplace=True),
+            nn.AvgPool2d(2),
+            nn.Conv2d(CNN_WIDTHS[0], CNN_WIDTHS[1], CNN_KERNELS[1]), nn.BatchNorm2d(CNN_WIDTHS[1]),
+            nn.ReLU(inplace=True), nn.AvgPool2d(2),
+            nn.Conv2d(CNN_WIDTHS[1], FEATURE_DIM, CNN_KERNELS[2]), nn.BatchNorm2d(FEATURE_DIM), nn.ReLU(inplace=True),
+            nn.AvgPool2d(3),
         )
         self._build_head(drop)
         self.architecture = Architecture(self.arch, backbone, self.image_size, backbone_kwargs)
@@ -160,7 +174,8 @@ class MoNet(nn.Module):
 
     def _add_regressor(self, drop: float) -> None:
         """Image-prompt fusion blocks, LayerNorm and the score regressor (registered last, as in the official order)."""
-        self.blocks = nn.Sequential(*[Block(FEATURE_DIM, 4, qkv_bias=True, eps=1e-6) for _ in range(8)])
+        self.blocks = nn.Sequential(*[Block(FEATURE_DIM, HEAD_HEADS, qkv_bias=True, eps=1e-6)
+                                      for _ in range(FUSION_BLOCKS)])
         self.norm = nn.LayerNorm(FEATURE_DIM)
         self.score_block = nn.Sequential(
             nn.Linear(FEATURE_DIM, FEATURE_DIM // 2), nn.ReLU(), nn.Dropout(drop),
@@ -188,9 +203,10 @@ class PromptIQA(MoNet):
     arch = "promptiqa"
 
     def _build_head(self, drop: float) -> None:
-        self.i_p_fusion = nn.Sequential(*[Block(FEATURE_DIM, 4) for _ in range(3)])
-        self.mlp = nn.Sequential(nn.Linear(FEATURE_DIM, 64), nn.GELU(), nn.Linear(64, FEATURE_DIM))
-        self.prompt_fusion = nn.Sequential(*[Block(FEATURE_DIM, 4) for _ in range(3)])
+        self.i_p_fusion = nn.Sequential(*[Block(FEATURE_DIM, HEAD_HEADS) for _ in range(PROMPT_BLOCKS)])
+        self.mlp = nn.Sequential(nn.Linear(FEATURE_DIM, PROMPT_MLP_HIDDEN), nn.GELU(),
+                                 nn.Linear(PROMPT_MLP_HIDDEN, FEATURE_DIM))
+        self.prompt_fusion = nn.Sequential(*[Block(FEATURE_DIM, HEAD_HEADS) for _ in range(PROMPT_BLOCKS)])
         self._add_regressor(drop)
 
     def _isp_features(self, features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
