@@ -52,11 +52,21 @@ class Delegated:
 
     help: str
     target: str
-    extra: Optional[str] = None   # as Command's
+    extra: Optional[str] = None    # as Command's
+    parser: Optional[str] = None   # "module:function" building the parser ``target`` reads its options with
+    rest_to: Optional[str] = None  # the registered command whose parser reads the options this one's leaves
 
     def main(self) -> Callable[[Optional[Sequence[str]]], Optional[int]]:
-        module, function = self.target.split(":")
-        return getattr(importlib.import_module(module), function)
+        return _function(self.target)
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        """The command's own parser, built without running anything."""
+        return _function(self.parser)()
+
+
+def _function(target: str) -> Callable:
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def check_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -304,9 +314,10 @@ def _run_isp(args: argparse.Namespace) -> int:
 COMMANDS: Dict[str, Union[Command, Delegated]] = {
     # training and evaluating one model (train.py and test.py are shims over these)
     "train": Delegated("train PromptIQA on a mix of IQA datasets (train.py; --config YAML, torchrun, resume)",
-                       "promptiqa.engine.trainer:main", extra="train"),
+                       "promptiqa.engine.trainer:main", extra="train", parser="promptiqa.config:build_parser"),
     "test": Delegated("evaluate a checkpoint on datasets' test splits (test.py): SROCC/PLCC, predictions, plots",
-                      "promptiqa.evaluation.runner:main", extra="train"),
+                      "promptiqa.evaluation.runner:main", extra="train",
+                      parser="promptiqa.evaluation.runner:build_test_parser"),
     # scoring
     "score": Command("score images under a requirement given as image-score pairs", _add_score_arguments,
                      _run_score),
@@ -315,35 +326,43 @@ COMMANDS: Dict[str, Union[Command, Delegated]] = {
     # data
     "check": Delegated("check that a dataset's label file and images are where and what they should be, or that "
                        "a run's splits equal the published ones (--splits)", "promptiqa.cli:check_main",
-                       extra="train"),
+                       extra="train", parser="promptiqa.data.check:build_parser"),
     "publish-splits": Delegated("write the published splits (every public dataset at the 10 split seeds) from "
-                                "label files", "promptiqa.data.published:main", extra="train"),
+                                "label files", "promptiqa.data.published:main", extra="train",
+                                parser="promptiqa.data.published:build_parser"),
     "prepare": Delegated("decode a dataset's images once into a cache that training and testing read fast",
-                         "promptiqa.data.prepare:main", extra="train"),
+                         "promptiqa.data.prepare:main", extra="train",
+                         parser="promptiqa.data.prepare:build_parser"),
     # the embedded demo
     "demo": Delegated("the embedded demo: synthetic requirements, training, prompted evaluation (scripts/demo.sh)",
-                      "promptiqa.demo.run:main", extra="demo"),
+                      "promptiqa.demo.run:main", extra="demo", parser="promptiqa.demo.run:build_parser"),
     # the paper's experiments that train models
     "ten-splits": Delegated("train and test on the 10 split seeds, then summarise (Table 2; scripts/ten_splits.py)",
-                            "promptiqa.experiments.protocol:ten_splits_main", extra="train"),
+                            "promptiqa.experiments.protocol:ten_splits_main", extra="train",
+                            parser="promptiqa.experiments.protocol:build_ten_splits_parser", rest_to="train"),
     "ablation": Delegated("the ablations of Table 6 over split seeds (scripts/ablation.py)",
-                          "promptiqa.experiments.protocol:ablation_main", extra="train"),
+                          "promptiqa.experiments.protocol:ablation_main", extra="train",
+                          parser="promptiqa.experiments.protocol:build_ablation_parser", rest_to="train"),
     "relabel": Delegated("relabel reference-based datasets with SSIM, FSIM and LPIPS (Table 3's new requirements)",
-                         "promptiqa.experiments.relabel:relabel_main", extra="paper"),
+                         "promptiqa.experiments.relabel:relabel_main", extra="paper",
+                         parser="promptiqa.experiments.relabel:build_relabel_parser"),
     # the paper's experiments on a trained checkpoint
     "relabel-eval": Delegated("Table 3: PromptIQA and the w/o-prompt baselines on relabelled requirements",
-                              "promptiqa.experiments.relabel:table3_main", extra="train"),
+                              "promptiqa.experiments.relabel:table3_main", extra="train",
+                              parser="promptiqa.experiments.relabel:build_table3_parser"),
     "isp-experiments": Delegated("ISPP selection (Table 4), perturbation (Table 5) and size (Fig. 3) on a "
                                  "checkpoint (scripts/isp_experiments.py)", "promptiqa.evaluation.isp:isp_main",
-                                 extra="train"),
+                                 extra="train", parser="promptiqa.evaluation.isp:build_isp_parser"),
     "summarise": Delegated("median SROCC/PLCC over split seeds in Table 2's layout (Markdown, CSV, XLSX)",
-                           "promptiqa.experiments.summary:main", extra="train"),
+                           "promptiqa.experiments.summary:main", extra="train",
+                           parser="promptiqa.experiments.summary:build_parser"),
     # measuring
     "benchmark": Delegated("training and inference images/s and peak memory of a configuration on this machine "
-                           "(scripts/benchmark.py)", "promptiqa.engine.benchmark:main", extra="train"),
+                           "(scripts/benchmark.py)", "promptiqa.engine.benchmark:main", extra="train",
+                           parser="promptiqa.engine.benchmark:build_parser"),
     "gpu-check": Delegated("the acceptance checks for a GPU in one table: fidelity, speed, memory, resume, syncs, "
                            "recompiles (scripts/gpu_check.sh; --cpu on the CPU)", "promptiqa.engine.gpu_check:main",
-                           extra="train"),
+                           extra="train", parser="promptiqa.engine.gpu_check:build_parser"),
     # the web app
     "app": Command(app_command.HELP, app_command.add_arguments, app_command.run, extra="app"),
 }
@@ -374,6 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
                                         allow_abbrev=False)
             command.add_arguments(sub)
     return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser command ``name`` reads its command line with, built without running anything: a delegated
+    command's own, else its subparser here. (A delegated command with ``rest_to`` hands what it leaves to that
+    command's parser.)"""
+    command = COMMANDS[name]
+    if isinstance(command, Delegated):
+        return command.build_parser()
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[name]
 
 
 class ExtraMissing(PromptIQAError):

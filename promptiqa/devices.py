@@ -117,8 +117,8 @@ def default_workers() -> int:
     """Image-decoding processes used by default (``promptiqa score``, test.py): none up to 2 cores, then half the
     cores (at most 4).
 
-    Measured with ``promptiqa score`` on 2 cores (README, "Scoring real folders"): 4 workers were never the fastest,
-    and the model already uses both cores; the rule above 2 cores is not measured.
+    Measured with ``promptiqa score`` on 2 cores (docs/scoring.md, "Scoring real folders"): 4 workers were never
+    the fastest, and the model already uses both cores; the rule above 2 cores is not measured.
     """
     cores = usable_cores()
     return 0 if cores <= 2 else min(4, cores // 2)

@@ -100,8 +100,8 @@ def benchmark(paths: Sequence[Path], image_size: int, cache_dir: Path, repeats: 
             "check_us": 1e6 / check, "check_share": direct / check, "loader": loader, "batch_mib": batch_bytes / 2**20}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Print a one-row table: images, source size, direct and cache images/s, speed-up; 1 below --min_speedup."""
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line."""
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, help="a folder of images (default: synthetic 1024x768 JPEGs)")
     parser.add_argument("-n", type=int, default=200, help="number of images")
@@ -111,6 +111,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("-j", "--workers", type=int, default=2, help="loader worker processes (0: the main one)")
     parser.add_argument("--min_speedup", type=float, default=None,
                         help="fail (exit 1) when the cache is less than this many times faster than decoding")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Print a one-row table: images, source size, direct and cache images/s, speed-up; 1 below --min_speedup."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.workers < 0:
         parser.error(f"--batch_size must be at least 1 and --workers at least 0, got {args.batch_size} and "

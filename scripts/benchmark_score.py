@@ -61,7 +61,8 @@ def benchmark(preset: str, images, tmp: Path, batch_size: int, workers: int, dev
                 scores=scores)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line."""
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--preset", nargs="+", default=["official"], help="model presets (official, tiny, micro)")
     parser.add_argument("-n", "--images", type=int, default=32)
@@ -73,6 +74,11 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", choices=["random", "reference"], default="random",
                         help="random initialisation (torch seed 0), or the reference weights of the fidelity tests "
                              "(official preset only)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     # the rules are the official model's; on another preset's keys they would give weights nobody compares with
     if args.weights == "reference" and args.preset != ["official"]:

@@ -55,8 +55,8 @@ def resize_one(src: Path, dst: Path, short_side: int, quality: int) -> str:
     return action
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Resize every image under SRC into DST, with a progress bar."""
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line."""
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("src", type=Path, help="SPAQ's TestImage folder")
     parser.add_argument("dst", type=Path, help="output folder, e.g. <SPAQ root>/img_resize")
@@ -64,6 +64,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of resized images")
     parser.add_argument("-j", "--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--overwrite", action="store_true", help="redo images already in DST")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Resize every image under SRC into DST, with a progress bar."""
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     if not args.src.is_dir():

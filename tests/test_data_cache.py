@@ -164,7 +164,8 @@ def test_prepare_cli_loads_the_dataset_from_the_registry(tiny_ds, tmp_path, monk
 
 def test_data_benchmark_prints_its_table_and_enforces_min_speedup(capsys):
     # How much faster the cache is depends on the machine and its load: the benchmark measures and, given
-    # --min_speedup, checks it (README, "Image cache"); here only that the script runs and reports in one line.
+    # --min_speedup, checks it (docs/datasets.md, "Image cache"); here only that the script runs and reports in one
+    # line.
     bench = load_script("benchmark_data")
     assert bench.main(["-n", "2", "--repeats", "1"]) == 0
     row = capsys.readouterr().out.splitlines()[-1]

@@ -1,6 +1,7 @@
-"""README "Train on your own labels.csv": its commands, run as written on a labels.csv of generated images, train the
-tiny config (configs/tiny.yaml), evaluate the checkpoint, write a prompt and score new images. The trained checkpoint
-then shows test.py's outputs a script relies on: a folder of its own per run, workers from the cores, strict JSON."""
+"""docs/training.md "Train on your own labels.csv": its commands, run as written on a labels.csv of generated images,
+train the tiny config (configs/tiny.yaml), evaluate the checkpoint, write a prompt and score new images. The trained
+checkpoint then shows test.py's outputs a script relies on: a folder of its own per run, workers from the cores,
+strict JSON."""
 from __future__ import annotations
 
 import csv
@@ -21,19 +22,20 @@ from promptiqa.fileio import save_figure
 from promptiqa.resources import config_file
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = "### Train on your own labels.csv"
+PAGE = ROOT / "docs" / "training.md"
+SECTION = "## Train on your own labels.csv"
 
 
-def readme_recipe():
-    """The bash block of the README's recipe section: its commands, as argument lists (comments dropped)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def recipe_commands():
+    """The bash block of the guide's recipe section: its commands, as argument lists (comments dropped)."""
+    text = PAGE.read_text(encoding="utf-8")
     section = text[text.index(SECTION):]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     return [shlex.split(line) for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def _photos(folder: Path, n: int, rng: np.random.Generator, labels: bool) -> None:
-    """``n`` noisy gradients of random size; the label is the noise level (a labels.csv as the README lays it out)."""
+    """``n`` noisy gradients of random size; the label is the noise level (a labels.csv as the recipe lays it out)."""
     folder.mkdir(parents=True)
     rows = []
     for i in range(n):
@@ -52,12 +54,12 @@ def _photos(folder: Path, n: int, rng: np.random.Generator, labels: bool) -> Non
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    """The README's commands run in a fresh folder (training cut to one epoch): the folder."""
+    """The recipe's commands run in a fresh folder (training cut to one epoch): the folder."""
     folder = tmp_path_factory.mktemp("recipe")
     rng = np.random.default_rng(0)
     _photos(folder / "photos", 40, rng, labels=True)
     _photos(folder / "new_photos", 3, rng, labels=False)
-    commands = readme_recipe()
+    commands = recipe_commands()
     figures = {}
 
     def keep(fig, path, **kwargs):   # the figures the commands save, by file name
@@ -76,7 +78,7 @@ def recipe(tmp_path_factory):
 
 def test_readme_recipe_trains_the_tiny_config_on_a_labels_csv(recipe):
     recipe, figures = recipe
-    commands = readme_recipe()
+    commands = recipe_commands()
     assert len(commands) <= 5 and [c[:2] for c in commands] == [
         ["promptiqa", "train"], ["promptiqa", "test"], ["promptiqa", "isp"], ["promptiqa", "score"]]
     train = commands[0]

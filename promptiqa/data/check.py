@@ -27,7 +27,7 @@ from promptiqa.errors import run_command
 from promptiqa.fileio import json_text
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False,
                                      prog=program("python -m promptiqa.data.check"), description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", help=f"a registry key ({', '.join(DATASET_KEYS)}) or, with a .csv root, your "
@@ -216,7 +216,7 @@ def _print_splits_report(report: dict) -> None:
 def main(argv: Optional[Sequence[str]] = None, read_checkpoint: Optional[Callable[[str], dict]] = None) -> int:
     """Run the check; returns the exit status (0 complete or equal to the published splits, 1 problems found or a
     split differs). ``read_checkpoint`` reads a checkpoint's recorded splits (``promptiqa check`` passes it)."""
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.splits is not None and (args.dataset or args.root):
         parser.error("give either --splits or --dataset and --root, not both")

@@ -13,14 +13,20 @@ from .cache import prepare_cache
 from .images import DEFAULT_IMAGE_SIZE
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse the command line, load the dataset's records and prepare its cache."""
+def build_parser() -> argparse.ArgumentParser:
+    """The prepare command's command line."""
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="registry key, e.g. koniq10k")
     parser.add_argument("--root", required=True, help="the dataset's root folder")
     parser.add_argument("--cache_dir", required=True, help="folder that holds the caches (<key>_<size>/ inside)")
     parser.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE, help="side of the square images")
     parser.add_argument("-j", "--workers", type=int, default=0, help="decoding threads (0: the main thread)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the command line, load the dataset's records and prepare its cache."""
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     from .registry import load_dataset  # imported here so the cache library does not depend on the loaders

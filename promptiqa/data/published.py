@@ -41,8 +41,8 @@ RULE = ("units listed in 'units' order; random.Random(seed).shuffle(list(range(N
 UNPUBLISHED = {"uwiqa": "its label file (IQA_Value.xlsx) is not public"}
 PUBLISHED_KEYS = tuple(key for key in DATASET_KEYS if key not in UNPUBLISHED)
 # Three of the public lists the shipped file was made from are third-party re-exports whose row order may not be
-# the authors' (README, "Published splits"); a by-image split follows label-file order, so a run on the authors'
-# file can split these datasets differently.
+# the authors' (docs/datasets.md, "Published splits"); a by-image split follows label-file order, so a run on the
+# authors' file can split these datasets differently.
 ORDER_CAVEATS = {
     "livec": "made from a re-ordered public list (clive_all.txt): the authors' AllImages_release.mat order is not "
              "public, so a run on the authors' files splits LIVEC differently at the same seed",
@@ -210,7 +210,7 @@ def compare_splits(splits: Mapping[str, Mapping], document: Optional[Mapping] = 
 
 # ---------------------------------------------------------------- the publish-splits command
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, prog=program(command("publish-splits")),
                                      description="write the published splits (80/20 at each split seed) of datasets "
                                                  "from their label files; no image is read")
@@ -228,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Write the published-splits file of the chosen datasets; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     def run() -> int:
         check_writable(args.out, "--out")

@@ -106,11 +106,17 @@ def _signed(value: float) -> str:
     return f"{value:.{DECIMALS}f}".replace("-", "\u2212")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """python -m promptiqa.demo.published's command line."""
     p = argparse.ArgumentParser(allow_abbrev=False,
                                 prog=program("python -m promptiqa.demo.published"), description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="demo output folders (each holding results.json), one per seed")
     p.add_argument("--machine", default="", help="the machine the runs were made on, recorded with the figures")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     summaries = []
     for run in args.runs:

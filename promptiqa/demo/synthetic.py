@@ -357,7 +357,8 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> N
         writer.writerows(rows)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """python -m promptiqa.demo.synthetic's command line."""
     parser = argparse.ArgumentParser(allow_abbrev=False, description="Write the demo's synthetic-distortion dataset "
                                                  "(scikit-image photographs, full-reference labels)")
     parser.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
@@ -369,6 +370,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--requirements", nargs="+", default=list(REQUIREMENT_NAMES), choices=REQUIREMENT_NAMES,
                         metavar="NAME", help=f"label files to write (default all: {', '.join(REQUIREMENT_NAMES)})")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     meta = generate(Path(args.out), args.size, args.crops_per_photo, args.seed, args.photos,
                     requirements=args.requirements, progress=not args.no_progress)

@@ -146,7 +146,8 @@ def measure_inference(model: torch.nn.Module, device: torch.device, amp: str = "
     return Throughput(batches * batch / max(elapsed, 1e-9), *peak_memory(device))
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark command's command line."""
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="official", choices=sorted(PRESETS))
     p.add_argument("--model", default="promptiqa", choices=["promptiqa", "promptiqa_wo_prompt"])
@@ -163,6 +164,11 @@ def main(argv=None) -> int:
     p.add_argument("--infer_batches", type=int, default=10)
     add_options(p, ["device"])
     p.add_argument("--skip_train", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
 
     device, args.amp = torch.device(args.device or default_device().type), args.amp or "none"

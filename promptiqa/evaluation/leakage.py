@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional
 from ..data import DATASET_KEYS, image_fingerprint
 
 # The verdicts, one word each, the same in results.csv's and results.json's "leakage" and in test.py's printed table
-# (README "Leakage guard": the word for test images a checkpoint was trained on is leakage, everywhere).
+# (docs/reproducing.md "Leakage guard": the word for test images a checkpoint was trained on is leakage, everywhere).
 FOUND, NONE, UNKNOWN, NOT_TRAINED = "found", "none", "unknown", "not_trained"
 
 RELEASE_NOTE = ("the released PromptIQA checkpoint was trained on 80% of each of the 12 datasets by the official "

@@ -187,10 +187,16 @@ def pick_tests(tests: Optional[Sequence[str]], cfg: TrainConfig) -> List[str]:
     return list(tests)
 
 
-def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
-    """scripts/ten_splits.py: train + test on the 10 split seeds, then summarise the finished ones (Table 2)."""
+def build_ten_splits_parser() -> argparse.ArgumentParser:
+    """The ten-splits command's own options; the rest goes to train.py's parser."""
     p = _protocol_parser("Train and test PromptIQA on the 10 split seeds (Table 2), skipping finished seeds")
     p.add_argument("--save_path", default="runs/ten_splits", help="root folder; seed s goes to <root>/seed_<s>")
+    return p
+
+
+def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
+    """scripts/ten_splits.py: train + test on the 10 split seeds, then summarise the finished ones (Table 2)."""
+    p = build_ten_splits_parser()
     args, rest = p.parse_known_args(argv)
     cfg = _train_config(rest, {"--seed": "use --seeds or --seed_index"})
     seeds = pick_seeds(args.seeds, args.seed_index)
@@ -205,13 +211,19 @@ def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
     return 0 if all(done.values()) and len(done) == len(seeds) else 3
 
 
-def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
-    """scripts/ablation.py: the Table 6 variants, each over split seeds, then a summary across variants."""
+def build_ablation_parser() -> argparse.ArgumentParser:
+    """The ablation command's own options; the rest goes to train.py's parser."""
     p = _protocol_parser("Ablations of Table 6: " + ", ".join(f"{k} ({v})" for k, v in VARIANT_TITLES.items()))
     p.add_argument("--variant", nargs="+", choices=list(VARIANTS) + ["all"], metavar="NAME",
                    help=f"variant(s) to train and test: {', '.join(VARIANTS)}, or all; omit with --summarise")
     p.add_argument("--save_path", default="runs/ablation", help="root folder; variant v, seed s: <root>/v/seed_<s>")
     p.add_argument("--summarise", action="store_true", help="only write the summary across the variants found")
+    return p
+
+
+def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
+    """scripts/ablation.py: the Table 6 variants, each over split seeds, then a summary across variants."""
+    p = build_ablation_parser()
     args, rest = p.parse_known_args(argv)
     root = Path(args.save_path)
     if not args.summarise:

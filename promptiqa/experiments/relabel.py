@@ -198,8 +198,8 @@ def _relative(path: str, folder: Path) -> str:
         return Path(path).as_posix()
 
 
-def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
-    """scripts/relabel_fr.py relabel."""
+def build_relabel_parser() -> argparse.ArgumentParser:
+    """The relabel command's command line."""
     p = argparse.ArgumentParser(allow_abbrev=False,
                                 description="Relabel reference-based datasets with SSIM, FSIM and LPIPS (piq)",
                                 argument_default=None)
@@ -208,6 +208,12 @@ def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--metrics", nargs="+", default=list(FR_METRICS), choices=list(FR_METRICS))
     p.add_argument("--out_dir", default="data/relabelled", help="where the csv label files go")
     p.add_argument("--batch_size", type=int, default=16, help="distorted images per metric call")
+    return p
+
+
+def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
+    """scripts/relabel_fr.py relabel."""
+    p = build_relabel_parser()
     args = p.parse_args(argv)
     roots = resolve_roots(args.dataset, config=args.datasets_config, overrides=args.data_root or [])
     device = torch.device(args.device) if args.device else default_device()
@@ -364,8 +370,8 @@ def _write_table3(session, found, results, out: Path, extra: dict) -> None:
     print(f"wrote {out / 'table3.md'}, {out / 'table3.csv'}, {out / 'table3.json'}")
 
 
-def table3_main(argv: Optional[Sequence[str]] = None) -> int:
-    """scripts/relabel_fr.py table3."""
+def build_table3_parser() -> argparse.ArgumentParser:
+    """The relabel-eval (Table 3) command's command line."""
     p = add_eval_options(argparse.ArgumentParser(allow_abbrev=False,
                                                  description="Table 3: PromptIQA and the w/o-prompt baselines on "
                                                              "requirements relabelled with SSIM/FSIM/LPIPS",
@@ -376,6 +382,12 @@ def table3_main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--finetune_lr", type=float, default=1e-5)
     p.add_argument("--finetune_weight_decay", type=float, default=1e-5)
     p.add_argument("--only", nargs="+", help="restrict to these relabelled names or source datasets")
+    return p
+
+
+def table3_main(argv: Optional[Sequence[str]] = None) -> int:
+    """scripts/relabel_fr.py table3."""
+    p = build_table3_parser()
     args = p.parse_args(argv)
     if args.dataset:
         raise ConfigError("table3 takes its datasets from --labels_dir (restrict them with --only)")

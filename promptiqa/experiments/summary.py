@@ -480,8 +480,8 @@ def group_roots(items: Sequence[str]) -> Tuple[Dict[str, List[str]], Dict[str, T
     return roots, rows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """scripts/summarise.py."""
+def build_parser() -> "argparse.ArgumentParser":
+    """The summarise command's command line."""
     import argparse
 
     p = argparse.ArgumentParser(allow_abbrev=False,
@@ -495,6 +495,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default=None, help="output prefix (default <first root>/summary)")
     p.add_argument("--title", default="PromptIQA over split seeds")
     p.add_argument("--partial", action="store_true", help="include unfinished runs at their latest epoch")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """scripts/summarise.py."""
+    p = build_parser()
     args = p.parse_args(argv)
     prefix = args.out or str(Path(args.roots[0].partition("=")[2] or args.roots[0]) / "summary")
 

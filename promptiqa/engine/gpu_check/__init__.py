@@ -71,7 +71,8 @@ def select(checks: Sequence[Check], only: Optional[Sequence[str]]) -> List[Check
     return [check for check in checks if any(row in only for row, _ in check.rows)]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The gpu-check command's command line."""
     p = argparse.ArgumentParser(allow_abbrev=False,
                                 description=__doc__.splitlines()[0], epilog=__doc__[__doc__.index("Rows ("):],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +89,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "(or a folder holding vector_public.npz); default: that file in the checkout")
     p.add_argument("--keep_work", action="store_true",
                    help="keep the checks' scratch files (datasets, training runs) in OUT/work")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
 
     from .checks import CHECKS, device_facts

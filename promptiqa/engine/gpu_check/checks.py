@@ -26,7 +26,7 @@ from ...devices import cpu_name
 from ...models.reference_weights import FIDELITY_TOLERANCE, read_vector, reference_state_dict, vector_errors
 from .runner import FAIL, INFO, NA, PASS, WARN, Check, Context, RowResult
 
-TRAIN_TARGET = 150.0             # images/s at the paper's step, bf16 + compile, one H100 (README, "Speed")
+TRAIN_TARGET = 150.0             # images/s at the paper's step, bf16 + compile, one H100 (docs/training.md, "Speed")
 TRAIN_MEMORY_TARGET_GIB = 40.0
 INFERENCE_TARGET = 500.0         # images/s, bf16, prompt encoded once
 CARD_GIB = 24.0                  # an RTX 3090
@@ -454,7 +454,7 @@ def _count_syncs(work: Callable[[], None]) -> Tuple[int, collections.Counter]:
 def host_syncs(context: Context) -> Dict[str, RowResult]:
     """Row 6: host synchronisations per training step after warm-up, in the engine's TrainStep and in
     train_one_epoch's per-step work (the batch to the device, the learning rate, the step; logging steps excluded),
-    float32 at the paper's step. 0 expected (README, "Speed")."""
+    float32 at the paper's step. 0 expected (docs/training.md, "Speed")."""
     from ...distributed import StopVote
     from ..benchmark import benchmark_config, build_train_step, synthetic_batch
     from ..checkpointing import RunState
