@@ -1,4 +1,4 @@
-"""docs/training.md "Train on your own labels.csv": its commands, run as written on a labels.csv of generated images,
+"""README.md "Train on your own labels.csv": its commands, run as written on a labels.csv of generated images,
 train the tiny config (configs/tiny.yaml), evaluate the checkpoint, write a prompt and score new images. The trained
 checkpoint then shows test.py's outputs a script relies on: a folder of its own per run, workers from the cores,
 strict JSON."""
@@ -22,8 +22,8 @@ from promptiqa.fileio import save_figure
 from promptiqa.resources import config_file
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = ROOT / "docs" / "training.md"
-SECTION = "## Train on your own labels.csv"
+PAGE = ROOT / "README.md"
+SECTION = "### Train on your own labels.csv"
 
 
 def recipe_commands():
