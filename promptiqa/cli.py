@@ -11,27 +11,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
+import importlib
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from promptiqa.app import command as app_command
 from promptiqa.config import add_options
 from promptiqa.entry import command as typed_command, launcher
-from promptiqa.errors import PromptIQAError, run_command
+from promptiqa.errors import run_command
+from promptiqa.extras import EXTRA_MODULES, require_extra  # noqa: F401  (EXTRA_MODULES: the registry's extras)
 
-# The modules each extra of pyproject.toml installs that its commands import, by import name (tests/test_install.py
-# checks each comes from a distribution the extra requires). A command's extra is checked before it runs.
-_TRAIN = ("openpyxl", "xlrd", "matplotlib")
-EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
-    "train": _TRAIN,                             # metrics, plots, Excel and MATLAB label files
-    "demo": _TRAIN + ("skimage",),               # + the demo's photographs and its SSIM/PSNR labels
-    "paper": _TRAIN + ("piq",),                  # + Table 3's full-reference relabelling (SSIM, FSIM, LPIPS)
-    "app": ("gradio", "matplotlib", "skimage"),  # the page, its chart, the bundled examples (the demo's photographs)
-}
 
 
 @dataclass(frozen=True)
@@ -404,26 +396,6 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         return command.build_parser()
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return subparsers.choices[name]
-
-
-class ExtraMissing(PromptIQAError):
-    """A command whose extra of pyproject.toml is not installed."""
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:   # a finder that refuses the name (an import hook) counts as not installed
-        return False
-
-
-def require_extra(extra: Optional[str], who: str) -> None:
-    """Refuse, before anything is read or written, to run ``who`` (the command as typed) when a module that
-    ``extra`` provides is not installed; looked up with find_spec, so nothing heavy is imported."""
-    missing = [module for module in EXTRA_MODULES.get(extra, ()) if not _installed(module)]
-    if missing:
-        raise ExtraMissing(f"{who} needs the {extra} extra ({', '.join(missing)} not installed): "
-                           f'pip install "promptiqa[{extra}]"')
 
 
 @contextlib.contextmanager

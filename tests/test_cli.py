@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from promptiqa import cli
+from promptiqa import cli, extras
 from promptiqa.cli import COMMANDS, EXTRA_MODULES, Delegated, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_a_command_whose_extra_is_missing_stops_with_one_line(name, tmp_path, mo
         return
     assert extra in EXTRA_MODULES, f"{name} declares no extra"
     hidden = EXTRA_MODULES[extra][-1]
-    monkeypatch.setattr(cli, "_installed", lambda module: module != hidden)
+    monkeypatch.setattr(extras, "_installed", lambda module: module != hidden)
     monkeypatch.chdir(tmp_path)
     assert main([name, *REQUIRED.get(name, [])]) == 1
     assert capsys.readouterr().err == (f"error: python -m promptiqa {name} needs the {extra} extra ({hidden} not "
