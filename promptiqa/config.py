@@ -112,7 +112,15 @@ class TrainConfig(OptimSettings, ModelSettings, RuntimeSettings, DataSettings):
     log_every: int = 10
     log_to: List[str] = field(default_factory=list)   # experiment tracking backends (LOG_BACKENDS); none by default
     stop_after_steps: Optional[int] = None   # stop (resumably) after this many steps in this run: pre-emption drill
+    # datasets held out of the mix (leave-one-dataset-out, configs/leave_one_out.yaml), each with its requirements
+    exclude: List[str] = field(default_factory=list)
     config: Optional[str] = None
+
+    def __post_init__(self):
+        if self.exclude:   # applied once, here: `dataset` is the mix trained on, what the checkpoint records
+            from .data.registry import hold_out
+
+            self.dataset = hold_out(self.dataset, self.exclude)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -297,7 +305,11 @@ def _opt(*flags: str, **kwargs: Any) -> Option:
 OPTIONS: Dict[str, Option] = {option.dest: option for option in (
     _opt("--config", help="YAML file of settings; command-line values override it"),
     _opt("--dataset", nargs="+",
-         help="dataset keys (configs/datasets.yaml) or names given with --data_root name=x.csv"),
+         help="dataset keys (configs/datasets.yaml) or names given with --data_root name=x.csv; KEY:REQUIREMENT for "
+              "another label column of a dataset (agiqa_3k:align, docs/datasets.md#requirements)"),
+    _opt("--exclude", nargs="+", metavar="KEY",
+         help="hold these datasets (with their requirements) out of the --dataset mix: leave-one-dataset-out "
+              "training, e.g. --config leave_one_out --exclude koniq10k"),
     _opt("--batch_size", type=int, help="images per optimiser step summed over the processes of a node"),
     _opt("--epochs", type=int),
     _opt("--seed", type=int, help="split seed (the official 2024); rank r seeds torch/numpy with seed + 100 r"),

@@ -5,12 +5,13 @@ Names are imported lazily, so that light tools (``python -m promptiqa.data.check
 from importlib import import_module
 
 _EXPORTS = {
-    "records": ("DatasetRecords", "Record"),
+    "records": ("DatasetRecords", "Record", "image_set"),
     "formats": ("DatasetError", "image_fingerprint", "verify_image"),
     "registry": ("DATASET_KEYS", "load_dataset", "locate_images", "parse_data_root_args", "resolve_roots"),
     "labels": ("normalise_labels",),
     "splits": ("OFFICIAL_SEED", "SPLIT_SEEDS", "Split", "carve_validation", "load_splits", "make_split",
-               "official_train_order", "resolve_split", "save_splits", "split_from_units", "split_units", "SplitError"),
+               "official_train_order", "recorded_split", "resolve_split", "save_splits", "split_from_units",
+               "split_units", "SplitError"),
     "sampling": ("sample_isps",),
     "groups": ("GroupSampler", "MultiDataset", "TestShardSampler"),
     "images": ("ImageLoader", "ImageReadError", "IQAImages", "SharedMemoryError", "check_image_file", "normalise",

@@ -1,8 +1,9 @@
 """A per-dataset cache of the resized uint8 images in one memory-mapped .npy (N x S x S x 3), made once.
 
 Layout: <cache_dir>/<key>_<S>/images.npy and records.json (names, scores, references, image size, source root
-and a fingerprint of every file's name, size and mtime). All ranks and data-loader workers map the same file
-read-only; the map is opened lazily, so a pickled ImageCache sent to a worker carries only the path.
+and a fingerprint of every file's name, size and mtime); a requirement `key:req` uses its dataset's `key` cache.
+All ranks and data-loader workers map the same file read-only; the map is opened lazily, so a pickled ImageCache
+sent to a worker carries only the path.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from ..entry import command
 from ..fileio import FileLock, json_text
 from .images import DEFAULT_IMAGE_SIZE, DiskImages
-from .records import DatasetRecords
+from .records import DatasetRecords, image_set
 
 CACHE_FORMAT = "promptiqa-image-cache"
 CACHE_VERSION = 2  # 2: each JPEG checked complete before caching; a version-1 cache may hold truncated ones, grey
@@ -37,7 +38,8 @@ class StaleCacheError(ValueError):
 
 def cache_path(ds: DatasetRecords, image_size: int, cache_dir: Union[str, Path]) -> Path:
     """The cache folder of `ds` at `image_size` inside `cache_dir`."""
-    safe_key = re.sub(r"[^A-Za-z0-9._-]", "_", ds.key)
+    # a requirement (`agiqa_3k:align`) has its dataset's images: one cache serves them all
+    safe_key = re.sub(r"[^A-Za-z0-9._-]", "_", image_set(ds.key))
     return Path(cache_dir) / f"{safe_key}_{image_size}"
 
 

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from promptiqa.data.formats.common import DatasetError, image_file_problem
 from promptiqa.data.labels import normalise_labels, official_rule
 from promptiqa.data.published import PUBLISHED_FILE, compare_splits, read_published
-from promptiqa.data.registry import DATASET_KEYS, DATASET_SPECS, LABEL_NORMS, load_dataset, locate_images
+from promptiqa.data.registry import DATASET_KEYS, LABEL_NORMS, load_dataset, locate_images, spec_of
 from promptiqa.data.splits import RUN_SPLITS_FILE, SplitError, load_splits
 from promptiqa.entry import command, program
 from promptiqa.errors import run_command
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False,
                                      prog=program("python -m promptiqa.data.check"), description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", help=f"a registry key ({', '.join(DATASET_KEYS)}) or, with a .csv root, your "
-                                          f"dataset's name (required unless --splits)")
+                                          f"dataset's name; KEY:REQUIREMENT for another score column, e.g. "
+                                          f"agiqa_3k:align (required unless --splits)")
     parser.add_argument("--root", help="the dataset root folder, or the label file of a csv dataset (required unless "
                                        "--splits)")
     parser.add_argument("--splits", metavar="PATH",
@@ -89,7 +90,7 @@ def inspect_dataset(key: str, root: str, label_norm: str = "official", check_ima
                   score_min=min(scores), score_max=max(scores), label_type=dataset.label_type,
                   higher_is_better=dataset.higher_is_better, split_by=dataset.split_by, units=len(dataset.units),
                   notes=list(dataset.notes))
-    spec = DATASET_SPECS.get(dataset.key)
+    spec = spec_of(dataset.key)
     if spec is not None:
         report.update(expected_images=spec.images, expected_references=spec.references)
         if not partial and len(dataset.records) != spec.images:
@@ -115,7 +116,7 @@ def inspect_dataset(key: str, root: str, label_norm: str = "official", check_ima
 
 def _print_report(report: dict) -> None:
     key = report["dataset"]
-    spec = DATASET_SPECS.get(key)
+    spec = spec_of(key)
     print(f"dataset     {key}" + (f"  ({spec.title})" if spec else "  (csv kind)"))
     print(f"root        {report['root']}")
     if report["images"] is not None:

@@ -4,6 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+# `key:requirement` names one label column of a dataset (docs/datasets.md#requirements): `agiqa_3k:align`.
+REQUIREMENT_SEPARATOR = ":"
+
+
+def image_set(key: str) -> str:
+    """The dataset whose images a key names: 'agiqa_3k:align' -> 'agiqa_3k' (a requirement's images, units and split
+    are its dataset's)."""
+    return key.partition(REQUIREMENT_SEPARATOR)[0]
+
 
 @dataclass(frozen=True)
 class Record:
@@ -19,7 +28,8 @@ class Record:
 class DatasetRecords:
     """All records of one dataset, in the official enumeration order, plus what the protocol needs to know of it."""
 
-    key: str                  # registry key, or the user's name for a `csv` dataset
+    key: str                  # registry key, or the user's name for a `csv` dataset; `key:requirement` for a
+    #                           requirement other than the default (image_set(key) is the dataset's own key)
     root: str                 # the dataset root (or the label file, for the `csv` kind)
     records: List[Record]
     split_by: str             # "reference" or "image": the unit of the 80/20 split

@@ -11,9 +11,10 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from promptiqa.data.formats import authentic, generated, reference_based
 from promptiqa.data.formats.common import FOLDER_IMAGE, DatasetError, FolderIndex, same_image_key
-from promptiqa.data.formats.custom import parse_csv_kind
-from promptiqa.data.records import DatasetRecords
+from promptiqa.data.formats.custom import CSV_COLUMNS, SCORE_COLUMN, parse_csv_kind
+from promptiqa.data.records import REQUIREMENT_SEPARATOR, DatasetRecords, image_set
 from promptiqa.entry import command
+from promptiqa.errors import ConfigError
 from promptiqa.fileio import OutputError, refuse_overwriting_inputs
 from promptiqa.resources import config_file
 
@@ -73,14 +74,84 @@ DATASET_SPECS: Dict[str, DatasetSpec] = {
                          "IQA_Value.xlsx, img/", train_order="label_file"),
 }
 DATASET_KEYS: Tuple[str, ...] = tuple(DATASET_SPECS)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """An assessment requirement a built-in dataset's label files hold besides its default one (its MOS): where the
+    scores are, how they map to labels and their polarity (docs/datasets.md#requirements)."""
+
+    column: str               # the parser's `column`: a label-file column, a workbook header or a .mat file
+    offset: float             # label = (score - offset) / divisor, on the pattern of the dataset's official mapping
+    divisor: float
+    higher_is_better: bool    # metadata only, as for the default requirement
+    scale: str                # where the score range (and so the divisor) comes from
+
+
+# The default requirement of every built-in dataset is called `quality` (`agiqa_3k:quality` is `agiqa_3k`); its
+# column, mapping and polarity are the DatasetSpec's. A csv dataset's default is its `score` column.
+DEFAULT_REQUIREMENT = "quality"
+_SPAQ_ATTRIBUTE = ("an attribute rating of SPAQ's study, on the MOS's 0-100 scale (the paper, Sec. 3), so /100 as "
+                   "the MOS")
+REQUIREMENTS: Dict[str, Dict[str, Requirement]] = {
+    "agiqa_3k": {"align": Requirement("mos_align", 0.0, 5.0, True,
+                                      "text-image alignment MOS, normalised to 0-5 as mos_quality is (observed "
+                                      "0.02-4.29), so /5 as mos_quality")},
+    # The three MOSz files of the release share one index (image i of Image/allimg/i.png): the quality file's split.
+    "aigciqa2023": {name: Requirement(f"DATA/MOS/{file}", 0.0, 100.0, True,
+                                      f"MOSz of {file}, a z-score rescaled MOS on about 0-100 as mosz1.mat's "
+                                      f"(observed {seen}), so /100 as the quality MOSz")
+                    for name, file, seen in (("authenticity", "mosz2.mat", "28.42-73.72"),
+                                             ("correspondence", "mosz3.mat", "27.69-72.39"))},
+    "spaq": {column.lower(): Requirement(column, 0.0, 100.0, True, _SPAQ_ATTRIBUTE)
+             for column in ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")},
+}
 LABEL_NORMS = ("official", "minmax")
 CSV_KIND = "csv"
 ENV_VAR = "PROMPTIQA_DATA"
 DEFAULT_CONFIG = Path("configs") / "datasets.yaml"
 
 
+def split_key(key: str) -> Tuple[str, Optional[str]]:
+    """(the dataset's own key, the requirement or None for the default one): 'agiqa_3k:align' -> ('agiqa_3k',
+    'align'); 'agiqa_3k:quality' and 'agiqa_3k' -> ('agiqa_3k', None); 'mine:score' -> ('mine', None)."""
+    base, _, requirement = key.partition(REQUIREMENT_SEPARATOR)
+    default = DEFAULT_REQUIREMENT if base in DATASET_SPECS else SCORE_COLUMN
+    return base, (requirement if key != base and requirement != default else None)
+
+
+def canonical_key(key: str) -> str:
+    """The one spelling of a key: the default requirement named is the dataset itself ('agiqa_3k:quality' ->
+    'agiqa_3k')."""
+    base, requirement = split_key(key)
+    return base if requirement is None else f"{base}{REQUIREMENT_SEPARATOR}{requirement}"
+
+
+def requirement_keys(key: str) -> List[str]:
+    """The keys of a built-in dataset's requirements, the default first: agiqa_3k -> [agiqa_3k, agiqa_3k:align]."""
+    base = image_set(key)
+    return [base] + [f"{base}{REQUIREMENT_SEPARATOR}{name}" for name in REQUIREMENTS.get(base, {})]
+
+
+def spec_of(key: str) -> Optional[DatasetSpec]:
+    """The DatasetSpec of a built-in key or one of its requirements ('spaq:sharpness'); None for a csv dataset."""
+    return DATASET_SPECS.get(image_set(key))
+
+
 def dataset_kind(name: str, root: Union[str, Path]) -> str:
-    """The registry key whose parser reads `root` for the dataset called `name`: a built-in key or 'csv'."""
+    """The registry key whose parser reads `root` for the dataset called `name` (or `name:requirement`): a built-in
+    key or 'csv'."""
+    base, requirement = split_key(name)
+    kind = _kind(base, root)
+    known = REQUIREMENTS.get(kind, {}) if kind != CSV_KIND else None   # a csv file's columns are read at load
+    if requirement is not None and (not requirement or (known is not None and requirement not in known)):
+        raise DatasetError(name, f"unknown requirement {requirement!r} of {kind}", root,
+                           expected=f"one of {', '.join(requirement_keys(kind))} (docs/datasets.md#requirements)"
+                           if kind != CSV_KIND else "a score column's name after the ':'")
+    return kind
+
+
+def _kind(name: str, root: Union[str, Path]) -> str:
     is_csv = str(root).lower().endswith(".csv")
     if name in DATASET_SPECS:
         # A .csv root for GFIQA is its label file (the official name mos.csv is not what the release ships).
@@ -96,6 +167,22 @@ def dataset_kind(name: str, root: Union[str, Path]) -> str:
                        expected=f"one of {', '.join(DATASET_KEYS)}, or NAME=path/to/labels.csv for your own data")
 
 
+def hold_out(keys: List[str], exclude: List[str]) -> List[str]:
+    """``keys`` without the datasets ``exclude`` names, each with its requirements (`agiqa_3k` holds out
+    `agiqa_3k:align` too: the same images); a name in no key of a mix it changes, or leaving none, is refused."""
+    if not isinstance(keys, list) or not isinstance(exclude, list):
+        return keys   # a setting of the wrong type: TrainConfig.validate names it
+    kept = [key for key in keys if key not in exclude and image_set(key) not in exclude]
+    unmatched = [name for name in exclude if not any(name in (key, image_set(key)) for key in keys)]
+    # a typo is refused; a built-in key already out of the mix is not (the recorded settings of a run hold the names
+    # again, the mix already without them)
+    if unmatched and (kept != keys or any(image_set(name) not in DATASET_SPECS for name in unmatched)):
+        raise ConfigError(f"--exclude {' '.join(unmatched)}: not in the training mix ({' '.join(keys)})")
+    if keys and not kept:
+        raise ConfigError(f"--exclude leaves no dataset of the training mix ({' '.join(keys)})")
+    return kept
+
+
 def load_dataset(key: str, root: Union[str, Path], label_norm: str = "official", check_images: bool = True,
                  **options) -> DatasetRecords:
     """Read a dataset's label files into records; a root ending in .csv loads the `csv` kind under the name `key`."""
@@ -103,9 +190,10 @@ def load_dataset(key: str, root: Union[str, Path], label_norm: str = "official",
         raise DatasetError(key, f"unknown label_norm {label_norm!r}", expected=" or ".join(map(repr, LABEL_NORMS)))
     root = Path(os.path.expanduser(str(root)))
     kind = dataset_kind(key, root)
+    key, (_, requirement) = canonical_key(key), split_key(key)
     if kind == CSV_KIND:
         _check_options(key, _load_csv_kind, options)
-        dataset = _load_csv_kind(root, key, label_norm, **options)
+        dataset = _load_csv_kind(root, key, label_norm, column=requirement or SCORE_COLUMN, **options)
     else:
         if kind == "gfiqa_20k" and root.suffix.lower() == ".csv":
             options.setdefault("label_file", root.name)
@@ -115,11 +203,16 @@ def load_dataset(key: str, root: Union[str, Path], label_norm: str = "official",
             raise DatasetError(key, "dataset root not found" if not root.exists() else "dataset root is not a folder",
                                root, expected=spec.layout)
         _check_options(key, spec.parse, options)
-        records, notes = spec.parse(root, key, label_norm, **options)
+        req = REQUIREMENTS[kind][requirement] if requirement else None
+        records, notes = spec.parse(root, key, label_norm, **({"column": req.column} if req else {}), **options)
+        label_type, higher_is_better, offset, divisor = (spec.label_type, spec.higher_is_better, spec.offset,
+                                                         spec.divisor) if req is None else \
+            ("MOS" if req.higher_is_better else "DMOS", req.higher_is_better, req.offset, req.divisor)
+        if req is not None:
+            notes.append(f"requirement {requirement}: {req.column}, {req.scale}")
         dataset = DatasetRecords(key=key, root=str(root), records=records, split_by=spec.split_by, units=[],
-                                 label_type=spec.label_type, higher_is_better=spec.higher_is_better,
-                                 label_norm=label_norm, official_offset=spec.offset, official_divisor=spec.divisor,
-                                 notes=notes)
+                                 label_type=label_type, higher_is_better=higher_is_better, label_norm=label_norm,
+                                 official_offset=offset, official_divisor=divisor, notes=notes)
         if len(records) != spec.images:
             dataset.notes.append(f"{len(records)} labelled images; the published dataset has {spec.images}")
     _check_names(dataset)
@@ -135,20 +228,25 @@ def load_dataset(key: str, root: Union[str, Path], label_norm: str = "official",
 
 
 def _check_options(key: str, parse: Callable, options: Mapping) -> None:
-    accepted = [name for name in inspect.signature(parse).parameters if name not in ("root", "key", "label_norm")]
+    # `column` is how the registry names a requirement's scores, not a user's option
+    accepted = [name for name in inspect.signature(parse).parameters
+                if name not in ("root", "key", "label_norm", "column")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise DatasetError(key, f"unknown loader option(s) {unknown}",
                            expected=f"one of {accepted}" if accepted else "no options for this dataset")
 
 
-def _load_csv_kind(root: Path, key: str, label_norm: str, higher_is_better: bool = True) -> DatasetRecords:
-    """A user's label file (the root): split by reference when it has that column; 'official' = whole-file min-max."""
+def _load_csv_kind(root: Path, key: str, label_norm: str, higher_is_better: bool = True,
+                   column: str = SCORE_COLUMN) -> DatasetRecords:
+    """A user's label file (the root): split by reference when it has that column; 'official' = whole-file min-max
+    of the scores of ``column`` (another score column: a requirement, `name:column`)."""
     label_path = root
     if not label_path.is_file():
         raise DatasetError(key, "label file not found", label_path,
-                           expected="a CSV with columns image,score[,reference], image paths relative to it")
-    records, has_reference = parse_csv_kind(label_path, key)
+                           expected=f"a CSV with columns {','.join(CSV_COLUMNS[:2])}[,{CSV_COLUMNS[2]}][,other score "
+                                    f"columns], image paths relative to it")
+    records, has_reference = parse_csv_kind(label_path, key, column)
     low, high = min(r.score for r in records), max(r.score for r in records)
     if high <= low:
         raise DatasetError(key, f"every score equals {low:g}, so they cannot be min-max normalised", label_path,
@@ -204,7 +302,7 @@ def _units(dataset: DatasetRecords, sort_images: bool) -> List[str]:
 
 
 def _image_base(dataset: DatasetRecords) -> Path:
-    return Path(dataset.root).parent if dataset.key not in DATASET_SPECS else Path(dataset.root)
+    return Path(dataset.root).parent if spec_of(dataset.key) is None else Path(dataset.root)
 
 
 def locate_images(dataset: DatasetRecords) -> Tuple[DatasetRecords, List[str]]:
@@ -231,14 +329,14 @@ def locate_images(dataset: DatasetRecords) -> Tuple[DatasetRecords, List[str]]:
             problems.append(f"image not found: {rec.path}")
     problems = [f"image folder not found: {base / folder} ({len(names)} labelled images are in it)"
                 for folder, names in sorted(by_folder.items())] + problems + folders
-    if dataset.key in reference_based.REFERENCE_FOLDERS:
+    if image_set(dataset.key) in reference_based.REFERENCE_FOLDERS:
         problems += _reference_problems(dataset, index, base)
     return dataclasses.replace(dataset, records=located), problems
 
 
 def _reference_problems(dataset: DatasetRecords, index: FolderIndex, base: Path) -> List[str]:
     """Compare the reference folder with the references the label files name (the official code lists this folder)."""
-    folder, extension, reference_of = reference_based.REFERENCE_FOLDERS[dataset.key]
+    folder, extension, reference_of = reference_based.REFERENCE_FOLDERS[image_set(dataset.key)]
     names = index.names_in(folder)
     if names is None:
         return [f"reference folder not found: {base / folder} ({len(dataset.units)} *{extension} reference images)"]
@@ -293,7 +391,8 @@ def read_config(config: Union[None, str, Path, Mapping] = None) -> Dict[str, str
 def resolve_roots(keys: Iterable[str], config: Union[None, str, Path, Mapping] = None,
                   overrides: Union[Iterable[str], Mapping[str, str]] = (),
                   env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """Absolute root per key: --data_root override > $PROMPTIQA_DATA/<key> > config file > data/<key> (cwd-relative)."""
+    """Absolute root per key: --data_root override > $PROMPTIQA_DATA/<key> > config file > data/<key> (cwd-relative).
+    A requirement (`key:req`) has its dataset's root unless one is given for `key:req` itself."""
     overrides = dict(overrides) if isinstance(overrides, Mapping) else parse_data_root_args(overrides)
     env = os.environ if env is None else env
     parent = env.get(ENV_VAR) or None
@@ -302,15 +401,17 @@ def resolve_roots(keys: Iterable[str], config: Union[None, str, Path, Mapping] =
         dataset_kind(name, path)  # a typo in a key fails here, naming the valid keys
     roots = {}
     for key in keys:
-        if key in overrides:
-            path = overrides[key]
-        elif parent and key in DATASET_SPECS:
-            path = os.path.join(parent, key)
-        elif key in entries:
-            path = entries[key]
-        elif key in DATASET_SPECS:
-            path = os.path.join("data", key)
+        base = image_set(key)
+        if key in overrides or base in overrides:
+            path = overrides.get(key) or overrides[base]
+        elif parent and base in DATASET_SPECS:
+            path = os.path.join(parent, base)
+        elif key in entries or base in entries:
+            path = entries.get(key) or entries[base]
+        elif base in DATASET_SPECS:
+            path = os.path.join("data", base)
         else:
             dataset_kind(key, "")  # raises: unknown key, with the list of valid ones
+        dataset_kind(key, path)  # an unknown requirement fails here, before any work, listing the dataset's
         roots[key] = os.path.abspath(os.path.expanduser(path))
     return roots

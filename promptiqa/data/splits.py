@@ -15,12 +15,12 @@ import numbers
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import PromptIQAError
 from ..fileio import write_json
-from .records import DatasetRecords
-from .registry import DATASET_SPECS
+from .records import DatasetRecords, image_set
+from .registry import spec_of
 
 # The official code's seed comes first; the other nine are our choice (the paper does not publish its seeds).
 OFFICIAL_SEED = 2024
@@ -161,7 +161,7 @@ def official_train_order(ds: DatasetRecords, split: Split) -> List[int]:
     their shuffled order, each unit's images in label-file order (one image per unit for by-image datasets; for
     LIVE, CSIQ and TID2013 the reference order, with our sorted reference names standing in for ``os.listdir``).
     """
-    spec = DATASET_SPECS.get(ds.key)
+    spec = spec_of(ds.key)
     if spec is not None and spec.train_order == "label_file":
         return list(range(len(split.train_indices)))
     by_unit: Dict[str, List[int]] = {}
@@ -218,6 +218,16 @@ def load_splits(path: Union[str, Path]) -> Dict[str, dict]:
     return out
 
 
+def recorded_split(splits: Mapping[str, Any], key: str) -> Optional[Tuple[str, Any]]:
+    """(the recorded key, its entry) of ``splits`` (a split file's or a checkpoint's) that holds ``key``'s split: its
+    own, else one of another requirement of its dataset (the same images and units), the dataset's own first; None."""
+    base = image_set(key)
+    for other in [key, base] + sorted(k for k in splits if image_set(k) == base):
+        if other in splits:
+            return other, splits[other]
+    return None
+
+
 def resolve_split(ds: DatasetRecords, seed: Optional[int] = None,
                   split_file: Union[str, Path, None] = None, val_fraction: float = 0.0) -> Split:
     """The split a run uses: from `split_file` when given (with its validation part, if it has one), else the
@@ -227,10 +237,11 @@ def resolve_split(ds: DatasetRecords, seed: Optional[int] = None,
     if seed is not None:
         raise SplitError("give either a split seed or a split file, not both")
     splits = load_splits(split_file)
-    if ds.key not in splits:
+    found = recorded_split(splits, ds.key)
+    if found is None:
         raise SplitError(f"split file {split_file} has no split for dataset '{ds.key}' "
-                       f"(it has: {', '.join(sorted(splits)) or 'none'})")
-    entry = splits[ds.key]
+                         f"(it has: {', '.join(sorted(splits)) or 'none'})")
+    entry = found[1]
     if entry["split_by"] not in (None, ds.split_by):
         raise SplitError(f"split file {split_file}: '{ds.key}' was split by {entry['split_by']}, "
                          f"but the dataset splits by {ds.split_by}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional
 
-from ..data import DATASET_KEYS, image_fingerprint
+from ..data import DATASET_KEYS, image_fingerprint, image_set, recorded_split
 
 # The verdicts, one word each, the same in results.csv's and results.json's "leakage" and in test.py's printed table
 # (docs/reproducing.md "Leakage guard": the word for test images a checkpoint was trained on is leakage, everywhere).
@@ -72,14 +72,15 @@ def check_leakage(ds, split, info: Optional[Mapping[str, Any]], trained_key: Opt
 
     A test image counts as trained on when its unit (reference or image name) is in the training split recorded
     under ``ds``'s name (or ``trained_key``: a relabelled copy of a dataset shares its images and references), or
-    when its content matches a training image of any dataset the checkpoint records fingerprints for (the same
-    files under another dataset name or path).
+    under another requirement of its dataset (``agiqa_3k`` for ``agiqa_3k:align``: the same images), or when its
+    content matches a training image of any dataset the checkpoint records fingerprints for (the same files under
+    another dataset name or path). Leakage is a matter of images, whichever requirement labelled them.
     """
     key = trained_key or ds.key
     n_test = len(split.test_indices)
     config = (info or {}).get("config")
     if not config:
-        if key in DATASET_KEYS:
+        if image_set(key) in DATASET_KEYS:
             return LeakageCheck(ds.key, UNKNOWN, None, n_test,
                                 f"{ds.key}: official-format checkpoint without recorded training splits; "
                                 f"{RELEASE_NOTE}, so its test figures on '{key}' may include training images")
@@ -89,8 +90,9 @@ def check_leakage(ds, split, info: Optional[Mapping[str, Any]], trained_key: Opt
     content = _content_matches(ds, split, splits or {})
     by_content = set(content or {})
     by_unit, unit_verdict, entry, split_by = set(), None, {}, ds.split_by
-    if splits and key in splits:
-        entry = splits[key]
+    found = recorded_split(splits or {}, key)
+    if found is not None:
+        key, entry = found
         split_by = entry.get("split_by") or ds.split_by
         trained = set(entry.get("train") or ())
         units = {_unit(r, split_by) for r in ds.records}
@@ -104,7 +106,8 @@ def check_leakage(ds, split, info: Optional[Mapping[str, Any]], trained_key: Opt
         how = []
         if by_unit:
             shared = len({_unit(ds.records[split.test_indices[j]], split_by) for j in by_unit})
-            how.append(f"{len(by_unit)} ({shared} {split_by} unit(s)) are in the checkpoint's training split "
+            of = f" of '{key}' (the same images)" if key != ds.key else ""
+            how.append(f"{len(by_unit)} ({shared} {split_by} unit(s)) are in the checkpoint's training split{of} "
                        f"(seed {entry.get('seed')})")
         others = sorted({content[j] for j in by_content - by_unit})
         if others:
@@ -116,17 +119,17 @@ def check_leakage(ds, split, info: Optional[Mapping[str, Any]], trained_key: Opt
                             f"{ds.key}: {len(leaked)} of {n_test} test images were trained on: {'; '.join(how)}; "
                             f"these figures are not held-out results.{advice}")
     also = "; no test image matches its training images by content either" if content is not None else ""
-    if splits and key in splits and unit_verdict is None:
+    if found is not None and unit_verdict is None:
         return LeakageCheck(ds.key, NONE, 0, n_test,
                             f"{ds.key}: no test image is in the checkpoint's training split{also}")
-    if content is not None and splits and key in splits and (entry.get("train_fingerprints") or ()):
+    if content is not None and found is not None and (entry.get("train_fingerprints") or ()):
         # the names do not match this copy, but the content of every training image of 'key' is known
         return LeakageCheck(ds.key, NONE, 0, n_test,
                             f"{ds.key}: {unit_verdict}, and no test image matches its training images by content")
     if unit_verdict is not None:
         return LeakageCheck(ds.key, UNKNOWN, None, n_test,
                             f"{ds.key}: {unit_verdict}; cannot tell which test images it was trained on")
-    if splits is None or key in (config.get("datasets") or ()):
+    if splits is None or any(image_set(k) == image_set(key) for k in config.get("dataset") or ()):
         return LeakageCheck(ds.key, UNKNOWN, None, n_test,
                             f"{ds.key}: the checkpoint records no training split for '{key}'; its test figures "
                             f"may include training images")

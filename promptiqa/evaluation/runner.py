@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..config import EvalConfig, add_options, merge_settings
-from ..data import resolve_roots, resolve_split, split_from_units
+from ..data import recorded_split, resolve_roots, resolve_split, split_from_units
 from ..data.registry import refuse_overwriting_dataset
 from ..data.groups import TestShardSampler
 from ..data.sampling import DEFAULT_ISP_NUM
@@ -149,11 +149,12 @@ class EvalSession:
         cfg = self.cfg
         if cfg.split_file == CHECKPOINT_SPLITS:
             splits = (self.info.get("config") or {}).get("splits") or {}
-            if ds.key not in splits:
+            found = recorded_split(splits, ds.key)   # a requirement's split is its dataset's
+            if found is None:
                 recorded = ", ".join(sorted(splits)) or "none (official-format files record no splits)"
                 raise ConfigError(f"--split_file checkpoint: {cfg.checkpoint} records no split for '{ds.key}' "
                                  f"(it records: {recorded})")
-            entry = splits[ds.key]
+            entry = found[1]
             return split_from_units(ds, entry["train"], entry["test"], seed=entry.get("seed"),
                                     val_units=entry.get("val", ())), \
                 f"the checkpoint's recorded split (seed {entry.get('seed')})"

@@ -33,20 +33,29 @@ def parse_bid(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List
     return records, [f"labels: {label_path.name}"]
 
 
-def parse_spaq(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List[str]]:
-    """SPAQ: Annotations/MOS and Image attribute scores.xlsx (or the underscored name), columns 1-2."""
+def parse_spaq(root: Path, key: str, label_norm: str, column: str = "MOS") -> Tuple[List[Record], List[str]]:
+    """SPAQ: Annotations/MOS and Image attribute scores.xlsx (or the underscored name), columns 1-2 (Image name, MOS);
+    `column` names another header of the workbook (the attribute requirements, e.g. Sharpness)."""
     label_path = first_existing(root, ("Annotations/MOS_and_Image_attribute_scores.xlsx",
                                        "Annotations/MOS and Image attribute scores.xlsx"), key, "MOS workbook")
     # The official code reads a pre-resized copy img_resize/ that SPAQ does not ship (docs/datasets.md#spaq); fall
     # back to the distributed TestImage/ so a fresh download works. Labels do not depend on which one is used.
     folder = "img_resize" if (root / "img_resize").is_dir() or not (root / "TestImage").is_dir() else "TestImage"
     rows = read_sheet_rows(label_path, key)
-    check_header(rows[0] if rows else (), ("Image name", "MOS"), key, label_path, "row 1")
+    header = rows[0] if rows else ()
+    check_header(header, ("Image name", "MOS"), key, label_path, "row 1")
+    headers = [str(cell).strip().lower() if cell is not None else "" for cell in header]
+    if column.lower() not in headers:
+        raise DatasetError(key, f"row 1 header is {list(header)}, without {column!r}", label_path,
+                           expected=f"a column {column!r} (the SPAQ workbook's Image name, MOS, Brightness, "
+                                    f"Colorfulness, Contrast, Noisiness, Sharpness)")
+    at = headers.index(column.lower())
     records = []
-    for row_number, (name, mos) in data_rows(rows, key, label_path, 0, 2):
-        score = parse_score(mos, key, label_path, f"row {row_number}")
-        records.append(record(root, f"{folder}/{str(name).strip()}", score))
-    return records, [f"labels: {label_path.name}; images: {folder}/"]
+    for row_number, cells in data_rows(rows, key, label_path, 0, at + 1):
+        score = parse_score(cells[at], key, label_path, f"row {row_number}")
+        records.append(record(root, f"{folder}/{str(cells[0]).strip()}", score))
+    return records, [f"labels: {label_path.name}" + (f", column {header[at]}" if at != 1 else "")
+                     + f"; images: {folder}/"]
 
 
 def parse_livec(root: Path, key: str, label_norm: str) -> Tuple[List[Record], List[str]]:
