@@ -129,7 +129,7 @@ def check_leakage(ds, split, info: Optional[Mapping[str, Any]], trained_key: Opt
     if unit_verdict is not None:
         return LeakageCheck(ds.key, UNKNOWN, None, n_test,
                             f"{ds.key}: {unit_verdict}; cannot tell which test images it was trained on")
-    if splits is None or any(image_set(k) == image_set(key) for k in config.get("dataset") or ()):
+    if splits is None or any(image_set(k) == image_set(key) for k in config.get("datasets") or ()):
         return LeakageCheck(ds.key, UNKNOWN, None, n_test,
                             f"{ds.key}: the checkpoint records no training split for '{key}'; its test figures "
                             f"may include training images")
