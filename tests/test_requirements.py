@@ -284,3 +284,16 @@ def test_a_held_out_dataset_is_reported_unseen_by_the_leakage_guard(data, train_
     csiq = load_dataset("csiq", data["csiq"])
     assert check_leakage(csiq, make_split(csiq, 2024), info).status == "none"
     assert check_leakage(csiq, make_split(csiq, 2025), info).status == "found"
+
+
+def test_the_requirements_table_of_the_docs_is_the_registry():
+    from tests.test_docs import DOC, _mapping, _table
+
+    table = _table(DOC.read_text(encoding="utf-8"), "requirement | column")
+    assert list(table) == [key for base in REQUIREMENTS for key in requirement_keys(base)[1:]]
+    for key, (column, raw, polarity, mapping, source) in table.items():
+        base, name = key.split(":")
+        requirement = REQUIREMENTS[base][name]
+        assert _mapping(mapping) == (requirement.offset, requirement.divisor), key
+        assert (polarity == "higher") == requirement.higher_is_better, key
+        assert requirement.column in column, key
