@@ -272,11 +272,15 @@ def test_leave_one_out_config_holds_a_dataset_out_of_the_papers_mix():
         resolve_config(["--dataset", "spaq", "--exclude", "spaq"])
 
 
-def test_a_held_out_dataset_is_reported_unseen_by_the_leakage_guard(data, train_argv, tmp_path):
+def test_a_held_out_dataset_is_reported_unseen_by_the_leakage_guard(data, mine, train_argv, tmp_path):
+    """train.py on koniq10k, csiq and a csv requirement with --exclude koniq10k: the checkpoint records csiq and
+    mine:sharpness only; koniq10k is not_trained, and `mine` is judged by the images `mine:sharpness` trained on."""
     run = tmp_path / "run"
-    launch(resolve_config(train_argv(data, run, epochs=1, exclude=["koniq10k"])))
+    roots = {**data, "mine:sharpness": str(mine)}
+    launch(resolve_config(train_argv(roots, run, epochs=1, exclude=["koniq10k"])))
     _, info = load_model(run / "last.pth.tar", device="cpu", with_info=True)
-    assert info["config"]["datasets"] == ["csiq"] and list(info["config"]["splits"]) == ["csiq"]
+    assert info["config"]["datasets"] == ["csiq", "mine:sharpness"]
+    assert sorted(info["config"]["splits"]) == ["csiq", "mine:sharpness"]
     koniq = load_dataset("koniq10k", data["koniq10k"])
     verdict = check_leakage(koniq, make_split(koniq, 2024), info)
     assert verdict.status == "not_trained" and not verdict.warns
@@ -284,6 +288,9 @@ def test_a_held_out_dataset_is_reported_unseen_by_the_leakage_guard(data, train_
     csiq = load_dataset("csiq", data["csiq"])
     assert check_leakage(csiq, make_split(csiq, 2024), info).status == "none"
     assert check_leakage(csiq, make_split(csiq, 2025), info).status == "found"
+    plain = load_dataset("mine", mine)
+    assert check_leakage(plain, make_split(plain, 2024), info).status == "none"
+    assert check_leakage(plain, make_split(plain, 2026), info).status == "found"
 
 
 def test_the_requirements_table_of_the_docs_is_the_registry():
@@ -297,3 +304,14 @@ def test_the_requirements_table_of_the_docs_is_the_registry():
         assert _mapping(mapping) == (requirement.offset, requirement.divisor), key
         assert (polarity == "higher") == requirement.higher_is_better, key
         assert requirement.column in column, key
+
+
+def test_check_splits_compares_a_requirements_split_with_its_datasets_published_one(loaded, tmp_path, capsys):
+    from promptiqa.data import save_splits
+
+    save_splits(tmp_path / "splits.json", {key: make_split(loaded(key), 2024)
+                                           for key in ("agiqa_3k:align", "spaq:sharpness")})
+    status, lines, report = run_check(capsys, "--splits", tmp_path / "splits.json", "--json")
+    assert status == 0 and report["ok"] and report["compared"] == 2, lines
+    assert [line.split()[:4] for line in lines if line.startswith(("agiqa_3k:", "spaq:"))] == \
+        [[key, "seed", "2024", "equal"] for key in ("agiqa_3k:align", "spaq:sharpness")]

@@ -27,7 +27,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from ..entry import command, program
 from ..errors import run_command
 from ..fileio import atomic_write, check_writable, json_text
-from .records import DatasetRecords
+from .records import DatasetRecords, image_set
 from .registry import DATASET_KEYS, DATASET_SPECS, load_dataset, resolve_roots
 from .splits import SPLIT_SEEDS, TRAIN_FRACTION, SplitError, make_split
 
@@ -163,8 +163,9 @@ def compare_split(key: str, entry: Mapping, document: Mapping) -> Comparison:
     """Compare one recorded split ({"seed", "split_by", "train", "test"[, "val"]}, as in a split file) with the
     published; a validation part ("val", --val_fraction) belongs to the train side it was carved from."""
     seed = entry.get("seed")
+    result, key = Comparison(key, seed, False), image_set(key)   # a requirement's split is its dataset's
     published = document["datasets"].get(key)
-    result = Comparison(key, seed, published is not None)
+    result.published = published is not None
     if published is None:
         result.notes.append(f"not published: {UNPUBLISHED[key]}" if key in UNPUBLISHED else
                             "not published (not one of the built-in datasets)" if key not in DATASET_SPECS else
