@@ -91,8 +91,8 @@ class Requirement:
 # The default requirement of every built-in dataset is called `quality` (`agiqa_3k:quality` is `agiqa_3k`); its
 # column, mapping and polarity are the DatasetSpec's. A csv dataset's default is its `score` column.
 DEFAULT_REQUIREMENT = "quality"
-_SPAQ_ATTRIBUTE = ("an attribute rating of SPAQ's study, on the MOS's 0-100 scale (the paper, Sec. 3), so /100 as "
-                   "the MOS")
+_SPAQ_ATTRIBUTE = ("an attribute rating of SPAQ's study, on the MOS's 0-100 scale (the SPAQ paper; the workbook "
+                   "was not seen: unverified), so /100 as the MOS")
 REQUIREMENTS: Dict[str, Dict[str, Requirement]] = {
     "agiqa_3k": {"align": Requirement("mos_align", 0.0, 5.0, True,
                                       "text-image alignment MOS, normalised to 0-5 as mos_quality is (observed "
