@@ -30,7 +30,7 @@ from promptiqa.prompt_files import (DEFAULT_PROMPT, EncodedPrompt, PredictorErro
                                     read_saved_prompt, read_score, saved_prompt)
 
 PathLike = Union[str, os.PathLike]
-# Importable from here as before (the score command, the app, the README's API): the image inputs, the prompt files.
+# Importable from here as before the split (the score command, scripts/benchmark_score.py, the tests).
 __all__ = ["DEFAULT_PROMPT", "IMAGE_SUFFIXES", "NO_CHECK_FOR_SAVED_PROMPT", "REQUIREMENT_CHECK_MIN_SROCC",
            "EncodedPrompt", "ImageError", "Predictor", "PredictorError", "PromptError", "RequirementCheck",
            "ScoreScale", "ScoredFiles", "default_workers", "find_images", "is_saved_prompt", "load_rgb",
@@ -92,7 +92,8 @@ class Predictor:
                  amp: Optional[str] = None):
         """Wrap an in-memory PromptIQA model (put in eval mode; moved to ``device`` when given, else left where it is).
 
-        ``amp="bf16"`` runs under bfloat16 autocast (``Predictor.amp``: "bf16" or "none"). The model's weights must not change while the Predictor is used.
+        ``amp="bf16"`` runs under bfloat16 autocast (``Predictor.amp``: "bf16" or "none"). The model's weights must
+        not change while the Predictor is used.
         """
         model = getattr(model, "module", model)
         model = getattr(model, "_orig_mod", model)
