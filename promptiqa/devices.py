@@ -99,7 +99,7 @@ def available_devices() -> List[str]:
     return found + [kind for kind in ("mps", "xpu") if _has_backend(kind)]
 
 
-def resolve_device(device=None, option: str = "--device"):
+def resolve_device(device=None):
     """``device`` (anything torch.device takes: cpu, cuda, cuda:1, mps; None: ``default_device()``) as a
     torch.device, checked here: every command's one device check. A name torch does not know, or a device this
     machine does not have, is one DeviceError line naming it and the devices there are."""
@@ -110,14 +110,14 @@ def resolve_device(device=None, option: str = "--device"):
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(f"{option} {device}: not a device torch knows; available here: "
+        raise DeviceError(f"--device {device}: not a device torch knows; available here: "
                           f"{', '.join(available_devices())}") from None
     if parsed.type == "cuda":
         here = torch.cuda.is_available() and (parsed.index is None or parsed.index < torch.cuda.device_count())
     else:
         here = parsed.type == "cpu" or _has_backend(parsed.type)
     if not here:
-        raise DeviceError(f"{option} {device}: not available on this machine; available here: "
+        raise DeviceError(f"--device {device}: not available on this machine; available here: "
                           f"{', '.join(available_devices())}")
     return parsed
 
