@@ -190,7 +190,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     progress = not args.quiet and len(images) > args.batch_size
-    result = predictor.score_files(args.images, prompts=names, batch_size=args.batch_size, workers=args.workers,
+    result = predictor.score_files(images, prompts=names, batch_size=args.batch_size, workers=args.workers,
                                    progress=progress, strict=args.strict, warn=warn)
     elapsed = time.perf_counter() - start
 

@@ -1,4 +1,5 @@
-"""Where the model runs and in which precision: the default device and the one mixed-precision (AMP) table.
+"""Where the model runs and in which precision: the default device, the one device check and the one mixed-precision
+(AMP) table.
 
 Mixed precision is bfloat16 or nothing. float16 is refused everywhere (training, test.py, scoring): MAL's attention
 energies are not scaled by 1/sqrt(d), so they can overflow float16's range (65504), in a training forward as in
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -67,11 +69,67 @@ def _cpuinfo() -> str:
         return ""
 
 
+class DeviceError(ConfigError):
+    """A --device torch does not know, or one this machine does not have."""
+
+
 def default_device():
     """CUDA when available, else CPU: every command's default."""
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _has_backend(kind: str) -> bool:
+    """Whether torch reports a device of type ``kind`` (mps, xpu, ...) as available here."""
+    import torch
+
+    backend = getattr(torch.backends, kind, None) or getattr(torch, kind, None)
+    is_available = getattr(backend, "is_available", None)
+    return bool(is_available is not None and is_available())
+
+
+def available_devices() -> List[str]:
+    """The devices this machine has, as --device names them: cpu, each GPU (cuda:0, ...), then mps or xpu."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return found + [kind for kind in ("mps", "xpu") if _has_backend(kind)]
+
+
+def resolve_device(device=None):
+    """``device`` (anything torch.device takes: cpu, cuda, cuda:1, mps; None: ``default_device()``) as a
+    torch.device, checked here: every command's one device check. A name torch does not know, or a device this
+    machine does not have, is one DeviceError line naming it and the devices there are."""
+    import torch
+
+    if device is None or device == "auto":
+        return default_device()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"--device {device}: not a device torch knows; available here: "
+                          f"{', '.join(available_devices())}") from None
+    if parsed.type == "cuda":
+        here = torch.cuda.is_available() and (parsed.index is None or parsed.index < torch.cuda.device_count())
+    else:
+        here = parsed.type == "cpu" or _has_backend(parsed.type)
+    if not here:
+        raise DeviceError(f"--device {device}: not available on this machine; available here: "
+                          f"{', '.join(available_devices())}")
+    return parsed
+
+
+def gpu_identity(device) -> Optional[str]:
+    """'host/GPU-uuid' of a CUDA device (None for other devices): what tells two processes' GPUs apart."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    return f"{socket.gethostname()}/{uuid if uuid is not None else device.index}"
 
 
 def check_amp(amp: Optional[str], option: str = "--amp") -> None:
@@ -81,6 +139,12 @@ def check_amp(amp: Optional[str], option: str = "--amp") -> None:
     if amp == "fp16":
         raise ConfigError(f"{option}: {FP16_REFUSAL}")
     raise ConfigError(f"{option}: expected one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+
+
+def amp_mode(amp: Optional[str], option: str = "--amp") -> str:
+    """``amp`` checked (``check_amp``) and spelt as every command keeps it: "bf16", or "none" (also for None)."""
+    check_amp(amp, option)
+    return "none" if amp is None else amp
 
 
 def amp_dtype(amp: str):

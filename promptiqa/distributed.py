@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import torch
 import torch.distributed as dist
 
-from .devices import default_device
+from .devices import default_device, gpu_identity, resolve_device
 from .errors import ConfigError, PromptIQAError, one_line
 
 T = TypeVar("T")
@@ -175,26 +175,6 @@ def cuda_index(local_rank: int, local_world_size: int, count: int, gpu: Optional
                       f"one GPU (srun --gpus-per-task=1) or all of the node's GPUs, one per process")
 
 
-def _pick_device(requested: Optional[str]) -> torch.device:
-    """This process's device: --device (cpu, cuda, cuda:N, mps), default CUDA when present; refuses a device that
-    does not exist here."""
-    if requested in (None, "auto"):
-        requested = default_device().type
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"--device {requested}: not a device; expected cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
-        return torch.device("cuda", device.index)   # the index is chosen once the node's layout is known
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"--device {requested}: MPS is not available on this machine; use --device cpu")
-    if device.type not in ("cpu", "mps"):
-        raise ConfigError(f"--device {requested}: not supported; expected cpu, cuda, cuda:N or mps")
-    return device
-
-
 def dist_timeout(cfg, environ: Optional[Mapping[str, str]] = None) -> float:
     """Seconds a collective waits: --dist_timeout, else $PROMPTIQA_DIST_TIMEOUT, else DEFAULT_DIST_TIMEOUT_S."""
     value = getattr(cfg, "dist_timeout", None)
@@ -255,7 +235,7 @@ def init_distributed(cfg, local_index: Optional[int] = None) -> DistEnv:
     ``cuda_index``). The group waits ``dist_timeout(cfg)`` seconds in a collective; on CUDA it is bound to the
     process's GPU, and two ranks on one GPU are refused."""
     launch = read_launch(cfg, local_index)
-    device = _pick_device(cfg.device)
+    device = resolve_device(cfg.device)   # the index of a GPU is chosen once the node's layout is known
     timeout = dist_timeout(cfg)
     wanted = launch.world_size > 1 or bool(getattr(cfg, "ddp", False))
     env = DistEnv(rank=launch.rank, world_size=launch.world_size, local_rank=launch.local_rank,
@@ -300,25 +280,16 @@ def init_distributed(cfg, local_index: Optional[int] = None) -> DistEnv:
     return env
 
 
-def gpu_identity(device: torch.device) -> Optional[str]:
-    """'host/GPU-uuid' of a CUDA device (None for other devices): what tells two processes' GPUs apart."""
-    if device.type != "cuda":
-        return None
-    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
-    return f"{socket.gethostname()}/{uuid if uuid is not None else device.index}"
-
-
 def check_distinct_gpus(identities: Sequence[Optional[str]]) -> None:
     """Refuse two ranks on one GPU (NCCL would fail later with less to go on)."""
     seen = {}
     for rank, gpu in enumerate(identities):
-        if gpu is None:
-            continue
         if gpu in seen:
             raise LaunchError(f"ranks {seen[gpu]} and {rank} both use GPU {gpu.split('/', 1)[1]} on "
                               f"{gpu.split('/', 1)[0]}: give each process its own GPU (CUDA_VISIBLE_DEVICES, "
                               f"srun --gpus-per-task=1, or as many processes per node as GPUs)")
-        seen[gpu] = rank
+        if gpu is not None:   # a process off CUDA shares nothing
+            seen[gpu] = rank
 
 
 def describe(env: DistEnv) -> str:

@@ -96,7 +96,7 @@ def test_the_sample_order_table_is_the_registry():
 
 
 LAYERS = ("data", "models", "engine", "evaluation", "experiments")   # docs/architecture.md "Layout": bottom-up
-TOOLS = ("cli", "predict", "app", "demo")                            # on top: only they may import anything
+TOOLS = ("cli", "predict", "prompt_files", "app", "demo")            # on top: only they may import anything
 
 
 def _promptiqa_imports(path: Path, package: tuple):

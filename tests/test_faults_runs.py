@@ -319,13 +319,11 @@ def test_train_py_save_path_that_is_a_file(data, train_argv, tmp_path):
 
 
 def test_unknown_or_missing_devices_are_one_line(data, train_argv, tmp_path, capsys):
-    cases = [("tpu9", "--device tpu9: not a device; expected cpu, cuda, cuda:N or mps"),
-             ("meta", "--device meta: not supported; expected cpu, cuda, cuda:N or mps")]
-    if not torch.cuda.is_available():
-        cases.append(("cuda", "--device cuda: CUDA is not available on this machine; use --device cpu"))
-    else:
-        n = torch.cuda.device_count()
-        cases.append((f"cuda:{n}", f"--device cuda:{n}: this machine has {n} GPU(s), cuda:0..cuda:{n - 1}"))
+    here = ", ".join(["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))])   # devices.resolve_device
+    cases = [("tpu9", f"--device tpu9: not a device torch knows; available here: {here}"),
+             ("meta", f"--device meta: not available on this machine; available here: {here}")]
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    cases.append((missing, f"--device {missing}: not available on this machine; available here: {here}"))
     for device, message in cases:
         code, err = _train(train_argv(data, tmp_path / "run", device=device), capsys)
         assert (code, err) == (1, [f"error: {message}"])

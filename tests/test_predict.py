@@ -164,8 +164,12 @@ def test_bf16_autocast_stays_close_to_float32(files):
     bf16 = p.score(files["queries"][:4])
     assert bf16.dtype == np.float64 and not np.array_equal(bf16, float32)  # autocast did run in bfloat16
     np.testing.assert_allclose(bf16, float32, atol=0.02)  # bfloat16 rounding, 0.5% of the 1-5 range
-    with pytest.raises(PredictorError, match="amp must be one of"):
+    with pytest.raises(PredictorError, match="amp: expected one of bf16, none, got 'fp8'"):   # devices.check_amp's
         Predictor.from_checkpoint(files["ckpt"], device="cpu", amp="fp8")
+    none = Predictor.from_checkpoint(files["ckpt"], device="cpu", amp="none")   # as None: float32, one spelling
+    none.set_prompt(files["prompt_images"], STARS, score_range=(1, 5))
+    assert none.amp == "none" and "amp=none" in repr(none)
+    np.testing.assert_array_equal(none.score(files["queries"][:4]), float32)
 
 
 def test_decoding_workers_keep_the_order(files):
@@ -297,6 +301,44 @@ def test_folder_with_an_undecodable_image_is_scored_without_it(files, tmp_path, 
     assert rc == 1 and "none of the 1 images found could be decoded" in stderr.splitlines()[-1]
 
 
+def test_score_walks_each_folder_once(files, tmp_path, capsys, monkeypatch):
+    """The score command lists a folder once (find_images) and scores that listing: a big folder is not walked twice
+    (it was: once to check the outputs against the inputs, once more in Predictor.score_files)."""
+    folder = _messy_folder(tmp_path)
+    walked, walk = [], os.walk
+    monkeypatch.setattr(os, "walk", lambda top, *a, **k: walked.append(Path(top)) or walk(top, *a, **k))
+    rc, stdout, _ = _cli(["score", "--checkpoint", files["ckpt"], "--prompt", files["prompt_csv"], "--workers", "0",
+                          "--quiet", folder, files["queries"][0]], capsys)
+    assert rc == 0 and walked == [folder]
+    assert [row[0] for row in _rows(stdout)] == ["image", str(folder / "good.png"), str(files["queries"][0])]
+
+
+def test_a_prompt_saved_before_the_one_weight_hash_still_loads_and_is_checked(files, tmp_path):
+    """Saved prompts (format_version 1) record the model's weights_sha256. The one state-dict hash
+    (models.state_dict_sha256; the trainer's rank check uses it too) is that same SHA-256, so a prompt file saved by
+    earlier versions still loads, and still refuses a model with other weights."""
+    import hashlib
+
+    p = _predictor(files, scores=STARS, score_range=(1, 5))
+    digest = hashlib.sha256()
+    for name, tensor in p.model.state_dict().items():   # format 1's hash, as earlier versions computed it
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    entry = p.prompts["default"]
+    earlier = dict(format="promptiqa-prompt", format_version=1, name="stars", prompt=entry.tensor.float().cpu(),
+                   score_range=[1.0, 5.0], higher_is_better=True, images=entry.images, scores=entry.scores,
+                   model=dict(config=dict(p.model.config), weights_sha256=digest.hexdigest()), version="0.1.0")
+    torch.save(earlier, tmp_path / "earlier.pt")
+    fresh = Predictor.from_checkpoint(files["ckpt"], device="cpu")
+    assert fresh.load_prompt(tmp_path / "earlier.pt") == "stars"
+    np.testing.assert_array_equal(fresh.score(files["queries"][:3], prompt="stars"), p.score(files["queries"][:3]))
+    earlier["model"]["weights_sha256"] = "0" * 64
+    torch.save(earlier, tmp_path / "other_weights.pt")
+    with pytest.raises(PromptError, match=r"same config but other weights \(sha256 000000000000\.\.\."):
+        fresh.load_prompt(tmp_path / "other_weights.pt")
+
+
 def test_predictor_scores_folders(files, tmp_path):
     p = _predictor(files, scores=STARS)
     queries = sorted(files["queries"])
@@ -343,19 +385,38 @@ def test_several_prompts_in_one_call(files, tmp_path, capsys):
         assert rc == 1 and message in stderr.splitlines()[-1]
 
 
-@pytest.mark.parametrize("device, message", [
-    ("cuda:1", "device 'cuda:1' was requested but"),       # parsed with its index, refused on a machine without it
-    ("mps", "device 'mps' was requested but it is not available"),
-    ("banana", "device 'banana' is not a device torch knows"),
-])
-def test_device_option_takes_what_torch_takes(files, capsys, device, message):
-    if device == "cuda:1" and torch.cuda.device_count() > 1 or device == "mps" and torch.backends.mps.is_available():
-        pytest.skip(f"this machine has {device}")
-    # refused before the checkpoint is read: this one does not even exist
-    rc, stdout, stderr = _cli(["score", "--checkpoint", "absent.pth.tar", "--prompt", files["prompt_csv"],
-                               "--device", device, files["queries"][0]], capsys)
-    lines = stderr.strip().splitlines()
-    assert rc == 1 and stdout == "" and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+def _bad_devices():
+    """(--device value, the one line every command refuses it with) for devices this machine lacks."""
+    here = ", ".join(["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))] +
+                     (["mps"] if torch.backends.mps.is_available() else []))
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    return [(missing, f"error: --device {missing}: not available on this machine; available here: {here}"),
+            ("tpu", f"error: --device tpu: not a device torch knows; available here: {here}"),
+            ("meta", f"error: --device meta: not available on this machine; available here: {here}")]
+
+
+def test_every_command_refuses_a_missing_device_with_the_same_line(files, data, train_argv, tmp_path, capsys):
+    """One device check (devices.resolve_device): score, the app, relabel, relabel-eval, train, test and benchmark
+    refuse a device this machine does not have with the same line, before reading a checkpoint or an image."""
+    labels = tmp_path / "relabelled"
+    labels.mkdir()
+    (labels / "tid2013_ssim.csv").write_text("image,score\n")
+    commands = {
+        "score": ["score", "--checkpoint", "absent.pth.tar", "--prompt", files["prompt_csv"], files["queries"][0]],
+        "app": ["app", "--checkpoint", files["ckpt"]],
+        "relabel": ["relabel", "--dataset", "tid2013", "--data_root", f"tid2013={tmp_path / 'absent'}",
+                    "--out_dir", tmp_path / "out"],
+        "relabel-eval": ["relabel-eval", "--checkpoint", files["ckpt"], "--labels_dir", labels,
+                         "--save_path", tmp_path / "table3"],
+        "train": ["train", *train_argv(data, tmp_path / "run")],
+        "test": ["test", "--checkpoint", files["ckpt"], "--dataset", "koniq10k", "--data_root",
+                 f"koniq10k={data['koniq10k']}", "--save_path", tmp_path / "eval"],
+        "benchmark": ["benchmark", "--preset", "micro"],
+    }
+    for device, line in _bad_devices():
+        said = {name: _cli([*argv, "--device", device], capsys) for name, argv in commands.items()}
+        assert said == {name: (1, "", line + "\n") for name in commands}, device
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["relabelled"]   # nothing written anywhere
 
 
 @pytest.mark.parametrize("cores, workers", [(1, 0), (2, 0), (3, 1), (4, 2), (8, 4), (64, 4)])

@@ -64,25 +64,14 @@ def choose_checkpoint(checkpoint: Optional[str]) -> Optional[Tuple[str, str]]:
     return None
 
 
-def _check_device(device: Optional[str]) -> None:
-    import torch
-
-    from promptiqa.errors import ConfigError
-
-    if device is not None:
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise ConfigError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve the page (until Ctrl-C or SIGTERM), or with --export-examples write the examples and exit."""
+    from promptiqa.devices import resolve_device
     from promptiqa.errors import ConfigError
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: expected a port number, 0 to 65535")
-    _check_device(args.device)
+    device = resolve_device(args.device)   # a device this machine lacks is refused before anything loads
     chosen = choose_checkpoint(args.checkpoint)
     if chosen is not None:
         from promptiqa.hub import resolve_checkpoint
@@ -99,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             return None, "**Model:** none."
         reference, origin = chosen
         print(f"[promptiqa] loading {reference} ({origin})", file=sys.stderr)
-        predictor = Predictor.from_checkpoint(reference, device=args.device, backbone=args.backbone)
+        predictor = Predictor.from_checkpoint(reference, device=device, backbone=args.backbone)
         scorer = Scorer(predictor, describe_model(predictor, reference, origin), workdir)
         return scorer, scorer.description
 

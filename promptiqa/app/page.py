@@ -154,7 +154,7 @@ def build_page(scorer: Optional[Scorer], model_line: str):
             try:
                 folder = scratch_folder(workdir)
                 prompt_path, names = _lay_out(files, folder)
-                from promptiqa.predict import is_saved_prompt, read_prompt_pairs
+                from promptiqa.prompt_files import is_saved_prompt, read_prompt_pairs
 
                 if is_saved_prompt(prompt_path):
                     prompt = scorer.load_saved(prompt_path)
@@ -210,7 +210,7 @@ def build_page(scorer: Optional[Scorer], model_line: str):
                     raise UserError("add a requirement first (section 1): scores only mean something under one")
                 if not files:
                     raise UserError("upload images to score first")
-                from promptiqa.predict import IMAGE_SUFFIXES
+                from promptiqa.data.inputs import IMAGE_SUFFIXES
 
                 folder = scratch_folder(workdir)
                 paths, labels, ignored = unpack(files, folder, IMAGE_SUFFIXES, MAX_SCORE_IMAGES)
@@ -272,7 +272,7 @@ def _gallery(example) -> List:
 def _lay_out(files, folder: Path):
     """The uploaded prompt file and its images in one folder (loose files side by side under their own names, zip
     archives unpacked in their folder layout); returns (the prompt file's path there, {server path: shown name})."""
-    from promptiqa.predict import IMAGE_SUFFIXES
+    from promptiqa.data.inputs import IMAGE_SUFFIXES
 
     files = [Path(f) for f in files or []]
     if not files:

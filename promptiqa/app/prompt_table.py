@@ -37,7 +37,7 @@ def prompt_table(uploads: Sequence, rows: Sequence[Sequence]) -> Tuple[List[List
     """The prompt table for the uploads: a row per image (thumbnail, file name, score) keeping scores typed for the
     same file names, those of a CSV ``image,score`` uploaded with them filled in by file name; and a line saying what
     the CSV filled and which of its images match no upload (empty without a CSV)."""
-    from promptiqa.predict import read_prompt_rows
+    from promptiqa.prompt_files import read_prompt_rows
 
     images = prompt_images(uploads)
     names = [display_name(f) for f in images]

@@ -42,7 +42,7 @@ class UserError(PromptIQAError, ValueError):
 
 @dataclass
 class Requirement:
-    """A requirement kept in a session: its encoded prompt (promptiqa.predict.EncodedPrompt), where it came from, and
+    """A requirement kept in a session: its encoded prompt (promptiqa.prompt_files.EncodedPrompt), where it came from, and
     how well the model follows it on its own images (a RequirementCheck; None for a saved prompt: it keeps none)."""
 
     name: str

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from ..config import TrainConfig, add_options
-from ..devices import autocast, default_device
+from ..devices import amp_mode, autocast, resolve_device
 from ..distributed import DistEnv
 from ..models import PRESETS
 from .augment import PromptAugment
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
 
-    device, args.amp = torch.device(args.device or default_device().type), args.amp or "none"
+    device, args.amp = resolve_device(args.device), amp_mode(args.amp)
     cfg = benchmark_config(args.preset, args.model, args.groups, args.group_size, args.amp, args.compile,
                            not args.no_tf32, args.batch_groups, args.grad_checkpointing)
     rows = []

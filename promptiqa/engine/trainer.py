@@ -8,7 +8,6 @@ run's other files ``run_folder``'s.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import signal
 import time
@@ -29,7 +28,7 @@ from ..data.views import DatasetViews, load_views
 from ..devices import default_device, describe_amp
 from ..distributed import (DistEnv, StopVote, agreed, all_gather_objects, any_rank, check_launch, cleanup, describe,
                            end_process, free_port, init_distributed, local_main_first, lost_peer)
-from ..models import build_model
+from ..models import build_model, state_dict_sha256
 from . import TrainingError
 from . import run_folder as files
 from .augment import PromptAugment
@@ -194,7 +193,7 @@ class Trainer:
             drill = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
             if state.epoch < cfg.epochs and any_rank(stop.requested or drill, env):
                 return self._stop(step, state, saved=True)
-        digests = all_gather_objects(weights_digest(model), env)
+        digests = all_gather_objects(state_dict_sha256(model), env)
         self.log(f"finished {cfg.epochs} epochs; weights identical across ranks: {len(set(digests)) == 1} "
                  f"({digests[0][:12]})")
         last = [r for r in state.history if r["epoch"] == state.epoch]
@@ -334,15 +333,6 @@ def stop_on_signals(log) -> Iterator[StopRequest]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """A hash of every parameter and buffer, to compare ranks."""
-    h = hashlib.sha1()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def train_worker(local_index: Optional[int], cfg: TrainConfig) -> dict:

@@ -41,7 +41,7 @@ from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
 from ..data.images import normalise
 from ..data.sampling import DEFAULT_ISP_NUM
-from ..devices import autocast, default_device
+from ..devices import autocast, resolve_device
 from ..errors import ConfigError, PromptIQAError
 from ..evaluation.report import markdown_table, write_csv, write_lines
 from ..evaluation.runner import add_eval_options, config_from_args
@@ -215,8 +215,8 @@ def relabel_main(argv: Optional[Sequence[str]] = None) -> int:
     """scripts/relabel_fr.py relabel."""
     p = build_relabel_parser()
     args = p.parse_args(argv)
+    device = resolve_device(args.device)
     roots = resolve_roots(args.dataset, config=args.datasets_config, overrides=args.data_root or [])
-    device = torch.device(args.device) if args.device else default_device()
     metrics = build_fr_metrics(args.metrics, device)
     written = {}
     for key in args.dataset:

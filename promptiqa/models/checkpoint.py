@@ -6,8 +6,8 @@ self-describing: ``load_model`` rebuilds the right architecture from the file al
 """
 from __future__ import annotations
 
+import hashlib
 import math
-
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -54,6 +54,17 @@ def split_checkpoint(obj: Mapping[str, Any], source: str = "checkpoint") -> Tupl
     if all(k.startswith(DDP_PREFIX) for k in state):
         state = {k[len(DDP_PREFIX):]: v for k, v in state.items()}
     return dict(state), meta
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """The SHA-256 of ``model``'s state_dict: each entry's name, dtype, shape and bytes, in order. The one weight hash:
+    saved prompts record it (``weights_sha256``), a run's ranks compare it (summary.json)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _describe(keys, limit: int = 12) -> str:
