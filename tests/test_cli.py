@@ -17,7 +17,8 @@ EXPECTED = {"train": "--batch_size", "test": "--checkpoint", "score": "--prompt"
             "isp-experiments": "selection", "summarise": "--out", "benchmark": "--group_size",
             "gpu-check": "--cpu"}
 # arguments a command parses before its extra is checked (delegated commands are checked before their parser runs)
-REQUIRED = {"isp": ["--dataset", "live", "--root", "data/live"]}
+REQUIRED = {"isp": ["--dataset", "live", "--root", "data/live"],
+            "prepare": ["--dataset", "live", "--root", "data/live", "--cache_dir", "cache"]}
 
 
 def test_top_level_help_lists_every_command_with_one_line(capsys):
