@@ -5,11 +5,11 @@ each extra provides), in one of two shapes: a Command names a module with ``add_
 -> exit code`` (the registry builds its parser); a Delegated one names a module's ``main(argv) -> exit code`` and the
 function building the parser it reads argv with (train.py's, test.py's, the experiments': they pass options through
 to train.py's parser). Either runs under ``errors.run_command``. This module holds no command's code. train.py,
-test.py and scripts/*.py are shims that call ``script(name)``; ``python -m promptiqa.demo``, ``.data.check`` and
-``.data.prepare`` are aliases that call ``main`` with their command's name. A command's module is imported only when
-it runs or its parser is built, so ``--help`` stays fast (and works without the extra). Errors follow
-promptiqa.errors' rule: a user error is one ``error: ...`` line with exit code 1 (``--verbose`` shows the full message
-and traceback), a usage error 2.
+test.py and scripts/*.py are shims that call ``script(name)``; ``python -m promptiqa.demo``, ``.data.check``,
+``.data.prepare`` and ``.data.published`` are aliases that call ``main`` with their command's name. A command's
+module is imported only when it runs or its parser is built, so ``--help`` stays fast (and works without the
+extra). Errors follow promptiqa.errors' rule: a user error is one ``error: ...`` line with exit code 1
+(``--verbose`` shows the full message and traceback), a usage error 2.
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ a run's splits equal the published ones (promptiqa.data.published).
     python -m promptiqa.data.check --dataset live --root /datasets/databaserelease2 [--no-images] [--json]
     python -m promptiqa.data.check --splits RUN_FOLDER | SPLIT_FILE.json | CHECKPOINT [--json]
 
+(an alias of ``promptiqa check``: promptiqa/commands/check.py registers this module's options and run).
+
 Exit status 0 when the dataset is complete (the splits equal the published ones), 1 when a problem was found (a
 split differs), 2 for a usage error. With --json the last line of output is one JSON object (dataset, images,
 references, score_min, score_max, ..., problems, ok; for --splits: splits, published, datasets, ok).
