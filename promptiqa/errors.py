@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 an error the user can act on, printed as one ``error: ...`` line on standard error (a
 missing or malformed file, a bad option value, label, image, prompt or checkpoint, a full disk, a non-finite loss);
 2 a command-line usage error (argparse's: an unknown option, a missing or malformed argument; or a UsageError: options
-that exclude or need each other); 130 interrupted (Ctrl-C). ``--verbose`` (where a command has it) or ``PROMPTIQA_DEBUG=1`` prints the traceback as well.
+that exclude or need each other); 130 interrupted (Ctrl-C). ``--verbose`` (where a command has it) or
+``PROMPTIQA_DEBUG=1`` prints the traceback as well.
 """
 from __future__ import annotations
 

@@ -484,7 +484,8 @@ def test_failed_prepare_leaves_nothing_behind(tmp_path, capsys, workers):
     root = _koniq(tmp_path)
     bad = _truncate(sorted((root / "1024x768").iterdir())[-1])
     cache = tmp_path / "cache" / "deeper"
-    rc = cli_main(["prepare", "--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache), "-j", str(workers)])
+    rc = cli_main(["prepare", "--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache),
+                   "-j", str(workers)])
     line = _error_line(capsys.readouterr().err)
     assert rc == 1 and line == f"error: [koniq10k] truncated JPEG: it ends before its end-of-image marker (libjpeg " \
                                f"would fill the rest with grey): {bad}"

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "named here that cannot be read is an error)")
     parser.add_argument("--checkpoint", required=True,
                         help="official release file (best_model.pth.tar), a checkpoint saved by this project, or "
-                             "hf:REPO[/FILE][@REVISION] (hf:Zevin2023/PromptIQA: the authors' release, downloaded once)")
+                             "hf:REPO[/FILE][@REVISION] (hf:Zevin2023/PromptIQA: the authors' release, downloaded "
+                             "once)")
     parser.add_argument("--prompt", required=True, action="append", metavar="PROMPT",
                         help="the requirement: a CSV with columns image,score (paths relative to the CSV), the "
                              "official demo's JSON, or a prompt file saved with --save_prompt; repeat it to score "

@@ -1,6 +1,6 @@
 """The embedded demo: PromptIQA learning assessment requirements from prompts, on data that ships with the install.
 
-    bash scripts/demo.sh            # or: promptiqa demo [--full] [--config configs/demo.yaml] (python -m promptiqa.demo)
+    bash scripts/demo.sh            # or: promptiqa demo [--full] [--config configs/demo.yaml]
 
 1. writes the synthetic-distortion dataset (scikit-image photographs; one label file per requirement),
 2. trains PromptIQA on a mix of requirements, and the w/o-prompt baseline the same way,
@@ -32,6 +32,7 @@ from . import published
 from .command import DEFAULT_CONFIG
 from .report import MODELS, Report, dataset_key
 from .synthetic import read_images, requirement, requirement_labels
+
 
 class DemoError(PromptIQAError):
     """A stage of the demo that failed: a model's training, the scoring command."""
@@ -98,7 +99,7 @@ class DemoConfig:
         if len(self.mirror) != 2 or not set(self.mirror) <= set(self.requirements) \
                 or self.mirror[0] not in self.train_requirements:
             raise ConfigError(f"mirror must name a MOS-like training requirement and its DMOS-like mirror, got "
-                             f"{self.mirror} (requirements: {self.requirements})")
+                              f"{self.mirror} (requirements: {self.requirements})")
         if self.score_images < 1 or not self.save_path or not self.data.get("out"):
             raise ConfigError("score_images (>= 1), save_path and data.out must be set")
         if self.score_requirement not in self.requirements:
@@ -109,7 +110,7 @@ class DemoConfig:
         typed_settings(self.train, TrainConfig, "demo config: train")   # a wrong type is refused before any work
         if not any(not requirement(r).is_aspect for r in self.requirements):
             raise ConfigError(f"the requirements {self.requirements} need one without aspects (e.g. ssim): its "
-                             f"label file lists every image, the pool every prompt is evaluated on")
+                              f"label file lists every image, the pool every prompt is evaluated on")
         missing = sorted(set(TARGETS) - set(self.targets))
         if missing or set(self.targets) - set(TARGETS):
             raise ConfigError(f"targets must give exactly {sorted(TARGETS)}, got {sorted(self.targets)}")
@@ -269,7 +270,7 @@ class Demo:
         cmd += [str((self.data / n).resolve()) for n in picks]
         self.log("$ python -m promptiqa score --checkpoint " + " ".join(
             _short(c) for c in cmd[cmd.index("--checkpoint") + 1:]))
-        code = subprocess.run(cmd, env=python_env()).returncode  # relative paths are the working folder's, as the demo's
+        code = subprocess.run(cmd, env=python_env()).returncode   # relative paths: the working folder's, as the demo's
         if code != 0:
             raise DemoError(f"the scoring command failed (exit {code}): {' '.join(cmd)}")
         with open(out_csv, newline="") as fh:
