@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 1 an error the user can act on, printed as one ``error: ...`` line on standard error (a
 missing or malformed file, a bad option value, label, image, prompt or checkpoint, a full disk, a non-finite loss);
-2 a command-line usage error found by argparse (unknown option, missing or malformed argument); 130 interrupted
-(Ctrl-C). ``--verbose`` (where a command has it) or ``PROMPTIQA_DEBUG=1`` prints the traceback as well.
+2 a command-line usage error (argparse's: an unknown option, a missing or malformed argument; or a UsageError: options
+that exclude or need each other); 130 interrupted (Ctrl-C). ``--verbose`` (where a command has it) or
+``PROMPTIQA_DEBUG=1`` prints the traceback as well.
 """
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ class PromptIQAError(Exception):
 
 class ConfigError(PromptIQAError, ValueError):
     """A setting that cannot be used: an option value out of range, a malformed or mistyped config file."""
+
+
+class UsageError(PromptIQAError):
+    """A command line that does not make a request, found after parsing (options that exclude or need each other):
+    one ``error: ...`` line and exit code 2, as argparse's own usage errors."""
 
 
 def one_line(err: BaseException) -> str:
@@ -62,7 +68,7 @@ def run_command(main: Callable[[], Optional[int]], verbose: bool = False) -> int
         if verbose:
             traceback.print_exc()
         print(f"error: {str(err) if verbose else one_line(err)}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(err, UsageError) else EXIT_ERROR
     return EXIT_OK if code is None else int(code)
 
 

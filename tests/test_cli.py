@@ -17,7 +17,8 @@ EXPECTED = {"train": "--batch_size", "test": "--checkpoint", "score": "--prompt"
             "isp-experiments": "selection", "summarise": "--out", "benchmark": "--group_size",
             "gpu-check": "--cpu"}
 # arguments a command parses before its extra is checked (delegated commands are checked before their parser runs)
-REQUIRED = {"isp": ["--dataset", "live", "--root", "data/live"]}
+REQUIRED = {"isp": ["--dataset", "live", "--root", "data/live"],
+            "prepare": ["--dataset", "live", "--root", "data/live", "--cache_dir", "cache"]}
 
 
 def test_top_level_help_lists_every_command_with_one_line(capsys):
@@ -171,3 +172,134 @@ def test_device_and_amp_are_declared_once_and_read_alike_everywhere(tmp_path, ca
     with pytest.raises(SystemExit):
         benchmark.main(["--preset", "micro"])
     assert seen["amp"] == "none"                            # benchmark's default is every command's: float32
+
+
+# ---------------------------------------------------------------- issue 32, items 3 and 4: one command style
+
+
+def test_every_command_is_a_module_with_add_arguments_and_run_or_delegated_with_a_parser():
+    """A Command names a module holding add_arguments(parser) and run(args); a Delegated one names its main(argv)
+    and the function building the parser it reads argv with. cli.py holds the registry and the dispatcher only."""
+    import argparse
+    import ast
+    import importlib
+
+    for name, command in COMMANDS.items():
+        if isinstance(command, Delegated):
+            assert command.parser, f"{name}: a delegated command names the parser it reads its options with"
+            assert isinstance(command.build_parser(), argparse.ArgumentParser) and callable(command.main()), name
+        else:
+            module = importlib.import_module(command.module)
+            assert callable(module.add_arguments) and callable(module.run), name
+    tree = ast.parse((ROOT / "promptiqa" / "cli.py").read_text())
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert functions == {"_function", "build_parser", "command_parser", "_program_name", "main", "_check_numbers",
+                         "_end", "run", "script"}
+    assert len((ROOT / "promptiqa" / "cli.py").read_text().splitlines()) <= 450
+
+
+def _python(*args, cwd):
+    from promptiqa.resources import python_env
+
+    out = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600,
+                         env=python_env())
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_the_second_spellings_are_aliases_of_the_registered_commands(tmp_path, capsys, monkeypatch):
+    """`python -m promptiqa.data.check`, `.data.prepare` and `.demo` run the registered command: the same parser,
+    output and exit code (here 0 with a JSON report, 1 with a user error's one line, 2 for a usage error); only the
+    program's name differs. The data check's alias now reads a checkpoint's splits too, as `check` does."""
+    from tests.test_predict import _write_image
+
+    for i in range(2):
+        _write_image(tmp_path / f"i{i}.png", seed=i)
+    (tmp_path / "labels.csv").write_text("image,score\ni0.png,1\ni1.png,2\n")
+    cases = {"promptiqa.data.check": ("check", ["--dataset", "mine", "--root", tmp_path / "labels.csv", "--json"], 0),
+             "promptiqa.data.prepare": ("prepare", ["--dataset", "mine", "--root", tmp_path / "none.csv",
+                                                    "--cache_dir", tmp_path / "cache"], 1),
+             "promptiqa.demo": ("demo", ["--sed", "3"], 2)}
+    monkeypatch.chdir(tmp_path)
+
+    def words(text, prog):   # the same text but for the program's name and where argparse wraps the usage line
+        return text.replace(prog, "PROG").split()
+
+    for alias, (name, argv, expected) in cases.items():
+        code, out, err = _python("-m", alias, *argv, cwd=tmp_path)
+        capsys.readouterr()
+        assert code == expected == main([name, *map(str, argv)]), (alias, err)
+        registered = capsys.readouterr()
+        assert words(out, f"python -m {alias}") == words(registered.out, f"python -m promptiqa {name}"), alias
+        assert words(err, f"python -m {alias}") == words(registered.err, f"python -m promptiqa {name}"), alias
+        assert code == 0 or err.strip().splitlines()[-1].startswith(("error: ", f"python -m {alias}: error: "))
+        assert main([name, "--help"], prog=f"python -m {alias}") == 0
+        assert capsys.readouterr().out.startswith(f"usage: python -m {alias} ")
+    torch = pytest.importorskip("torch")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "official.pth.tar")
+    code, _, err = _python("-m", "promptiqa.data.check", "--splits", tmp_path / "official.pth.tar", cwd=tmp_path)
+    assert code == 1 and "the checkpoint records no splits" in err          # read by the model layer's reader
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_demo_config_error_is_one_line_through_the_command(tmp_path, capsys):
+    """The demo refuses a setting of the wrong type (in its own section or its train.py section) as every config
+    file is refused: one line naming it, exit 1, before any data is generated or model trained."""
+    bad = tmp_path / "bad.yaml"
+    for text, message in (("train: {lr: fast}", "demo config: train: lr: expected a number, got str 'fast'"),
+                          ("baseline: maybe", f"{bad}: baseline: expected true or false, got str 'maybe'"),
+                          ("unseen_requirements: [psnr2]", "demo config: unknown requirement 'psnr2'")):
+        bad.write_text(text + f"\nsave_path: {tmp_path / 'run'}\ndata: {{out: {tmp_path / 'data'}}}\n")
+        capsys.readouterr()
+        assert main(["demo", "--config", str(bad)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_the_demo_trains_the_config_train_py_would_resolve_from_the_same_settings(full, tmp_path):
+    """The demo's TrainConfig comes from the one merge (no YAML written and re-parsed as a command line): it is the
+    configuration `train --config FILE` resolves from the same settings, field for field, types included."""
+    import yaml
+
+    from promptiqa.config import resolve_config
+    from promptiqa.demo.run import DEFAULT_CONFIG, Demo, DemoConfig
+
+    demo = Demo(DemoConfig.from_yaml(DEFAULT_CONFIG, full=full))
+    for model in ("promptiqa", "promptiqa_wo_prompt"):
+        cfg = demo.train_config(model)
+        settings = tmp_path / f"{model}.yaml"
+        settings.write_text(yaml.safe_dump(cfg.to_dict()))
+        resolved = resolve_config(["--config", str(settings)]).to_dict()
+        assert resolved.pop("config") == str(settings) and cfg.to_dict().pop("config") is None
+        assert {k: (v, type(v)) for k, v in resolved.items()} == \
+               {k: (v, type(v)) for k, v in cfg.to_dict().items() if k != "config"}
+
+
+def test_ten_splits_and_ablation_follow_the_exit_code_rule(data, train_argv, tmp_path, capsys, monkeypatch):
+    """0 when every seed is done or a seed's training stopped resumably (--stop_after_steps, a signal: the same
+    command resumes it, as train.py exits 0 then), 1 for a request they refuse, 2 for a usage error (they exited 3
+    for a stopped seed). A stopped variant ends the ablation there, without a summary."""
+    root = tmp_path / "ten"
+    argv = [a for a in train_argv(data, None, epochs=1, stop_after_steps=1)]
+    assert main(["ten-splits", "--seeds", "2024", "--tests", "--save_path", str(root), *argv]) == 0
+    assert "training stopped before the end; run the same command again to resume" in capsys.readouterr().out
+    assert (root / "seed_2024" / "last.pth.tar").is_file() and not (root / "seed_2024" / "DONE.json").exists()
+    from promptiqa.experiments import protocol
+
+    seen = []
+
+    def stopped(cfg, root, seeds, *args, **kwargs):   # what run_seeds returns when a seed's training stopped
+        seen.append(root)
+        return {int(seeds[0]): False}
+
+    monkeypatch.setattr(protocol, "run_seeds", stopped)
+    assert main(["ablation", "--variant", "wo_prompt", "wo_both", "--seeds", "2024", "--tests", "--save_path",
+                 str(tmp_path / "abl"), *argv]) == 0
+    assert seen == [tmp_path / "abl" / "wo_prompt"] and not (tmp_path / "abl" / "summary.csv").exists()
+    assert main(["ten-splits", "--seeds", "2024", "--seed_index", "0", "--save_path", str(root), *argv]) == 1
+    assert main(["ablation", "--save_path", str(tmp_path / "abl")]) == 1          # neither --variant nor --summarise
+    assert main(["ten-splits", "--tests", "worst", "--save_path", str(root), *argv]) == 2
+    assert main(["ablation", "--variant", "nope", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "error: give --seeds or --seed_index, not both" in err and "invalid choice: 'worst'" in err

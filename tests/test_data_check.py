@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from promptiqa.data import check
+from promptiqa.cli import main as cli_main
 from promptiqa.data.formats import common
 from tests.fixtures.datasets import build_fixture, build_from_published, write_csv
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_check(capsys, *argv):
     """(exit status, all stdout lines, the parsed last line)."""
-    status = check.main([str(a) for a in argv])
+    status = cli_main(["check", *map(str, argv)])
     lines = capsys.readouterr().out.rstrip("\n").split("\n")
     return status, lines, json.loads(lines[-1])
 

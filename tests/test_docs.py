@@ -99,11 +99,24 @@ LAYERS = ("data", "models", "engine", "evaluation", "experiments")   # docs/arch
 TOOLS = ("cli", "predict", "prompt_files", "app", "demo")            # on top: only they may import anything
 
 
-def _promptiqa_imports(path: Path, package: tuple):
-    """(line, module under promptiqa) of every import in ``path`` (lazy ones inside functions too)."""
+def _is_main_block(node) -> bool:
+    """``if __name__ == "__main__":``: a module's program, not its code (an alias hands its command line to the
+    registry there: docs/architecture.md)."""
     import ast
 
-    for node in ast.walk(ast.parse(path.read_text())):
+    test = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(test, ast.Compare) and getattr(test.left, "id", "") == "__name__"
+            and [getattr(c, "value", None) for c in test.comparators] == ["__main__"])
+
+
+def _promptiqa_imports(path: Path, package: tuple):
+    """(line, module under promptiqa) of every import in ``path`` (lazy ones inside functions too; not those of its
+    ``if __name__ == "__main__":`` block)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    tree.body = [node for node in tree.body if not _is_main_block(node)]
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = list(package)[:len(package) - (node.level - 1)]
             yield node.lineno, ".".join(base + ([node.module] if node.module else []))

@@ -390,7 +390,6 @@ def _truncate(path: Path, keep: float = 0.6) -> Path:
 def test_check_names_truncated_jpegs_and_folders(tmp_path, capsys):
     import json
 
-    from promptiqa.data import check
     from promptiqa.data.formats.common import FOLDER_IMAGE, TRUNCATED_JPEG
 
     root = _koniq(tmp_path)
@@ -399,7 +398,7 @@ def test_check_names_truncated_jpegs_and_folders(tmp_path, capsys):
     images[5].unlink()
     images[5].mkdir()                                           # a folder where an image should be
     images[7].write_bytes(images[7].read_bytes() + b"\x00" * 512)  # padding after the end marker: fine
-    status = check.main(["--dataset", "koniq10k", "--root", str(root), "--partial", "--json"])
+    status = cli_main(["check", "--dataset", "koniq10k", "--root", str(root), "--partial", "--json"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert status == 1
     assert report["problems"] == [f"{FOLDER_IMAGE}: {images[5]}", f"{TRUNCATED_JPEG}: {images[3]}"]
@@ -482,12 +481,11 @@ def test_test_py_stops_on_an_undecodable_image_in_one_line(tmp_path, capsys, wor
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_failed_prepare_leaves_nothing_behind(tmp_path, capsys, workers):
-    from promptiqa.data.prepare import main
-
     root = _koniq(tmp_path)
     bad = _truncate(sorted((root / "1024x768").iterdir())[-1])
     cache = tmp_path / "cache" / "deeper"
-    rc = main(["--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache), "-j", str(workers)])
+    rc = cli_main(["prepare", "--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache),
+                   "-j", str(workers)])
     line = _error_line(capsys.readouterr().err)
     assert rc == 1 and line == f"error: [koniq10k] truncated JPEG: it ends before its end-of-image marker (libjpeg " \
                                f"would fill the rest with grey): {bad}"
@@ -514,15 +512,13 @@ def test_a_truncated_cache_falls_back_to_decoding_with_a_warning(tmp_path):
 
 @pytest.mark.parametrize("content", ["cp1252", "binary"])
 def test_a_label_file_that_is_not_utf8_text_is_one_line_naming_it(tmp_path, capsys, content):
-    from promptiqa.data import check
-
     root = _koniq(tmp_path)
     labels = root / "koniq10k_distributions_sets.csv"
     if content == "cp1252":
         labels.write_bytes(labels.read_text(encoding="utf-8").replace("image_name", "imäge_name", 1).encode("cp1252"))
     else:
         labels.write_bytes(bytes(range(256)) * 4)
-    assert check.main(["--dataset", "koniq10k", "--root", str(root), "--partial"]) == 1
+    assert cli_main(["check", "--dataset", "koniq10k", "--root", str(root), "--partial"]) == 1
     out = capsys.readouterr().out
     assert f"PROBLEM     [koniq10k] label file is not a UTF-8 text CSV" in out and str(labels) in out
     rc, captured = _train(_train_argv(root, tmp_path / "run", 0), capsys)
@@ -662,17 +658,15 @@ def test_an_image_of_too_many_pixels_is_refused_from_its_header(scoring, tmp_pat
 def test_a_failed_prepare_keeps_the_previous_cache_whole(tmp_path, capsys):
     """The records used to be deleted first, so a prepare that failed (here: the labels changed, then an image was
     found truncated) destroyed a good cache: the new cache is built aside and swapped in only when complete."""
-    from promptiqa.data.prepare import main
-
     root, cache = _koniq(tmp_path), tmp_path / "cache"
-    assert main(["--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache)]) == 0
+    assert cli_main(["prepare", "--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache)]) == 0
     before = {p.relative_to(cache): p.read_bytes() for p in cache.rglob("*") if p.is_file()}
     label = next(root.rglob("*.csv"))
     lines = label.read_text().splitlines()
     label.write_text("\n".join(lines[:-1]) + "\n")                   # one image fewer: the cache is out of date
     _truncate(sorted((root / "1024x768").iterdir())[0])
     capsys.readouterr()
-    assert main(["--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache)]) == 1
+    assert cli_main(["prepare", "--dataset", "koniq10k", "--root", str(root), "--cache_dir", str(cache)]) == 1
     assert "truncated JPEG" in _error_line(capsys.readouterr().err)
     assert {p.relative_to(cache): p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
 

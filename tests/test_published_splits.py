@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from promptiqa.cli import check_main
+from promptiqa.cli import main as cli_main
 from promptiqa.data import check, load_dataset, make_split, save_splits
 from promptiqa.data.published import PUBLISHED_FILE, compare_split, main as publish_main, read_published
 from promptiqa.data.registry import DATASET_SPECS
-from promptiqa.data.splits import SPLIT_SEEDS, carve_validation
+from promptiqa.data.splits import SPLIT_SEEDS, SplitError, carve_validation
 from tests.fixtures.datasets import write_bid_labels, write_csv, write_image, write_kadid_labels, write_koniq_labels
 
 # The 11 datasets whose label files are public (UWIQA's is not).
@@ -96,7 +96,7 @@ def _swap_one(split):
 
 
 def _check(capsys, *argv):
-    status = check_main([str(a) for a in argv] + ["--json"])
+    status = cli_main(["check", *map(str, argv), "--json"])
     lines = capsys.readouterr().out.rstrip("\n").split("\n")
     return status, lines, json.loads(lines[-1])
 
@@ -184,15 +184,14 @@ def test_check_refuses_what_records_no_splits(tmp_path, capsys):
     for path, message in ((tmp_path / "official.pth.tar", "the checkpoint records no splits"),
                           (tmp_path, "the folder has no splits.json"),
                           (tmp_path / "missing.json", "not found")):
-        assert check_main(["--splits", str(path)]) == 1
+        assert cli_main(["check", "--splits", str(path)]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: --splits") and message in err[0]
-    # python -m promptiqa.data.check reads run folders and split files; checkpoints need the command (models' reader)
-    assert check.main(["--splits", str(tmp_path / "official.pth.tar")]) == 1
-    assert "a checkpoint's splits are read by `python -m promptiqa check --splits`" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        check.main(["--splits", str(tmp_path), "--dataset", "bid", "--root", str(tmp_path)])
-    assert exit_.value.code == 2
+    # the data layer alone reads run folders and split files; checkpoints need the command (models' reader)
+    with pytest.raises(SplitError, match="a checkpoint's splits are read by `python -m promptiqa check --splits`"):
+        check.recorded_splits(str(tmp_path / "official.pth.tar"))
+    assert cli_main(["check", "--splits", str(tmp_path), "--dataset", "bid", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: give either --splits or --dataset and --root, not both\n"
 
 
 def test_a_damaged_published_file_is_named(tmp_path):

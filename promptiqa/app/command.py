@@ -8,8 +8,6 @@ from typing import Optional, Tuple
 
 from promptiqa.config import add_options
 
-HELP = "serve the web page: set requirements with a few scored images, score many images in the browser"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``promptiqa app``."""

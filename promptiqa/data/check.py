@@ -4,6 +4,8 @@ a run's splits equal the published ones (promptiqa.data.published).
     python -m promptiqa.data.check --dataset live --root /datasets/databaserelease2 [--no-images] [--json]
     python -m promptiqa.data.check --splits RUN_FOLDER | SPLIT_FILE.json | CHECKPOINT [--json]
 
+(an alias of ``promptiqa check``: promptiqa/commands/check.py registers this module's options and run).
+
 Exit status 0 when the dataset is complete (the splits equal the published ones), 1 when a problem was found (a
 split differs), 2 for a usage error. With --json the last line of output is one JSON object (dataset, images,
 references, score_min, score_max, ..., problems, ok; for --splits: splits, published, datasets, ok).
@@ -23,13 +25,13 @@ from promptiqa.data.published import PUBLISHED_FILE, compare_splits, read_publis
 from promptiqa.data.registry import DATASET_KEYS, LABEL_NORMS, load_dataset, locate_images, spec_of
 from promptiqa.data.splits import RUN_SPLITS_FILE, SplitError, load_splits
 from promptiqa.entry import command, program
-from promptiqa.errors import run_command
+from promptiqa.errors import UsageError
 from promptiqa.fileio import json_text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-                                     prog=program("python -m promptiqa.data.check"), description=__doc__.split("\n")[0])
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``promptiqa check``."""
     parser.add_argument("--dataset", help=f"a registry key ({', '.join(DATASET_KEYS)}) or, with a .csv root, your "
                                           f"dataset's name; KEY:REQUIREMENT for another score column, e.g. "
                                           f"agiqa_3k:align (required unless --splits)")
@@ -46,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--partial", action="store_true",
                         help="accept fewer images than the published dataset (a subset, or a test fixture)")
     parser.add_argument("--lower_is_better", action="store_true", help="csv kind: the scores are DMOS-like")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The check command's command line on its own (the registry builds the same from add_arguments)."""
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog=program("python -m promptiqa.data.check"),
+                                     description=__doc__.split("\n")[0])
+    add_arguments(parser)
     return parser
 
 
@@ -214,40 +223,29 @@ def _print_splits_report(report: dict) -> None:
         print(f"FAILED: {differ} of {report['compared']} published dataset(s) differ")
 
 
-def main(argv: Optional[Sequence[str]] = None, read_checkpoint: Optional[Callable[[str], dict]] = None) -> int:
+def run(args: argparse.Namespace, read_checkpoint: Optional[Callable[[str], dict]] = None) -> int:
     """Run the check; returns the exit status (0 complete or equal to the published splits, 1 problems found or a
-    split differs). ``read_checkpoint`` reads a checkpoint's recorded splits (``promptiqa check`` passes it)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    split differs). ``read_checkpoint`` reads a checkpoint's recorded splits (``promptiqa check`` passes the model
+    layer's: promptiqa/commands/check.py)."""
     if args.splits is not None and (args.dataset or args.root):
-        parser.error("give either --splits or --dataset and --root, not both")
+        raise UsageError("give either --splits or --dataset and --root, not both")
     if args.splits is None and not (args.dataset and args.root):
-        parser.error("the following arguments are required: --dataset, --root (or --splits PATH)")
-    options = {"higher_is_better": False} if args.lower_is_better else {}
-
-    def run_splits() -> int:
+        raise UsageError("the following arguments are required: --dataset, --root (or --splits PATH)")
+    if args.splits is not None:
         report = check_splits(args.splits, read_checkpoint=read_checkpoint)
         _print_splits_report(report)
-        if args.json:
-            sys.stdout.flush()
-            print(json_text(report, indent=None), flush=True)
-        return 0 if report["ok"] else 1
-
-    if args.splits is not None:
-        return run_command(run_splits)
-
-    def run() -> int:
-        report = inspect_dataset(args.dataset, args.root, label_norm=args.label_norm,
-                                 check_images=not args.no_images, partial=args.partial, **options)
+    else:
+        report = inspect_dataset(args.dataset, args.root, label_norm=args.label_norm, check_images=not args.no_images,
+                                 partial=args.partial, **({"higher_is_better": False} if args.lower_is_better else {}))
         _print_report(report)
-        if args.json:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            print(json_text(report, indent=None), flush=True)
-        return 0 if report["ok"] else 1
-
-    return run_command(run)
+    if args.json:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        print(json_text(report, indent=None), flush=True)
+    return 0 if report["ok"] else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # an alias: the registered command under this module's name (docs/architecture.md)
+    from promptiqa.cli import main
+
+    sys.exit(main(["check", *sys.argv[1:]], prog="python -m promptiqa.data.check"))

@@ -19,6 +19,7 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..data.formats.common import DatasetError
 from ..evaluation.features import FeatureBank
 from ..evaluation.runner import EvalConfig, EvalSession
 from ..metrics import compute_metrics, srocc
@@ -83,9 +84,9 @@ def evaluate_model(name: str, checkpoint: str, roots: Dict[str, str], labels: Ma
         for data in session.datasets:
             outside = sorted(set(data.test_names) - set(where))
             if outside or set(data.split.test_units) != set(pool.split.test_units):
-                raise ValueError(f"requirements {pool.key} and {data.key} hold out different images (e.g. "
-                                 f"{(outside or data.split.test_units)[:2]}); every label file must hold the same "
-                                 f"references, one of them every image (regenerate the demo dataset)")
+                raise DatasetError(data.key, f"holds out other images than {pool.key} (e.g. "
+                                   f"{(outside or data.split.test_units)[:2]}); every label file must hold the same "
+                                   f"references, one of them every image (regenerate the demo dataset)")
         bank = FeatureBank(session.model, pool.test, session.env, batch_size=batch_size)
         gt_pool = {k: np.array([labels[k][n] for n in names], dtype=np.float64) for k in keys}
         subsets = {k: np.array([i for i, n in enumerate(names) if n in sets[k]], dtype=np.int64) for k in keys}

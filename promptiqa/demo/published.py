@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from ..entry import program
+from ..errors import ConfigError, run_command
 
 MODEL_KEYS = {"promptiqa": "PromptIQA", "promptiqa_wo_prompt": "w/o prompt"}
 DECIMALS = 3    # figures are published, and compared, at the precision the demo prints them
@@ -45,7 +46,7 @@ def ranges(summaries: Sequence[Mapping]) -> Dict[str, List[float]]:
     run has (a run without the baseline leaves the baseline's out)."""
     per_run = [figures(s) for s in summaries]
     if not per_run:
-        raise ValueError("no runs given")
+        raise ConfigError("no runs given")
     names = [n for n in per_run[0] if all(n in f for f in per_run)]
     return {n: [round(v, DECIMALS) for v in (min(vals), statistics.median(vals), max(vals))]
             for n in names for vals in [[f[n] for f in per_run]]}
@@ -72,10 +73,10 @@ def check(published: Optional[Mapping]) -> None:
         return
     if not isinstance(published, Mapping) or not isinstance(published.get("figures"), Mapping) \
             or not published.get("seeds"):
-        raise ValueError("published must hold seeds (a list) and figures (FIGURE: [min, median, max])")
+        raise ConfigError("published must hold seeds (a list) and figures (FIGURE: [min, median, max])")
     for name, bounds in published["figures"].items():
         if not (isinstance(bounds, list) and len(bounds) == 3 and bounds[0] <= bounds[1] <= bounds[2]):
-            raise ValueError(f"published figure {name}: expected [min, median, max] in increasing order, got "
+            raise ConfigError(f"published figure {name}: expected [min, median, max] in increasing order, got "
                              f"{bounds!r}")
 
 
@@ -116,19 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
+    """Print the ``published`` section and the README's table for the runs on the command line (-> exit code)."""
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: _publish(args))
+
+
+def _publish(args: argparse.Namespace) -> int:
     summaries = []
     for run in args.runs:
         path = Path(run) / "results.json"
         if not path.is_file():
-            print(f"error: {path}: no results.json (expected a finished demo run's output folder)", file=sys.stderr)
-            return 1
+            raise ConfigError(f"{path}: no results.json (expected a finished demo run's output folder)")
         summaries.append(json.loads(path.read_text()))
     seeds = [s["config"]["train"].get("seed") for s in summaries]
     if len(set(seeds)) != len(seeds):
-        print(f"error: the runs must differ in seed, got seeds {seeds}", file=sys.stderr)
-        return 1
+        raise ConfigError(f"the runs must differ in seed, got seeds {seeds}")
     published = {"seeds": seeds, "machine": args.machine, "figures": ranges(summaries)}
     cfg = summaries[0]["config"]
     print(yaml.safe_dump({"published": published}, sort_keys=False, default_flow_style=None, width=120))

@@ -1,6 +1,6 @@
 """The embedded demo: PromptIQA learning assessment requirements from prompts, on data that ships with the install.
 
-    bash scripts/demo.sh            # or: python -m promptiqa.demo [--full] [--config configs/demo.yaml]
+    bash scripts/demo.sh            # or: promptiqa demo [--full] [--config configs/demo.yaml]
 
 1. writes the synthetic-distortion dataset (scikit-image photographs; one label file per requirement),
 2. trains PromptIQA on a mix of requirements, and the w/o-prompt baseline the same way,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -22,16 +23,20 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import yaml
 
-from ..config import TrainConfig
+from ..config import TrainConfig, merge_settings, read_yaml, typed_settings
 from ..engine import run_folder
-from ..entry import program
+from ..errors import ConfigError, PromptIQAError, run_command
 from ..resources import config_file, python_env
 from . import published
-from .options import DEFAULT_CONFIG, add_arguments
+from .command import DEFAULT_CONFIG
 from .report import MODELS, Report, dataset_key
 from .synthetic import read_images, requirement, requirement_labels
+
+
+class DemoError(PromptIQAError):
+    """A stage of the demo that failed: a model's training, the scoring command."""
+
 
 TARGETS = {   # the demo's claims (configs/demo.yaml's targets give the thresholds)
     "prompt_effect": "prompt effect of the mirror pair at most this",
@@ -62,7 +67,7 @@ class DemoConfig:
     @classmethod
     def from_yaml(cls, path, full: bool = False, overrides: Optional[Dict[str, Any]] = None) -> "DemoConfig":
         """configs/demo.yaml <- ``path`` <- (with ``full``) the merged ``full`` section <- ``overrides``, nested dicts
-        merged key by key."""
+        merged key by key; each file read and typed as every config file is (promptiqa.config)."""
         values: Dict[str, Any] = {}
         for source in dict.fromkeys([Path(DEFAULT_CONFIG), config_file(path)]):
             values = _merge(values, cls._read(source))
@@ -70,7 +75,7 @@ class DemoConfig:
             values = _merge(values, values.get("full") or {})
         if overrides:
             values = _merge(values, overrides)
-        cfg = cls(**values)
+        cfg = cls(**typed_settings(values, cls, "demo config"))
         cfg.check()
         return cfg
 
@@ -78,33 +83,37 @@ class DemoConfig:
     def _read(cls, path: Path) -> Dict[str, Any]:
         if not path.is_file():
             raise FileNotFoundError(f"demo config not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
+        path, values = read_yaml(path)
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"{path}: unknown demo settings {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return values
+            raise ConfigError(f"{path}: unknown demo settings {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return typed_settings(values, cls, str(path))
 
     def check(self) -> None:
         """Refuse settings the demo cannot run with, naming them."""
-        for name in self.requirements:
-            requirement(name)
+        try:
+            for name in self.requirements:
+                requirement(name)
+        except ValueError as err:   # the generator's own refusal, naming the known requirements
+            raise ConfigError(f"demo config: {err}") from None
         if len(self.mirror) != 2 or not set(self.mirror) <= set(self.requirements) \
                 or self.mirror[0] not in self.train_requirements:
-            raise ValueError(f"mirror must name a MOS-like training requirement and its DMOS-like mirror, got "
-                             f"{self.mirror} (requirements: {self.requirements})")
+            raise ConfigError(f"mirror must name a MOS-like training requirement and its DMOS-like mirror, got "
+                              f"{self.mirror} (requirements: {self.requirements})")
         if self.score_images < 1 or not self.save_path or not self.data.get("out"):
-            raise ValueError("score_images (>= 1), save_path and data.out must be set")
+            raise ConfigError("score_images (>= 1), save_path and data.out must be set")
         if self.score_requirement not in self.requirements:
-            raise ValueError(f"score_requirement {self.score_requirement!r} is not one of {self.requirements}")
+            raise ConfigError(f"score_requirement {self.score_requirement!r} is not one of {self.requirements}")
         unknown = sorted(set(self.train) - set(TrainConfig.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"train: unknown train.py settings {unknown}")
+            raise ConfigError(f"train: unknown train.py settings {unknown}")
+        typed_settings(self.train, TrainConfig, "demo config: train")   # a wrong type is refused before any work
         if not any(not requirement(r).is_aspect for r in self.requirements):
-            raise ValueError(f"the requirements {self.requirements} need one without aspects (e.g. ssim): its "
-                             f"label file lists every image, the pool every prompt is evaluated on")
+            raise ConfigError(f"the requirements {self.requirements} need one without aspects (e.g. ssim): its "
+                              f"label file lists every image, the pool every prompt is evaluated on")
         missing = sorted(set(TARGETS) - set(self.targets))
         if missing or set(self.targets) - set(TARGETS):
-            raise ValueError(f"targets must give exactly {sorted(TARGETS)}, got {sorted(self.targets)}")
+            raise ConfigError(f"targets must give exactly {sorted(TARGETS)}, got {sorted(self.targets)}")
         published.check(self.published)
 
     @property
@@ -157,17 +166,19 @@ class Demo:
         return str(self.data / "cache")
 
     def train_config(self, model: str) -> TrainConfig:
+        """The TrainConfig of ``model``: the config's train section and the demo's own data and run settings, through
+        the one merge (promptiqa.config.merge_settings: typed and validated as train.py's settings are)."""
         values = dict(self.cfg.train)
         values.update(model=model, dataset=[self.key(r) for r in self.cfg.train_requirements],
                       data_root=[f"{k}={v}" for k, v in self.roots.items()], cache_dir=str(Path(self.cache_dir).resolve()),
                       save_path=str((self.out / model).resolve()), overwrite=True)   # a fresh run each time
         values.setdefault("pretrained_backbone", False)
-        return TrainConfig(**values)
+        return merge_settings(TrainConfig, argparse.Namespace(), base=values, base_origin="demo config: train")
 
     def train(self, models: Sequence[str]) -> Dict[str, Path]:
-        """Train each model with train.py (fresh runs); returns their final checkpoints (last epoch, not selected on
-        the test split). On a CPU the models train side by side, each on its share of the cores: small models use
-        two cores better as two one-thread processes than as one two-thread process."""
+        """Train each model in a process of its own (fresh runs); returns their final checkpoints (last epoch, not
+        selected on the test split). On a CPU the models train side by side, each on its share of the cores: small
+        models use two cores better as two one-thread processes than as one two-thread process."""
         from ..models import default_device
 
         device = self.cfg.train.get("device") or default_device().type
@@ -180,16 +191,18 @@ class Demo:
             run_dir.mkdir(parents=True, exist_ok=True)
             for stale in run_folder.RUN_FILES:   # a fresh run each time (train.py refuses a folder holding one)
                 (run_dir / stale).unlink(missing_ok=True)
-            settings = run_dir / "demo_train.yaml"
-            settings.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             env = python_env(**({"OMP_NUM_THREADS": str(max(1, cores // len(models)))} if parallel else {}))
             # the first model's progress goes to the terminal, the others' to a file in their run folder
             output = None if i == 0 else open(run_dir / "train_output.txt", "w")
             self.log(f"training {MODELS[model]} on {', '.join(cfg.dataset)} ({cfg.epochs} epochs, {cfg.backbone} "
                      f"{cfg.backbone_kwargs or ''} at {cfg.image_size} px)"
                      + (f"; output in {run_dir / 'train_output.txt'}" if output else ""))
-            proc = subprocess.Popen([sys.executable, "-m", "promptiqa", "train", "--config", str(settings)],
-                                    stdout=output, stderr=subprocess.STDOUT if output else None, env=env)
+            # the child trains this very TrainConfig (sent as JSON): no file or command line to parse it from again
+            proc = subprocess.Popen([sys.executable, "-c", "from promptiqa.demo.run import train_process; "
+                                     "train_process()"], stdin=subprocess.PIPE, text=True, stdout=output,
+                                    stderr=subprocess.STDOUT if output else None, env=env)
+            proc.stdin.write(json.dumps(cfg.to_dict()))
+            proc.stdin.close()
             procs.append((model, proc, output, run_dir))
             if not parallel:
                 self._wait(procs[-1])
@@ -207,8 +220,8 @@ class Demo:
         if code != 0:
             where = run_dir / ("train_output.txt" if output is not None else "log.txt")
             tail = where.read_text(errors="replace").strip().splitlines()[-5:] if where.is_file() else []
-            raise RuntimeError(f"training {MODELS[model]} failed (exit {code}); see {where}"
-                               + ("\n" + "\n".join(tail) if tail else ""))
+            raise DemoError(f"training {MODELS[model]} failed (exit {code}); see {where}"
+                            + ("\n" + "\n".join(tail) if tail else ""))
 
     def labels(self):
         """(every requirement's score of every image, by name; every requirement's evaluation set: for an aspect
@@ -257,7 +270,9 @@ class Demo:
         cmd += [str((self.data / n).resolve()) for n in picks]
         self.log("$ python -m promptiqa score --checkpoint " + " ".join(
             _short(c) for c in cmd[cmd.index("--checkpoint") + 1:]))
-        subprocess.run(cmd, check=True, env=python_env())  # relative paths are the working folder's, as the demo's
+        code = subprocess.run(cmd, env=python_env()).returncode   # relative paths: the working folder's, as the demo's
+        if code != 0:
+            raise DemoError(f"the scoring command failed (exit {code}): {' '.join(cmd)}")
         with open(out_csv, newline="") as fh:
             scored = {Path(r["image"]).resolve(): float(r["score"]) for r in csv.DictReader(fh)}
         return [dict(image=n, predicted=scored[(self.data / n).resolve()], true=raw[n]) for n in picks]
@@ -298,32 +313,23 @@ def _short(arg: str) -> str:
     return arg if rel.startswith("..") else rel
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False,
-                                prog=program("python -m promptiqa.demo"), description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return p
+def train_process() -> None:
+    """A demo model's training process: the TrainConfig the demo resolved, read as JSON from standard input, trained
+    as ``promptiqa train`` trains one; exits by the one exit-code rule."""
+    from ..engine.trainer import launch
 
+    cfg = TrainConfig(**json.loads(sys.stdin.read()))
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo with parsed options; returns the exit code."""
-    overrides: Dict[str, Any] = {}
-    if args.save_path:
-        overrides["save_path"] = args.save_path
-    if args.device:
-        overrides.setdefault("train", {})["device"] = args.device
-    if args.seed is not None:
-        overrides.setdefault("train", {})["seed"] = args.seed
-    if args.no_baseline:
-        overrides["baseline"] = False
-    try:
-        cfg = DemoConfig.from_yaml(args.config, full=args.full, overrides=overrides)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    Demo(cfg).run()
-    return 0
+    def train() -> int:
+        launch(cfg)
+        return 0
+
+    sys.exit(run_command(train))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return run(build_parser().parse_args(argv))
+    """``promptiqa demo`` with ``argv``: the registered command (its alias ``python -m promptiqa.demo`` is
+    promptiqa/demo/__main__.py)."""
+    from ..cli import main as registry
+
+    return registry(["demo", *(sys.argv[1:] if argv is None else argv)])
