@@ -398,7 +398,7 @@ def test_every_documented_command_line_parses_with_its_own_parser():
     ("python scripts/ten_splits.py --config configs/paper.yaml --seeds 2024 --no_such 1", "unrecognized arguments"),
     ("python scripts/relabel_fr.py table3 --checkpoint C --labels dir", "unrecognized arguments"),
     ("python scripts/ablation.py --variant all --no_such 1", "unrecognized arguments"),
-    ("python scripts/benchmark_score.py --preset tiny --amp fp16", "invalid choice"),
+    ("python scripts/benchmark_score.py --preset tiny --amp fp16", "fp16 is not offered"),
     ("python scripts/no_such_script.py --x", "no such command"),
     ("cd runs && promptiqa score --checkpoint C --prompt p.csv --quiet --no_such photos/", "unrecognized arguments"),
     ('A=$(hostname | head -n 1) srun python train.py --epochs 1 --no_such 2', "unrecognized arguments"),
