@@ -76,7 +76,7 @@ def test_scores_equal_the_predictor_and_the_command_line(app_server, app_files, 
     assert status.startswith("Added requirement **saved**"), status
 
     message, columns, names, table_html = score(session, app_files["queries"])
-    assert message.startswith(f"Scored {len(files['queries'])} images under 3 requirements"), message
+    assert message.startswith(f"Scored {len(app_files['queries'])} images under 3 requirements"), message
     assert names == [p.name for p in app_files["queries"]] and list(columns) == ["stars", "dmos", "saved"]
     expected = reference.score(app_files["queries"], workers=0)
     assert np.abs(np.array(columns["stars"]) - expected).max() <= 1e-6

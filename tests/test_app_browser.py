@@ -140,7 +140,7 @@ def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, a
         d.find_element(By.ID, "score").click()
         _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#scores-table td.score")
               or _text(d, "score-status").startswith("Error"), "the scores")
-        assert _text(d, "score-status").startswith(f"Scored {len(files['queries'])} images under 2 requirements")
+        assert _text(d, "score-status").startswith(f"Scored {len(app_files['queries'])} images under 2 requirements")
         shown = [c.text for c in d.find_elements(By.CSS_SELECTOR, '#scores-table td.score[data-requirement="my stars"]')]
         reference = Predictor.from_checkpoint(app_files["ckpt"], device="cpu")
         reference.set_prompt(app_files["prompt"], app_files["stars"], score_range=(1, 5))
@@ -293,7 +293,7 @@ def test_an_undecodable_zip_member_is_skipped_and_listed_and_errors_keep_the_res
     _upload(d, "query-images", [archive])
     _uploaded(d, "query-images", 1)
     status = _click(d, "score", "score-status")
-    assert status.startswith(f"Scored {len(files['queries'])} images under 1 requirement in ") and status.endswith(
+    assert status.startswith(f"Scored {len(app_files['queries'])} images under 1 requirement in ") and status.endswith(
         " s. Skipped 1 file(s) in zip archives that could not be decoded: batch.zip:photos/broken.jpg."), status
     rows = d.find_elements(By.CSS_SELECTOR, "#scores-table tbody tr")
     assert [r.find_element(By.CSS_SELECTOR, "td.image").text for r in rows] == \

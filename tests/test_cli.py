@@ -116,14 +116,16 @@ def test_entry_scripts_run_without_their_folder_on_the_path(tmp_path):
             (script, code, out[-500:])
     beside = []
     for script in ENTRY_SCRIPTS:
-        siblings = {p.stem for p in script.parent.glob("*.py")} | {
-            p.name for p in script.parent.iterdir() if (p / "__init__.py").is_file()} - {"promptiqa"}
-        tree = ast.parse(script.read_text())
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or "."] if isinstance(node, ast.ImportFrom) and not node.level else \
-                ["."] if isinstance(node, ast.ImportFrom) else []
-            beside += [f"{script.name}:{node.lineno} {n}" for n in names if n.split(".")[0] in siblings or n == "."]
+        siblings = ({p.stem for p in script.parent.glob("*.py")}
+                    | {p.name for p in script.parent.iterdir() if (p / "__init__.py").is_file()}) - {"promptiqa"}
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = ["."] if node.level else [node.module]   # a relative import: its own folder
+            else:
+                continue
+            beside += [f"{script.name}:{node.lineno} {n}" for n in names if n == "." or n.split(".")[0] in siblings]
     assert beside == []
     changes = [f"{path.relative_to(ROOT)}:{line}" for path in [*ENTRY_SCRIPTS, *ROOT.glob("promptiqa/**/*.py")]
                for line in _path_changes(ast.parse(path.read_text()))]
