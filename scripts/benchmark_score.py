@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from benchmark_data import write_synthetic_jpegs  # this script's folder is on sys.path when it runs
+from promptiqa.config import OPTIONS
 from promptiqa.data.sampling import DEFAULT_ISP_NUM
+from promptiqa.data.synthetic_photos import write_synthetic_jpegs
 from promptiqa.fileio import json_text
 from promptiqa.models import build_model, save_checkpoint
 from promptiqa.models.reference_weights import reference_state_dict
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default=None, help="default: cuda when available")
-    parser.add_argument("--amp", choices=["bf16", "none", "both"], default="none",
+    amp = OPTIONS["amp"].kwargs   # every command's --amp (fp16 refused with the reason), and both
+    parser.add_argument("--amp", type=amp["type"], choices=[*amp["choices"], "both"], default="none",
                         help="bf16 autocast, none (float32), or both (and compare the scores)")
     parser.add_argument("--weights", choices=["random", "reference"], default="random",
                         help="random initialisation (torch seed 0), or the reference weights of the fidelity tests "

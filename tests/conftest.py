@@ -1,5 +1,6 @@
-"""Shared test fixtures: the ../shared folder beside the checkout, deterministic torch settings, the fixture datasets
-and command lines of tiny training runs."""
+"""Shared test fixtures: the ../shared folder beside the checkout, deterministic torch settings, the fixture datasets,
+command lines of tiny training runs, and the web app's files and server (tests/helpers.py: the plain functions
+behind them, which test files import; no test file imports another)."""
 from __future__ import annotations
 
 import json
@@ -86,3 +87,34 @@ def data(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("datasets")
     return {"koniq10k": str(build_fixture("koniq10k", base / "koniq", n_refs=6, per_ref=4, seed=1)),
             "csiq": str(build_fixture("csiq", base / "csiq", n_refs=5, per_ref=4, seed=2))}
+
+
+@pytest.fixture(scope="module")
+def app_files(tmp_path_factory) -> dict:
+    """The app tests' files: a micro checkpoint (seed 3); 5 prompt images (PNG) with a prompt.csv of 1-5 stars; 4
+    query images (JPEG and PNG) and a broken one."""
+    from tests.helpers import _micro_checkpoint, _write_image
+
+    root = tmp_path_factory.mktemp("app")
+    ckpt = _micro_checkpoint(root / "micro.pth.tar", seed=3)
+    prompt = [_write_image(root / "prompt" / f"p{i}.png", seed=200 + i) for i in range(5)]
+    stars = [1.0, 2.0, 3.0, 5.0, 4.0]
+    (root / "prompt" / "prompt.csv").write_text("image,score\n" + "".join(f"{p.name},{s:g}\n"
+                                                                          for p, s in zip(prompt, stars)))
+    queries = [_write_image(root / "queries" / f"q{i}.{'jpg' if i % 2 else 'png'}", seed=300 + i) for i in range(4)]
+    junk = root / "queries" / "broken.jpg"
+    junk.write_text("not an image")
+    return dict(root=root, ckpt=ckpt, prompt=prompt, stars=stars, csv=root / "prompt" / "prompt.csv",
+                queries=queries, junk=junk)
+
+
+@pytest.fixture(scope="module")
+def app_server(app_files, tmp_path_factory):
+    """The app serving ``app_files``' checkpoint, one per test module; stopping it must exit 130 and leave its
+    temporary folder empty."""
+    from tests.helpers import AppServer
+
+    app = AppServer(tmp_path_factory.mktemp("server"), "--checkpoint", str(app_files["ckpt"]), "--device", "cpu")
+    yield app
+    assert app.stop() == 130, app.log.read_text()
+    assert app.leftovers() == [], "uploads left behind"

@@ -11,113 +11,22 @@ import csv
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-import pytest
 
 from promptiqa import Predictor
 from promptiqa.cli import main as cli_main
-from tests.test_predict import _micro_checkpoint, _write_image
-
-ROOT = Path(__file__).resolve().parents[1]
-STARTUP_S = 300          # importing torch and gradio on a busy 2-core machine takes most of a minute
+from tests.fixtures.launchers import free_port
+from tests.helpers import AppServer, _png_header
 
 
-def free_port() -> int:
-    """A port nothing listens on now (the kernel's choice for an ephemeral bind)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AppServer:
-    """``python -m promptiqa app ARGS --port PORT`` in a subprocess, with its own TMPDIR, HF_HOME (empty, offline)
-    and working folder; ``url`` once it serves. ``program`` is another command line to start (an installed
-    ``promptiqa``): it runs without this checkout on its path."""
-
-    def __init__(self, folder: Path, *args: str, program: Sequence[str] = ()):
-        self.folder = Path(folder)
-        self.tmp = self.folder / "tmp"
-        self.cwd = self.folder / "cwd"
-        for path in (self.tmp, self.cwd):
-            path.mkdir(parents=True, exist_ok=True)
-        self.log = self.folder / "app.log"
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "GRADIO_")) and k != "PYTHONPATH"}
-        env.update(TMPDIR=str(self.tmp), HF_HOME=str(self.folder / "hf"), HF_HUB_OFFLINE="1",
-                   MPLCONFIGDIR=str(self.folder / "mpl"), **({} if program else {"PYTHONPATH": str(ROOT)}))
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([*(program or (sys.executable, "-m", "promptiqa")), "app", *args,
-                                          "--port", str(self.port)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         cwd=self.cwd)
-        self.url = f"http://127.0.0.1:{self.port}/"
-        deadline = time.monotonic() + STARTUP_S
-        while "serving the page on" not in self.log.read_text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"the app did not start (exit {self.proc.returncode}):\n{self.log.read_text()}")
-            time.sleep(0.5)
-
-    def config(self) -> str:
-        """The page's configuration (every component's text) as the browser receives it."""
-        with urllib.request.urlopen(self.url + "config", timeout=30) as response:
-            return response.read().decode()
-
-    def stop(self) -> int:
-        """SIGTERM, as a service manager stops it; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def leftovers(self):
-        """What the app left in its temporary folder (uploads, examples, downloads)."""
-        return sorted(p.name for p in self.tmp.iterdir())
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """A micro checkpoint; 5 prompt images (PNG) with a prompt.csv of 1-5 stars; 4 query images (JPEG and PNG)."""
-    root = tmp_path_factory.mktemp("app")
-    ckpt = _micro_checkpoint(root / "micro.pth.tar", seed=3)
-    prompt = [_write_image(root / "prompt" / f"p{i}.png", seed=200 + i) for i in range(5)]
-    stars = [1.0, 2.0, 3.0, 5.0, 4.0]
-    (root / "prompt" / "prompt.csv").write_text("image,score\n" + "".join(f"{p.name},{s:g}\n"
-                                                                          for p, s in zip(prompt, stars)))
-    queries = [_write_image(root / "queries" / f"q{i}.{'jpg' if i % 2 else 'png'}", seed=300 + i) for i in range(4)]
-    junk = root / "queries" / "broken.jpg"
-    junk.write_text("not an image")
-    return dict(root=root, ckpt=ckpt, prompt=prompt, stars=stars, csv=root / "prompt" / "prompt.csv",
-                queries=queries, junk=junk)
-
-
-@pytest.fixture(scope="module")
-def server(files, tmp_path_factory):
-    """The app serving the micro checkpoint; stopping it must exit 130 and leave its temporary folder empty."""
-    app = AppServer(tmp_path_factory.mktemp("server"), "--checkpoint", str(files["ckpt"]), "--device", "cpu")
-    yield app
-    assert app.stop() == 130, app.log.read_text()
-    assert app.leftovers() == [], "uploads left behind"
-
-
-def client(server):
+def client(app_server):
     """A new browser session."""
     from gradio_client import Client
 
-    return Client(server.url, verbose=False, download_files=str(server.folder / "downloads"))
+    return Client(app_server.url, verbose=False, download_files=str(app_server.folder / "downloads"))
 
 
 def upload(paths):
@@ -148,69 +57,70 @@ def score(session, images):
     return message, columns, [r[0] for r in rows[1:]], table_html
 
 
-def test_scores_equal_the_predictor_and_the_command_line(server, files, tmp_path):
-    page = server.config()
+def test_scores_equal_the_predictor_and_the_command_line(app_server, app_files, tmp_path):
+    page = app_server.config()
     assert json.loads(page)["title"] == "PromptIQA" and "micro.pth.tar" in page and "Limits:" in page   # title, model, stated limits
-    session = client(server)
-    status, summary = add_table_requirement(session, files["prompt"], files["stars"])
+    session = client(app_server)
+    status, summary = add_table_requirement(session, app_files["prompt"], app_files["stars"])
     assert status.startswith("Added requirement **stars**: 5 images") and "1-5, higher is better" in summary
     # the prompt CSV with its images, as DMOS (lower is better), 0-10
-    status, summary, _, _ = session.predict("dmos", upload([files["csv"], *files["prompt"]]), "", "0", "10",
+    status, summary, _, _ = session.predict("dmos", upload([app_files["csv"], *app_files["prompt"]]), "", "0", "10",
                                          "lower is better", api_name="/add_prompt_file")
     assert status.startswith("Added requirement **dmos**"), status
     # a saved prompt (.pt) made by the API from the same images
-    reference = Predictor.from_checkpoint(files["ckpt"], device="cpu")
-    reference.set_prompt(files["prompt"], files["stars"], score_range=(1, 5))
+    reference = Predictor.from_checkpoint(app_files["ckpt"], device="cpu")
+    reference.set_prompt(app_files["prompt"], app_files["stars"], score_range=(1, 5))
     reference.save_prompt(tmp_path / "saved.pt")
     status, _, _, _ = session.predict("saved", upload([tmp_path / "saved.pt"]), "", "", "", "higher is better",
                                    api_name="/add_prompt_file")
     assert status.startswith("Added requirement **saved**"), status
 
-    message, columns, names, table_html = score(session, files["queries"])
-    assert message.startswith(f"Scored {len(files['queries'])} images under 3 requirements"), message
-    assert names == [p.name for p in files["queries"]] and list(columns) == ["stars", "dmos", "saved"]
-    expected = reference.score(files["queries"], workers=0)
+    message, columns, names, table_html = score(session, app_files["queries"])
+    assert message.startswith(f"Scored {len(app_files['queries'])} images under 3 requirements"), message
+    assert names == [p.name for p in app_files["queries"]] and list(columns) == ["stars", "dmos", "saved"]
+    expected = reference.score(app_files["queries"], workers=0)
     assert np.abs(np.array(columns["stars"]) - expected).max() <= 1e-6
     assert np.abs(np.array(columns["saved"]) - expected).max() <= 1e-6
-    reference.set_prompt(files["prompt"], files["stars"], name="dmos", score_range=(0, 10), higher_is_better=False)
-    assert np.abs(np.array(columns["dmos"]) - reference.score(files["queries"], prompt="dmos")).max() <= 1e-6
+    reference.set_prompt(app_files["prompt"], app_files["stars"], name="dmos", score_range=(0, 10),
+                         higher_is_better=False)
+    assert np.abs(np.array(columns["dmos"]) - reference.score(app_files["queries"], prompt="dmos")).max() <= 1e-6
     assert f"{expected[0]:.4f}</td>" in table_html and "data:image/png;base64," in table_html   # shown, thumbnails
 
     # the same files scored by `promptiqa score` give the same numbers, to the CSV's last digit
     out = tmp_path / "cli.csv"
     with contextlib.redirect_stderr(io.StringIO()):
-        assert cli_main(["score", "--checkpoint", str(files["ckpt"]), "--prompt", str(files["csv"]), "--score_range",
-                         "1", "5", "--device", "cpu", "--workers", "0", "--out", str(out),
-                         *map(str, files["queries"])]) == 0
+        assert cli_main(["score", "--checkpoint", str(app_files["ckpt"]), "--prompt", str(app_files["csv"]),
+                         "--score_range", "1", "5", "--device", "cpu", "--workers", "0", "--out", str(out),
+                         *map(str, app_files["queries"])]) == 0
     cli = [row.split(",")[1] for row in out.read_text().splitlines()[1:]]
     assert cli == [f"{v:.6f}" for v in columns["stars"]]
 
 
-def test_bad_inputs_show_the_page_error_and_the_next_call_works(server, files, tmp_path):
-    session = client(server)
-    prompt, stars = files["prompt"], files["stars"]
+def test_bad_inputs_show_the_page_error_and_the_next_call_works(app_server, app_files, tmp_path):
+    session = client(app_server)
+    prompt, stars = app_files["prompt"], app_files["stars"]
     cases = {
         "upload at least 2 prompt images (got 1)": (prompt[:1], stars[:1], "", ""),
         "row 2 (p1.png): score 'abc' is not a number": (prompt, [1, "abc", 3, 4, 5], "", ""),
         "all 5 prompt scores equal 3": (prompt, [3] * 5, "", ""),
         "give both ends of the score range": (prompt, stars, "1", ""),
-        "broken.jpg": ([*prompt[:3], files["junk"]], stars[:4], "", ""),
+        "broken.jpg": ([*prompt[:3], app_files["junk"]], stars[:4], "", ""),
     }
     for expected, (images, scores, low, high) in cases.items():
         status, summary = add_table_requirement(session, images, scores, low=low, high=high)
         assert status.startswith("**Error:** ") and expected in status, (expected, status)
-        assert str(server.tmp) not in status and "Traceback" not in status     # names as uploaded, one line
+        assert str(app_server.tmp) not in status and "Traceback" not in status     # names as uploaded, one line
         assert summary.startswith("No requirement yet")
-    message, columns, _, _ = score(session, files["queries"][:1])
+    message, columns, _, _ = score(session, app_files["queries"][:1])
     assert message == "**Error:** add a requirement first (section 1): scores only mean something under one"
     # an upload that is no image, when scoring: the page names it; the server keeps serving this session
     status, _ = add_table_requirement(session, prompt, stars)
     assert status.startswith("Added requirement **stars**"), status
-    message, columns, _, _ = score(session, [files["queries"][0], files["junk"]])
+    message, columns, _, _ = score(session, [app_files["queries"][0], app_files["junk"]])
     assert message.startswith("**Error:** ") and "broken.jpg" in message and columns is None, message
-    message, columns, names, _ = score(session, files["queries"][:2])
+    message, columns, names, _ = score(session, app_files["queries"][:2])
     assert message.startswith("Scored 2 images") and len(columns["stars"]) == 2, message
-    status, _, _, _ = session.predict("x", upload([files["prompt"][0]]), "", "", "", "higher is better",
+    status, _, _, _ = session.predict("x", upload([app_files["prompt"][0]]), "", "", "", "higher is better",
                                    api_name="/add_prompt_file")
     assert status.startswith("**Error:** upload exactly one prompt file"), status
     # the official demo's example.json: an entry must be chosen when it holds several
@@ -221,14 +131,14 @@ def test_bad_inputs_show_the_page_error_and_the_next_call_works(server, files, t
     status, _, _, _ = session.predict("", upload([example, *prompt]), "", "", "", "higher is better",
                                    api_name="/add_prompt_file")
     assert status.startswith("**Error:** ") and "holds 2 prompts (Example1, Example2)" in status, status
-    assert str(server.tmp) not in status
+    assert str(app_server.tmp) not in status
     status, summary, _, _ = session.predict("", upload([example, *prompt]), "Example2", "", "", "higher is better",
                                          api_name="/add_prompt_file")
     assert status.startswith("Added requirement **example**: 5 images"), status
     assert "0-1, higher is better" in summary
 
 
-def test_an_uploaded_prompt_file_reads_only_the_files_uploaded_with_it(server, files, tmp_path):
+def test_an_uploaded_prompt_file_reads_only_the_files_uploaded_with_it(app_server, app_files, tmp_path):
     """A prompt CSV or JSON naming server paths (/etc/hostname, ../..) made the app open them: an existence oracle
     over the disk, and the server's images usable as prompt images. They resolve only among the uploads now, and a
     path that exists on the server reads exactly like one that does not. A saved prompt of more pairs than a
@@ -237,8 +147,8 @@ def test_an_uploaded_prompt_file_reads_only_the_files_uploaded_with_it(server, f
 
     from promptiqa.predict import Predictor
 
-    session, prompt = client(server), files["prompt"]
-    outside = ["/etc/hostname", "/no/such/file.png", "../../../../etc/hostname", str(files["queries"][0])]
+    session, prompt = client(app_server), app_files["prompt"]
+    outside = ["/etc/hostname", "/no/such/file.png", "../../../../etc/hostname", str(app_files["queries"][0])]
     messages = []
     for i, path in enumerate(outside):
         sheet = tmp_path / f"prompt{i}.csv"
@@ -255,8 +165,8 @@ def test_an_uploaded_prompt_file_reads_only_the_files_uploaded_with_it(server, f
                                       api_name="/add_prompt_file")
     assert "is not among the uploaded files" in status, status
     # a saved prompt of 55 pairs (a 5-pair prompt of this model, its tokens repeated)
-    predictor = Predictor.from_checkpoint(files["ckpt"], device="cpu")
-    predictor.set_prompt(prompt, files["stars"])
+    predictor = Predictor.from_checkpoint(app_files["ckpt"], device="cpu")
+    predictor.set_prompt(prompt, app_files["stars"])
     saved = predictor.save_prompt(tmp_path / "big.pt")
     obj = torch.load(saved, weights_only=True)
     obj["prompt"] = obj["prompt"].repeat(1, 11, 1)
@@ -264,68 +174,67 @@ def test_an_uploaded_prompt_file_reads_only_the_files_uploaded_with_it(server, f
     status, _, _, _ = session.predict("", upload([saved]), "", "", "", "higher is better",
                                       api_name="/add_prompt_file")
     assert status.startswith("**Error:** ") and "big.pt holds 55 pairs; at most 50 per requirement" in status, status
-    status, _ = add_table_requirement(session, prompt, files["stars"])   # the session goes on
+    status, _ = add_table_requirement(session, prompt, app_files["stars"])   # the session goes on
     assert status.startswith("Added requirement **stars**"), status
     # an image whose header declares 900 megapixels (it blocked the page 74 s): refused from its header, at once
     import time
 
-    from tests.test_faults_inputs import _png_header
 
     big = _png_header(tmp_path / "big.png", 30000, 30000)
     start = time.monotonic()
-    message, columns, _, _ = score(session, [files["queries"][0], big])
+    message, columns, _, _ = score(session, [app_files["queries"][0], big])
     assert message.startswith("**Error:** ") and "image too large: 900,000,000 pixels" in message, message
     assert time.monotonic() - start < 20
 
 
-def test_sessions_keep_their_own_requirements_and_examples_match_the_export(server, files, tmp_path):
-    first, second = client(server), client(server)
-    add_table_requirement(first, files["prompt"], files["stars"], name="mine")
+def test_sessions_keep_their_own_requirements_and_examples_match_the_export(app_server, app_files, tmp_path):
+    first, second = client(app_server), client(app_server)
+    add_table_requirement(first, app_files["prompt"], app_files["stars"], name="mine")
     status, summary, _ = second.predict("Noise (MOS)", api_name="/add_example")
     assert status.startswith("Added requirement **Noise (MOS)**: 10 images (bundled example), scale 0-1, higher")
     assert "mine" not in summary
-    _, mine, _, _ = score(first, files["queries"])
-    _, noise, _, _ = score(second, files["queries"])
+    _, mine, _, _ = score(first, app_files["queries"])
+    _, noise, _, _ = score(second, app_files["queries"])
     assert list(mine) == ["mine"] and list(noise) == ["Noise (MOS)"]
 
     # the examples as prompt CSVs for the command line (at the model's input size): the same scores
     export = tmp_path / "examples"
     with contextlib.redirect_stdout(io.StringIO()) as said:
-        assert cli_main(["app", "--checkpoint", str(files["ckpt"]), "--export-examples", str(export)]) == 0
+        assert cli_main(["app", "--checkpoint", str(app_files["ckpt"]), "--export-examples", str(export)]) == 0
     assert "wrote 10 example requirements (64 px images" in said.getvalue()
     assert sorted(p.name for p in export.glob("*.csv"))[:2] == ["colourfulness.csv", "colourfulness_dmos.csv"]
     with contextlib.redirect_stdout(io.StringIO()):   # over an earlier export: rewritten (identically)
-        assert cli_main(["app", "--checkpoint", str(files["ckpt"]), "--export-examples", str(export)]) == 0
+        assert cli_main(["app", "--checkpoint", str(app_files["ckpt"]), "--export-examples", str(export)]) == 0
     mine_folder = tmp_path / "mine"                     # a folder of the user's: its README.md and CSVs are kept
     mine_folder.mkdir()
     (mine_folder / "README.md").write_text("my notes\n")
     (mine_folder / "noise.csv").write_text("image,score\nx.png,1\n")
     with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert cli_main(["app", "--checkpoint", str(files["ckpt"]), "--export-examples", str(mine_folder)]) == 1
+        assert cli_main(["app", "--checkpoint", str(app_files["ckpt"]), "--export-examples", str(mine_folder)]) == 1
     assert "already holds files (README.md and 1 more) that an export did not write" in err.getvalue()
     assert (mine_folder / "README.md").read_text() == "my notes\n" and sorted(os.listdir(mine_folder)) == \
         ["README.md", "noise.csv"]
     out = tmp_path / "noise.csv"
     with contextlib.redirect_stderr(io.StringIO()):
-        assert cli_main(["score", "--checkpoint", str(files["ckpt"]), "--prompt", str(export / "noise.csv"),
+        assert cli_main(["score", "--checkpoint", str(app_files["ckpt"]), "--prompt", str(export / "noise.csv"),
                          "--score_range", "0", "1", "--device", "cpu", "--out", str(out),
-                         *map(str, files["queries"])]) == 0
+                         *map(str, app_files["queries"])]) == 0
     assert [row.split(",")[1] for row in out.read_text().splitlines()[1:]] == [f"{v:.6f}" for v in
                                                                                 noise["Noise (MOS)"]]
     # a zip of images scores as its files do, named archive:member
     import zipfile
     archive = tmp_path / "batch.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        for q in files["queries"]:
+        for q in app_files["queries"]:
             zf.write(q, f"photos/{q.name}")
         zf.writestr("photos/notes.txt", "not an image")
     message, zipped, names, _ = score(second, [archive])
-    assert names == [f"batch.zip:photos/{q.name}" for q in files["queries"]] and "notes.txt" in message
+    assert names == [f"batch.zip:photos/{q.name}" for q in app_files["queries"]] and "notes.txt" in message
     assert zipped["Noise (MOS)"] == noise["Noise (MOS)"]
     # removing a requirement is per session too
     status, summary, _ = first.predict("mine", api_name="/remove_requirement")
     assert status == "Removed requirement **mine**." and summary.startswith("No requirement yet")
-    assert score(second, files["queries"][:1])[0].startswith("Scored 1 image under 1 requirement")
+    assert score(second, app_files["queries"][:1])[0].startswith("Scored 1 image under 1 requirement")
 
 
 def test_without_a_model_the_page_says_how_to_get_one(tmp_path):
@@ -340,14 +249,14 @@ def test_without_a_model_the_page_says_how_to_get_one(tmp_path):
     assert "Traceback" not in app.log.read_text()
 
 
-def test_the_default_model_is_the_demos_prompted_model(files, tmp_path, monkeypatch):
+def test_the_default_model_is_the_demos_prompted_model(app_files, tmp_path, monkeypatch):
     from promptiqa.app.command import choose_checkpoint
 
     monkeypatch.chdir(tmp_path)
     assert choose_checkpoint("hf:Zevin2023/PromptIQA") == ("hf:Zevin2023/PromptIQA", "the authors' release")
     demo = tmp_path / "runs" / "demo" / "promptiqa" / "last.pth.tar"   # where bash scripts/demo.sh leaves it
     demo.parent.mkdir(parents=True)
-    demo.write_bytes(files["ckpt"].read_bytes())
+    demo.write_bytes(app_files["ckpt"].read_bytes())
     (tmp_path / "runs" / "demo" / "baseline").mkdir()
     chosen, origin = choose_checkpoint(None)
     assert Path(chosen).resolve() == demo and origin.startswith("the demo's prompted model")

@@ -17,8 +17,7 @@ import pytest
 
 from promptiqa import Predictor
 from promptiqa.app.prompt_table import SCORE
-from tests.test_app import AppServer, files, server  # noqa: F401  (module-scoped: checkpoint and images; the app)
-from tests.test_predict import check_prompts
+from tests.helpers import AppServer, check_prompts
 
 DECIMALS = 4     # the page shows 4 decimals (promptiqa.app.service.DISPLAY_DECIMALS)
 WAIT_S = 240     # the model and gradio share 2 busy cores with other work
@@ -88,15 +87,15 @@ def _type_into(driver, element_id: str, text: str) -> None:
     box.send_keys(text)
 
 
-def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, files, tmp_path):  # noqa: F811
+def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, app_files, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    server = AppServer(tmp_path / "server", "--checkpoint", str(files["ckpt"]), "--device", "cpu")
+    app_server = AppServer(tmp_path / "server", "--checkpoint", str(app_files["ckpt"]), "--device", "cpu")
     try:
         d = browser
-        d.get(server.url)
+        d.get(app_server.url)
         _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-images input[type=file]"), "the page")
         assert d.title == "PromptIQA"
         assert "micro.pth.tar" in _text(d, "model") and "Limits:" in _text(d, "limits")
@@ -106,11 +105,11 @@ def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, f
 
         # 1. the person's own scored images: upload, type the scores in the table, the range and a name
         d.find_element(By.CSS_SELECTOR, "#prompt-images input[type=file]").send_keys(
-            "\n".join(str(p) for p in files["prompt"]))
+            "\n".join(str(p) for p in app_files["prompt"]))
         cell = '#prompt-table [data-testid="cell-{}-{}"]'
-        _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, cell.format(len(files["prompt"]) - 1, 0)),
+        _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, cell.format(len(app_files["prompt"]) - 1, 0)),
               "one table row per prompt image")
-        for row, score in enumerate(files["stars"]):
+        for row, score in enumerate(app_files["stars"]):
             ActionChains(d).double_click(d.find_element(By.CSS_SELECTOR, cell.format(row, SCORE))).perform()
             editor = _wait(d, lambda d: d.switch_to.active_element.tag_name == "textarea"
                            and d.switch_to.active_element, "a double click to open the cell's editor")
@@ -118,8 +117,8 @@ def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, f
             _wait(d, lambda d: d.find_element(By.CSS_SELECTOR, cell.format(row, SCORE)).text.strip("⋮\n ")
                   == f"{score:g}", f"score {score:g} in row {row + 1}")
         typed = [d.find_element(By.CSS_SELECTOR, cell.format(r, SCORE)).text.strip("⋮\n ")
-                 for r in range(len(files["stars"]))]
-        assert typed == [f"{s:g}" for s in files["stars"]]
+                 for r in range(len(app_files["stars"]))]
+        assert typed == [f"{s:g}" for s in app_files["stars"]]
         _type_into(d, "range-low", "1")
         _type_into(d, "range-high", "5")
         _type_into(d, "range-name", "my stars")
@@ -135,24 +134,24 @@ def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, f
 
         # 2. score the query images
         d.find_element(By.CSS_SELECTOR, "#query-images input[type=file]").send_keys(
-            "\n".join(str(p) for p in files["queries"]))
+            "\n".join(str(p) for p in app_files["queries"]))
         _wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#query-images tr, #query-images .file"))
-              >= len(files["queries"]) or files["queries"][-1].name in _text(d, "query-images"), "the uploads")
+              >= len(app_files["queries"]) or app_files["queries"][-1].name in _text(d, "query-images"), "the uploads")
         d.find_element(By.ID, "score").click()
         _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#scores-table td.score")
               or _text(d, "score-status").startswith("Error"), "the scores")
-        assert _text(d, "score-status").startswith(f"Scored {len(files['queries'])} images under 2 requirements")
+        assert _text(d, "score-status").startswith(f"Scored {len(app_files['queries'])} images under 2 requirements")
         shown = [c.text for c in d.find_elements(By.CSS_SELECTOR, '#scores-table td.score[data-requirement="my stars"]')]
-        reference = Predictor.from_checkpoint(files["ckpt"], device="cpu")
-        reference.set_prompt(files["prompt"], files["stars"], score_range=(1, 5))
-        expected = reference.score(files["queries"], workers=0)
+        reference = Predictor.from_checkpoint(app_files["ckpt"], device="cpu")
+        reference.set_prompt(app_files["prompt"], app_files["stars"], score_range=(1, 5))
+        expected = reference.score(app_files["queries"], workers=0)
         assert shown == [f"{v:.{DECIMALS}f}" for v in expected]
         assert len(d.find_elements(By.CSS_SELECTOR, '#scores-table td.score[data-requirement="Sharpness (MOS)"]')) \
-            == len(files["queries"])
+            == len(app_files["queries"])
 
         # nothing the page loaded came from another host
         hosts = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-        assert [h for h in hosts if not h.startswith((server.url, "data:", "blob:"))] == []
+        assert [h for h in hosts if not h.startswith((app_server.url, "data:", "blob:"))] == []
 
         d.execute_script("window.scrollTo(0, 0)")
         shot = tmp_path / "app.png"
@@ -162,22 +161,22 @@ def test_a_person_sets_a_requirement_and_scores_images_in_the_browser(browser, f
 
         # another tab is another session: it starts with no requirement
         d.switch_to.new_window("tab")
-        d.get(server.url)
+        d.get(app_server.url)
         _wait(d, lambda d: d.find_elements(By.ID, "requirements"), "the second session's page")
         assert _text(d, "requirements").startswith("No requirement yet")
         d.close()
         d.switch_to.window(d.window_handles[0])
         assert "my stars" in _text(d, "requirements")
     finally:
-        code = server.stop()
-    assert code == 130 and server.leftovers() == [], server.log.read_text()
+        code = app_server.stop()
+    assert code == 130 and app_server.leftovers() == [], app_server.log.read_text()
 
 
-def _open(driver, server):  # noqa: F811
+def _open(driver, app_server):
     """A new session of the module's app, its page loaded."""
     from selenium.webdriver.common.by import By
 
-    driver.get(server.url)
+    driver.get(app_server.url)
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-images input[type=file]"), "the page")
     return driver
 
@@ -218,10 +217,10 @@ def _click(driver, button_id: str, status_id: str) -> str:
 
 
 def test_a_csv_fills_the_scores_beside_thumbnails_and_the_requirement_check_says_when_it_is_not_followed(
-        browser, server, files, tmp_path):  # noqa: F811
+        browser, app_server, app_files, tmp_path):
     from selenium.webdriver.common.by import By
 
-    reference = Predictor.from_checkpoint(files["ckpt"], device="cpu")
+    reference = Predictor.from_checkpoint(app_files["ckpt"], device="cpu")
     images, followed, reversed_ = check_prompts(reference, tmp_path)
     good = reference.check_requirement(reference.set_prompt(images, followed, score_range=(1, 5)))
     bad = reference.check_requirement(reference.set_prompt(images, reversed_, score_range=(1, 5)))
@@ -230,7 +229,7 @@ def test_a_csv_fills_the_scores_beside_thumbnails_and_the_requirement_check_says
                                                                        for im, v in zip(images, scores)))
     with open(tmp_path / "followed.csv", "a") as fh:
         fh.write("elsewhere/ghost.png,3\n")                 # a row naming no uploaded image: reported
-    d = _open(browser, server)
+    d = _open(browser, app_server)
 
     # images and their CSV dropped together: one row per image, its thumbnail beside its score from the CSV
     _upload(d, "prompt-images", [*images, tmp_path / "followed.csv"])
@@ -276,17 +275,17 @@ def test_a_csv_fills_the_scores_beside_thumbnails_and_the_requirement_check_says
 
 
 def test_an_undecodable_zip_member_is_skipped_and_listed_and_errors_keep_the_results(
-        browser, server, files, tmp_path):  # noqa: F811
+        browser, app_server, app_files, tmp_path):
     import zipfile
 
     from selenium.webdriver.common.by import By
 
     archive = tmp_path / "batch.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        for q in files["queries"]:
+        for q in app_files["queries"]:
             zf.write(q, f"photos/{q.name}")
-        zf.write(files["junk"], "photos/broken.jpg")
-    d = _open(browser, server)
+        zf.write(app_files["junk"], "photos/broken.jpg")
+    d = _open(browser, app_server)
     d.find_element(By.XPATH, "//button[@role='tab'][normalize-space()='Bundled examples']").click()
     _wait(d, lambda d: d.find_element(By.ID, "add-example").is_displayed(), "the examples tab")
     assert _click(d, "add-example", "requirement-status").startswith("Added")
@@ -294,16 +293,16 @@ def test_an_undecodable_zip_member_is_skipped_and_listed_and_errors_keep_the_res
     _upload(d, "query-images", [archive])
     _uploaded(d, "query-images", 1)
     status = _click(d, "score", "score-status")
-    assert status.startswith(f"Scored {len(files['queries'])} images under 1 requirement in ") and status.endswith(
+    assert status.startswith(f"Scored {len(app_files['queries'])} images under 1 requirement in ") and status.endswith(
         " s. Skipped 1 file(s) in zip archives that could not be decoded: batch.zip:photos/broken.jpg."), status
     rows = d.find_elements(By.CSS_SELECTOR, "#scores-table tbody tr")
     assert [r.find_element(By.CSS_SELECTOR, "td.image").text for r in rows] == \
-        [f"batch.zip:photos/{q.name}" for q in files["queries"]]
+        [f"batch.zip:photos/{q.name}" for q in app_files["queries"]]
 
     # a loose file that is no image is an error (as a file named on the command line); the results stay
     d.find_element(By.CSS_SELECTOR, "#query-images button[aria-label='Clear']").click()
-    _upload(d, "query-images", [files["junk"]])
+    _upload(d, "query-images", [app_files["junk"]])
     _wait(d, lambda d: "broken" in d.find_element(By.CSS_SELECTOR, "#query-images tbody tr").text, "the new upload")
     status = _click(d, "score", "score-status")
     assert status.startswith("Error: ") and "broken.jpg" in status
-    assert len(d.find_elements(By.CSS_SELECTOR, "#scores-table tbody tr")) == len(files["queries"])
+    assert len(d.find_elements(By.CSS_SELECTOR, "#scores-table tbody tr")) == len(app_files["queries"])

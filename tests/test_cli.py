@@ -1,5 +1,8 @@
 """The command registry (promptiqa/cli.py): every command is reachable as ``python -m promptiqa COMMAND``, its
 ``--help`` documents its options from any folder, and the scripts are shims over the same registry."""
+import ast
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +62,76 @@ def test_scripts_are_shims_over_the_registry(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "scripts/relabel_fr.py"), "nope"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 2 and "relabel-eval" in out.stderr
-    for path in [*ROOT.glob("scripts/*.py"), ROOT / "train.py", ROOT / "test.py", *ROOT.glob("promptiqa/**/*.py")]:
-        assert "sys.path.insert" not in path.read_text() and "sys.path.append" not in path.read_text(), path
+
+
+ENTRY_SCRIPTS = sorted([*ROOT.glob("scripts/*.py"), ROOT / "train.py", ROOT / "test.py"])
+# Runs each script given on its command line as `python SCRIPT --help` does, in this one process, without the
+# script's folder on sys.path (python -P leaves out the folder of -c too); prints {script: [exit code, output]}.
+_RUN_EACH_WITHOUT_ITS_FOLDER = """
+import contextlib, io, json, runpy, sys
+results = {}
+for path in sys.argv[1:]:
+    sys.argv, out = [path, "--help"], io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            runpy.run_path(path, run_name="__main__")   # unlike `python SCRIPT`, adds no folder to sys.path
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        except Exception as error:                      # ModuleNotFoundError: a sibling of the script
+            code = f"{type(error).__name__}: {error}"
+    results[path] = [code, out.getvalue()]
+print(json.dumps(results))
+"""
+
+
+def _path_changes(tree: ast.AST) -> list:
+    """Lines that change sys.path: sys.path.insert/append/extend(...), sys.path = / += / [...] = ..."""
+    def is_sys_path(node):
+        return isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys"
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value):
+            lines += [node.lineno] if node.func.attr in ("insert", "append", "extend") else []
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            lines += [node.lineno for t in targets if is_sys_path(t) or is_sys_path(getattr(t, "value", None))]
+    return sorted(lines)
+
+
+def test_entry_scripts_run_without_their_folder_on_the_path(tmp_path):
+    """`python scripts/X.py` puts scripts/ first on sys.path, so a script importing its sibling (benchmark_score.py
+    imported benchmark_data) runs from the checkout only: every entry script runs here with --help without its folder
+    on sys.path, imports no module beside it (the package itself excepted: it is installed), and nothing changes
+    sys.path (the scripts and the package)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}   # the package, as installed; not scripts/
+    proc = subprocess.run([sys.executable, "-P", "-c", _RUN_EACH_WITHOUT_ITS_FOLDER, *map(str, ENTRY_SCRIPTS)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.splitlines()[-1])
+    assert len(results) == len(ENTRY_SCRIPTS) >= 10
+    for script, (code, out) in results.items():
+        # relabel_fr.py names its two words, a usage error like argparse's; every other script prints its usage
+        assert (code, "usage:" in out) == ((2, True) if script.endswith("relabel_fr.py") else (0, True)), \
+            (script, code, out[-500:])
+    beside = []
+    for script in ENTRY_SCRIPTS:
+        siblings = ({p.stem for p in script.parent.glob("*.py")}
+                    | {p.name for p in script.parent.iterdir() if (p / "__init__.py").is_file()}) - {"promptiqa"}
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = ["."] if node.level else [node.module]   # a relative import: its own folder
+            else:
+                continue
+            beside += [f"{script.name}:{node.lineno} {n}" for n in names if n == "." or n.split(".")[0] in siblings]
+    assert beside == []
+    changes = [f"{path.relative_to(ROOT)}:{line}" for path in [*ENTRY_SCRIPTS, *ROOT.glob("promptiqa/**/*.py")]
+               for line in _path_changes(ast.parse(path.read_text()))]
+    assert changes == []
+    assert _path_changes(ast.parse("import sys\nsys.path.insert(0, 'x')\nsys.path[:0] = ['y']\n")) == [2, 3]
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -143,7 +214,7 @@ def test_device_and_amp_are_declared_once_and_read_alike_everywhere(tmp_path, ca
     import ast
 
     from promptiqa.engine import benchmark
-    from tests.test_predict import _micro_checkpoint, _write_image
+    from tests.helpers import _micro_checkpoint, _write_image
 
     declared = []
     for path in sorted((ROOT / "promptiqa").rglob("*.py")):

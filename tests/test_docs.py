@@ -3,6 +3,7 @@ their fenced blocks parses with its command's own parser, nothing points outside
 tables state what the registry and the split rule do; the layout's import rules hold."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.util
@@ -139,6 +140,38 @@ def test_nothing_imports_upwards():
             if top in TOOLS or (top in LAYERS and LAYERS.index(top) > LAYERS.index(parts[0])):
                 upward.append(f"promptiqa/{'/'.join(parts)}:{line} imports {module}")
     assert upward == []
+
+
+def _test_file_imports(folder: Path) -> list:
+    """'FILE:LINE imports MODULE' for each import of a test module (tests.test_*, a relative .test_*, a bare test_*)
+    in the test files of ``folder``."""
+    found = []
+    for path in sorted(folder.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(filter(None, ["tests" if node.level else "", node.module or ""]))
+                modules = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[0].startswith("test_") or (parts[0] == "tests" and parts[1:2] and
+                                                   parts[1].startswith("test_")):
+                    found.append(f"{path.name}:{node.lineno} imports {module}")
+                    break
+    return found
+
+
+def test_no_test_file_imports_another(tmp_path):
+    """Helpers the test files share live in tests/helpers.py and tests/conftest.py (fixtures): a test file imports no
+    other test file (importing one would collect its tests and fixtures a second time)."""
+    assert _test_file_imports(ROOT / "tests") == []
+    (tmp_path / "test_a.py").write_text("from tests.test_predict import f\nfrom . import test_app\n"
+                                        "import tests.test_cli\nfrom tests.helpers import g\n")
+    assert _test_file_imports(tmp_path) == ["test_a.py:1 imports tests.test_predict",
+                                            "test_a.py:2 imports tests.test_app", "test_a.py:3 imports tests.test_cli"]
 
 
 def test_the_install_table_names_the_extra_of_every_command():
@@ -378,7 +411,7 @@ def test_every_documented_command_line_parses_with_its_own_parser():
     ("python scripts/ten_splits.py --config configs/paper.yaml --seeds 2024 --no_such 1", "unrecognized arguments"),
     ("python scripts/relabel_fr.py table3 --checkpoint C --labels dir", "unrecognized arguments"),
     ("python scripts/ablation.py --variant all --no_such 1", "unrecognized arguments"),
-    ("python scripts/benchmark_score.py --preset tiny --amp fp16", "invalid choice"),
+    ("python scripts/benchmark_score.py --preset tiny --amp fp16", "fp16 is not offered"),
     ("python scripts/no_such_script.py --x", "no such command"),
     ("cd runs && promptiqa score --checkpoint C --prompt p.csv --quiet --no_such photos/", "unrecognized arguments"),
     ('A=$(hostname | head -n 1) srun python train.py --epochs 1 --no_such 2', "unrecognized arguments"),

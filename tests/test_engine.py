@@ -69,10 +69,34 @@ def test_group_batchnorm_is_batchnorm_in_eval_mode():
         assert torch.equal(grouped(images, scores, groups=2), plain(images, scores, groups=2))
 
 
-def test_fp16_is_refused_everywhere_with_the_reason(tmp_path, capsys):
+def test_fp16_is_refused_everywhere_with_the_reason(tmp_path, capsys, monkeypatch):
+    from promptiqa.cli import COMMANDS, command_parser, main
+
     reason = "fp16 is not offered: MAL's unscaled attention energies overflow float16"
     with pytest.raises(SystemExit) as exit_:                               # train.py's command line: a usage error
         resolve_config(["--amp", "fp16"])
+    assert exit_.value.code == 2 and f"argument --amp: {reason}" in capsys.readouterr().err
+    # every command that takes --amp or --eval_amp (itself, or through the command its rest goes to): a usage error,
+    # before anything is written
+    needs = {"ablation": ["--variant", "all"]}   # what a command asks for before it parses the rest
+    monkeypatch.chdir(tmp_path)
+    refused = []
+    for name, command in COMMANDS.items():
+        parsers = [command_parser(name)] + ([command_parser(command.rest_to)] if getattr(command, "rest_to", None)
+                                            else [])
+        for option in sorted({o for p in parsers for a in p._actions for o in a.option_strings} & {"--amp",
+                                                                                                   "--eval_amp"}):
+            assert main([name, *needs.get(name, []), option, "fp16"]) == 2, (name, option)
+            assert f"argument {option}: {reason}" in capsys.readouterr().err, (name, option)
+            refused.append(f"{name} {option}")
+    assert {"train --amp", "train --eval_amp", "test --amp", "score --amp", "benchmark --amp",
+            "ten-splits --amp", "ablation --eval_amp", "relabel-eval --amp"} <= set(refused)
+    assert list(tmp_path.iterdir()) == []
+    import runpy
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark_score.py"))
+    with pytest.raises(SystemExit) as exit_:                               # and the stand-alone benchmark script
+        script["main"](["--amp", "fp16"])
     assert exit_.value.code == 2 and f"argument --amp: {reason}" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=f"--amp: {reason}"):             # every config object (test.py's too)
         from promptiqa.evaluation.runner import EvalConfig

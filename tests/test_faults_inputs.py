@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from promptiqa.cli import main as cli_main
-from tests.test_predict import _micro_checkpoint, _write_image
+from tests.helpers import _micro_checkpoint, _png_header, _write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -613,20 +613,6 @@ def test_scoring_refuses_truncated_jpegs_among_queries_and_prompt_images(scoring
     prompt.write_text(f"image,score\n{scoring['prompt_images'][0]},1\n{query},2\n")
     rc, _, err = _score(scoring, capsys, prompt=prompt)
     assert rc == 1 and _error_line(err).startswith(f"error: {prompt} row 3: truncated JPEG")
-
-
-def _png_header(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header declares width x height RGB pixels, with almost no pixel data: it costs nothing to write,
-    and decoding it would allocate width * height * 3 bytes before finding the data short."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
-    return path
 
 
 def test_an_image_of_too_many_pixels_is_refused_from_its_header(scoring, tmp_path, capsys):

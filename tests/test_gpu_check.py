@@ -191,7 +191,7 @@ def test_row_1_passes_with_the_reference_weights_on_the_cpu():
 def test_the_resume_comparison_sees_any_changed_weight_or_counter(tmp_path):
     import torch
 
-    from promptiqa.engine.gpu_check.checks import _error_line, _max_weight_difference
+    from promptiqa.engine.gpu_check.resume_drill import _error_line, _max_weight_difference
 
     state = {"w": torch.zeros(3, 2), "bn.num_batches_tracked": torch.tensor(4)}
     same, moved, counted = (tmp_path / f"{name}.pth.tar" for name in ("same", "moved", "counted"))

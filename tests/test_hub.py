@@ -19,7 +19,7 @@ import pytest
 from promptiqa.hub import (DEFAULT_FILE, PROXY_VARIABLES, RELEASE_REPO, HubError, HubFile, endpoint_unreachable,
                            parse_reference)
 from promptiqa.models import load_model
-from tests.test_predict import _micro_checkpoint, _write_image
+from tests.helpers import _micro_checkpoint, _write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 REVISION = "0123456789abcdef0123456789abcdef01234567"

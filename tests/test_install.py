@@ -29,7 +29,7 @@ from typing import Dict, Iterable, List, Sequence
 import pytest
 
 from promptiqa.cli import EXTRA_MODULES
-from tests.test_predict import _micro_checkpoint, _write_image
+from tests.helpers import AppServer, _micro_checkpoint, _write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "requirements.txt", "promptiqa", "configs"]
@@ -295,8 +295,6 @@ def test_a_core_install_refuses_commands_whose_extra_is_missing(resolved, tmp_pa
 
 
 def test_adding_the_app_extra_serves_the_page(installed, core_links, tmp_path_factory, tmp_path):
-    from tests.test_app import AppServer
-
     wheel = installed[0]
     core = _closure(wheel)
     links = _link([dist for name, dist in _closure(wheel, ["app"]).items() if name not in core],

@@ -17,36 +17,13 @@ from PIL import Image
 from promptiqa import Predictor
 from promptiqa.cli import main
 from promptiqa.data.images import read_image, to_tensor
-from promptiqa.models import build_model, save_checkpoint
+from promptiqa.models import build_model
 from promptiqa.predict import (REQUIREMENT_CHECK_MIN_SROCC, ImageError, PredictorError, PromptError, ScoreScale,
                                find_images, read_prompt_pairs)
+from tests.helpers import _micro_checkpoint, _write_image, check_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 STARS = [1, 2, 3, 4, 5]
-
-
-def _write_image(path: Path, seed: int, size=(56, 72)) -> Path:
-    """A blurred-noise picture; the seed sets both the content and the blur, so images get different scores."""
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur((rng.random((*size, 3)) * 255).astype(np.uint8), (0, 0), 0.3 + 0.6 * (seed % 6))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), image)
-    return path
-
-
-def _micro_checkpoint(path: Path, seed: int = 0, **kwargs) -> Path:
-    torch.manual_seed(seed)
-    return save_checkpoint(path, build_model("promptiqa", preset="micro", **kwargs), prompt_num=10)
-
-
-def check_prompts(p: Predictor, folder: Path):
-    """10 images and two prompts on them for the requirement check, both on a 1-5 scale: one the model follows (its
-    own scores of the images under another prompt) and the same scores reversed, which it cannot follow. Measured
-    for the micro model of seed 3 on these images: leave-one-out SROCC 0.92 and -0.90 (other image sets of 6-10
-    images gave 0.49 to 0.92 and -0.49 to -1.0: a random-init model follows its own ranking only roughly)."""
-    images = [_write_image(folder / f"c{k}.png", seed=700 + k) for k in range(10)]
-    followed = p.score(images, prompt=p.set_prompt(images, [1, 5] * 5, name="check", score_range=(1, 5)), workers=0)
-    return images, [float(v) for v in followed], [6.0 - float(v) for v in followed]
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from promptiqa.engine.trainer import launch
 from promptiqa.engine.tracking import Tracker, cut_events_after, event_files
 from promptiqa.errors import ConfigError
 from tests.conftest import copy_of_run
+from tests.helpers import tensorboard_scalars
 
 pytest.importorskip("tensorboard", reason="--log_to tensorboard needs the tensorboard package")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader, RawEventFileLoader  # noqa: E402
 
 TRAIN_TAGS = {"train/loss", "train/lr", "train/images_per_s"}
@@ -27,13 +27,6 @@ TEST_TAGS = {"test/koniq10k/srocc", "test/koniq10k/plcc", "test/srocc_mean", "te
 def _options(**extra):
     # one dataset of 19 train images, 8 per step: 2 steps an epoch; logging steps 2 and 4, evaluations at 2 and 4
     return dict(keys=["koniq10k"], log_to=["tensorboard"], **extra)
-
-
-def _read(run):
-    """{tag: [(step, value)]} as TensorBoard's reader gives it (it honours the purge marker)."""
-    acc = EventAccumulator(str(run / run_folder.TENSORBOARD), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def _raw_points(run):
@@ -55,7 +48,7 @@ def resumed(data, train_argv, tmp_path_factory):
     at_step_1 = run.parent / "last_at_step_1.pth.tar"
     shutil.copy(run / run_folder.LAST, at_step_1)
     launch(resolve_config(train_argv(data, run, **_options(resume=run / run_folder.LAST))))
-    return run, at_step_1, _read(run)
+    return run, at_step_1, tensorboard_scalars(run)
 
 
 def test_a_run_writes_loss_lr_speed_and_every_evaluation(resumed):
@@ -81,7 +74,7 @@ def test_a_resumed_run_shows_every_step_once_even_after_events_written_past_its_
     shutil.copy(resumed[1], run / run_folder.LAST)
     launch(resolve_config(train_argv(data, run, **_options(resume=run / run_folder.LAST))))
     assert "TensorBoard: removed 14 point(s) of steps after 1" in (run / run_folder.LOG).read_text()
-    points, before = _read(run), resumed[2]
+    points, before = tensorboard_scalars(run), resumed[2]
     assert set(_raw_points(run).values()) == {1}   # the files themselves hold each step once, for any reader
     # the same steps and, resume being exact, the same figures (but the speed)
     steps = (lambda read: {tag: [s for s, _ in p] for tag, p in read.items()})   # noqa: E731
@@ -108,7 +101,7 @@ def test_a_cut_rewrites_files_with_a_record_cut_short_and_overwrite_clears_the_f
     with open(path, "ab") as fh:
         fh.write(b"\x05\x00\x00")   # a kill in the middle of a record
     assert cut_events_after(tmp_path / run_folder.TENSORBOARD, 2) == 4   # step 3's four scalars
-    assert [s for s, _ in _read(tmp_path)["test/live/srocc"]] == [1, 2]
+    assert [s for s, _ in tensorboard_scalars(tmp_path)["test/live/srocc"]] == [1, 2]
     assert path.stat().st_size == sum(len(r) + 16 for r in RawEventFileLoader(str(path)).Load())   # no partial record
     assert run_folder.existing_run_files(tmp_path) == [run_folder.TENSORBOARD]
     assert run_folder.clear_run(tmp_path) == [run_folder.TENSORBOARD] and list(tmp_path.iterdir()) == []

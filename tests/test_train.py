@@ -324,9 +324,9 @@ def test_val_fraction_selects_an_epoch_on_validation_and_reports_its_test_figure
                      rf"best_model.pth.tar\): .* \| best on validation \(epoch {chosen}, best_val_model.pth.tar\): "
                      rf"koniq10k SROCC {figures[chosen, 'koniq10k', 'test']['srocc']:.4f}", log)
     # TensorBoard gets the validation figures beside the test figures, at the same steps
-    from tests.test_tracking import _read
+    from tests.helpers import tensorboard_scalars
 
-    events = _read(run)
+    events = tensorboard_scalars(run)
     for d in data:
         val_points = events[f"val/{d}/srocc"]
         assert [s for s, _ in val_points] == [s for s, _ in events[f"test/{d}/srocc"]]

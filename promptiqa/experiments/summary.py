@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import paper
-from ..engine.run_folder import CONFIG, METRICS, SUMMARY, best_epoch, read_metrics, selection_score
-from ..errors import ConfigError, run_command
+from ..errors import run_command
 from ..fileio import atomic_write, write_json
 from ..evaluation.report import fmt, markdown_table, write_csv, write_lines
+# read_seed_run and select_epochs stay importable from here, where they were before the reading moved
+from .seed_runs import SELECTIONS, SUMMARY_METRICS, SeedRun, read_group, read_seed_run, select_epochs  # noqa: F401
 
 TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("synthetic", ("live", "csiq", "tid2013", "kadid")),
@@ -42,11 +42,6 @@ TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("underwater", ("uwiqa",)),
 )
 OTHER = "other"
-SELECTIONS = {"last": "last epoch", "best": "best epoch (selected on the test split, as the official code does)",
-              "best_val": "best epoch on validation (--val_fraction: selected on a validation part held out from "
-                          "training; test figures)"}
-SUMMARY_METRICS = ("srocc", "plcc")
-DONE_FILE = SUMMARY    # training writes it when a run has finished all its epochs
 # The method label (and Table 6 variant) a protocol command gave the runs of a root: every later summary of the root
 # uses it, so ten-splits' own summary and a re-run of `summarise` on the same folder label its rows alike.
 METHOD_FILE = "method.json"
@@ -66,117 +61,6 @@ def column_groups(datasets: Iterable[str]) -> List[Tuple[str, List[str]]]:
     groups = [(task, [k for k in keys if k in present]) for task, keys in TASKS]
     groups.append((OTHER, [k for k in present if task_of(k) == OTHER]))
     return [(task, keys) for task, keys in groups if keys]
-
-
-# ---------------------------------------------------------------- reading runs
-
-
-@dataclass
-class SeedRun:
-    """One seed's figures: values[selection][dataset][metric], and the epoch each came from."""
-
-    path: Path
-    seed: Optional[int]
-    finished: bool
-    values: Dict[str, Dict[str, Dict[str, float]]] = field(default_factory=dict)
-    epochs: Dict[str, Dict[str, int]] = field(default_factory=dict)
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def select_epochs(rows: Sequence[Mapping[str, str]], val_rows: Sequence[Mapping[str, str]] = ()) -> Dict[str, int]:
-    """{"last": ..., "best": ...} epochs of one metrics.csv's test rows; "best" by training's own rule
-    (run_folder.best_epoch), so it is the epoch of the run's best_model.pth.tar; given validation rows, "best_val"
-    by the same rule on them (the epoch of best_val_model.pth.tar)."""
-    def scores(part):
-        by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}
-        for r in part:
-            by_epoch.setdefault(int(r["epoch"]), {})[r["dataset"]] = {m: _float(r[m]) for m in ("srocc", "plcc")}
-        return {e: selection_score(m) for e, m in by_epoch.items()}
-
-    test = scores(rows)
-    if not test:
-        raise ConfigError("no test rows")
-    chosen = {"last": max(test), "best": best_epoch(test)}
-    if val_rows:
-        chosen["best_val"] = best_epoch(scores(val_rows))
-    return chosen
-
-
-def _seed_of(path: Path) -> Optional[int]:
-    for candidate in (path / CONFIG, *sorted(path.glob(f"*/{CONFIG}"))):
-        if candidate.is_file():
-            try:
-                return int(json.loads(candidate.read_text())["seed"])
-            except (KeyError, ValueError, TypeError, json.JSONDecodeError):
-                pass
-    match = re.search(r"seed_?(\d+)", path.name)
-    return int(match.group(1)) if match else None
-
-
-def read_seed_run(path) -> SeedRun:
-    """A seed's run folder: its metrics.csv, or one sub-folder per dataset each with its own metrics.csv."""
-    path = Path(path)
-    files = [path / METRICS] if (path / METRICS).is_file() else sorted(path.glob(f"*/{METRICS}"))
-    if not files:
-        raise FileNotFoundError(f"no {METRICS} in {path} or its sub-folders")
-    run = SeedRun(path, _seed_of(path), all((f.parent / DONE_FILE).is_file() for f in files))
-    run.values = {s: {} for s in SELECTIONS}
-    run.epochs = {s: {} for s in SELECTIONS}
-    for f in files:
-        every = read_metrics(f)
-        rows = [r for r in every if r["split"] == "test"]
-        if not rows:
-            warnings.warn(f"{f} has no test rows (no evaluation finished yet); skipped")
-            continue
-        chosen = select_epochs(rows, [r for r in every if r["split"] == "val"])
-        for selection, epoch in chosen.items():
-            for r in rows:
-                if int(r["epoch"]) != epoch:
-                    continue
-                if r["dataset"] in run.values[selection]:
-                    raise ConfigError(f"{path}: dataset '{r['dataset']}' appears in more than one metrics.csv")
-                run.values[selection][r["dataset"]] = {m: _float(r[m]) for m in ("srocc", "plcc", "krcc", "rmse")}
-                run.epochs[selection][r["dataset"]] = epoch
-    return run
-
-
-def find_seed_runs(root) -> List[Path]:
-    """The seed folders of a 10-split root (seed_*), or the root itself when it is one run; refuses a path that
-    is neither (a mistyped folder)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: no such folder (expected a training run or a 10-split folder of seed_*/ runs)")
-    seeds = sorted((p for p in root.glob("seed_*") if p.is_dir()), key=lambda p: (_seed_of(p) or 0, p.name))
-    if seeds:
-        return seeds
-    markers = (METRICS, CONFIG)
-    if not any((root / m).is_file() or next(root.glob(f"*/{m}"), None) for m in markers):
-        raise ConfigError(f"{root} is not a run folder (no {METRICS} or {CONFIG}, no seed_*/ runs or runs in its "
-                          f"sub-folders)")
-    return [root]
-
-
-def read_group(root, partial: bool = False) -> List[SeedRun]:
-    """Every seed run under ``root``; unfinished runs are skipped with a warning unless ``partial``."""
-    runs = []
-    for path in find_seed_runs(root):
-        try:
-            run = read_seed_run(path)
-        except FileNotFoundError:
-            warnings.warn(f"{path}: no {METRICS} yet; skipped")
-            continue
-        if not run.finished and not partial:
-            warnings.warn(f"{path}: training has not finished (no {DONE_FILE}); skipped (summarise with --partial "
-                          f"to include its latest epoch)")
-            continue
-        runs.append(run)
-    return runs
 
 
 # ---------------------------------------------------------------- statistics

@@ -1,4 +1,5 @@
-"""The GPU check's items, one small function each, and their registry (CHECKS, in the order they run).
+"""The GPU check's items, one small function each (row 5, the resume drill, in resume_drill.py), and their registry
+(CHECKS, in the order they run).
 
 Each function takes the runner's Context and returns {row id: RowResult}. On a GPU they use the official model at
 the paper's step (6 groups of 11); with --cpu the micro model at the smallest step (2 groups of 3), so the same code
@@ -8,22 +9,20 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 import os
 import platform
-import re
 import subprocess
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 from ...devices import cpu_name
 from ...models.reference_weights import FIDELITY_TOLERANCE, read_vector, reference_state_dict, vector_errors
+from .resume_drill import DATASET_KEY, resume
 from .runner import FAIL, INFO, NA, PASS, WARN, Check, Context, RowResult
 
 TRAIN_TARGET = 150.0             # images/s at the paper's step, bf16 + compile, one H100 (docs/training.md, "Speed")
@@ -31,13 +30,12 @@ TRAIN_MEMORY_TARGET_GIB = 40.0
 INFERENCE_TARGET = 500.0         # images/s, bf16, prompt encoded once
 CARD_GIB = 24.0                  # an RTX 3090
 OUTSIDE_ALLOCATOR_GIB = 1.0      # CUDA context, cuBLAS workspaces, NCCL buffers: outside torch's allocator's count
-DATASET_KEY = "gpucheck"
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big the measured work is: the model preset, the step (groups x group size), steps timed after warm-up,
-    inference batches, and the resume drill's dataset, step, epochs and the step it stops after."""
+    """How big the measured work is: the model preset, the step (groups x group size), steps timed after warm-up, and
+    inference batches (the resume drill's sizes: resume_drill.DrillSizes)."""
 
     preset: str
     groups: int
@@ -46,21 +44,10 @@ class Sizes:
     steps: int
     infer_batch: int
     infer_batches: int
-    drill_images: int
-    drill_groups: int
-    drill_group_size: int
-    drill_epochs: int
-    drill_stop: int
-    drill_image_size: int
 
 
-# The drill: 3 steps an epoch on a GPU, stopped in epoch 2 (resuming crosses an epoch's end and a mid-epoch
-# position), the micro backbone at 224 px: its 28x28 grid takes the official head without the bilinear resize, whose
-# CUDA backward has no deterministic kernel. With --cpu 2 steps, stopped mid-epoch (the CPU tests cover the rest).
-GPU_SIZES = Sizes("official", 6, 11, warmup=2, steps=5, infer_batch=64, infer_batches=8, drill_images=36,
-                  drill_groups=2, drill_group_size=4, drill_epochs=2, drill_stop=4, drill_image_size=224)
-CPU_SIZES = Sizes("micro", 2, 3, warmup=1, steps=1, infer_batch=8, infer_batches=2, drill_images=20,
-                  drill_groups=2, drill_group_size=3, drill_epochs=1, drill_stop=1, drill_image_size=64)
+GPU_SIZES = Sizes("official", 6, 11, warmup=2, steps=5, infer_batch=64, infer_batches=8)
+CPU_SIZES = Sizes("micro", 2, 3, warmup=1, steps=1, infer_batch=8, infer_batches=2)
 
 
 def sizes(context: Context) -> Sizes:
@@ -306,133 +293,6 @@ def memory_six_gpus(context: Context) -> Dict[str, RowResult]:
         f"{need:.1f} GiB: {'fits' if fits else 'does not fit'} a {CARD_GIB:g} GB card (RTX 3090)"
         + ("" if fits else "; try --grad_checkpointing") + "; official, 1x11 images/step, DDP (NCCL), 3 steps",
         {**asdict(got), "card_gib": CARD_GIB, "outside_allocator_gib": OUTSIDE_ALLOCATOR_GIB, "fits": fits})}
-
-
-# ---------------------------------------------------------------------------------------------------- 5: resume
-
-def write_dataset(folder: Path, n: int, seed: int = 0) -> Path:
-    """A `csv` dataset of ``n`` random 32x24 PNG images with random scores in [1, 5]; returns its labels.csv."""
-    import cv2
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    rows = ["image,score"]
-    for i in range(n):
-        name = f"images/{i:03d}.png"
-        if not cv2.imwrite(str(folder / name), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)):
-            raise OSError(f"could not write {folder / name}")
-        rows.append(f"{name},{rng.uniform(1, 5):.3f}")
-    labels = folder / "labels.csv"
-    labels.write_text("\n".join(rows) + "\n")
-    return labels
-
-
-def _train_options(context: Context, labels: Path) -> List[str]:
-    from ...models import PRESETS
-
-    s, micro = sizes(context), PRESETS["micro"]
-    return ["--dataset", DATASET_KEY, "--data_root", f"{DATASET_KEY}={labels}", "--epochs", str(s.drill_epochs),
-            "--seed", "2024",
-            "--backbone", micro["backbone"], "--image_size", str(s.drill_image_size),
-            "--backbone_kwargs", json.dumps(micro["backbone_kwargs"]), "--pretrained_backbone", "false",
-            "--workers", "0" if context.cpu else "2", "--lr", "1e-4", "--log_every", "2", "--ddp",
-            *([] if context.cpu else ["--deterministic"])]
-
-
-def _launch_command(context: Context, save_path: Path, options: List[str]) -> Tuple[List[str], Dict[str, str]]:
-    """train.sh on GPU 0 (as a user runs it), or train.py on the CPU with train.sh's launch options; the child
-    imports this same package with this same interpreter."""
-    from ...resources import python_env, shipped_config
-
-    s = sizes(context)
-    root = Path(context.root) if context.root else None
-    step = [str(s.drill_groups * s.drill_group_size), str(s.drill_groups)]
-    if context.cpu:
-        script = [str(root / "train.py")] if root and (root / "train.py").is_file() else ["-m", "promptiqa", "train"]
-        return ([sys.executable, *script, "--config", str(shipped_config("paper")), "--device", "cpu",
-                 "--batch_size", step[0], "--groups_per_process", step[1], "--save_path", str(save_path), *options],
-                python_env())
-    if root is None or not (root / "train.sh").is_file():
-        raise FileNotFoundError(f"train.sh is not beside the package ({Path(__file__).parents[3]}): run the GPU check "
-                                f"from a checkout")
-    env = python_env(GPUS="0", BATCH_SIZE=step[0], GROUPS_PER_PROCESS=step[1], SAVE_PATH=str(save_path),
-                     PYTHON=sys.executable)
-    return ["sh", str(root / "train.sh"), *options], env
-
-
-def _train(context: Context, save_path: Path, options: List[str]) -> Tuple[int, str]:
-    """Run one training launch to its end; (exit code, its output), which also goes to this item's log."""
-    cmd, env = _launch_command(context, save_path, options)
-    print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    print(proc.stdout, flush=True)
-    return proc.returncode, proc.stdout
-
-
-def _error_line(output: str) -> str:
-    """What a failed run said last about why: its last 'error: ...' or 'SomeError: ...' line, else its last line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    said = [line for line in lines if re.match(r"(error: |[\w.]*(Error|Exception)\b)", line)]
-    return (said or lines or [""])[-1]
-
-
-def _max_weight_difference(a: Path, b: Path) -> Tuple[float, int, List[str]]:
-    """Max |a - b| over the checkpoints' floating tensors, their number of elements, and the keys that differ in
-    shape, dtype or (integer tensors) value."""
-    from ...models import read_checkpoint
-
-    wa, wb = read_checkpoint(a)["state_dict"], read_checkpoint(b)["state_dict"]
-    worst, count, odd = 0.0, 0, sorted(set(wa) ^ set(wb))
-    for key in sorted(set(wa) & set(wb)):
-        x, y = wa[key], wb[key]
-        if x.shape != y.shape or x.dtype != y.dtype:
-            odd.append(key)
-        elif x.is_floating_point():
-            count += x.numel()
-            worst = max(worst, float((x.double() - y.double()).abs().max())) if x.numel() else worst
-        elif not torch.equal(x, y):
-            odd.append(key)
-    return worst, count, odd
-
-
-def resume(context: Context) -> Dict[str, RowResult]:
-    """Row 5: the micro model trained by train.sh on one GPU (NCCL group of one, DDP), once uninterrupted and once
-    stopped after a few steps (Sizes.drill_stop) and resumed: the weights must be equal bit for bit. On CUDA the
-    runs use deterministic kernels (--deterministic: cuDNN autotuning off, torch.use_deterministic_algorithms);
-    with --cpu, train.py with gloo."""
-    from ...models import read_checkpoint
-
-    s = sizes(context)
-    work = Path(context.work)
-    labels = write_dataset(work / "data", s.drill_images)
-    options = _train_options(context, labels)
-    full, part = work / "uninterrupted", work / "resumed"
-    runs = [("uninterrupted", full, options), ("stopped", part, options + ["--stop_after_steps", str(s.drill_stop)]),
-            ("resumed", part, options + ["--resume", str(part / "last.pth.tar")])]
-    for what, save_path, opts in runs:
-        code, output = _train(context, save_path, opts)
-        if code != 0:
-            return {"5": RowResult(FAIL, f"the {what} run exited with code {code}: {_error_line(output)}")}
-    backend = "gloo" if context.cpu else "nccl"
-    log = (full / "log.txt").read_text() + (part / "log.txt").read_text()
-    stopped = "stopped at epoch" in (part / "log.txt").read_text()
-    grouped = f"process group {backend}" in log
-    worst, count, odd = _max_weight_difference(full / "last.pth.tar", part / "last.pth.tar")
-    steps = [read_checkpoint(p / "last.pth.tar")["global_step"] for p in (full, part)]
-    exact = worst == 0 and not odd and steps[0] == steps[1]
-    problems = ([] if stopped else ["the drill did not stop"]) + ([] if grouped else [f"no 'process group "
-                                                                                       f"{backend}' in log.txt"])
-    how = ("train.py, gloo" if context.cpu else
-           "train.sh GPUS=0, NCCL, deterministic kernels (--deterministic: cuDNN autotuning off)")
-    text = (f"{'exact' if exact else 'NOT exact'}: max |Δw| {worst:.3g} over {count:,} weights"
-            + (f", {len(odd)} other tensors differ" if odd else "")
-            + f"; stopped after {s.drill_stop} of {steps[0]} steps, resumed, vs uninterrupted; {how}, DDP, micro "
-              f"backbone at {s.drill_image_size} px, {s.drill_groups}x{s.drill_group_size} images/step"
-            + ("; " + "; ".join(problems) if problems else ""))
-    return {"5": RowResult(PASS if exact and not problems else FAIL, text,
-                           {"max_abs_weight_difference": worst, "weights": count, "other_differences": odd,
-                            "global_steps": steps, "stopped": stopped, f"process_group_{backend}": grouped})}
 
 
 # ---------------------------------------------------------------------------------------------------- 6: host syncs
