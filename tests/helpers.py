@@ -3,6 +3,7 @@ from them). Test files import from here, never from one another (tests/test_docs
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,3 +124,24 @@ class AppServer:
     def leftovers(self):
         """What the app left in its temporary folder (uploads, examples, downloads)."""
         return sorted(p.name for p in self.tmp.iterdir())
+
+
+def _table(text: str, first_column: str) -> dict:
+    """{first cell: [cells]} of the Markdown table whose header starts with ``| first_column |``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _mapping(text: str):
+    """(offset, divisor) of a mapping written as 'x', 'x / d' or '(x − o) / d' (anything after it ignored)."""
+    match = re.match(r"\(x − ([\d.]+)\) / ([\d.]+)|x / ([\d.]+)|x$", text)
+    assert match, text
+    offset, divisor, plain = match.groups()
+    return (float(offset), float(divisor)) if offset else (0.0, float(plain) if plain else 1.0)

@@ -281,7 +281,7 @@ def test_the_second_spellings_are_aliases_of_the_registered_commands(tmp_path, c
     """`python -m promptiqa.data.check`, `.data.prepare` and `.demo` run the registered command: the same parser,
     output and exit code (here 0 with a JSON report, 1 with a user error's one line, 2 for a usage error); only the
     program's name differs. The data check's alias now reads a checkpoint's splits too, as `check` does."""
-    from tests.test_predict import _write_image
+    from tests.helpers import _write_image
 
     for i in range(2):
         _write_image(tmp_path / f"i{i}.png", seed=i)

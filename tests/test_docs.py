@@ -17,6 +17,7 @@ import pytest
 
 from promptiqa.data.registry import DATASET_SPECS
 from promptiqa.data.splits import split_units
+from tests.helpers import _mapping, _table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "datasets.md"
@@ -27,19 +28,6 @@ FENCES = ("", "bash", "sh", "shell", "console")   # the fenced blocks whose line
 def _anchor(heading: str) -> str:
     """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
-def _table(text: str, first_column: str) -> dict:
-    """{first cell: [cells]} of the Markdown table whose header starts with ``| first_column |``."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
-    rows = {}
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0]] = cells[1:]
-    return rows
 
 
 def test_every_cited_section_exists():
@@ -64,14 +52,6 @@ def test_counts_and_split_sizes_are_the_registry_and_the_split_rule():
         assert unit == (f"{spec.references} references" if spec.split_by == "reference" else "image"), key
         cut = split_units([str(i) for i in range(units)], 2024)
         assert (int(train), int(test)) == (len(cut[0]), len(cut[1])), key
-
-
-def _mapping(text: str):
-    """(offset, divisor) of a mapping written as 'x', 'x / d' or '(x − o) / d' (anything after it ignored)."""
-    match = re.match(r"\(x − ([\d.]+)\) / ([\d.]+)|x / ([\d.]+)|x$", text)
-    assert match, text
-    offset, divisor, plain = match.groups()
-    return (float(offset), float(divisor)) if offset else (0.0, float(plain) if plain else 1.0)
 
 
 def test_label_mappings_and_polarities_are_the_registry():

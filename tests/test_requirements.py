@@ -23,6 +23,7 @@ from promptiqa.engine.trainer import launch
 from promptiqa.evaluation.leakage import check_leakage
 from promptiqa.models import build_model, checkpoint_config, load_model, save_checkpoint
 from tests.fixtures.datasets import write_csv, write_image, write_xlsx
+from tests.helpers import ROOT, _mapping, _table
 
 SPAQ_ATTRIBUTES = ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")
 
@@ -295,9 +296,7 @@ def test_a_held_out_dataset_is_reported_unseen_by_the_leakage_guard(data, mine, 
 
 
 def test_the_requirements_table_of_the_docs_is_the_registry():
-    from tests.test_docs import DOC, _mapping, _table
-
-    table = _table(DOC.read_text(encoding="utf-8"), "requirement | column")
+    table = _table((ROOT / "docs" / "datasets.md").read_text(encoding="utf-8"), "requirement | column")
     assert list(table) == [key for base in REQUIREMENTS for key in requirement_keys(base)[1:]]
     for key, (column, raw, polarity, mapping, source) in table.items():
         base, name = key.split(":")
