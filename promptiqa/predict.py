@@ -30,7 +30,7 @@ from promptiqa.fileio import atomic_write, refuse_overwriting_inputs
 from promptiqa.devices import AMP_MODES, FP16_REFUSAL, amp_dtype, default_device, default_workers
 from promptiqa.hub import RELEASE
 from promptiqa.models import CheckpointError, load_model
-from promptiqa.models.promptiqa import FEATURE_DIM
+from promptiqa.models.promptiqa import FEATURE_DIM, unwrap, uses_prompt
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_PROMPT = "default"
@@ -483,9 +483,8 @@ class Predictor:
 
         ``amp="bf16"`` runs under bfloat16 autocast. The model's weights must not change while the Predictor is used.
         """
-        model = getattr(model, "module", model)
-        model = getattr(model, "_orig_mod", model)
-        if not hasattr(model, "encode_prompt"):
+        model = unwrap(model)
+        if not uses_prompt(model):
             raise TypeError(f"Predictor needs a PromptIQA model (arch 'promptiqa'), got {type(model).__name__} "
                             f"{getattr(model, 'config', {}).get('arch', '')}".rstrip())
         amp = None if amp == "none" else amp   # --amp none: float32, as every command reads it
@@ -511,7 +510,7 @@ class Predictor:
         """
         device = resolve_device(device)
         model, info = load_model(path, backbone=backbone, device=device, with_info=True)
-        if not hasattr(model, "encode_prompt"):
+        if not uses_prompt(model):
             raise CheckpointError(f"{path} holds the w/o-prompt ablation ({model.config.get('arch')}), which takes no "
                                   f"prompt; the Predictor needs a PromptIQA checkpoint")
         predictor = cls(model, device=device, amp=amp)

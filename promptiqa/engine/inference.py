@@ -11,6 +11,7 @@ from ..data.images import explain_shared_memory_failures, normalise
 from ..devices import autocast
 from ..distributed import DistEnv, all_gather_objects
 from ..metrics import compute_metrics
+from ..models import uses_prompt
 from .augment import flip_batch
 
 
@@ -38,14 +39,14 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
     was_training = model.training
     model.eval()
     device = env.device
-    uses_prompt = prompt_images is not None and hasattr(model, "encode_prompt")
+    prompted = prompt_images is not None and uses_prompt(model)
     prompt = None
-    if uses_prompt:
+    if prompted:
         prompt_images, prompt_scores = normalise(prompt_images.to(device)), prompt_scores.to(device)
         if not official_prompt:
             with autocast(device, amp):
                 prompt = model.encode_prompt(prompt_images, prompt_scores)
-    group = len(prompt_images) + 1 if uses_prompt and official_prompt else None
+    group = len(prompt_images) + 1 if prompted and official_prompt else None
     loader = ImageLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
                                                                                     env.world_size),
                          num_workers=workers, pin_memory=device.type == "cuda")

@@ -16,6 +16,7 @@ from ..data.groups import TestShardSampler
 from ..data.images import ImageLoader, explain_shared_memory_failures, normalise
 from ..distributed import DistEnv, all_gather_objects
 from ..devices import autocast
+from ..models import uses_prompt
 
 
 class FeatureBank:
@@ -59,7 +60,7 @@ class FeatureBank:
         model, device = self.model, self.env.device
         prompt = None
         with autocast(device, self.amp):
-            if prompt_images is not None and hasattr(model, "encode_prompt"):
+            if prompt_images is not None and uses_prompt(model):
                 prompt = model.encode_prompt(normalise(prompt_images.to(device)), prompt_scores.to(device))
             out = [model.score_features(self.features[i:i + chunk], prompt).float().cpu()
                    for i in range(0, len(self.features), chunk)]

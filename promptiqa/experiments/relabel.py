@@ -284,7 +284,7 @@ def find_relabelled(labels_dir, only: Optional[Sequence[str]] = None) -> "Ordere
 def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int = 50, finetune_lr: float = 1e-5,
            finetune_weight_decay: float = 1e-5, only: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, dict]]:
     """Evaluate PromptIQA (and the w/o-prompt baselines) on the relabelled test splits; writes table3.* (main rank)."""
-    from ..models import load_model
+    from ..models import load_model, uses_prompt
     from ..evaluation.leakage import check_leakage
     from ..evaluation.runner import EvalSession, evaluate_dataset
 
@@ -301,7 +301,7 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
         trained_on = {"promptiqa": session.describe()["trained_on"]}
         if baseline:
             base, base_info = load_model(baseline, device=session.env.device, with_info=True)
-            if hasattr(base, "encode_prompt"):
+            if uses_prompt(base):
                 raise ConfigError(f"--baseline {baseline} is a prompted model; the baselines are the w/o-prompt model "
                                  f"(scripts/ablation.py --variant wo_prompt)")
             if int(base.image_size) != session.image_size:

@@ -286,6 +286,22 @@ class PromptIQAWithoutPrompt(MoNet):
 
 
 ARCHITECTURES = {cls.arch: cls for cls in (PromptIQA, PromptIQAWithoutPrompt)}
+WRAPPERS = ("module", "_orig_mod")   # where DistributedDataParallel and torch.compile keep the model they wrap
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself inside DistributedDataParallel / torch.compile wrappers (any nesting); others as given."""
+    for attr in WRAPPERS:
+        inner = getattr(model, attr, None)
+        if isinstance(inner, nn.Module):
+            return unwrap(inner)
+    return model
+
+
+def uses_prompt(model: nn.Module) -> bool:
+    """The model's kind: True for PromptIQA (it encodes prompts), False for the w/o-prompt ablation; wrappers seen
+    through."""
+    return hasattr(unwrap(model), "encode_prompt")
 
 
 def build_model(arch: str = "promptiqa", preset: Optional[str] = None, **kwargs: Any) -> MoNet:

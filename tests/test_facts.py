@@ -1,0 +1,118 @@
+"""One home for each fact (issue 32, item 5): each fact is read from its home, and stating it a second time somewhere
+else fails here; where the fact drives behaviour, the behaviour is checked too."""
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+import torch
+
+from promptiqa.models import build_model, load_model, read_checkpoint, save_checkpoint, unwrap, uses_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "promptiqa"
+
+
+def _sources(exclude=()):
+    """(path relative to the repository, text) of every module of the package but ``exclude``."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel not in exclude:
+            yield rel, path.read_text(encoding="utf-8")
+
+
+def _tokens(text, kind):
+    """The ``kind`` tokens (tokenize.NUMBER, tokenize.STRING) of a module: code only, comments left out."""
+    return [(t.start[0], t.string) for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == kind]
+
+
+# ---------------------------------------------------------------- the model's kind, one unwrap
+
+
+@pytest.fixture(scope="module")
+def micro():
+    torch.manual_seed(0)
+    return build_model("promptiqa", preset="micro", pretrained_backbone=False).eval()
+
+
+def test_the_model_kind_is_read_through_every_wrapper(micro):
+    ablation = build_model("promptiqa_wo_prompt", preset="micro", pretrained_backbone=False)
+    compiled = torch.compile(micro)             # wraps lazily: nothing is compiled until it is called
+    ddp_like = torch.nn.Module()
+    ddp_like.module = compiled                  # DistributedDataParallel keeps its model in .module
+    assert unwrap(ddp_like) is micro and unwrap(compiled) is micro and unwrap(micro) is micro
+    assert uses_prompt(micro) and uses_prompt(compiled) and uses_prompt(ddp_like)
+    assert not uses_prompt(ablation) and not uses_prompt(torch.compile(ablation))
+
+
+def test_a_wrapped_model_is_saved_as_the_bare_model_and_scores_in_the_predictor(micro, tmp_path):
+    from promptiqa import Predictor
+
+    ddp_like = torch.nn.Module()
+    ddp_like.module = torch.compile(micro)
+    path = save_checkpoint(tmp_path / "m.pth.tar", ddp_like, prompt_num=3)
+    saved = read_checkpoint(path)["state_dict"]
+    assert {k[len("module."):] for k in saved} == set(micro.state_dict())   # the official prefix, no wrapper names
+    assert uses_prompt(load_model(path, device="cpu"))
+    predictor = Predictor(torch.compile(micro), device="cpu")
+    assert predictor.model is micro
+
+
+def test_the_model_kind_and_the_unwrap_are_stated_once():
+    stated = [f"{rel}:{n}" for rel, text in _sources(exclude={"promptiqa/models/promptiqa.py"})
+              for n, line in enumerate(text.splitlines(), 1)
+              if re.search(r'hasattr\([^)]*"encode_prompt"\)|"_orig_mod"|getattr\([^)]*"module"', line)]
+    assert stated == []
+
+
+# ---------------------------------------------------------------- the launch environment, parsed once
+
+
+@pytest.mark.parametrize("environ, main, distributed", [
+    ({}, True, False),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, False, True),
+    ({"RANK": "0", "WORLD_SIZE": "1"}, True, False),
+    # srun sets SLURM_STEP_NUM_TASKS for the step: training reads it first, and so does the protocol now
+    ({"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_TASKS_PER_NODE": "2"}, False, True),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, True, False),
+])
+def test_the_protocol_reads_ranks_as_training_does(monkeypatch, environ, main, distributed):
+    from promptiqa.config import TrainConfig
+    from promptiqa.distributed import read_launch
+    from promptiqa.experiments import protocol
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+                 "SLURM_STEP_NUM_TASKS", "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    cfg = TrainConfig(ddp=True)   # a one-process --ddp group is training's own: not a shared group
+    launch = read_launch(TrainConfig())
+    assert (protocol._is_main(cfg), protocol._launched_distributed(cfg)) == (main, distributed)
+    assert (launch.rank == 0, launch.world_size > 1) == (main, distributed)
+
+
+def test_only_distributed_py_reads_the_launch_environment():
+    names = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+             "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS"}
+    stated = [f"{rel}:{n} {s}" for rel, text in _sources(exclude={"promptiqa/distributed.py"})
+              for n, s in _tokens(text, tokenize.STRING) if s.strip("'\"") in names]
+    assert stated == []
+
+
+# ---------------------------------------------------------------- the logged learning rate
+
+
+def test_the_epoch_line_logs_the_optimisers_rate_during_warm_up(data, train_argv, tmp_path):
+    from promptiqa.config import resolve_config
+    from promptiqa.engine.trainer import launch
+
+    run = tmp_path / "run"
+    launch(resolve_config(train_argv(data, run, epochs=1, lr=1e-3, lr_warmup_steps=1000)))
+    logged = [float(m.group(1)) for m in re.finditer(r"epoch 1/1: .*?, lr (\S+),", (run / "log.txt").read_text())]
+    rate = read_checkpoint(run / "last.pth.tar")["optimizer"]["param_groups"][0]["lr"]
+    assert rate < 1e-4                                  # a few steps into a 1000-step ramp
+    assert logged == [float(f"{rate:.3g}")]             # not the schedule's 1e-3, which ignores the ramp
