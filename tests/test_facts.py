@@ -116,3 +116,18 @@ def test_the_epoch_line_logs_the_optimisers_rate_during_warm_up(data, train_argv
     rate = read_checkpoint(run / "last.pth.tar")["optimizer"]["param_groups"][0]["lr"]
     assert rate < 1e-4                                  # a few steps into a 1000-step ramp
     assert logged == [float(f"{rate:.3g}")]             # not the schedule's 1e-3, which ignores the ramp
+
+
+# ---------------------------------------------------------------- the image size
+
+
+def test_the_image_size_is_stated_once():
+    from promptiqa.config import ModelSettings, resolve_config
+    from promptiqa.data.images import DEFAULT_IMAGE_SIZE
+    from promptiqa.models import PRESETS
+
+    stated = [f"{rel}:{n}" for rel, text in _sources(exclude={"promptiqa/config.py"})
+              for n, s in _tokens(text, tokenize.NUMBER) if s == "224"]
+    assert stated == []
+    assert DEFAULT_IMAGE_SIZE == ModelSettings.image_size == PRESETS["official"]["image_size"] == 224
+    assert resolve_config([]).image_size == DEFAULT_IMAGE_SIZE

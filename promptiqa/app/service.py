@@ -117,6 +117,8 @@ class Session:
 def describe_model(predictor, reference: str, origin: str) -> str:
     """The model line: the checkpoint as given, what it is, its backbone and input size; for a model of the demo's
     small input size, what that means for real photographs."""
+    from promptiqa.data.images import DEFAULT_IMAGE_SIZE
+
     config = predictor.model.config
     line = (f"**Model:** `{reference}` ({origin}): {config.get('backbone')}, {predictor.image_size} px input, on "
             f"{predictor.device}.")
@@ -128,7 +130,7 @@ def describe_model(predictor, reference: str, origin: str) -> str:
         if all(config.get(key) == value for key, value in demo[0].items()):
             line += (f" This is the demo's model: it learnt the demo's synthetic requirements ({', '.join(demo[1])}, "
                      f"on {s} px crops); use it for those, and the authors' release "
-                     f"(`--checkpoint hf:Zevin2023/PromptIQA`, 224 px) for photographs.")
+                     f"(`--checkpoint hf:Zevin2023/PromptIQA`, {DEFAULT_IMAGE_SIZE} px) for photographs.")
     return line
 
 

@@ -18,7 +18,7 @@ from ..devices import default_device
 from ..errors import PromptIQAError
 from ..fileio import atomic_write
 from ..hub import resolve_checkpoint
-from .promptiqa import ARCHITECTURES, DEFAULT_BACKBONE, MoNet, build_model, unwrap
+from .promptiqa import ARCHITECTURES, DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, MoNet, build_model, unwrap
 
 PathLike = Union[str, os.PathLike]
 DDP_PREFIX = "module."
@@ -137,7 +137,7 @@ def _check_config(config: Any, prompt_num: Any, path: PathLike) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise bad(field, value, "a positive whole number")
     if isinstance(config.get("image_size"), int) and config["image_size"] > MAX_IMAGE_SIDE:
-        raise bad("image_size", config["image_size"], f"at most {MAX_IMAGE_SIDE} pixels (the paper's is 224)")
+        raise bad("image_size", config["image_size"], f"at most {MAX_IMAGE_SIDE} pixels (the paper's is {DEFAULT_IMAGE_SIZE})")
     if not isinstance(config.get("backbone_kwargs") or {}, Mapping):
         raise bad("backbone_kwargs", config.get("backbone_kwargs"), "a dict of timm constructor arguments")
     splits = config.get("splits")

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.images import DEFAULT_IMAGE_SIZE
 from ..errors import ConfigError, PromptIQAError
 from .layers import MAL, Block
 
@@ -38,7 +39,7 @@ HEAD_HEADS = 4                          # attention heads of every FEATURE_DIM-w
 
 # Named configurations of the same model: the official one, and small ones for CPU demos and tests.
 PRESETS = {
-    "official": dict(backbone=DEFAULT_BACKBONE, image_size=224),                      # grid 28, 318M parameters
+    "official": dict(backbone=DEFAULT_BACKBONE, image_size=DEFAULT_IMAGE_SIZE),       # grid 28, 318M parameters
     "tiny": dict(backbone="vit_tiny_patch16_224", image_size=112),                    # grid 7, ~18M parameters
     "micro": dict(backbone="vit_tiny_patch16_224", image_size=64,                     # grid 8, ~4M, for tests
                   backbone_kwargs=dict(depth=4, embed_dim=32, num_heads=2, patch_size=8)),

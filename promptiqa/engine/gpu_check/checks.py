@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ...data.images import DEFAULT_IMAGE_SIZE
 from ...devices import cpu_name
 from ...models.reference_weights import FIDELITY_TOLERANCE, read_vector, reference_state_dict, vector_errors
 from .runner import FAIL, INFO, NA, PASS, WARN, Check, Context, RowResult
@@ -55,10 +56,11 @@ class Sizes:
 
 
 # The drill: 3 steps an epoch on a GPU, stopped in epoch 2 (resuming crosses an epoch's end and a mid-epoch
-# position), the micro backbone at 224 px: its 28x28 grid takes the official head without the bilinear resize, whose
+# position), the micro backbone at the official input size: its 28x28 grid takes the official head without the bilinear resize, whose
 # CUDA backward has no deterministic kernel. With --cpu 2 steps, stopped mid-epoch (the CPU tests cover the rest).
 GPU_SIZES = Sizes("official", 6, 11, warmup=2, steps=5, infer_batch=64, infer_batches=8, drill_images=36,
-                  drill_groups=2, drill_group_size=4, drill_epochs=2, drill_stop=4, drill_image_size=224)
+                  drill_groups=2, drill_group_size=4, drill_epochs=2, drill_stop=4,
+                  drill_image_size=DEFAULT_IMAGE_SIZE)
 CPU_SIZES = Sizes("micro", 2, 3, warmup=1, steps=1, infer_batch=8, infer_batches=2, drill_images=20,
                   drill_groups=2, drill_group_size=3, drill_epochs=1, drill_stop=1, drill_image_size=64)
 
