@@ -131,3 +131,34 @@ def test_the_image_size_is_stated_once():
     assert stated == []
     assert DEFAULT_IMAGE_SIZE == ModelSettings.image_size == PRESETS["official"]["image_size"] == 224
     assert resolve_config([]).image_size == DEFAULT_IMAGE_SIZE
+
+
+# ---------------------------------------------------------------- the web app and the demo
+
+
+def test_the_web_app_builds_its_examples_without_the_demo(tmp_path):
+    """The distortion library lives in promptiqa.data: the app's modules, and the bundled examples they build, load
+    no promptiqa.demo module."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import promptiqa.app.command, promptiqa.app.page, promptiqa.app.service; "
+            "from promptiqa.app.examples import example_requirements; "
+            f"examples = example_requirements({str(tmp_path)!r}, 32); "
+            "print(len(examples), sorted(m for m in sys.modules if m.startswith('promptiqa.demo')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split(None, 1) == ["10", "[]\n"]
+
+
+def test_the_demo_dataset_command_keeps_its_documented_spelling(tmp_path):
+    import subprocess
+    import sys
+
+    from promptiqa.data import synthetic
+    from promptiqa.demo import synthetic as alias
+
+    assert alias.distort is synthetic.distort and alias.LEVELS is synthetic.LEVELS
+    out = subprocess.run([sys.executable, "-m", "promptiqa.demo.synthetic", "--out", str(tmp_path / "d"), "--size",
+                          "16", "--crops_per_photo", "1", "--no_progress"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "d" / "images.csv").is_file() and (tmp_path / "d" / "dataset.json").is_file()

@@ -31,7 +31,7 @@ from ..resources import config_file, python_env
 from . import published
 from .options import DEFAULT_CONFIG, add_arguments
 from .report import MODELS, Report, dataset_key
-from .synthetic import read_images, requirement, requirement_labels
+from ..data.synthetic import read_images, requirement, requirement_labels
 
 TARGETS = {   # the demo's claims (configs/demo.yaml's targets give the thresholds)
     "prompt_effect": "prompt effect of the mirror pair at most this",
@@ -141,7 +141,7 @@ class Demo:
     def generate(self) -> dict:
         from ..data.cache import prepare_cache
         from ..data.registry import load_dataset
-        from .synthetic import generate
+        from ..data.synthetic import generate
 
         settings = {k: v for k, v in self.cfg.data.items() if k != "out"}
         meta = generate(self.data, requirements=self.cfg.requirements, **settings)
