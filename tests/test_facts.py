@@ -162,3 +162,42 @@ def test_the_demo_dataset_command_keeps_its_documented_spelling(tmp_path):
                           "16", "--crops_per_photo", "1", "--no_progress"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "d" / "images.csv").is_file() and (tmp_path / "d" / "dataset.json").is_file()
+
+
+# ---------------------------------------------------------------- dataset facts: the registry
+
+
+def test_the_task_groups_come_from_the_registry():
+    from promptiqa.data.registry import DATASET_SPECS, TASKS
+    from promptiqa.experiments.summary import column_groups, task_of
+
+    assert all(spec.task for spec in DATASET_SPECS.values())
+    assert [task for task, _ in TASKS] == ["synthetic", "authentic", "face", "AI-generated", "underwater"]
+    assert {key: task_of(key) for key in DATASET_SPECS} == {key: spec.task for key, spec in DATASET_SPECS.items()}
+    assert task_of("mine") == "other"
+    assert column_groups(["uwiqa", "mine", "live", "kadid"]) == [("synthetic", ["live", "kadid"]),
+                                                                  ("underwater", ["uwiqa"]), ("other", ["mine"])]
+
+
+def test_titles_task_groups_and_reference_folders_are_stated_once():
+    from promptiqa.data.registry import DATASET_SPECS, TASKS
+
+    facts = {s.title for s in DATASET_SPECS.values()} | {s.short_title for s in DATASET_SPECS.values() if s.short_title}
+    facts |= {s.reference_folder[0] for s in DATASET_SPECS.values() if s.reference_folder} - {"images"}
+    facts |= {task for task, _ in TASKS}
+    # paper/figures.py names the paper's rows of the task averages, by task
+    allowed = {"promptiqa/data/registry.py", "promptiqa/paper/figures.py"}
+    stated = [f"{rel}:{n} {s}" for rel, text in _sources(exclude=allowed)
+              for n, s in _tokens(text, tokenize.STRING) if s.strip("'\"") in facts]
+    assert stated == []
+
+
+def test_relabelling_finds_the_references_where_the_registry_says(tmp_path):
+    from promptiqa.data import load_dataset
+    from promptiqa.experiments.relabel import reference_files
+    from tests.fixtures.datasets import build_fixture
+
+    root = build_fixture("csiq", tmp_path / "csiq", n_refs=3, per_ref=2, seed=0)
+    found = reference_files(load_dataset("csiq", root))
+    assert sorted(found) == sorted(load_dataset("csiq", root).units) and len(found) == 3
+    assert {p.parent.name for p in found.values()} == {"src_imgs"}

@@ -39,6 +39,7 @@ from .. import paper
 from ..config import add_options
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
+from ..data.registry import DATASET_SPECS
 from ..data.images import normalise
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..devices import autocast, default_device
@@ -50,9 +51,7 @@ from ..fileio import write_json
 # metric -> (label type, higher is better)
 FR_METRICS: "OrderedDict[str, tuple]" = OrderedDict(ssim=("MOS", True), fsim=("MOS", True), lpips=("DMOS", False))
 # reference-based datasets: folder of the reference images and their extension (reference id = file stem)
-REFERENCE_FILES = {"live": ("refimgs", ".bmp"), "csiq": ("src_imgs", ".png"),
-                   "tid2013": ("reference_images", ".bmp"), "kadid": ("images", ".png")}
-TITLES = {"live": "LIVE", "csiq": "CSIQ", "tid2013": "TID2013", "kadid": "KADID-10k"}
+REFERENCE_FILES = {key: spec.reference_folder for key, spec in DATASET_SPECS.items() if spec.reference_folder}
 # Table 3's methods by the name paper.TABLE3_ROWS knows them by: the title of each row ({n}: the ISPP size)
 METHOD_TITLES = OrderedDict(zero_shot="w/o prompt (zero-shot)", fine_tuned="w/o prompt (fine-tuned on the {n} ISPs)",
                             promptiqa="PromptIQA")
@@ -338,7 +337,7 @@ def _write_table3(session, found, results, out: Path, extra: dict) -> None:
     order = list(dict.fromkeys(m for rows in results.values() for m in rows))   # METHOD_TITLES' order
     order = [m for m in order if m != METHOD_TITLES["promptiqa"]] + [METHOD_TITLES["promptiqa"]]
     columns = list(results)
-    header = ["method"] + [f"{TITLES[found[c][0]]} {found[c][1].upper()}" for c in columns]
+    header = ["method"] + [f"{DATASET_SPECS[found[c][0]].column_title} {found[c][1].upper()}" for c in columns]
     table, sources = [], []
     for m in order:
         cells = [results[c].get(m) for c in columns]

@@ -29,18 +29,12 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import paper
+from ..data.registry import TASKS
 from ..engine.run_folder import CONFIG, METRICS, SUMMARY, best_epoch, read_metrics, selection_score
 from ..errors import ConfigError, run_command
 from ..fileio import atomic_write, write_json
 from ..evaluation.report import fmt, markdown_table, write_csv, write_lines
 
-TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("synthetic", ("live", "csiq", "tid2013", "kadid")),
-    ("authentic", ("bid", "spaq", "livec", "koniq10k")),
-    ("face", ("gfiqa_20k",)),
-    ("AI-generated", ("agiqa_3k", "aigciqa2023")),
-    ("underwater", ("uwiqa",)),
-)
 OTHER = "other"
 SELECTIONS = {"last": "last epoch", "best": "best epoch (selected on the test split, as the official code does)",
               "best_val": "best epoch on validation (--val_fraction: selected on a validation part held out from "
