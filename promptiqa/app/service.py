@@ -306,13 +306,10 @@ class Results:
 
     def csv_text(self) -> str:
         """``image,<requirement>...`` with 6 decimals, the format of ``promptiqa score``."""
-        import csv
+        from promptiqa.fileio import csv_text
 
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["image", *(r.name for r in self.requirements)])
-        writer.writerows([name, *(f"{v:.6f}" for v in row)] for name, row in zip(self.names, self.scores))
-        return out.getvalue()
+        return csv_text(["image", *(r.name for r in self.requirements)],
+                        ([name, *(f"{v:.6f}" for v in row)] for name, row in zip(self.names, self.scores)))
 
     def html(self) -> str:
         """The table the page shows: thumbnail, file name, one score column per requirement."""

@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..fileio import write_json
+from ..fileio import write_csv, write_json
 
 FORMAT_VERSION = 2
 
@@ -335,12 +335,12 @@ def generate(out: Path, size: int = 64, crops_per_photo: int = 4, seed: int = 0,
                     rows.append(dict(image=name, reference=ref_name, distortion=kind, level=level + 1,
                                      **fr_metrics(ref, img)))
                     bar.update(1)
-    _write_csv(out / "images.csv", FACTS, [[repr(r[c]) if isinstance(r[c], float) else r[c] for c in FACTS]
+    write_csv(out / "images.csv", FACTS, [[repr(r[c]) if isinstance(r[c], float) else r[c] for c in FACTS]
                                            for r in rows])
     sizes = {}
     for name in requirements:
         scores, members = requirement_labels(name, rows, others_per_reference)
-        _write_csv(out / f"{name}.csv", ("image", "score", "reference", "distortion", "level"),
+        write_csv(out / f"{name}.csv", ("image", "score", "reference", "distortion", "level"),
                    [[r["image"], repr(float(s)), r["reference"], r["distortion"], r["level"]]
                     for r, s, m in zip(rows, scores, members) if m])
         sizes[name] = int(members.sum())
@@ -348,13 +348,6 @@ def generate(out: Path, size: int = 64, crops_per_photo: int = 4, seed: int = 0,
                 requirements={n: dict(asdict(requirement(n)), images=sizes[n]) for n in requirements})
     write_json(meta_path, meta, indent=2)
     return meta
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ import yaml
 from ..config import TrainConfig
 from ..engine import run_folder
 from ..entry import program
+from ..fileio import write_csv
 from ..resources import config_file, python_env
 from . import published
 from .options import DEFAULT_CONFIG, add_arguments
@@ -239,11 +240,8 @@ class Demo:
         key = self.key(req)
         raw = _raw_scores(self.data / f"{req}.csv")
         prompt_csv = self.out / f"prompt_{req}.csv"
-        with open(prompt_csv, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["image", "score"])
-            for isp in result.requirements[key].prompt:
-                w.writerow([str((self.data / isp["image"]).resolve()), repr(raw[isp["image"]])])
+        write_csv(prompt_csv, ["image", "score"], [[str((self.data / isp["image"]).resolve()), repr(raw[isp["image"]])]
+                                                  for isp in result.requirements[key].prompt])
         names = result.requirements[key].images
         picks = [names[int(i)] for i in np.linspace(0, len(names) - 1, min(self.cfg.score_images, len(names)))]
         out_csv = self.out / f"scores_{req}.csv"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 import os
 import platform
 import re
@@ -24,6 +23,7 @@ import torch
 
 from ...data.images import DEFAULT_IMAGE_SIZE
 from ...devices import cpu_name
+from ...fileio import json_text, write_csv
 from ...models.reference_weights import FIDELITY_TOLERANCE, read_vector, reference_state_dict, vector_errors
 from .runner import FAIL, INFO, NA, PASS, WARN, Check, Context, RowResult
 
@@ -319,15 +319,13 @@ def write_dataset(folder: Path, n: int, seed: int = 0) -> Path:
 
     rng = np.random.default_rng(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    rows = ["image,score"]
+    rows = []
     for i in range(n):
         name = f"images/{i:03d}.png"
         if not cv2.imwrite(str(folder / name), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)):
             raise OSError(f"could not write {folder / name}")
-        rows.append(f"{name},{rng.uniform(1, 5):.3f}")
-    labels = folder / "labels.csv"
-    labels.write_text("\n".join(rows) + "\n")
-    return labels
+        rows.append([name, f"{rng.uniform(1, 5):.3f}"])
+    return write_csv(folder / "labels.csv", ["image", "score"], rows)
 
 
 def _train_options(context: Context, labels: Path) -> List[str]:
@@ -337,7 +335,7 @@ def _train_options(context: Context, labels: Path) -> List[str]:
     return ["--dataset", DATASET_KEY, "--data_root", f"{DATASET_KEY}={labels}", "--epochs", str(s.drill_epochs),
             "--seed", "2024",
             "--backbone", micro["backbone"], "--image_size", str(s.drill_image_size),
-            "--backbone_kwargs", json.dumps(micro["backbone_kwargs"]), "--pretrained_backbone", "false",
+            "--backbone_kwargs", json_text(micro["backbone_kwargs"], compact=True), "--pretrained_backbone", "false",
             "--workers", "0" if context.cpu else "2", "--lr", "1e-4", "--log_every", "2", "--ddp",
             *([] if context.cpu else ["--deterministic"])]
 
