@@ -143,12 +143,22 @@ def test_the_web_app_builds_its_examples_without_the_demo(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; import promptiqa.app.command, promptiqa.app.page, promptiqa.app.service; "
-            "from promptiqa.app.examples import example_requirements; "
-            f"examples = example_requirements({str(tmp_path)!r}, 32); "
-            "print(len(examples), sorted(m for m in sys.modules if m.startswith('promptiqa.demo')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.split(None, 1) == ["10", "[]\n"]
+    code = f"""
+import sys, types, yaml
+import promptiqa.app.command, promptiqa.app.page, promptiqa.app.service
+from promptiqa.app.command import demo_checkpoint
+from promptiqa.app.examples import example_requirements
+from promptiqa.app.service import describe_model
+train = yaml.safe_load(open("configs/demo.yaml"))["train"]
+config = {{k: train[k] for k in ("backbone", "backbone_kwargs", "image_size")}}
+demo_model = types.SimpleNamespace(model=types.SimpleNamespace(config=config), image_size=64, device="cpu")
+print(len(example_requirements({str(tmp_path)!r}, 32)), demo_checkpoint().as_posix())
+print("This is the demo's model" in describe_model(demo_model, "runs/demo", "the demo"))
+print(sorted(m for m in sys.modules if m.startswith("promptiqa.demo")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["10 runs/demo/promptiqa/last.pth.tar", "True", "[]"]
 
 
 def test_the_demo_dataset_command_keeps_its_documented_spelling(tmp_path):

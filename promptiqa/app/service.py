@@ -134,17 +134,26 @@ def describe_model(predictor, reference: str, origin: str) -> str:
     return line
 
 
-def _demo_model():
-    """What the demo's model is (backbone, its settings, input size) and the requirements it learns, from
-    configs/demo.yaml; None without it (an install without configs/)."""
-    from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig
+def demo_settings() -> Optional[dict]:
+    """The shipped configs/demo.yaml as data (where the demo saves its models, what they are); None without it (an
+    install without configs/). Read as a file, so the app imports nothing of the demo."""
+    import yaml
 
-    try:
-        cfg = DemoConfig.from_yaml(DEFAULT_CONFIG)
-    except FileNotFoundError:
+    from promptiqa.resources import shipped_config
+
+    path = shipped_config("demo.yaml")
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else None
+
+
+def _demo_model():
+    """What the demo's model is (backbone, its settings, input size) and the requirements it learns; None without
+    the demo's config."""
+    settings = demo_settings()
+    if settings is None:
         return None
-    model = {key: cfg.train[key] for key in ("backbone", "backbone_kwargs", "image_size") if key in cfg.train}
-    return model, cfg.train_requirements
+    train = settings.get("train") or {}
+    model = {key: train[key] for key in ("backbone", "backbone_kwargs", "image_size") if key in train}
+    return model, list(settings.get("train_requirements") or [])
 
 
 class Scorer:
