@@ -1,12 +1,14 @@
-"""Writing files so that a failure never leaves a partial file behind, and the one JSON writer."""
+"""Writing files so that a failure never leaves a partial file behind, and the one JSON and the one CSV writer."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
 from .errors import PromptIQAError
 
@@ -73,6 +75,38 @@ def write_json(path, obj: Any, indent: Optional[int] = 1, default: Optional[Call
     """``obj`` as strict JSON (``json_text``) in ``path``, atomically; returns the path."""
     path = Path(path)
     atomic_write_text(path, json_text(obj, indent=indent, default=default) + "\n")
+    return path
+
+
+# CSV: every file and table we write is UTF-8 with "\n" line ends (the csv module's default is "\r\n"), values as
+# the caller formatted them (None as an empty cell); files are written atomically.
+CSV_LINE_END = "\n"
+
+
+def csv_writer(fh) -> Any:
+    """A ``csv.writer`` on ``fh`` (a file opened with ``newline=""``, or a StringIO) in the one convention."""
+    return csv.writer(fh, lineterminator=CSV_LINE_END)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """``header`` then ``rows`` as CSV text."""
+    out = io.StringIO()
+    writer = csv_writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_csv(path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """``header`` then ``rows`` as CSV in ``path``, atomically; returns the path."""
+    path = Path(path)
+
+    def write(fh):
+        writer = csv_writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+    atomic_write(path, write)
     return path
 
 

@@ -28,6 +28,7 @@ from promptiqa.models import CheckpointError, load_model
 from promptiqa.prompt_files import (DEFAULT_PROMPT, EncodedPrompt, PredictorError, PromptError, ScoreScale,
                                     is_saved_prompt, model_fingerprint, read_prompt_pairs, read_prompt_rows,
                                     read_saved_prompt, read_score, saved_prompt)
+from promptiqa.models import unwrap, uses_prompt
 
 PathLike = Union[str, os.PathLike]
 # Importable from here as before the split (the score command, scripts/benchmark_score.py, the tests).
@@ -95,9 +96,8 @@ class Predictor:
         ``amp="bf16"`` runs under bfloat16 autocast (``Predictor.amp``: "bf16" or "none"). The model's weights must
         not change while the Predictor is used.
         """
-        model = getattr(model, "module", model)
-        model = getattr(model, "_orig_mod", model)
-        if not hasattr(model, "encode_prompt"):
+        model = unwrap(model)
+        if not uses_prompt(model):
             raise TypeError(f"Predictor needs a PromptIQA model (arch 'promptiqa'), got {type(model).__name__} "
                             f"{getattr(model, 'config', {}).get('arch', '')}".rstrip())
         try:
@@ -123,7 +123,7 @@ class Predictor:
         """
         device = resolve_device(device)
         model, info = load_model(path, backbone=backbone, device=device, with_info=True)
-        if not hasattr(model, "encode_prompt"):
+        if not uses_prompt(model):
             raise CheckpointError(f"{path} holds the w/o-prompt ablation ({model.config.get('arch')}), which takes no "
                                   f"prompt; the Predictor needs a PromptIQA checkpoint")
         predictor = cls(model, device=device, amp=amp)

@@ -35,14 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def demo_checkpoint() -> Optional[Path]:
     """Where ``bash scripts/demo.sh`` leaves its prompted model (under the current folder), or None without the
     demo's config (an install without configs/)."""
-    from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig
+    from promptiqa.app.service import demo_settings
     from promptiqa.engine.run_folder import LAST
 
-    try:
-        save_path = DemoConfig.from_yaml(DEFAULT_CONFIG).save_path
-    except FileNotFoundError:
-        return None
-    return Path(save_path) / "promptiqa" / LAST
+    settings = demo_settings()
+    return None if settings is None else Path(settings["save_path"]) / "promptiqa" / LAST
 
 
 def choose_checkpoint(checkpoint: Optional[str]) -> Optional[Tuple[str, str]]:

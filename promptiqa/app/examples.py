@@ -1,7 +1,7 @@
 """The bundled example requirements: ready-made prompts of 10 scored images, one per aspect of quality.
 
 Five aspects (sharpness, noise, JPEG artefacts, contrast, colourfulness), each lost to one distortion of the demo's
-generator (promptiqa/demo/synthetic.py, the one home of the distortions), each in a MOS form (higher is better)
+generator (promptiqa/data/synthetic.py, the one home of the distortions), each in a MOS form (higher is better)
 and its reversed DMOS form (lower is better), like the official demo's CSIQ DMOS example and its reverse. Images are
 crops of the photographs scikit-image ships (no download), written at the model's input size so no resampling
 hides the distortions; everything is a pure function of the size and the seed.
@@ -58,7 +58,7 @@ class ExampleRequirement:
 def example_requirements(folder: Path, size: int, seed: int = 0) -> List[ExampleRequirement]:
     """Write the examples' images into ``folder/images`` (``size`` px squares, PNG) and return the 10 requirements,
     MOS form then DMOS form per aspect. Files already there from the same settings are rewritten identically."""
-    from promptiqa.demo.synthetic import DISTORTIONS, LEVELS, distort, fr_metrics, reference_crops
+    from promptiqa.data.synthetic import DISTORTIONS, LEVELS, distort, fr_metrics, reference_crops
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,8 @@ class Session:
 def describe_model(predictor, reference: str, origin: str) -> str:
     """The model line: the checkpoint as given, what it is, its backbone and input size; for a model of the demo's
     small input size, what that means for real photographs."""
+    from promptiqa.data.images import DEFAULT_IMAGE_SIZE
+
     config = predictor.model.config
     line = (f"**Model:** `{reference}` ({origin}): {config.get('backbone')}, {predictor.image_size} px input, on "
             f"{predictor.device}.")
@@ -128,21 +130,30 @@ def describe_model(predictor, reference: str, origin: str) -> str:
         if all(config.get(key) == value for key, value in demo[0].items()):
             line += (f" This is the demo's model: it learnt the demo's synthetic requirements ({', '.join(demo[1])}, "
                      f"on {s} px crops); use it for those, and the authors' release "
-                     f"(`--checkpoint hf:Zevin2023/PromptIQA`, 224 px) for photographs.")
+                     f"(`--checkpoint hf:Zevin2023/PromptIQA`, {DEFAULT_IMAGE_SIZE} px) for photographs.")
     return line
 
 
-def _demo_model():
-    """What the demo's model is (backbone, its settings, input size) and the requirements it learns, from
-    configs/demo.yaml; None without it (an install without configs/)."""
-    from promptiqa.demo.run import DEFAULT_CONFIG, DemoConfig
+def demo_settings() -> Optional[dict]:
+    """The shipped configs/demo.yaml as data (where the demo saves its models, what they are); None without it (an
+    install without configs/). Read as a file, so the app imports nothing of the demo."""
+    import yaml
 
-    try:
-        cfg = DemoConfig.from_yaml(DEFAULT_CONFIG)
-    except FileNotFoundError:
+    from promptiqa.resources import shipped_config
+
+    path = shipped_config("demo.yaml")
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else None
+
+
+def _demo_model():
+    """What the demo's model is (backbone, its settings, input size) and the requirements it learns; None without
+    the demo's config."""
+    settings = demo_settings()
+    if settings is None:
         return None
-    model = {key: cfg.train[key] for key in ("backbone", "backbone_kwargs", "image_size") if key in cfg.train}
-    return model, cfg.train_requirements
+    train = settings.get("train") or {}
+    model = {key: train[key] for key in ("backbone", "backbone_kwargs", "image_size") if key in train}
+    return model, list(settings.get("train_requirements") or [])
 
 
 class Scorer:
@@ -304,13 +315,10 @@ class Results:
 
     def csv_text(self) -> str:
         """``image,<requirement>...`` with 6 decimals, the format of ``promptiqa score``."""
-        import csv
+        from promptiqa.fileio import csv_text
 
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["image", *(r.name for r in self.requirements)])
-        writer.writerows([name, *(f"{v:.6f}" for v in row)] for name, row in zip(self.names, self.scores))
-        return out.getvalue()
+        return csv_text(["image", *(r.name for r in self.requirements)],
+                        ([name, *(f"{v:.6f}" for v in row)] for name, row in zip(self.names, self.scores)))
 
     def html(self) -> str:
         """The table the page shows: thumbnail, file name, one score column per requirement."""

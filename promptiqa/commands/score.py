@@ -53,10 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check every input and output, load the model, score the images, write the table (-> exit code)."""
-    import csv
     import io
 
-    from promptiqa.fileio import atomic_write, check_writable, refuse_overwriting_inputs
+    from promptiqa.fileio import atomic_write, check_writable, csv_writer, refuse_overwriting_inputs
     from promptiqa.predict import (DEFAULT_PROMPT, NO_CHECK_FOR_SAVED_PROMPT, ImageError, Predictor, PredictorError,
                                    PromptError, ScoreScale, find_images, is_saved_prompt, read_prompt_pairs,
                                    resolve_device)
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
 
     def write(fh):
-        writer = csv.writer(fh, lineterminator="\n")
+        writer = csv_writer(fh)
         writer.writerow(["image", *columns])
         for i, path in enumerate(result.images):
             writer.writerow([str(path), *(f"{result.scores[name][i]:.6f}" for name in names)])

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..entry import command
-from ..fileio import FileLock, json_text
+from ..fileio import FileLock, write_json
 from .images import DEFAULT_IMAGE_SIZE, DiskImages
 from .records import DatasetRecords, image_set
 
@@ -180,7 +180,7 @@ def _build_cache(ds: DatasetRecords, image_size: int, workers: int, digest: str,
         "names": [r.name for r in ds.records], "scores": [r.score for r in ds.records],
         "references": [r.reference for r in ds.records],
     }
-    (build / RECORDS_FILE).write_text(json_text(meta, indent=None))
+    write_json(build / RECORDS_FILE, meta, indent=None)
 
 
 def _swap_in(build: Path, out: Path) -> None:

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..config import ModelSettings
 from ..errors import PromptIQAError
 from .formats.common import ImageReadError, check_image_file
 
-DEFAULT_IMAGE_SIZE = 224
+DEFAULT_IMAGE_SIZE = ModelSettings.image_size   # the official input side: stated once, as the config's default
 
 
 def read_image(path: Union[str, Path], size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:

@@ -3,14 +3,13 @@ choose it, in the order the model receives them; optionally written as a prompt 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
 
 from ..entry import command
 from ..errors import ConfigError
-from ..fileio import atomic_write, json_text
+from ..fileio import atomic_write, csv_writer, json_text
 from .labels import label_scale, normalise_labels
 from .registry import LABEL_NORMS, load_dataset, refuse_overwriting_dataset
 from .sampling import DEFAULT_ISP_NUM, STRATEGIES, sample_isps
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         base = out.resolve().parent
 
         def write(fh):
-            writer = csv.writer(fh, lineterminator="\n")
+            writer = csv_writer(fh)
             writer.writerow(["image", "score"])
             writer.writerows([Path(os.path.relpath(Path(r.path).resolve(), base)).as_posix(), repr(r.score)]
                              for r in records)

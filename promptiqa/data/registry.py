@@ -37,6 +37,14 @@ class DatasetSpec:
     # their shuffled order, each unit's images in label-file order; "label_file" = label-file order, because the
     # class walks the label file and keeps the rows whose index is in the split.
     train_order: str = "units"
+    task: str = ""            # the paper's task group (Table 2's column groups): synthetic, authentic, face, ...
+    short_title: str = ""     # how the paper's tables head its column, when not ``title``
+    reference_folder: Optional[Tuple[str, str]] = None   # (folder, extension) of a reference-based dataset's references
+
+    @property
+    def column_title(self) -> str:
+        """The dataset's name in a table heading (the paper's)."""
+        return self.short_title or self.title
 
 
 # The official code's fixed per-dataset score mappings, kept even where they look odd
@@ -44,36 +52,47 @@ class DatasetSpec:
 DATASET_SPECS: Dict[str, DatasetSpec] = {
     "live": DatasetSpec("LIVE IQA Release 2", reference_based.parse_live, "DMOS", False, 1.0, 100.0, "reference",
                         779, 29, "dmos.mat, dmos_realigned.mat, refnames_all.mat, refimgs/, jp2k/ jpeg/ wn/ gblur/ "
-                        "fastfading/ (the databaserelease2 folder)"),
+                        "fastfading/ (the databaserelease2 folder)", task="synthetic", short_title="LIVE",
+                        reference_folder=("refimgs", ".bmp")),
     "csiq": DatasetSpec("CSIQ", reference_based.parse_csiq, "DMOS", False, 0.0, 1.0, "reference", 866, 30,
-                        "csiq_label.txt or csiq.DMOS.xlsx, src_imgs/, dst_imgs/<type>/ or dst_imgs_all/"),
+                        "csiq_label.txt or csiq.DMOS.xlsx, src_imgs/, dst_imgs/<type>/ or dst_imgs_all/",
+                        task="synthetic", reference_folder=("src_imgs", ".png")),
     "tid2013": DatasetSpec("TID2013", reference_based.parse_tid2013, "MOS", True, 0.0, 9.0, "reference", 3000, 25,
-                           "mos_with_names.txt, distorted_images/, reference_images/"),
+                           "mos_with_names.txt, distorted_images/, reference_images/", task="synthetic",
+                           reference_folder=("reference_images", ".bmp")),
     # KADID's column is called dmos but is a 1-5 MOS where higher is better (docs/datasets.md#kadid).
     "kadid": DatasetSpec("KADID-10k", reference_based.parse_kadid, "MOS", True, 1.0, 5.0, "reference", 10125, 81,
-                         "dmos.csv, images/ (the kadid10k folder)", train_order="label_file"),
+                         "dmos.csv, images/ (the kadid10k folder)", train_order="label_file", task="synthetic",
+                         reference_folder=("images", ".png")),   # the references I01.png .. beside the distorted
     # BID's MOS is on [0, 5], but the official code divides by 9 (a copy of TID2013's divisor): labels 0.018-0.547.
     "bid": DatasetSpec("BID", authentic.parse_bid, "MOS", True, 0.0, 9.0, "image", 586, None,
-                       "DatabaseGrades.xls or .xlsx beside DatabaseImage*.JPG (the ImageDatabase folder)"),
+                       "DatabaseGrades.xls or .xlsx beside DatabaseImage*.JPG (the ImageDatabase folder)",
+                       task="authentic"),
     "spaq": DatasetSpec("SPAQ", authentic.parse_spaq, "MOS", True, 0.0, 100.0, "image", 11125, None,
                         "Annotations/MOS and Image attribute scores.xlsx (or with underscores), TestImage/ or "
-                        "img_resize/", train_order="label_file"),
+                        "img_resize/", train_order="label_file", task="authentic"),
     "livec": DatasetSpec("LIVE In the Wild Challenge", authentic.parse_livec, "MOS", True, 1.0, 100.0, "image", 1162,
                          None, "Data/AllImages_release.mat, Data/AllMOS_release.mat, Images/ "
-                               "(the ChallengeDB_release folder)"),
+                               "(the ChallengeDB_release folder)", task="authentic", short_title="LIVEC"),
     "koniq10k": DatasetSpec("KonIQ-10k", authentic.parse_koniq10k, "MOS", True, 0.0, 100.0, "image", 10073, None,
-                            "koniq10k_distributions_sets.csv (in the root or metadata/), 1024x768/"),
+                            "koniq10k_distributions_sets.csv (in the root or metadata/), 1024x768/",
+                            task="authentic"),
     "gfiqa_20k": DatasetSpec("GFIQA-20k", authentic.parse_gfiqa_20k, "MOS", True, 0.0, 1.0, "image", 19998, None,
-                             "mos.csv or mos_val_rating.csv (or give the label CSV itself as the root), image/"),
+                             "mos.csv or mos_val_rating.csv (or give the label CSV itself as the root), image/",
+                             task="face"),
     "agiqa_3k": DatasetSpec("AGIQA-3K", generated.parse_agiqa_3k, "MOS", True, 0.0, 5.0, "image", 2982, None,
-                            "data.csv, img/"),
+                            "data.csv, img/", task="AI-generated"),
     "aigciqa2023": DatasetSpec("AIGCIQA2023", generated.parse_aigciqa2023, "MOS", True, 0.0, 100.0, "image", 2400,
-                               None, "DATA/MOS/mosz1.mat, Image/allimg/"),
+                               None, "DATA/MOS/mosz1.mat, Image/allimg/", task="AI-generated"),
     # The released dataset_info.json spells this key `uqiqa`; the loaders and we use `uwiqa` (docs/datasets.md#uwiqa).
     "uwiqa": DatasetSpec("UWIQA", authentic.parse_uwiqa, "MOS", True, 0.0, 1.0, "image", 890, None,
-                         "IQA_Value.xlsx, img/", train_order="label_file"),
+                         "IQA_Value.xlsx, img/", train_order="label_file", task="underwater"),
 }
 DATASET_KEYS: Tuple[str, ...] = tuple(DATASET_SPECS)
+# Table 2's task groups in the paper's order (the registry's), each with its datasets
+TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = tuple(
+    (task, tuple(k for k, s in DATASET_SPECS.items() if s.task == task))
+    for task in dict.fromkeys(s.task for s in DATASET_SPECS.values()))
 
 
 @dataclass(frozen=True)
@@ -329,14 +348,15 @@ def locate_images(dataset: DatasetRecords) -> Tuple[DatasetRecords, List[str]]:
             problems.append(f"image not found: {rec.path}")
     problems = [f"image folder not found: {base / folder} ({len(names)} labelled images are in it)"
                 for folder, names in sorted(by_folder.items())] + problems + folders
-    if image_set(dataset.key) in reference_based.REFERENCE_FOLDERS:
+    if image_set(dataset.key) in reference_based.REFERENCE_NAMES:
         problems += _reference_problems(dataset, index, base)
     return dataclasses.replace(dataset, records=located), problems
 
 
 def _reference_problems(dataset: DatasetRecords, index: FolderIndex, base: Path) -> List[str]:
     """Compare the reference folder with the references the label files name (the official code lists this folder)."""
-    folder, extension, reference_of = reference_based.REFERENCE_FOLDERS[image_set(dataset.key)]
+    folder, extension = DATASET_SPECS[image_set(dataset.key)].reference_folder
+    reference_of = reference_based.REFERENCE_NAMES[image_set(dataset.key)]
     names = index.names_in(folder)
     if names is None:
         return [f"reference folder not found: {base / folder} ({len(dataset.units)} *{extension} reference images)"]

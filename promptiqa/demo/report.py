@@ -11,7 +11,7 @@ import numpy as np
 from ..evaluation.report import fmt, markdown_table, text_table
 from ..fileio import write_json
 from . import published
-from .synthetic import requirement
+from ..data.synthetic import requirement
 
 if TYPE_CHECKING:
     from .run import DemoConfig

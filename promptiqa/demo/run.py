@@ -27,11 +27,12 @@ import numpy as np
 from ..config import TrainConfig, merge_settings, read_yaml, typed_settings
 from ..engine import run_folder
 from ..errors import ConfigError, PromptIQAError, run_command
+from ..fileio import json_text, write_csv
 from ..resources import config_file, python_env
 from . import published
 from .command import DEFAULT_CONFIG
 from .report import MODELS, Report, dataset_key
-from .synthetic import read_images, requirement, requirement_labels
+from ..data.synthetic import read_images, requirement, requirement_labels
 
 
 class DemoError(PromptIQAError):
@@ -150,7 +151,7 @@ class Demo:
     def generate(self) -> dict:
         from ..data.cache import prepare_cache
         from ..data.registry import load_dataset
-        from .synthetic import generate
+        from ..data.synthetic import generate
 
         settings = {k: v for k, v in self.cfg.data.items() if k != "out"}
         meta = generate(self.data, requirements=self.cfg.requirements, **settings)
@@ -201,7 +202,7 @@ class Demo:
             proc = subprocess.Popen([sys.executable, "-c", "from promptiqa.demo.run import train_process; "
                                      "train_process()"], stdin=subprocess.PIPE, text=True, stdout=output,
                                     stderr=subprocess.STDOUT if output else None, env=env)
-            proc.stdin.write(json.dumps(cfg.to_dict()))
+            proc.stdin.write(json_text(cfg.to_dict(), compact=True))
             proc.stdin.close()
             procs.append((model, proc, output, run_dir))
             if not parallel:
@@ -252,11 +253,8 @@ class Demo:
         key = self.key(req)
         raw = _raw_scores(self.data / f"{req}.csv")
         prompt_csv = self.out / f"prompt_{req}.csv"
-        with open(prompt_csv, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["image", "score"])
-            for isp in result.requirements[key].prompt:
-                w.writerow([str((self.data / isp["image"]).resolve()), repr(raw[isp["image"]])])
+        write_csv(prompt_csv, ["image", "score"], [[str((self.data / isp["image"]).resolve()), repr(raw[isp["image"]])]
+                                                  for isp in result.requirements[key].prompt])
         names = result.requirements[key].images
         picks = [names[int(i)] for i in np.linspace(0, len(names) - 1, min(self.cfg.score_images, len(names)))]
         out_csv = self.out / f"scores_{req}.csv"

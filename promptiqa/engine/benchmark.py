@@ -17,7 +17,7 @@ import torch
 from ..config import TrainConfig, add_options
 from ..devices import amp_mode, autocast, resolve_device
 from ..distributed import DistEnv
-from ..models import PRESETS
+from ..models import PRESETS, uses_prompt
 from .augment import PromptAugment
 from .loop import TrainStep
 from .schedule import build_optimizer
@@ -133,7 +133,7 @@ def measure_inference(model: torch.nn.Module, device: torch.device, amp: str = "
     with torch.inference_mode(), cuda_settings(TrainConfig(tf32=tf32), device):
         prompt_images, prompt_scores = synthetic_batch(prompt_size, size, device)
         with autocast(device, amp):
-            prompt = model.encode_prompt(prompt_images, prompt_scores) if hasattr(model, "encode_prompt") else None
+            prompt = model.encode_prompt(prompt_images, prompt_scores) if uses_prompt(model) else None
         images, _ = synthetic_batch(batch, size, device)
         for i in range(warmup + batches):
             if i == warmup:

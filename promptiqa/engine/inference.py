@@ -1,7 +1,10 @@
-"""Prompted evaluation: encode a dataset's ISPP once, score its test split sharded over ranks, gather the results."""
+"""Prompted evaluation: encode a dataset's ISPP once, score its test split sharded over ranks, gather the results.
+
+``predict_sharded`` is the one loop that runs a model over a dataset's images sharded over ranks (predictions here,
+image features in ``evaluation.features``)."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -11,6 +14,7 @@ from ..data.images import explain_shared_memory_failures, normalise
 from ..devices import autocast
 from ..distributed import DistEnv, all_gather_objects
 from ..metrics import compute_metrics
+from ..models import uses_prompt
 from .augment import flip_batch
 
 
@@ -23,6 +27,35 @@ def stack_items(dataset: IQAImages, positions) -> tuple:
 
 @torch.no_grad()
 @explain_shared_memory_failures()
+def predict_sharded(dataset: IQAImages, env: DistEnv, step: Callable[[torch.Tensor], torch.Tensor],
+                    shape: Tuple[int, ...] = (), batch_size: int = 32, workers: int = 0, amp: str = "none",
+                    progress=None) -> np.ndarray:
+    """``step(images)`` for every image of ``dataset``, in its order, as float32 of ``shape`` per image (NaN where
+    none came back): each rank runs its shard (``TestShardSampler``), its images normalised on the device and read
+    by ``workers`` loader processes, under ``amp`` autocast; the outputs stay on the device until the shard is done
+    (no host synchronisation per batch), then every rank gets all of them."""
+    device = env.device
+    loader = ImageLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
+                                                                                    env.world_size),
+                         num_workers=workers, pin_memory=device.type == "cuda")
+    indices, outputs = [], []
+    for images, _, idx in loader:
+        images = normalise(images.to(device, non_blocking=True))
+        with autocast(device, amp):
+            outputs.append(step(images).float())
+        indices.append(idx)
+        if progress is not None:
+            progress.update(len(idx))
+    # indices arrive on the CPU with their batch; the outputs cross to it once, here
+    local = (torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64),
+             torch.cat(outputs).cpu().numpy() if outputs else np.zeros((0,) + tuple(shape), dtype=np.float32))
+    full = np.full((len(dataset),) + tuple(shape), np.nan, dtype=np.float32)
+    for idx, out in all_gather_objects(local, env):
+        full[idx] = out
+    return full
+
+
+@torch.no_grad()
 def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Optional[torch.Tensor] = None,
                   prompt_scores: Optional[torch.Tensor] = None, batch_size: int = 32, workers: int = 0,
                   amp: str = "none", official_prompt: bool = False, flip_axis: str = "vertical",
@@ -38,46 +71,36 @@ def predict_split(model, dataset: IQAImages, env: DistEnv, prompt_images: Option
     was_training = model.training
     model.eval()
     device = env.device
-    uses_prompt = prompt_images is not None and hasattr(model, "encode_prompt")
+    prompted = prompt_images is not None and uses_prompt(model)
     prompt = None
-    if uses_prompt:
+    if prompted:
         prompt_images, prompt_scores = normalise(prompt_images.to(device)), prompt_scores.to(device)
         if not official_prompt:
             with autocast(device, amp):
                 prompt = model.encode_prompt(prompt_images, prompt_scores)
-    group = len(prompt_images) + 1 if uses_prompt and official_prompt else None
-    loader = ImageLoader(dataset, batch_size=batch_size, sampler=TestShardSampler(len(dataset), env.rank,
-                                                                                    env.world_size),
-                         num_workers=workers, pin_memory=device.type == "cuda")
-    indices, preds = [], []
+    group = len(prompt_images) + 1 if prompted and official_prompt else None
     done = 0   # images of this rank's shard scored so far
-    for images, _, idx in loader:
-        images = normalise(images.to(device, non_blocking=True))
-        with autocast(device, amp):
-            if group is None:
-                out = model.score(images, prompt)
-            else:
-                parts, start = [], 0
-                while start < len(images):
-                    if (done + start) % group == 0:   # a new test group: a freshly flipped prompt
-                        flips = torch.rand(len(prompt_images)).numpy() < 0.5
-                        prompt = model.encode_prompt(flip_batch(prompt_images, flips, flip_axis), prompt_scores)
-                    end = min(len(images), start + group - (done + start) % group)
-                    parts.append(model.score(images[start:end], prompt))
-                    start = end
-                out = torch.cat(parts)
+
+    def score(images: torch.Tensor) -> torch.Tensor:
+        nonlocal prompt, done
+        if group is None:
+            return model.score(images, prompt)
+        parts, start = [], 0
+        while start < len(images):
+            if (done + start) % group == 0:   # a new test group: a freshly flipped prompt
+                flips = torch.rand(len(prompt_images)).numpy() < 0.5
+                prompt = model.encode_prompt(flip_batch(prompt_images, flips, flip_axis), prompt_scores)
+            end = min(len(images), start + group - (done + start) % group)
+            parts.append(model.score(images[start:end], prompt))
+            start = end
         done += len(images)
-        preds.append(out.float())
-        indices.append(idx)
-        if progress is not None:
-            progress.update(len(idx))
-    model.train(was_training)
-    # indices arrive on the CPU with their batch; the predictions cross to it once, here
-    local = (torch.cat(indices).tolist() if indices else [], torch.cat(preds).cpu().tolist() if preds else [])
-    result = np.full(len(dataset), np.nan)
-    for idx, pred in all_gather_objects(local, env):
-        result[np.asarray(idx, dtype=int)] = pred
-    return result
+        return torch.cat(parts)
+
+    try:
+        return predict_sharded(dataset, env, score, batch_size=batch_size, workers=workers, amp=amp,
+                               progress=progress).astype(np.float64)
+    finally:
+        model.train(was_training)
 
 
 def broadcast_buffers(model: torch.nn.Module, env: DistEnv) -> None:

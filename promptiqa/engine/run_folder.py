@@ -26,7 +26,7 @@ from .. import __version__
 from ..data.splits import RUN_SPLITS_FILE
 from ..devices import cpu_facts
 from ..errors import ConfigError
-from ..fileio import FileLock, atomic_write, new_figure, remove_orphans, save_figure, write_json
+from ..fileio import FileLock, atomic_write, new_figure, remove_orphans, save_figure, write_csv, write_json
 
 CONFIG, ENVIRONMENT, LOG = "config.json", "environment.json", "log.txt"
 SPLITS = RUN_SPLITS_FILE   # the split file's name belongs to data (promptiqa check --splits reads run folders)
@@ -306,13 +306,8 @@ def plot_curves(history: Sequence[Dict[str, Any]], path) -> None:
 
 def write_metrics(path, history: Sequence[Dict[str, Any]]) -> None:
     """metrics.csv from the run's history (every row so far), atomically; floats at full precision."""
-    def write(fh):
-        writer = csv.DictWriter(fh, fieldnames=METRICS_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in row.items()})
-
-    atomic_write(path, write)
+    write_csv(path, METRICS_COLUMNS, ([repr(float(v)) if isinstance(v, float) else v
+                                       for v in (row.get(c) for c in METRICS_COLUMNS)] for row in history))
 
 
 def read_metrics(path) -> List[Dict[str, Any]]:

@@ -36,7 +36,7 @@ from .checkpointing import Checkpoints, RunState, train_fingerprints
 from .inference import evaluate_test_splits
 from .loop import EpochResult, TrainStep, epoch_rows, train_one_epoch
 from .run_folder import best_epoch, selection_score
-from .schedule import build_optimizer, learning_rate
+from .schedule import build_optimizer
 from .tracking import Tracker, check_backends
 from .virtual_ranks import GroupBatchNorm2d, ZipSampler, plan_steps, seed_process, virtual_ranks
 
@@ -179,7 +179,7 @@ class Trainer:
             if result.stopped:
                 return self._stop(step, state)
             rows = epoch_rows(result, keys, state.epoch, env)
-            self._log_epoch(result, rows, state)
+            self._log_epoch(result, rows, state, step.optimizer.param_groups[0]["lr"])
             if (state.epoch + 1) % cfg.eval_every == 0 or state.epoch + 1 == cfg.epochs:
                 test = self._evaluate(model, views, state, "test", rows)
                 self._keep_best(model, test, state)
@@ -205,10 +205,11 @@ class Trainer:
         return {"stopped": False, "best": state.best, "digests": digests,
                 **({"best_val": best_val} if best_val is not None else {})}
 
-    def _log_epoch(self, result: EpochResult, rows: List[dict], state: RunState) -> None:
+    def _log_epoch(self, result: EpochResult, rows: List[dict], state: RunState, lr: float) -> None:
+        """The epoch's log line; ``lr`` is the optimiser's rate at the epoch's last step (warm-up included)."""
         note = result.note
         self.log(f"epoch {state.epoch + 1}/{self.cfg.epochs}: loss {result.loss:.5f}, {result.images_per_s:.1f} "
-                 f"images/s, lr {learning_rate(self.cfg.lr, self.cfg.epochs, state.epoch):.3g}, flip rate "
+                 f"images/s, lr {lr:.3g}, flip rate "
                  f"{self.augment.flip_rate:.3g}; train " + "; ".join(
                      f"{r['dataset']} SROCC {r['srocc']:.4f} PLCC {r['plcc']:.4f}" for r in rows)
                  + (f" ({note})" if note else ""))

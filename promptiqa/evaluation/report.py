@@ -1,14 +1,14 @@
 """Writing evaluation results: printed tables, CSV files at full precision, Markdown, scatter and line plots."""
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_write, atomic_write_text, new_figure, save_figure
+from ..fileio import atomic_write_text, new_figure, save_figure
+from ..fileio import write_csv as write_rows
 
 RESULTS_COLUMNS = ("dataset", "srocc", "plcc", "krcc", "rmse", "n")
 PREDICTIONS_COLUMNS = ("dataset", "image", "gt", "pred")
@@ -25,16 +25,7 @@ def full(value):
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping]) -> Path:
     """Rows (mappings) under ``columns``, floats written with repr; atomically (no half file, ever)."""
-    path = Path(path)
-
-    def write(fh):
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([full(row.get(c)) for c in columns])
-
-    atomic_write(path, write)
-    return path
+    return write_rows(path, columns, ([full(row.get(c)) for c in columns] for row in rows))
 
 
 def fmt(value, digits: int = 4) -> str:

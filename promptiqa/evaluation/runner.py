@@ -29,7 +29,7 @@ from ..engine import run_folder
 from ..errors import ConfigError, run_command
 from ..fileio import write_json
 from ..metrics import compute_metrics, undefined_notes
-from ..models import load_model
+from ..models import load_model, uses_prompt
 from .leakage import LeakageCheck, check_leakage
 from .prompts import PERTURBATIONS, SampledISPP, build_prompt, check_perturbations
 from .report import PREDICTIONS_COLUMNS, RESULTS_COLUMNS, plot_scatter, text_table, write_csv
@@ -126,7 +126,7 @@ class EvalSession:
                                            with_info=True)
         config = self.info.get("config") or {}
         self.official_format = not config
-        self.uses_prompt = hasattr(self.model, "encode_prompt")
+        self.uses_prompt = uses_prompt(self.model)
         self.image_size = int(self.model.image_size)
         trained_norm = config.get("label_norm")
         self.label_norm = cfg.label_norm or trained_norm or "official"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 import warnings
@@ -22,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..config import EvalConfig, TrainConfig, evaluation_config, resolve_config
 from ..data import SPLIT_SEEDS
+from ..distributed import Launch, read_launch
 from ..engine import run_folder
 from ..entry import command
 from ..errors import ConfigError
@@ -70,13 +70,18 @@ def test_config(cfg: TrainConfig, folder: Path, which: str) -> EvalConfig:
                              split_file=str(folder / run_folder.SPLITS), save_path=str(folder / f"test_{which}"))
 
 
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+def _launch(cfg: Optional[TrainConfig] = None) -> Launch:
+    """This process's rank and world size as training reads them (``read_launch``, the one parser of the launch
+    environment); a one-process --ddp group is training's own, so it is not asked for here."""
+    return read_launch(dataclasses.replace(cfg or TrainConfig(), ddp=False))
 
 
-def _launched_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (int(os.environ.get("SLURM_NTASKS", "1")) > 1
-                                                          and "SLURM_PROCID" in os.environ)
+def _is_main(cfg: Optional[TrainConfig] = None) -> bool:
+    return _launch(cfg).rank == 0
+
+
+def _launched_distributed(cfg: TrainConfig) -> bool:
+    return _launch(cfg).world_size > 1
 
 
 @contextmanager
@@ -87,7 +92,7 @@ def shared_process_group(cfg: TrainConfig):
     rank's stale rendezvous address from the store. So the group is created once here; training and test.py find
     it initialised, do not own it, and leave it for this context to destroy.
     """
-    if not _launched_distributed():
+    if not _launched_distributed(cfg):
         yield None
         return
     from ..distributed import cleanup, init_distributed
@@ -128,7 +133,7 @@ def run_one(cfg: TrainConfig, folder: Path, tests: Sequence[str] = ("last", "bes
             return False
     for which in tests:
         run_test(test_config(cfg, folder, which), env=env)
-    if _is_main():
+    if _is_main(cfg):
         write_json(marker, {"seed": cfg.seed, "datasets": list(cfg.dataset), "tests": list(tests),
                             "seconds": time.time() - started, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return True
@@ -138,7 +143,7 @@ def run_seeds(cfg: TrainConfig, root: Path, seeds: Sequence[int], tests: Sequenc
               per_dataset: bool = False, log: Callable[[str], None] = print) -> Dict[int, bool]:
     """Run every seed in ``root`` (one mixed run per seed, or one run per dataset when ``per_dataset``)."""
     done = {}
-    log = log if _is_main() else (lambda message: None)
+    log = log if _is_main(cfg) else (lambda message: None)
     with shared_process_group(cfg) as env:
         for seed in seeds:
             seed_cfg = dataclasses.replace(cfg, seed=int(seed))
@@ -200,10 +205,10 @@ def ten_splits_main(argv: Optional[Sequence[str]] = None) -> int:
     args, rest = p.parse_known_args(argv)
     cfg = _train_config(rest, {"--seed": "use --seeds or --seed_index"})
     seeds = pick_seeds(args.seeds, args.seed_index)
-    if _is_main():
+    if _is_main(cfg):
         record_method(args.save_path, "PromptIQA")
     done = run_seeds(cfg, Path(args.save_path), seeds, pick_tests(args.tests, cfg))
-    if _is_main():
+    if _is_main(cfg):
         if args.seed_index is None:
             _summarise_with_notes([args.save_path], Path(args.save_path) / "summary", "PromptIQA over split seeds")
         else:   # one job of an array: concurrent jobs must not write the same summary files
@@ -235,7 +240,7 @@ def ablation_main(argv: Optional[Sequence[str]] = None) -> int:
             forbidden = {"--seed": "use --seeds or --seed_index"}
             forbidden.update({OPTION_OF[f]: f"variant {variant} sets it" for f in VARIANTS[variant]})
             cfg = dataclasses.replace(_train_config(rest, forbidden), **VARIANTS[variant])
-            if _is_main():
+            if _is_main(cfg):
                 record_method(root / variant, VARIANT_TITLES[variant], variant)
             done = run_seeds(cfg, root / variant, seeds, pick_tests(args.tests, cfg), per_dataset=variant == "wo_mixed")
             if not all(done.values()) or len(done) != len(seeds):

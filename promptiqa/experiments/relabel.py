@@ -39,6 +39,7 @@ from .. import paper
 from ..config import add_options
 from ..data import DatasetError, load_dataset, resolve_roots
 from ..data.formats.common import FolderIndex
+from ..data.registry import DATASET_SPECS
 from ..data.images import normalise
 from ..data.sampling import DEFAULT_ISP_NUM
 from ..devices import autocast, resolve_device
@@ -50,9 +51,7 @@ from ..fileio import write_json
 # metric -> (label type, higher is better)
 FR_METRICS: "OrderedDict[str, tuple]" = OrderedDict(ssim=("MOS", True), fsim=("MOS", True), lpips=("DMOS", False))
 # reference-based datasets: folder of the reference images and their extension (reference id = file stem)
-REFERENCE_FILES = {"live": ("refimgs", ".bmp"), "csiq": ("src_imgs", ".png"),
-                   "tid2013": ("reference_images", ".bmp"), "kadid": ("images", ".png")}
-TITLES = {"live": "LIVE", "csiq": "CSIQ", "tid2013": "TID2013", "kadid": "KADID-10k"}
+REFERENCE_FILES = {key: spec.reference_folder for key, spec in DATASET_SPECS.items() if spec.reference_folder}
 # Table 3's methods by the name paper.TABLE3_ROWS knows them by: the title of each row ({n}: the ISPP size)
 METHOD_TITLES = OrderedDict(zero_shot="w/o prompt (zero-shot)", fine_tuned="w/o prompt (fine-tuned on the {n} ISPs)",
                             promptiqa="PromptIQA")
@@ -284,7 +283,7 @@ def find_relabelled(labels_dir, only: Optional[Sequence[str]] = None) -> "Ordere
 def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int = 50, finetune_lr: float = 1e-5,
            finetune_weight_decay: float = 1e-5, only: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, dict]]:
     """Evaluate PromptIQA (and the w/o-prompt baselines) on the relabelled test splits; writes table3.* (main rank)."""
-    from ..models import load_model
+    from ..models import load_model, uses_prompt
     from ..evaluation.leakage import check_leakage
     from ..evaluation.runner import EvalSession, evaluate_dataset
 
@@ -301,7 +300,7 @@ def table3(cfg, labels_dir, baseline: Optional[str] = None, finetune_steps: int 
         trained_on = {"promptiqa": session.describe()["trained_on"]}
         if baseline:
             base, base_info = load_model(baseline, device=session.env.device, with_info=True)
-            if hasattr(base, "encode_prompt"):
+            if uses_prompt(base):
                 raise ConfigError(f"--baseline {baseline} is a prompted model; the baselines are the w/o-prompt model "
                                  f"(scripts/ablation.py --variant wo_prompt)")
             if int(base.image_size) != session.image_size:
@@ -338,7 +337,7 @@ def _write_table3(session, found, results, out: Path, extra: dict) -> None:
     order = list(dict.fromkeys(m for rows in results.values() for m in rows))   # METHOD_TITLES' order
     order = [m for m in order if m != METHOD_TITLES["promptiqa"]] + [METHOD_TITLES["promptiqa"]]
     columns = list(results)
-    header = ["method"] + [f"{TITLES[found[c][0]]} {found[c][1].upper()}" for c in columns]
+    header = ["method"] + [f"{DATASET_SPECS[found[c][0]].column_title} {found[c][1].upper()}" for c in columns]
     table, sources = [], []
     for m in order:
         cells = [results[c].get(m) for c in columns]

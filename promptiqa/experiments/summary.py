@@ -28,19 +28,13 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import paper
+from ..data.registry import TASKS
 from ..errors import run_command
 from ..fileio import atomic_write, write_json
 from ..evaluation.report import fmt, markdown_table, write_csv, write_lines
 # read_seed_run and select_epochs stay importable from here, where they were before the reading moved
 from .seed_runs import SELECTIONS, SUMMARY_METRICS, SeedRun, read_group, read_seed_run, select_epochs  # noqa: F401
 
-TASKS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("synthetic", ("live", "csiq", "tid2013", "kadid")),
-    ("authentic", ("bid", "spaq", "livec", "koniq10k")),
-    ("face", ("gfiqa_20k",)),
-    ("AI-generated", ("agiqa_3k", "aigciqa2023")),
-    ("underwater", ("uwiqa",)),
-)
 OTHER = "other"
 # The method label (and Table 6 variant) a protocol command gave the runs of a root: every later summary of the root
 # uses it, so ten-splits' own summary and a re-run of `summarise` on the same folder label its rows alike.

@@ -18,7 +18,7 @@ from ..devices import default_device
 from ..errors import PromptIQAError
 from ..fileio import atomic_write
 from ..hub import resolve_checkpoint
-from .promptiqa import ARCHITECTURES, DEFAULT_BACKBONE, MoNet, build_model
+from .promptiqa import ARCHITECTURES, DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, MoNet, build_model, unwrap
 
 PathLike = Union[str, os.PathLike]
 DDP_PREFIX = "module."
@@ -113,8 +113,7 @@ def checkpoint_config(model: MoNet, prompt_num: Optional[int] = None, label_norm
 def save_checkpoint(path: PathLike, model: torch.nn.Module, prompt_num: Optional[int] = None,
                     config: Optional[Dict[str, Any]] = None, **extra: Any) -> Path:
     """Write ``model`` in the official layout plus ``config`` (and ``extra`` entries), atomically (temp + rename)."""
-    model = getattr(model, "module", model)  # unwrap DDP / compiled wrappers
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap(model)
     config = dict(config) if config is not None else checkpoint_config(model, prompt_num)
     obj = {"state_dict": {DDP_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()},
            "prompt_num": prompt_num if prompt_num is not None else config.get("prompt_num"), "config": config}
@@ -149,7 +148,7 @@ def _check_config(config: Any, prompt_num: Any, path: PathLike) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise bad(field, value, "a positive whole number")
     if isinstance(config.get("image_size"), int) and config["image_size"] > MAX_IMAGE_SIDE:
-        raise bad("image_size", config["image_size"], f"at most {MAX_IMAGE_SIDE} pixels (the paper's is 224)")
+        raise bad("image_size", config["image_size"], f"at most {MAX_IMAGE_SIDE} pixels (the paper's is {DEFAULT_IMAGE_SIZE})")
     if not isinstance(config.get("backbone_kwargs") or {}, Mapping):
         raise bad("backbone_kwargs", config.get("backbone_kwargs"), "a dict of timm constructor arguments")
     splits = config.get("splits")

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.images import DEFAULT_IMAGE_SIZE
 from ..errors import ConfigError, PromptIQAError
 from .layers import MAL, Block
 
@@ -38,7 +39,7 @@ HEAD_HEADS = 4                          # attention heads of every FEATURE_DIM-w
 
 # Named configurations of the same model: the official one, and small ones for CPU demos and tests.
 PRESETS = {
-    "official": dict(backbone=DEFAULT_BACKBONE, image_size=224),                      # grid 28, 318M parameters
+    "official": dict(backbone=DEFAULT_BACKBONE, image_size=DEFAULT_IMAGE_SIZE),       # grid 28, 318M parameters
     "tiny": dict(backbone="vit_tiny_patch16_224", image_size=112),                    # grid 7, ~18M parameters
     "micro": dict(backbone="vit_tiny_patch16_224", image_size=64,                     # grid 8, ~4M, for tests
                   backbone_kwargs=dict(depth=4, embed_dim=32, num_heads=2, patch_size=8)),
@@ -286,6 +287,22 @@ class PromptIQAWithoutPrompt(MoNet):
 
 
 ARCHITECTURES = {cls.arch: cls for cls in (PromptIQA, PromptIQAWithoutPrompt)}
+WRAPPERS = ("module", "_orig_mod")   # where DistributedDataParallel and torch.compile keep the model they wrap
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself inside DistributedDataParallel / torch.compile wrappers (any nesting); others as given."""
+    for attr in WRAPPERS:
+        inner = getattr(model, attr, None)
+        if isinstance(inner, nn.Module):
+            return unwrap(inner)
+    return model
+
+
+def uses_prompt(model: nn.Module) -> bool:
+    """The model's kind: True for PromptIQA (it encodes prompts), False for the w/o-prompt ablation; wrappers seen
+    through."""
+    return hasattr(unwrap(model), "encode_prompt")
 
 
 def build_model(arch: str = "promptiqa", preset: Optional[str] = None, **kwargs: Any) -> MoNet:

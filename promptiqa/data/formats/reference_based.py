@@ -159,12 +159,14 @@ def parse_kadid(root: Path, key: str, label_norm: str) -> Tuple[List[Record], Li
     return records, []
 
 
-# Folders holding the reference images, with the extension kept and the name -> reference id rule. Only checked
-# when images are; the official code lists these folders to enumerate references (in os.listdir order).
-REFERENCE_FOLDERS = {
-    "live": ("refimgs", ".bmp", stem),
-    "csiq": ("src_imgs", ".png", stem),
+# The reference image name -> reference id rule of the datasets whose reference folder (the registry's
+# DatasetSpec.reference_folder) holds only references: that folder is checked against the label files when images
+# are; the official code lists it to enumerate references (in os.listdir order). KADID's folder holds its distorted
+# images too.
+REFERENCE_NAMES = {
+    "live": stem,
+    "csiq": stem,
     # Compare the extension case-insensitively and keep nothing else: the official substring test also accepts
     # extensionless files, which would corrupt the reference list (docs/datasets.md#tid2013).
-    "tid2013": ("reference_images", ".bmp", tid2013_reference),
+    "tid2013": tid2013_reference,
 }

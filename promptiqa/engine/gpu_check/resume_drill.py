@@ -3,7 +3,6 @@
 equal bit for bit."""
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from ...data.images import DEFAULT_IMAGE_SIZE
+from ...fileio import json_text, write_csv
 from .runner import FAIL, PASS, Context, RowResult
 
 DATASET_KEY = "gpucheck"
@@ -31,9 +32,9 @@ class DrillSizes:
 
 
 # 3 steps an epoch on a GPU, stopped in epoch 2 (resuming crosses an epoch's end and a mid-epoch position), the micro
-# backbone at 224 px: its 28x28 grid takes the official head without the bilinear resize, whose CUDA backward has no
+# backbone at the official input size: its 28x28 grid takes the official head without the bilinear resize, whose CUDA backward has no
 # deterministic kernel. With --cpu 2 steps, stopped mid-epoch (the CPU tests cover the rest).
-GPU_DRILL = DrillSizes(images=36, groups=2, group_size=4, epochs=2, stop=4, image_size=224)
+GPU_DRILL = DrillSizes(images=36, groups=2, group_size=4, epochs=2, stop=4, image_size=DEFAULT_IMAGE_SIZE)
 CPU_DRILL = DrillSizes(images=20, groups=2, group_size=3, epochs=1, stop=1, image_size=64)
 
 
@@ -48,15 +49,13 @@ def write_dataset(folder: Path, n: int, seed: int = 0) -> Path:
 
     rng = np.random.default_rng(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    rows = ["image,score"]
+    rows = []
     for i in range(n):
         name = f"images/{i:03d}.png"
         if not cv2.imwrite(str(folder / name), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)):
             raise OSError(f"could not write {folder / name}")
-        rows.append(f"{name},{rng.uniform(1, 5):.3f}")
-    labels = folder / "labels.csv"
-    labels.write_text("\n".join(rows) + "\n")
-    return labels
+        rows.append([name, f"{rng.uniform(1, 5):.3f}"])
+    return write_csv(folder / "labels.csv", ["image", "score"], rows)
 
 
 def _train_options(context: Context, labels: Path) -> List[str]:
@@ -66,7 +65,7 @@ def _train_options(context: Context, labels: Path) -> List[str]:
     return ["--dataset", DATASET_KEY, "--data_root", f"{DATASET_KEY}={labels}", "--epochs", str(s.epochs),
             "--seed", "2024",
             "--backbone", micro["backbone"], "--image_size", str(s.image_size),
-            "--backbone_kwargs", json.dumps(micro["backbone_kwargs"]), "--pretrained_backbone", "false",
+            "--backbone_kwargs", json_text(micro["backbone_kwargs"], compact=True), "--pretrained_backbone", "false",
             "--workers", "0" if context.cpu else "2", "--lr", "1e-4", "--log_every", "2", "--ddp",
             *([] if context.cpu else ["--deterministic"])]
 

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ...fileio import atomic_write_text
+
 PASS, INFO, WARN, NA, FAIL = "pass", "info", "warn", "n/a", "fail"
 CRASH, TIMEOUT, SKIPPED, INTERRUPTED = "crash", "timeout", "skipped", "interrupted"
 # the statuses that make the command exit non-zero: a check out of tolerance, or one that did not finish
@@ -98,11 +100,10 @@ def _child(run: Callable[[Context], Any], context: Context, result_path: str, lo
     except BaseException as err:   # noqa: B902 - whatever stops the item is its row's message
         traceback.print_exc()
         payload = {"error": _first_line(err)}
-    text = json.dumps(payload, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
-    tmp = result_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, result_path)
+    # a message to the parent, not a file anyone reads: Python's JSON, so a NaN figure survives the trip (fileio's
+    # strict JSON would turn it into null)
+    atomic_write_text(result_path, json.dumps(payload, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
+                                              else str(o)))
     sys.stdout.flush()
     sys.stderr.flush()
 
