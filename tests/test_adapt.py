@@ -105,6 +105,10 @@ def test_adapt_end_to_end_and_a_rerun_computes_nothing_new(shared, tmp_path, mon
     assert {p: p.stat().st_mtime_ns for p in (out / "units").rglob("*.json")} == stamps
     assert again["curves"] == results["curves"] and again["matrices"] == results["matrices"]
     assert "14 units: 0 computed by this run, 14 reused" in capsys.readouterr().out
+    # units of other settings are never mixed in: a rerun with another sampling seed into the folder is refused
+    assert _adapt(shared, out, "--isp_strategy", "random", "--isp_seed", "5") == 1
+    assert "holds units computed with other settings (baseline, finetune_steps, isp_seed differ)" in \
+        capsys.readouterr().err
     # the k-shot loop drew the stated ISPPs: draw d of size k is random sampling with seed isp_seed + d (0 + d)
     ds = load_dataset("bright", shared["bright"])
     split = make_split(ds, 2024)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..config import check_number
-from ..distributed import all_gather_objects
+from ..distributed import agreed, all_gather_objects
 from ..errors import ConfigError
 from ..evaluation.features import FeatureBank
 from ..evaluation.runner import EvalSession, add_eval_options, config_from_args
@@ -63,21 +63,23 @@ class UnitStore:
         self.folder, self.env = folder, env
         self.computed: List[dict] = []   # this run's: name, seconds, cost
         self.reused = 0
-        done: List[str] = []
-        if env.is_main:
-            stored = folder / SETTINGS
-            if stored.is_file():
-                previous = json.loads(stored.read_text(encoding="utf-8"))
-                changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-                if changed:
-                    raise ConfigError(f"{folder} holds units computed with other settings ({', '.join(changed)} "
-                                      f"differ); give another --save_path or delete {folder}")
-            else:
-                write_json(stored, settings)
-            done = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.json")
-                          if p.name != SETTINGS)
-        # every rank follows the main rank's list, read before any rank could add to it
+        # every rank follows the main rank's list, read before any rank could add to it; a refusal stops every rank
+        done = agreed(lambda: self._stored(settings) if env.is_main else [], env)
         self.done = set(all_gather_objects(done, env)[0])
+
+    def _stored(self, settings: Dict[str, Any]) -> List[str]:
+        """The names of the units stored in the folder, after checking they were computed with ``settings``."""
+        folder = self.folder
+        stored = folder / SETTINGS
+        if stored.is_file():
+            previous = json.loads(stored.read_text(encoding="utf-8"))
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            if changed:
+                raise ConfigError(f"{folder} holds units computed with other settings ({', '.join(changed)} differ); "
+                                  f"give another --save_path or delete {folder}")
+        else:
+            write_json(stored, settings)
+        return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.json") if p.name != SETTINGS)
 
     def get(self, name: str, compute: Callable[[], dict], cost: Cost) -> Optional[dict]:
         """The unit ``name`` as stored, or computed now (by every rank) and stored (main rank); None on other ranks."""

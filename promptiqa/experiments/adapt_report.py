@@ -112,8 +112,8 @@ def _ci(p: dict, metric: str) -> str:
 
 def _markdown(session, run, opts, curves, matrices, relabel, leakage, cost, seconds) -> List[str]:
     cfg = session.cfg
-    sampling = (f"interval sampling (one ISPP per k)" if cfg.isp_strategy == "interval" else
-                f"random sampling, {opts.draws} draws per k (seeds {cfg.isp_seed}..{cfg.isp_seed + opts.draws - 1})")
+    sampling = ("interval sampling: one ISPP per k" if cfg.isp_strategy == "interval" else
+                f"random sampling: {opts.draws} draws per k, seeds {cfg.isp_seed}..{cfg.isp_seed + opts.draws - 1}")
     lines = [f"# Requirement adaptation of {cfg.checkpoint}", "",
              f"Prompts sampled from each dataset's train split, scored on its test split ({sampling}); "
              f"baseline: {opts.baseline or 'none'}. Each figure: the mean over draws [95% bootstrap CI over draws] "
@@ -171,8 +171,12 @@ def plot(curves, matrices, path: Path) -> Path:
     heat map per requirement matrix."""
     shown = [m for m in matrices if "rows" in m]
     panels = len(curves) + len(shown)
-    fig = new_figure(figsize=(4.2 * panels, 3.8))
-    axes = fig.subplots(1, panels, squeeze=False)[0]
+    columns = min(3, panels)
+    rows = math.ceil(panels / columns)
+    fig = new_figure(figsize=(4.6 * columns, 4.0 * rows))
+    axes = list(fig.subplots(rows, columns, squeeze=False).flat)
+    for ax in axes[panels:]:
+        ax.axis("off")
     for ax, (key, methods) in zip(axes, curves.items()):
         for method, points in methods.items():
             if method == "zero_shot":
@@ -183,7 +187,10 @@ def plot(curves, matrices, path: Path) -> Path:
             for side, alpha in (("images", 0.12), ("draws", 0.25)):
                 ax.fill_between(k, [p[f"srocc_{side}_low"] for p in points], [p[f"srocc_{side}_high"] for p in points],
                                 color=line.get_color(), alpha=alpha, linewidth=0)
+        ks = sorted({p["k"] for points in methods.values() for p in points if p["k"] is not None})
         ax.set(xscale="log", xlabel="prompt size k", ylabel="SROCC (test split)", title=key)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
         ax.legend(fontsize=7)
     for ax, m in zip(axes[len(curves):], shown):
         values = np.asarray([[m["srocc"][p][c] for c in m["columns"]] for p in m["rows"]], dtype=np.float64)
