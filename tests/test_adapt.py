@@ -105,6 +105,15 @@ def test_adapt_end_to_end_and_a_rerun_computes_nothing_new(shared, tmp_path, mon
     assert {p: p.stat().st_mtime_ns for p in (out / "units").rglob("*.json")} == stamps
     assert again["curves"] == results["curves"] and again["matrices"] == results["matrices"]
     assert "14 units: 0 computed by this run, 14 reused" in capsys.readouterr().out
+    # an interrupted run (a unit missing) computes that unit alone, to the same figures
+    monkeypatch.undo()
+    (out / "units" / "kshot" / "tag" / "k3_d1.json").unlink()
+    assert _adapt(shared, out, "--isp_strategy", "random", "--draws", "2", "--baseline", shared["wo"],
+                  "--finetune_steps", "1") == 0
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["cost"]["computed"] == 1 and resumed["cost"]["reused"] == 13
+    assert resumed["curves"] == results["curves"]
+    capsys.readouterr()
     # units of other settings are never mixed in: a rerun with another sampling seed into the folder is refused
     assert _adapt(shared, out, "--isp_strategy", "random", "--isp_seed", "5") == 1
     assert "holds units computed with other settings (baseline, finetune_steps, isp_seed differ)" in \

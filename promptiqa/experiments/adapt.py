@@ -40,7 +40,7 @@ from .relabel import finetune_few_shot, table3
 ADAPT_RUNS = "runs/adapt"
 UNITS = "units"
 SETTINGS = "settings.json"   # in UNITS: what the stored units were computed with (a rerun must match it)
-# Table 3's few-shot fine-tuning: its step count, learning rate and weight decay, from their one home
+# Table 3's few-shot fine-tuning steps, from their one home (relabel.table3's default)
 FINETUNE_STEPS = inspect.signature(table3).parameters["finetune_steps"].default
 
 
@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False, argument_default=None,
         description="Measure requirement adaptation: k-shot curves with bootstrap CIs, the requirement matrix of "
                     "datasets sharing images, relabel consistency (see docs/adapt.md)"))
+    adapted = {"save_path": f"output folder (default {ADAPT_RUNS}); a rerun into it reuses its units/",
+               "plot": "write adapt.png (default true)"}
+    for action in p._actions:   # test.py's options whose help names test.py's outputs
+        action.help = adapted.get(action.dest, action.help)
     p.add_argument("--k", nargs="+", type=int, metavar="K",
                    help=f"prompt sizes, each capped by the train split (default {' '.join(map(str, measures.DEFAULT_KS))})")
     p.add_argument("--draws", type=int,
