@@ -207,3 +207,33 @@ def test_the_requirement_matrix_reads_prompts_as_rows_and_labels_as_columns():
     groups = measures.requirement_groups({"A": ["x", "y", "z", "w"], "B": ["z", "y", "x"], "C": ["q"]},
                                          {"A": ["v"], "B": ["w"], "C": []})
     assert groups == [(["A", "B"], ["x", "y", "z"])]
+
+
+def test_two_processes_measure_what_one_does(shared, tmp_path):
+    """Sharded like test.py: under torchrun each rank encodes its share of the test images, the main rank writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    common = ["--checkpoint", shared["ours"], "--dataset", "bright", "tag", "--data_root", f"bright={shared['bright']}",
+              "--data_root", f"tag={shared['tag']}", "--k", "2", "3", "--isp_num", "5", "-j", "0", "--batch_size", "3",
+              "--bootstrap", "50", "--baseline", shared["wo"], "--finetune_steps", "1", "--progress", "false",
+              "--plot", "false"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                           "promptiqa", "adapt", *common, "--save_path", str(tmp_path / "two")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout and proc.stdout.count("## Relabel consistency") == 1   # one rank writes
+    assert cli_main(["adapt", *common, "--save_path", str(tmp_path / "one")]) == 0
+    names = sorted(str(p.relative_to(tmp_path / "one")) for p in (tmp_path / "one" / "units").rglob("*.json"))
+    assert names == sorted(str(p.relative_to(tmp_path / "two")) for p in (tmp_path / "two" / "units").rglob("*.json"))
+    for name in names:
+        if name.endswith("settings.json"):
+            continue
+        one, two = (json.loads((tmp_path / side / name).read_text()) for side in ("one", "two"))
+        for field in ("pred", "fine_tuned"):
+            if field in one:
+                np.testing.assert_allclose(two[field], one[field], atol=1e-5)

@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     for action in p._actions:   # test.py's options whose help names test.py's outputs
         action.help = adapted.get(action.dest, action.help)
     p.add_argument("--k", nargs="+", type=int, metavar="K",
-                   help=f"prompt sizes, each capped by the train split (default {' '.join(map(str, measures.DEFAULT_KS))})")
+                   help="prompt sizes, each capped by the train split (default "
+                        f"{' '.join(map(str, measures.DEFAULT_KS))})")
     p.add_argument("--draws", type=int,
                    help=f"ISPP draws per k with --isp_strategy random, seeds isp_seed, isp_seed + 1, ... (default "
                         f"{measures.DEFAULT_DRAWS}; interval sampling has one)")

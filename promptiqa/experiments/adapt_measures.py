@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -179,7 +179,3 @@ def requirement_matrix(pred: Mapping[str, np.ndarray], labels: Mapping[str, np.n
         margins[p] = float(own - max(others)) if others and np.isfinite(own) else math.nan
     return {"rows": rows, "columns": columns, "srocc": matrix, "margin": margins}
 
-
-def own_column(matrix: Mapping[str, object]) -> Optional[Dict[str, float]]:
-    """Each row's SROCC against its own labels (the diagonal)."""
-    return {p: matrix["srocc"][p].get(p, math.nan) for p in matrix["rows"]}
