@@ -104,6 +104,9 @@ COMMANDS: Dict[str, Union[Command, Delegated]] = {
     "relabel-eval": Delegated("Table 3: PromptIQA and the w/o-prompt baselines on relabelled requirements",
                               "promptiqa.experiments.relabel:table3_main", extra="train",
                               parser="promptiqa.experiments.relabel:build_table3_parser"),
+    "adapt": Delegated("requirement adaptation: k-shot curves with bootstrap CIs, the requirement matrix, relabel "
+                       "consistency (docs/adapt.md)", "promptiqa.experiments.adapt:main", extra="train",
+                       parser="promptiqa.experiments.adapt:build_parser"),
     "isp-experiments": Delegated("ISPP selection (Table 4), perturbation (Table 5) and size (Fig. 3) on a "
                                  "checkpoint (scripts/isp_experiments.py)", "promptiqa.evaluation.isp:isp_main",
                                  extra="train", parser="promptiqa.evaluation.isp:build_isp_parser"),
