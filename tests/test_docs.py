@@ -77,7 +77,7 @@ def test_the_sample_order_table_is_the_registry():
 
 
 LAYERS = ("data", "models", "engine", "evaluation", "experiments")   # docs/architecture.md "Layout": bottom-up
-TOOLS = ("cli", "predict", "prompt_files", "app", "demo")            # on top: only they may import anything
+TOOLS = ("cli", "commands", "predict", "prompt_files", "app", "demo")   # on top: only they may import anything
 
 
 def _is_main_block(node) -> bool:

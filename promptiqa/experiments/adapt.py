@@ -104,10 +104,10 @@ class Adapt:
         self.cfg, self.env = session.cfg, session.env
         self.base, self.base_info = None, None
         if opts.baseline:
-            from ..models import load_model
+            from ..models import load_model, uses_prompt
 
             self.base, self.base_info = load_model(opts.baseline, device=self.env.device, with_info=True)
-            if hasattr(self.base, "encode_prompt"):
+            if uses_prompt(self.base):
                 raise ConfigError(f"--baseline {opts.baseline} is a prompted model; the baselines are the w/o-prompt "
                                   f"model (promptiqa ablation --variant wo_prompt, or the demo's promptiqa_wo_prompt)")
             if int(self.base.image_size) != session.image_size:
