@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from promptiqa.data import cache, images, prepare
+from promptiqa.cli import main as cli_main
+from promptiqa.data import cache, images
 from promptiqa.data.records import DatasetRecords, Record
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -155,8 +156,8 @@ def test_prepare_cli_loads_the_dataset_from_the_registry(tiny_ds, tmp_path, monk
     fake = types.ModuleType("promptiqa.data.registry")
     fake.load_dataset = lambda key, root: calls.append((key, root)) or tiny_ds
     monkeypatch.setitem(sys.modules, "promptiqa.data.registry", fake)
-    prepare.main(["--dataset", "toy", "--root", tiny_ds.root, "--cache_dir", str(tmp_path / "c"),
-                  "--image_size", "16", "-j", "2"])
+    assert cli_main(["prepare", "--dataset", "toy", "--root", tiny_ds.root, "--cache_dir", str(tmp_path / "c"),
+                     "--image_size", "16", "-j", "2"]) == 0
     assert calls == [("toy", tiny_ds.root)]
     assert len(cache.ImageCache(tmp_path / "c" / "toy_16")) == 5
     assert "5 images at 16px" in capsys.readouterr().out
@@ -205,8 +206,8 @@ def test_registry_split_isp_and_cache_fit_together(tmp_path):
     from tests.fixtures.datasets import build_fixture
 
     root = build_fixture("csiq", tmp_path / "csiq", n_refs=5, per_ref=4)
-    prepare.main(["--dataset", "csiq", "--root", str(root), "--cache_dir", str(tmp_path / "cache"),
-                  "--image_size", "32"])
+    assert cli_main(["prepare", "--dataset", "csiq", "--root", str(root), "--cache_dir", str(tmp_path / "cache"),
+                     "--image_size", "32"]) == 0
     ds = load_dataset("csiq", root)
     split = make_split(ds, 2024)
     assert (len(split.train_units), len(split.test_units)) == (4, 1)
