@@ -237,3 +237,63 @@ def test_two_processes_measure_what_one_does(shared, tmp_path):
         for field in ("pred", "fine_tuned"):
             if field in one:
                 np.testing.assert_allclose(two[field], one[field], atol=1e-5)
+
+
+N_GENERATED = 40   # rows of each real label file kept (the model scores every test image: the whole file is slow)
+
+
+@pytest.fixture(scope="module")
+def generated_roots(labels_dir, tmp_path_factory):
+    """Roots of AGIQA-3K and AIGCIQA2023 in their releases' layouts holding the first rows of the real label files
+    (every requirement's column) and a synthetic image for each row."""
+    import cv2
+    import scipy.io
+
+    root = tmp_path_factory.mktemp("generated")
+    rng = np.random.default_rng(0)
+
+    def image(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(path), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+
+    with open(labels_dir / "agiqa_3k" / "data.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))[:N_GENERATED + 1]
+    (root / "agiqa_3k").mkdir()
+    with open(root / "agiqa_3k" / "data.csv", "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    for row in rows[1:]:
+        image(root / "agiqa_3k" / "img" / row[0])
+    with open(labels_dir / "aigciqa2023" / "AIGCIQA2023.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[:N_GENERATED]
+    mos = root / "aigciqa2023" / "DATA" / "MOS"
+    mos.mkdir(parents=True)
+    for number, column in enumerate(("quality_mos", "authenticity_mos", "correspondence_mos"), 1):
+        scipy.io.savemat(str(mos / f"mosz{number}.mat"), {"MOSz": np.asarray([float(r[column]) for r in rows])[:, None]})
+    for i in range(N_GENERATED):
+        image(root / "aigciqa2023" / "Image" / "allimg" / f"{i}.png")
+    return root
+
+
+def test_adapt_measures_the_requirements_of_the_ai_generated_datasets(shared, generated_roots, tmp_path, capsys):
+    """`promptiqa adapt` on AGIQA-3K and AIGCIQA2023 laid out as released (the real labels' first rows, synthetic
+    images): each requirement is a dataset of its own, and those of one dataset form one requirement matrix."""
+    keys = ["agiqa_3k", "agiqa_3k:align", "aigciqa2023", "aigciqa2023:authenticity", "aigciqa2023:correspondence"]
+    out = tmp_path / "generated"
+    assert cli_main(["adapt", "--checkpoint", shared["ours"], "--dataset", *keys,
+                     "--data_root", f"agiqa_3k={generated_roots / 'agiqa_3k'}",
+                     "--data_root", f"aigciqa2023={generated_roots / 'aigciqa2023'}", "--k", "2", "5",
+                     "--isp_num", "5", "-j", "0", "--progress", "false", "--bootstrap", "50",
+                     "--save_path", str(out)]) == 0
+    assert {"report.md", "results.csv", "results.json", "adapt.png"} <= {p.name for p in out.iterdir()}
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["curves"]) == sorted(keys)
+    for key in keys:
+        assert [p["k"] for p in results["curves"][key]["promptiqa"]] == [2, 5]
+        assert results["leakage"][key]["checkpoint"]["status"] == "not_trained"   # trained on koniq10k only
+    matrices = {tuple(m["keys"]): m for m in results["matrices"]}
+    assert set(matrices) == {tuple(keys[:2]), tuple(keys[2:])}
+    for group, matrix in matrices.items():
+        assert matrix["rows"] == list(group) and matrix["n"] == N_GENERATED // 5   # the 20% test split
+    report = (out / "report.md").read_text()
+    assert "## Requirement matrix: agiqa_3k, agiqa_3k:align" in report
+    assert "## Requirement matrix: aigciqa2023, aigciqa2023:authenticity, aigciqa2023:correspondence" in report

@@ -88,7 +88,12 @@ class PixelSelfAttention(nn.Module):
 
 
 class RowAttention(nn.Module):
-    """Attention between the rows of a (B, R, D) matrix, linear q/k/v over D: MAL's channel- and pixel-wise attention."""
+    """Attention between the rows of a (B, R, D) matrix, linear q/k/v over D: MAL's channel- and pixel-wise attention.
+
+    The design (and the official parameter names c_q, c_k, c_v) is MANIQA's Transposed Attention Block (Yang et al.,
+    "MANIQA: Multi-dimension Attention Network for No-Reference Image Quality Assessment", CVPRW 2022,
+    arXiv:2204.08958; one head, softmax scaled by D ** -0.5, dropout on the output, a residual), which MoNet's
+    Multi-view Attention Learning took over (Chen et al., GMC-IQA, arXiv:2401.10511), and PromptIQA with MoNet."""
 
     def __init__(self, dim: int, drop: float = 0.1):
         super().__init__()

@@ -3,6 +3,9 @@
 References: Z. Chen et al., "PromptIQA: Boosting the Performance and Generalization for No-Reference Image Quality
 Assessment via Prompts", ECCV 2024 (arXiv:2403.04993); the official implementation, github.com/chencn2020/PromptIQA,
 whose layer sizes and parameter names this file reproduces (tests/test_model_fidelity.py: within 1e-5 of it).
+MoNet, the visual encoder, is the mean-opinion network of Z. Chen et al., "GMC-IQA: Exploiting Global-correlation and
+Mean-opinion Consistency for No-reference Image Quality Assessment" (arXiv:2401.10511); its attention between rows
+(layers.RowAttention) is MANIQA's Transposed Attention Block (arXiv:2204.08958).
 
 Module and parameter names follow the official release (``vit``, ``MALs``, ``fusion_mal``, ``block``, ``cnn``,
 ``i_p_fusion``, ``mlp``, ``prompt_fusion``, ``blocks``, ``norm``, ``score_block``), so its checkpoints load with
