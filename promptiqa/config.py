@@ -158,7 +158,8 @@ NUMBER_RULES: Dict[str, Range] = {
     "drop": Range(0, 1, below_high=True), "clip_grad": Range(0, above_low=True), "lr_warmup_steps": Range(0),
     "nprocs": Range(1), "groups_per_process": Range(1), "eval_every": Range(1), "eval_batch_size": Range(1, MAX_BATCH),
     "log_every": Range(1), "stop_after_steps": Range(1), "isp_num": Range(1), "isp_seed": Range(0, SEED_LIMIT),
-    "draws": Range(1), "sizes": Range(1), "dist_timeout": Range(0, above_low=True),
+    "draws": Range(1), "sizes": Range(1), "k": Range(2), "finetune_steps": Range(0), "bootstrap": Range(1),
+    "dist_timeout": Range(0, above_low=True),
     "val_fraction": Range(0, 1, below_high=True),
 }
 # options whose command-line spelling is not --<field name> (the official ones)

@@ -199,12 +199,9 @@ class Adapt:
         return self.units.get(f"matrix/{data.key}", compute, self.cost)
 
 
-def test_paths(data) -> List[str]:
-    return [os.path.realpath(data.records.records[i].path) for i in data.split.test_indices]
-
-
-def train_paths(data) -> List[str]:
-    return [os.path.realpath(data.records.records[i].path) for i in data.split.train_indices]
+def resolved_paths(data, indices: Sequence[int]) -> List[str]:
+    """The resolved file paths of ``data``'s records at ``indices`` (how datasets sharing images are matched)."""
+    return [os.path.realpath(data.records.records[i].path) for i in indices]
 
 
 def run_adapt(cfg, opts: argparse.Namespace) -> Optional[Dict[str, Any]]:
@@ -225,17 +222,14 @@ def run_adapt(cfg, opts: argparse.Namespace) -> Optional[Dict[str, Any]]:
                 results["zero_shot"][data.key] = run.zero_shot(data)
             results["relabel"][data.key] = run.relabel(data)
         by_key = {d.key: d for d in session.datasets}
-        groups = measures.requirement_groups({d.key: test_paths(d) for d in session.datasets},
-                                             {d.key: train_paths(d) for d in session.datasets})
+        tested = {d.key: resolved_paths(d, d.split.test_indices) for d in session.datasets}   # resolved once
+        groups = measures.requirement_groups(tested, {d.key: resolved_paths(d, d.split.train_indices)
+                                                      for d in session.datasets})
         for keys, common in groups:
-            pool = by_key[keys[0]]
-            where = {p: i for i, p in enumerate(test_paths(pool))}
-            positions = [where[p] for p in common]
-            rows = {k: run.matrix_row(by_key[k], pool, positions) for k in keys} if len(common) >= 2 else {}
-            labels = {}
-            for k in keys:
-                at = {p: i for i, p in enumerate(test_paths(by_key[k]))}
-                labels[k] = np.asarray([by_key[k].test.labels[at[p]] for p in common], dtype=np.float64)
+            at = {k: {p: i for i, p in enumerate(tested[k])} for k in keys}
+            positions = [at[keys[0]][p] for p in common]
+            rows = {k: run.matrix_row(by_key[k], by_key[keys[0]], positions) for k in keys} if len(common) >= 2 else {}
+            labels = {k: np.asarray([by_key[k].test.labels[at[k][p]] for p in common], dtype=np.float64) for k in keys}
             results["matrices"].append({"keys": keys, "n": len(common), "rows": rows, "labels": labels})
         if not session.env.is_main:
             return None
@@ -282,10 +276,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.draws = measures.DEFAULT_DRAWS if args.draws is None else args.draws
     args.finetune_steps = FINETUNE_STEPS if args.finetune_steps is None else args.finetune_steps
     args.bootstrap = measures.DEFAULT_BOOTSTRAP if args.bootstrap is None else args.bootstrap
-    check_number("draws", args.draws)
-    for name, value, low in (("k", min(args.k), 2), ("finetune_steps", args.finetune_steps, 0),
-                             ("bootstrap", args.bootstrap, 1)):
-        if value < low:
-            raise ConfigError(f"--{name} must be at least {low}, got {value}")
+    for name, value in (("draws", args.draws), ("k", min(args.k)), ("finetune_steps", args.finetune_steps),
+                        ("bootstrap", args.bootstrap)):
+        check_number(name, value)
     run_adapt(cfg, args)
     return 0
